@@ -1,0 +1,249 @@
+"""Export a LLaMA-family causal LM (HF transformers `LlamaForCausalLM`: TinyLlama, SmolLM,
+Llama-3.2 ...) to the onnx-community / Optimum layout with KV cache, and (with --tiny) record
+PyTorch goldens.
+
+Files written to --out:
+  model.onnx   input_ids [batch_size, sequence_length] int64,
+               attention_mask [batch_size, total_sequence_length] int64,
+               position_ids [batch_size, sequence_length] int64,
+               past_key_values.{i}.key / .value [batch_size, num_kv_heads, past_sequence_length, head_dim]
+               -> logits [batch_size, sequence_length, vocab],
+                  present.{i}.key / .value [batch_size, num_kv_heads, total_sequence_length, head_dim]
+               The first step passes an empty past (past_sequence_length = 0).
+  config.json, generation_config.json, tokenizer.json, tokenizer_config.json (with chat_template)
+
+Production use:
+  python export_llama.py --hf-model /path/to/SmolLM2-135M-Instruct --out /srv/models/smollm2
+Benchmark model (SmolLM-135M-sized, random weights):
+  python export_llama.py --random-weights --out /tmp/llama-135m
+Fixture (tiny config, grouped-query attention, a tokenizer trained here, goldens):
+  python export_llama.py --tiny --out ../fixtures/llama
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    AutoTokenizer,
+)
+
+from common import Manifest, check_with_onnxruntime, onnx_size_report, rerandomize, seed_everything
+
+OPSET = 17
+
+# SmolLM2-Instruct's ChatML template (system prompt text changed).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful robot assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+CORPUS = """
+The robot arm picks the red cube from the table and places it in the bin.
+Segment anything: point at an object and the model returns its mask.
+An edge device runs inference close to the camera, without a network connection.
+Embedded engineers care about latency, memory and whether the daemon survives bad input.
+The quick brown fox jumps over the lazy dog. A small model can still tell a story.
+Once upon a time, a little robot wanted to learn the names of every tool in the workshop.
+It looked at the hammer, the wrench and the screwdriver, and it remembered each one.
+Hello! How are you today? I am fine, thank you. What can I help you with?
+Temperature, top-k, top-p and repetition penalty shape how the next token is sampled.
+Unicode text such as café, naïve, Zürich, 東京 and emoji 🤖 must never be split inside a character.
+""" * 4
+
+
+def train_tokenizer(out: Path, vocab_size: int = 384) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer like SmolLM's and Llama 3's, trained on a tiny corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS.splitlines(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    # Keep the template inside tokenizer_config.json, where most published exports carry it.
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["chat_template"] = CHAT_TEMPLATE
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.pop("backend", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    return PreTrainedTokenizerFast.from_pretrained(out)
+
+
+class Wrapper(torch.nn.Module):
+    """Flat tensors in and out, as the ONNX layout has them; a DynamicCache inside."""
+
+    def __init__(self, model: LlamaForCausalLM):
+        super().__init__()
+        self.model = model
+        self.layers = model.config.num_hidden_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, return_dict=True)
+        presents = []
+        for layer in out.past_key_values.layers:
+            presents += [layer.keys, layer.values]
+        return (out.logits, *presents)
+
+
+def io_names(layers: int):
+    inputs = ["input_ids", "attention_mask", "position_ids"]
+    outputs = ["logits"]
+    for i in range(layers):
+        inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+        outputs += [f"present.{i}.key", f"present.{i}.value"]
+    return inputs, outputs
+
+
+def export(model: LlamaForCausalLM, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+    batch, seq, past = 2, 3, 4
+    example = [
+        torch.randint(0, cfg.vocab_size, (batch, seq)),
+        torch.ones(batch, past + seq, dtype=torch.int64),
+        torch.arange(past, past + seq).repeat(batch, 1),
+    ] + [torch.randn(batch, kv, past, hd) for _ in range(2 * layers)]
+    inputs, outputs = io_names(layers)
+    axes = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for name in inputs[3:]:
+        axes[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in outputs[1:]:
+        axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    torch.onnx.export(Wrapper(model), tuple(example), out / "model.onnx", input_names=inputs, output_names=outputs,
+                      dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    cfg.save_pretrained(out)
+    print(onnx_size_report(out / "model.onnx"))
+
+
+def empty_past(model, batch=1):
+    cfg = model.config
+    return [torch.zeros(batch, cfg.num_key_value_heads, 0, cfg.head_dim) for _ in range(2 * cfg.num_hidden_layers)]
+
+
+@torch.no_grad()
+def goldens(model: LlamaForCausalLM, tok, out: Path) -> None:
+    m = Manifest(out)
+    wrapper = Wrapper(model)
+    inputs, outputs = io_names(model.config.num_hidden_layers)
+    ids = torch.tensor([tok.encode("The robot arm picks the red cube")])
+    n = ids.shape[1]
+    feeds = [ids, torch.ones(1, n, dtype=torch.int64), torch.arange(n)[None]] + empty_past(model)
+    res = wrapper(*feeds)
+    m.add("prefill", "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), atol=1e-4, rtol=1e-3)
+    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), 1e-4, 1e-3)
+    # One cached decode step: the next token, with the prefill's presents as the past.
+    next_id = res[0][0, -1].argmax().reshape(1, 1)
+    feeds2 = [next_id, torch.ones(1, n + 1, dtype=torch.int64), torch.tensor([[n]])] + list(res[1:])
+    res2 = wrapper(*feeds2)
+    m.add("decode", "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), atol=1e-4, rtol=1e-3)
+    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), 1e-4, 1e-3)
+    # Batch of two with left padding (attention_mask zeros), as batched generation does.
+    a = tok.encode("Hello! How are you today?")
+    b = tok.encode("The quick brown fox")
+    width = max(len(a), len(b))
+    pad = tok.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(a)) + a, [pad] * (width - len(b)) + b])
+    mask = torch.tensor([[0] * (width - len(a)) + [1] * len(a), [0] * (width - len(b)) + [1] * len(b)])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    feeds3 = [ids, mask, pos] + empty_past(model, batch=2)
+    res3 = wrapper(*feeds3)
+    m.add("prefill_batch2_padded", "model.onnx", dict(zip(inputs, feeds3)), dict(zip(outputs, res3)),
+          atol=1e-4, rtol=1e-3)
+    m.write()
+
+    # Generation and chat-template references for the pipeline tests.
+    conversations = [
+        [{"role": "user", "content": "What is in the bin?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a tool."},
+         {"role": "assistant", "content": "A wrench."}, {"role": "user", "content": "Another one?"}],
+    ]
+    refs = {"chat": [], "generate": []}
+    for conv in conversations:
+        text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        refs["chat"].append({"messages": conv, "add_generation_prompt": True, "text": text})
+    for prompt, chat in [("Once upon a time, a little robot", False), (refs["chat"][0]["text"], True)]:
+        enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        gen = model.generate(**enc, max_new_tokens=40, do_sample=False)
+        new = gen[0, enc["input_ids"].shape[1]:].tolist()
+        refs["generate"].append({"prompt": prompt, "from_chat_template": chat,
+                                 "prompt_ids": enc["input_ids"][0].tolist(), "greedy_new_ids": new,
+                                 "greedy_text": tok.decode(new, skip_special_tokens=False)})
+        # The smallest gap between the top two logits along the greedy path: a tie would make the
+        # token-for-token test depend on rounding, so the seed is chosen to keep it comfortable.
+        logits = model(gen[:, :-1]).logits[0, enc["input_ids"].shape[1] - 1:]
+        top2 = logits.topk(2, dim=-1).values
+        print(f"  greedy path min top-2 logit gap: {float((top2[:, 0] - top2[:, 1]).min()):.4f}")
+    (out / "golden" / "reference.json").write_text(json.dumps(refs, indent=2, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--hf-model", help="HF model directory (config, weights, tokenizer files)")
+    ap.add_argument("--random-weights", action="store_true", help="SmolLM-135M-sized, random weights")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    seed_everything(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tiny:
+        tok = train_tokenizer(args.out)
+        config = LlamaConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, attn_implementation="eager",
+        )
+        model = LlamaForCausalLM(config)
+        rerandomize(model, args.seed, scale=2.0)
+    elif args.random_weights:
+        config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                             num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                             rope_theta=10000.0, tie_word_embeddings=True, attn_implementation="eager")
+        model = LlamaForCausalLM(config)
+        tok = None
+    elif args.hf_model:
+        model = LlamaForCausalLM.from_pretrained(args.hf_model, attn_implementation="eager")
+        tok = AutoTokenizer.from_pretrained(args.hf_model)
+        tok.save_pretrained(args.out)
+    else:
+        ap.error("give --tiny, --hf-model or --random-weights")
+    model.eval()
+    gen_cfg = GenerationConfig(bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
+                               pad_token_id=model.config.pad_token_id)
+    gen_cfg.save_pretrained(args.out)
+    export(model, args.out)
+    if args.tiny:
+        goldens(model, tok, args.out)
+
+
+if __name__ == "__main__":
+    main()

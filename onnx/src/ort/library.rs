@@ -1,0 +1,308 @@
+//! Finding and loading the ONNX Runtime shared library (never downloaded, never linked at build
+//! time). Search order:
+//!
+//! 1. an explicit path from config (`ort_library`) — used alone, no fallback;
+//! 2. `ORT_DYLIB_PATH` — used alone, no fallback;
+//! 3. the `capi/` folder of an installed `onnxruntime` Python package (the active virtualenv,
+//!    `./.venv`, the user's and the system's site-packages);
+//! 4. the system library paths (`LD_LIBRARY_PATH`, `/usr/local/lib`, `/usr/lib`, the multiarch
+//!    folder, `/opt/onnxruntime/lib`), then the dynamic loader's own search by name.
+//!
+//! The library is loaded once per process; the environment built on it is shared by every
+//! session.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::logging::LogLevel;
+
+use crate::error::{OnnxError, Result};
+
+/// A loaded ONNX Runtime: where it came from and its version.
+pub struct OrtRuntime {
+    /// The shared library that was loaded.
+    pub path: PathBuf,
+    /// How it was found (`config`, `ORT_DYLIB_PATH`, `python package`, `system`).
+    pub origin: &'static str,
+    /// The version it reports (`1.24.1`).
+    pub version: String,
+    /// Execution providers compiled into this build of ONNX Runtime.
+    pub available_providers: Vec<String>,
+    pub(crate) environment: Environment,
+}
+
+impl std::fmt::Debug for OrtRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtRuntime")
+            .field("path", &self.path)
+            .field("origin", &self.origin)
+            .field("version", &self.version)
+            .field("available_providers", &self.available_providers)
+            .finish()
+    }
+}
+
+static RUNTIME: OnceLock<Arc<OrtRuntime>> = OnceLock::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Oldest ONNX Runtime this build accepts (`1.<ort API level>`).
+pub fn minimum_version() -> String {
+    format!("1.{}", ort::MINOR_VERSION)
+}
+
+/// Loads ONNX Runtime (once per process) and returns it. `explicit` is the config's library
+/// path, if any. A later call with a different explicit path gets the already loaded runtime
+/// and a warning.
+pub fn runtime(explicit: Option<&Path>) -> Result<Arc<OrtRuntime>> {
+    if let Some(rt) = RUNTIME.get() {
+        warn_if_different(rt, explicit);
+        return Ok(rt.clone());
+    }
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        warn_if_different(rt, explicit);
+        return Ok(rt.clone());
+    }
+    let rt = Arc::new(load(explicit)?);
+    tracing::info!(path = %rt.path.display(), version = %rt.version, origin = rt.origin,
+        providers = %rt.available_providers.join(","), "loaded ONNX Runtime");
+    let _ = RUNTIME.set(rt.clone());
+    Ok(rt)
+}
+
+fn warn_if_different(rt: &OrtRuntime, explicit: Option<&Path>) {
+    if let Some(p) = explicit
+        && p != rt.path
+    {
+        tracing::warn!(requested = %p.display(), loaded = %rt.path.display(),
+            "ONNX Runtime is already loaded in this process; ignoring the other library path");
+    }
+}
+
+/// A place the library may be.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// File to try.
+    pub path: PathBuf,
+    /// How it was found.
+    pub origin: &'static str,
+    /// Whether it was asked for explicitly (then no other place is tried).
+    pub explicit: bool,
+}
+
+/// Every candidate in search order (existing files only, except explicit ones and the final
+/// by-name loader lookups).
+pub fn candidates(explicit: Option<&Path>) -> Vec<Candidate> {
+    if let Some(p) = explicit {
+        return vec![Candidate { path: p.to_path_buf(), origin: "config", explicit: true }];
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return vec![Candidate { path: PathBuf::from(p), origin: "ORT_DYLIB_PATH", explicit: true }];
+    }
+    let mut out = Vec::new();
+    for capi in python_capi_dirs() {
+        for path in libraries_in(&capi) {
+            out.push(Candidate { path, origin: "python package", explicit: false });
+        }
+    }
+    for dir in system_dirs() {
+        for path in libraries_in(&dir) {
+            out.push(Candidate { path, origin: "system", explicit: false });
+        }
+    }
+    for name in ["libonnxruntime.so", "libonnxruntime.so.1"] {
+        out.push(Candidate { path: PathBuf::from(name), origin: "dynamic loader", explicit: false });
+    }
+    out
+}
+
+/// Folders searched for the `onnxruntime` Python package, in order.
+pub fn python_capi_dirs() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        roots.push(PathBuf::from(venv).join("lib"));
+    }
+    roots.push(PathBuf::from(".venv/lib"));
+    if let Some(home) = std::env::var_os("HOME") {
+        roots.push(PathBuf::from(home).join(".local/lib"));
+    }
+    roots.push(PathBuf::from("/usr/local/lib"));
+    roots.push(PathBuf::from("/usr/lib"));
+    let mut dirs = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut pythons: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+            .map(|e| e.path())
+            .collect();
+        pythons.sort();
+        pythons.reverse();
+        for py in pythons {
+            for pkgs in ["site-packages", "dist-packages"] {
+                let capi = py.join(pkgs).join("onnxruntime/capi");
+                if capi.is_dir() {
+                    dirs.push(capi);
+                }
+            }
+        }
+    }
+    dirs
+}
+
+fn system_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    for d in ["/usr/local/lib", "/usr/lib", multiarch.as_str(), "/usr/lib64", "/opt/onnxruntime/lib"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+/// `libonnxruntime.so*` files in `dir` (not the provider plugins), newest version first.
+fn libraries_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut libs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == "libonnxruntime.so" || name.starts_with("libonnxruntime.so.")
+        })
+        .map(|e| e.path())
+        .collect();
+    libs.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
+    libs
+}
+
+fn version_key(p: &Path) -> Vec<u32> {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.trim_start_matches("libonnxruntime.so").split('.').filter_map(|s| s.parse().ok()).collect()
+}
+
+fn load(explicit: Option<&Path>) -> Result<OrtRuntime> {
+    let candidates = candidates(explicit);
+    let mut searched = Vec::new();
+    for candidate in &candidates {
+        match try_load(candidate) {
+            Ok(rt) => return Ok(rt),
+            Err(e) if candidate.explicit => return Err(e),
+            Err(OnnxError::RuntimeTooOld { path, found, .. }) => {
+                searched.push(format!("{} ({}): version {found} is too old", path.display(), candidate.origin));
+            }
+            Err(e) => searched.push(format!("{} ({}): {e}", candidate.path.display(), candidate.origin)),
+        }
+    }
+    if searched.is_empty() {
+        searched.push("(no candidates)".into());
+    }
+    // Say which folders were looked at even when they held nothing.
+    for dir in python_capi_search_roots_for_message() {
+        searched.push(format!("{dir} (python package): no onnxruntime/capi/libonnxruntime.so*"));
+    }
+    Err(OnnxError::RuntimeNotFound { searched })
+}
+
+fn python_capi_search_roots_for_message() -> Vec<String> {
+    if !python_capi_dirs().is_empty() {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        v.push(format!("{}/lib/python3*/site-packages", PathBuf::from(venv).display()));
+    }
+    v.push("./.venv/lib/python3*/site-packages".into());
+    v.push("~/.local/lib/python3*/site-packages".into());
+    v.push("/usr/local/lib/python3*/{site,dist}-packages, /usr/lib/python3*/{site,dist}-packages".into());
+    v
+}
+
+fn try_load(candidate: &Candidate) -> Result<OrtRuntime> {
+    let path = &candidate.path;
+    if candidate.explicit && !path.exists() {
+        return Err(OnnxError::RuntimeLoad {
+            path: path.clone(),
+            reason: format!("no such file (from {})", candidate.origin),
+        });
+    }
+    let builder = ort::init_from(path).map_err(|e| match e {
+        ort::LoadDynamicError::BadVersion { version_str, path } => {
+            OnnxError::RuntimeTooOld { path, found: version_str, required: minimum_version(), api: ort::MINOR_VERSION }
+        }
+        other => OnnxError::RuntimeLoad { path: path.clone(), reason: other.to_string() },
+    })?;
+    let environment = builder
+        .with_name("edgeinfer")
+        .with_telemetry(false)
+        .with_logger(Arc::new(forward_environment_log))
+        .build()
+        .map_err(|e| OnnxError::RuntimeLoad { path: path.clone(), reason: format!("creating the environment: {e}") })?;
+    let resolved = resolve_loaded_path(path);
+    Ok(OrtRuntime {
+        path: resolved.clone(),
+        origin: candidate.origin,
+        version: version_string(&resolved).unwrap_or_else(|| "unknown".into()),
+        available_providers: available_providers(),
+        environment,
+    })
+}
+
+/// The absolute path of a library loaded by bare name, read from the process's mappings.
+fn resolve_loaded_path(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            let name = Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name == "libonnxruntime.so" || name.starts_with("libonnxruntime.so.")
+        })
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// The version the library reports through `OrtGetApiBase()->GetVersionString()`.
+#[allow(unsafe_code)]
+fn version_string(path: &Path) -> Option<String> {
+    // SAFETY: ort has already loaded this library, so dlopen hands back the same handle (and
+    // dlclose on drop only drops our reference). `OrtGetApiBase` is a C function without
+    // arguments returning a pointer to a static struct; `GetVersionString` returns a pointer to
+    // a static NUL-terminated string. Both are checked for null before use.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get_base();
+        if base.is_null() {
+            return None;
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(version).to_string_lossy().into_owned())
+    }
+}
+
+fn available_providers() -> Vec<String> {
+    crate::ort::providers::available().unwrap_or_default()
+}
+
+fn forward_environment_log(level: LogLevel, category: &str, id: &str, location: &str, message: &str) {
+    match level {
+        LogLevel::Fatal | LogLevel::Error => {
+            tracing::error!(target: "onnxruntime", category, id, location, "{message}")
+        }
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", category, id, "{message}"),
+        LogLevel::Info => tracing::debug!(target: "onnxruntime", category, id, "{message}"),
+        LogLevel::Verbose => tracing::trace!(target: "onnxruntime", category, id, "{message}"),
+    }
+}

@@ -1,0 +1,384 @@
+//! The ONNX Runtime backend (crate `ort`, `load-dynamic`): library discovery, execution-provider
+//! registration with fallback down the preference list, session options, and tensor conversion.
+//!
+//! Loading with a preference list `[a, b, cpu]` registers every provider that ORT accepts; a
+//! provider that fails to register is skipped with a warning (or fails the load when
+//! `require`d). If creating the session then fails with a provider registered (an NPU that is
+//! absent is often only noticed here), the first remaining non-CPU provider is blamed, dropped,
+//! and the session is created again. After loading, the report says which providers are active
+//! and how many graph nodes each one got, read from ORT's node-placement log.
+
+pub mod library;
+pub mod providers;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ort::logging::LogLevel;
+use ort::session::Session as OrtInner;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+
+use crate::backend::{
+    Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
+    validate_inputs,
+};
+use crate::ep::{EpConfig, ExecutionProvider};
+use crate::error::{OnnxError, Result};
+use crate::guard::no_panic;
+use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
+
+pub use library::{OrtRuntime, minimum_version};
+
+/// The ONNX Runtime backend. Creating it loads the library (once per process).
+#[derive(Clone, Debug)]
+pub struct OrtBackend {
+    runtime: Arc<OrtRuntime>,
+}
+
+impl OrtBackend {
+    /// Loads ONNX Runtime, from `library` if given, else by the documented search order.
+    pub fn new(library: Option<&std::path::Path>) -> Result<Self> {
+        Ok(OrtBackend { runtime: library::runtime(library)? })
+    }
+
+    /// The loaded runtime.
+    pub fn runtime(&self) -> &OrtRuntime {
+        &self.runtime
+    }
+}
+
+impl Backend for OrtBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ort
+    }
+
+    fn describe(&self) -> String {
+        format!("onnxruntime {} ({})", self.runtime.version, self.runtime.path.display())
+    }
+
+    fn load(&self, source: &ModelSource, options: &SessionOptions) -> Result<Box<dyn Session>> {
+        Ok(Box::new(OrtSession::load(&self.runtime, source, options)?))
+    }
+}
+
+/// A model loaded into ONNX Runtime.
+pub struct OrtSession {
+    label: String,
+    inner: Mutex<OrtInner>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    report: ProviderReport,
+}
+
+/// Log lines one session's loading produced that matter to us.
+#[derive(Default)]
+struct LoadLog {
+    placement: Vec<String>,
+}
+
+static SESSION_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl OrtSession {
+    fn load(runtime: &OrtRuntime, source: &ModelSource, options: &SessionOptions) -> Result<Self> {
+        if let ModelSource::File(path) = source {
+            let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io { path: path.clone(), source: e })?;
+            if !meta.is_file() {
+                return Err(invalid(source, "not a regular file"));
+            }
+        }
+        let requested: Vec<EpConfig> = options.execution_providers.clone();
+        let mut remaining: Vec<EpConfig> = requested.clone();
+        let mut attempts: Vec<ProviderAttempt> = Vec::new();
+        loop {
+            let log = Arc::new(Mutex::new(LoadLog::default()));
+            let mut builder = base_builder(runtime, source, options, log.clone())?;
+            let mut registered: Vec<EpConfig> = Vec::new();
+            for ep in &remaining {
+                match providers::register(&ep.provider, &mut builder, &runtime.available_providers) {
+                    Ok(()) => registered.push(ep.clone()),
+                    Err(reason) => {
+                        if ep.require {
+                            return Err(OnnxError::ExecutionProvider { ep: ep.to_string(), reason });
+                        }
+                        tracing::warn!(model = %source.label(), ep = %ep, %reason,
+                            "execution provider not registered; falling back to the next one");
+                        attempts.push(ProviderAttempt { provider: ep.to_string(), error: Some(reason) });
+                    }
+                }
+            }
+            remaining = registered.clone();
+            match no_panic(|| commit(builder, source, options)).map_err(|e| invalid(source, e))? {
+                Ok(inner) => {
+                    for ep in &registered {
+                        attempts.push(ProviderAttempt { provider: ep.to_string(), error: None });
+                    }
+                    let placement = {
+                        let log = log.lock().unwrap_or_else(|p| p.into_inner());
+                        providers::parse_placement(log.placement.iter().map(String::as_str))
+                    };
+                    let mut active: Vec<String> =
+                        registered.iter().map(|e| e.provider.ort_name().to_string()).collect();
+                    if !active.iter().any(|a| a == "CPUExecutionProvider") {
+                        active.push("CPUExecutionProvider".into());
+                    }
+                    let report = ProviderReport {
+                        attempts: order_attempts(&requested, attempts),
+                        active,
+                        node_placement: placement,
+                    };
+                    tracing::info!(model = %source.label(), active = %report.active.join(","),
+                        placement = ?report.node_placement, "ONNX Runtime session ready");
+                    let (inputs, outputs) = describe(&inner);
+                    return Ok(OrtSession { label: source.label(), inner: Mutex::new(inner), inputs, outputs, report });
+                }
+                Err(e) => {
+                    // Blame the first accelerator still in the list; CPU alone failing is the model's fault.
+                    let Some(pos) = remaining.iter().position(|ep| ep.provider != ExecutionProvider::Cpu) else {
+                        return Err(invalid(source, e));
+                    };
+                    let ep = remaining.remove(pos);
+                    let reason = e.to_string();
+                    if ep.require {
+                        return Err(OnnxError::ExecutionProvider { ep: ep.to_string(), reason });
+                    }
+                    tracing::warn!(model = %source.label(), ep = %ep, %reason,
+                        "session creation failed with this execution provider; retrying without it");
+                    attempts.push(ProviderAttempt { provider: ep.to_string(), error: Some(reason) });
+                }
+            }
+        }
+    }
+
+    fn run_error(&self, e: impl std::fmt::Display) -> OnnxError {
+        OnnxError::Run { backend: "onnxruntime", reason: format!("{}: {e}", self.label) }
+    }
+}
+
+/// Puts attempts in the order the providers were requested.
+fn order_attempts(requested: &[EpConfig], attempts: Vec<ProviderAttempt>) -> Vec<ProviderAttempt> {
+    let mut out: Vec<ProviderAttempt> = Vec::new();
+    for ep in requested {
+        let name = ep.to_string();
+        if let Some(a) = attempts.iter().find(|a| a.provider == name) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+fn invalid(source: &ModelSource, reason: impl std::fmt::Display) -> OnnxError {
+    OnnxError::InvalidModel { path: source.label(), backend: "onnxruntime", reason: reason.to_string() }
+}
+
+fn base_builder(
+    runtime: &OrtRuntime,
+    source: &ModelSource,
+    options: &SessionOptions,
+    log: Arc<Mutex<LoadLog>>,
+) -> Result<SessionBuilder> {
+    let fail = |e: ort::Error| invalid(source, format!("session options: {e}"));
+    let id = format!("edgeinfer-{}", SESSION_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let label = source.label();
+    let logger = move |level: LogLevel, _category: &str, _id: &str, _location: &str, message: &str| {
+        if message.contains("placed on [") {
+            log.lock().unwrap_or_else(|p| p.into_inner()).placement.push(message.to_string());
+        }
+        match level {
+            LogLevel::Fatal | LogLevel::Error => tracing::error!(target: "onnxruntime", model = %label, "{message}"),
+            LogLevel::Warning => tracing::warn!(target: "onnxruntime", model = %label, "{message}"),
+            LogLevel::Info => tracing::debug!(target: "onnxruntime", model = %label, "{message}"),
+            LogLevel::Verbose => tracing::trace!(target: "onnxruntime", model = %label, "{message}"),
+        }
+    };
+    let mut b = OrtInner::builder(&runtime.environment)
+        .map_err(|e| invalid(source, e))?
+        .with_log_id(&id)
+        .map_err(|e| fail(e.into()))?
+        .with_logger(Arc::new(logger))
+        .map_err(|e| fail(e.into()))?
+        // Verbose logging is what makes ORT print its node placements.
+        .with_log_level(LogLevel::Verbose)
+        .map_err(|e| fail(e.into()))?
+        .with_optimization_level(match options.optimization {
+            OptimizationLevel::Disabled => GraphOptimizationLevel::Disable,
+            OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+            OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+            OptimizationLevel::All => GraphOptimizationLevel::All,
+        })
+        .map_err(|e| fail(e.into()))?;
+    if let Some(n) = options.intra_threads {
+        b = b.with_intra_threads(n).map_err(|e| fail(e.into()))?;
+    }
+    if let Some(n) = options.inter_threads {
+        b = b.with_inter_threads(n).map_err(|e| fail(e.into()))?;
+        if n > 1 {
+            b = b.with_parallel_execution(true).map_err(|e| fail(e.into()))?;
+        }
+    }
+    for (name, value) in &options.dims {
+        b = b.with_dimension_override(name, *value as i64).map_err(|e| fail(e.into()))?;
+    }
+    if options.disable_cpu_fallback {
+        b = b.with_disable_cpu_fallback().map_err(|e| fail(e.into()))?;
+    }
+    if let Some(path) = &options.optimized_model_path {
+        b = b.with_optimized_model_path(path).map_err(|e| fail(e.into()))?;
+    }
+    Ok(b)
+}
+
+fn commit(mut builder: SessionBuilder, source: &ModelSource, _options: &SessionOptions) -> ort::Result<OrtInner> {
+    match source {
+        ModelSource::File(path) => builder.commit_from_file(path),
+        ModelSource::Memory(bytes) => builder.commit_from_memory(bytes),
+    }
+}
+
+fn describe(session: &OrtInner) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+    let info = |outlet: &ort::value::Outlet| {
+        let (dtype, shape) = match outlet.dtype() {
+            ValueType::Tensor { ty, shape, dimension_symbols } => {
+                let dims = shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        if d >= 0 {
+                            Dim::Fixed(d as usize)
+                        } else {
+                            match dimension_symbols.get(i) {
+                                Some(s) if !s.is_empty() => Dim::Symbolic(s.clone()),
+                                _ => Dim::Symbolic("?".into()),
+                            }
+                        }
+                    })
+                    .collect();
+                (dtype_of(*ty), dims)
+            }
+            _ => (DType::Other, Vec::new()),
+        };
+        TensorInfo { name: outlet.name().to_string(), dtype, shape }
+    };
+    (session.inputs().iter().map(info).collect(), session.outputs().iter().map(info).collect())
+}
+
+fn dtype_of(ty: TensorElementType) -> DType {
+    match ty {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float16 => DType::F16,
+        TensorElementType::Int64 => DType::I64,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Bool => DType::Bool,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Bfloat16 => DType::Bf16,
+        TensorElementType::Int8 => DType::I8,
+        TensorElementType::Int16 => DType::I16,
+        TensorElementType::Uint16 => DType::U16,
+        TensorElementType::Uint32 => DType::U32,
+        TensorElementType::Uint64 => DType::U64,
+        TensorElementType::String => DType::String,
+        _ => DType::Other,
+    }
+}
+
+impl Session for OrtSession {
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs> {
+        validate_inputs(&self.inputs, &inputs)?;
+        // Inputs are passed as views of our arrays: no copy unless an array is not contiguous.
+        let standard: Vec<(&str, StandardInput<'_>)> =
+            inputs.iter().map(|(name, t)| (name.as_str(), StandardInput::of(t))).collect();
+        let mut values: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
+            Vec::with_capacity(standard.len());
+        for (name, input) in &standard {
+            values.push((std::borrow::Cow::Borrowed(*name), input.to_value().map_err(|e| self.run_error(e))?));
+        }
+        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let results =
+            session.run(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(|e| self.run_error(e))?;
+        let mut entries = Vec::with_capacity(self.outputs.len());
+        for info in &self.outputs {
+            let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
+            entries.push((info.name.clone(), from_value(value).map_err(|e| self.run_error(e))?));
+        }
+        Ok(Outputs::new(entries))
+    }
+
+    fn providers(&self) -> &ProviderReport {
+        &self.report
+    }
+
+    fn backend(&self) -> BackendKind {
+        BackendKind::Ort
+    }
+}
+
+/// An input in standard layout, borrowed when it already is.
+enum StandardInput<'a> {
+    F32(ndarray::CowArray<'a, f32, ndarray::IxDyn>),
+    F16(ndarray::CowArray<'a, half::f16, ndarray::IxDyn>),
+    I64(ndarray::CowArray<'a, i64, ndarray::IxDyn>),
+    I32(ndarray::CowArray<'a, i32, ndarray::IxDyn>),
+    Bool(ndarray::CowArray<'a, bool, ndarray::IxDyn>),
+    U8(ndarray::CowArray<'a, u8, ndarray::IxDyn>),
+}
+
+impl<'a> StandardInput<'a> {
+    fn of(t: &'a Tensor) -> Self {
+        match t {
+            Tensor::F32(a) => StandardInput::F32(a.as_standard_layout()),
+            Tensor::F16(a) => StandardInput::F16(a.as_standard_layout()),
+            Tensor::I64(a) => StandardInput::I64(a.as_standard_layout()),
+            Tensor::I32(a) => StandardInput::I32(a.as_standard_layout()),
+            Tensor::Bool(a) => StandardInput::Bool(a.as_standard_layout()),
+            Tensor::U8(a) => StandardInput::U8(a.as_standard_layout()),
+        }
+    }
+
+    fn to_value(&self) -> ort::Result<ort::session::SessionInputValue<'_>> {
+        Ok(match self {
+            StandardInput::F32(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::F16(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::I64(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::I32(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::Bool(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::U8(a) => TensorRef::from_array_view(a)?.into(),
+        })
+    }
+}
+
+fn from_value(value: &DynValue) -> std::result::Result<Tensor, String> {
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(format!("output is not a tensor ({other:?})")),
+    };
+    let e = |e: ort::Error| e.to_string();
+    Ok(match ty {
+        TensorElementType::Float32 => Tensor::F32(value.try_extract_array::<f32>().map_err(e)?.to_owned()),
+        TensorElementType::Float16 => Tensor::F16(value.try_extract_array::<half::f16>().map_err(e)?.to_owned()),
+        TensorElementType::Int64 => Tensor::I64(value.try_extract_array::<i64>().map_err(e)?.to_owned()),
+        TensorElementType::Int32 => Tensor::I32(value.try_extract_array::<i32>().map_err(e)?.to_owned()),
+        TensorElementType::Bool => Tensor::Bool(value.try_extract_array::<bool>().map_err(e)?.to_owned()),
+        TensorElementType::Uint8 => Tensor::U8(value.try_extract_array::<u8>().map_err(e)?.to_owned()),
+        TensorElementType::Float64 => Tensor::F32(value.try_extract_array::<f64>().map_err(e)?.mapv(|v| v as f32)),
+        other => return Err(format!("output element type {other:?} is not supported")),
+    })
+}
+
+/// Runtime facts for reports: version, path, providers compiled in.
+pub fn runtime_summary(runtime: &OrtRuntime) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("version", runtime.version.clone()),
+        ("path", runtime.path.display().to_string()),
+        ("origin", runtime.origin.to_string()),
+        ("providers", runtime.available_providers.join(",")),
+    ])
+}

@@ -1,0 +1,80 @@
+//! Shared helpers for the integration tests: the fixture manifests (`cases.json`) written by
+//! `models/export/`, and obtaining each backend the way users do.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use edgeinfer_onnx::{Backend, BackendKind, Tensor};
+use serde::Deserialize;
+
+/// Root of the bundled fixtures.
+pub fn fixtures() -> PathBuf {
+    edgeinfer_models::fixtures::fixtures_dir()
+}
+
+/// One parity case: a model, its inputs and the PyTorch reference outputs.
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    /// Case name.
+    pub name: String,
+    /// Model file, relative to the fixture folder.
+    pub model: String,
+    /// Input name → `.npy` file.
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// Output name → golden `.npy` file.
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// Absolute tolerance.
+    pub atol: f32,
+    /// Relative tolerance (against the largest reference magnitude).
+    pub rtol: f32,
+}
+
+#[derive(Debug, Deserialize)]
+struct CaseFile {
+    cases: Vec<Case>,
+}
+
+/// The cases of one fixture family (`sam`, `dinov2`, `llama`).
+pub fn cases(family: &str) -> (PathBuf, Vec<Case>) {
+    let dir = fixtures().join(family);
+    let text = std::fs::read_to_string(dir.join("cases.json"))
+        .unwrap_or_else(|e| panic!("cannot read {}/cases.json: {e}", dir.display()));
+    let file: CaseFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad cases.json: {e}"));
+    (dir, file.cases)
+}
+
+/// Reads the inputs of a case.
+pub fn case_inputs(dir: &Path, case: &Case) -> Vec<(String, Tensor)> {
+    case.inputs
+        .iter()
+        .map(|(name, file)| {
+            let t = Tensor::read_npy(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            (name.clone(), t)
+        })
+        .collect()
+}
+
+/// The ORT backend, loaded as users load it (config path / ORT_DYLIB_PATH / python package /
+/// system). Fails loudly when no runtime is found: the README test command installs one.
+/// Set `EDGEINFER_SKIP_ORT=1` to skip ORT checks deliberately (never in CI).
+pub fn ort_backend() -> Option<Arc<dyn Backend>> {
+    if std::env::var_os("EDGEINFER_SKIP_ORT").is_some_and(|v| v == "1") {
+        eprintln!("EDGEINFER_SKIP_ORT=1: skipping ONNX Runtime checks");
+        return None;
+    }
+    match edgeinfer_onnx::backend(BackendKind::Ort, None) {
+        Ok(b) => Some(b),
+        Err(e) => panic!(
+            "ONNX Runtime is needed by this test and was not found: {e}\n\
+             Run the README's test command (it installs the onnxruntime wheel into .venv and sets ORT_DYLIB_PATH)."
+        ),
+    }
+}
+
+/// Every backend under test.
+pub fn backends() -> Vec<Arc<dyn Backend>> {
+    let mut v: Vec<Arc<dyn Backend>> =
+        vec![edgeinfer_onnx::backend(BackendKind::Tract, None).unwrap_or_else(|e| panic!("{e}"))];
+    v.extend(ort_backend());
+    v
+}

@@ -1,0 +1,65 @@
+//! Every fixture model runs on every backend, and each output matches the PyTorch reference
+//! recorded by `models/export/` (cases.json beside each fixture).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
+use edgeinfer_tests::{backends, case_inputs, cases};
+
+fn run_family(family: &str) {
+    let (dir, cases) = cases(family);
+    assert!(!cases.is_empty(), "no cases for {family}");
+    for backend in backends() {
+        let mut sessions = BTreeMap::new();
+        for case in &cases {
+            let session = sessions.entry(case.model.clone()).or_insert_with(|| {
+                let path = dir.join(&case.model);
+                backend
+                    .load(&ModelSource::File(path.clone()), &SessionOptions::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", backend.kind()))
+            });
+            let outputs = session
+                .run(case_inputs(&dir, case))
+                .unwrap_or_else(|e| panic!("{} {family}/{}: {e}", backend.kind(), case.name));
+            for (name, file) in &case.outputs {
+                let golden = Tensor::read_npy(&dir.join(file)).unwrap();
+                let got = outputs.get(name).unwrap_or_else(|| panic!("missing output {name}"));
+                let diff = got.compare(&golden).unwrap_or_else(|e| panic!("{family}/{} {name}: {e}", case.name));
+                println!(
+                    "{:<6} {family}/{:<24} {:<20} max abs err {:.2e} (max |ref| {:.2e})",
+                    backend.kind().name(),
+                    case.name,
+                    name,
+                    diff.max_abs,
+                    diff.max_ref
+                );
+                assert!(
+                    diff.within(case.atol, case.rtol),
+                    "{} {family}/{} output {name}: max abs err {} exceeds atol {} + rtol {} * {}",
+                    backend.kind(),
+                    case.name,
+                    diff.max_abs,
+                    case.atol,
+                    case.rtol,
+                    diff.max_ref
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sam_encoders_and_decoder_match_pytorch() {
+    run_family("sam");
+}
+
+#[test]
+fn dinov2_matches_pytorch() {
+    run_family("dinov2");
+}
+
+#[test]
+fn llama_prefill_and_cached_decode_match_pytorch() {
+    run_family("llama");
+}
