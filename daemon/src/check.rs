@@ -55,6 +55,9 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// Named input tensors, and where each one's data came from.
+type Feed = (Vec<(String, Tensor)>, BTreeMap<String, String>);
+
 /// One thing to load the model on.
 #[derive(Clone, Debug)]
 struct Target {
@@ -169,7 +172,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
 
     let mut reports: Vec<TargetReport> = Vec::new();
     let mut declared: Option<(Vec<TensorInfo>, Vec<TensorInfo>)> = None;
-    let mut inputs: Option<(Vec<(String, Tensor)>, BTreeMap<String, String>)> = None;
+    let mut inputs: Option<Feed> = None;
     let mut ort_backend: Option<Result<Arc<dyn Backend>, String>> = None;
 
     for target in &targets {
@@ -324,11 +327,7 @@ fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, Cl
 }
 
 /// Inputs from `--input` files, the rest generated to fit the declared shapes.
-fn prepare_inputs(
-    declared: &[TensorInfo],
-    args: &CheckArgs,
-    dims: &BTreeMap<String, usize>,
-) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>), CliError> {
+fn prepare_inputs(declared: &[TensorInfo], args: &CheckArgs, dims: &BTreeMap<String, usize>) -> Result<Feed, CliError> {
     let given = parse_pairs(&args.inputs, "--input")?;
     let mut feed = Vec::new();
     let mut sources = BTreeMap::new();
@@ -345,7 +344,11 @@ fn prepare_inputs(
             tensor
         } else {
             tensor.cast(info.dtype).map_err(|e| {
-                CliError::usage(format!("--input {name}: {e} (the model wants {} {})", info.dtype, fmt_dims(&info.shape)))
+                CliError::usage(format!(
+                    "--input {name}: {e} (the model wants {} {})",
+                    info.dtype,
+                    fmt_dims(&info.shape)
+                ))
             })?
         };
         sources.insert(name.clone(), file.clone());
@@ -375,12 +378,12 @@ fn prepare_inputs(
         }
         let is_mask = info.name.to_ascii_lowercase().contains("mask") && info.dtype != DType::F32;
         let tensor = if is_mask {
-            Tensor::zeros(info.dtype, &shape).and_then(|z| match z {
-                Tensor::I64(a) => Ok(Tensor::I64(a.mapv(|_| 1))),
-                Tensor::I32(a) => Ok(Tensor::I32(a.mapv(|_| 1))),
-                Tensor::Bool(a) => Ok(Tensor::Bool(a.mapv(|_| true))),
-                Tensor::U8(a) => Ok(Tensor::U8(a.mapv(|_| 1))),
-                other => Ok(other),
+            Tensor::zeros(info.dtype, &shape).map(|z| match z {
+                Tensor::I64(a) => Tensor::I64(a.mapv(|_| 1)),
+                Tensor::I32(a) => Tensor::I32(a.mapv(|_| 1)),
+                Tensor::Bool(a) => Tensor::Bool(a.mapv(|_| true)),
+                Tensor::U8(a) => Tensor::U8(a.mapv(|_| 1)),
+                other => other,
             })
         } else {
             Tensor::deterministic(info.dtype, &shape, args.seed.wrapping_add(ix as u64))
@@ -487,7 +490,10 @@ fn print_human(report: &CheckReport, model: &Path) {
             println!("parity against {reference}");
             for t in compared {
                 for (name, d) in &t.parity {
-                    println!("  {:<22} {:<width$}  max abs {:.3e}  max rel {:.3e}", t.target, name, d.max_abs, d.max_rel);
+                    println!(
+                        "  {:<22} {:<width$}  max abs {:.3e}  max rel {:.3e}",
+                        t.target, name, d.max_abs, d.max_rel
+                    );
                 }
             }
         }

@@ -90,7 +90,13 @@ def train_tokenizer(out: Path, vocab_size: int = 384) -> PreTrainedTokenizerFast
 
 
 class Wrapper(torch.nn.Module):
-    """Flat tensors in and out, as the ONNX layout has them; a DynamicCache inside."""
+    """Flat tensors in and out, as the ONNX layout has them; a DynamicCache inside.
+
+    The 2D padding mask is turned into the 4D additive causal mask here, with plain tensor ops
+    (as Optimum's exports of earlier transformers versions did): transformers 5's own mask
+    builder exports as a flattened gather over batch x length that graph compilers such as
+    tract cannot shape symbolically. The numbers are the same: 0 where attention is allowed,
+    the float32 minimum elsewhere."""
 
     def __init__(self, model: LlamaForCausalLM):
         super().__init__()
@@ -98,8 +104,15 @@ class Wrapper(torch.nn.Module):
         self.layers = model.config.num_hidden_layers
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
+        seq = input_ids.shape[1]
+        total = attention_mask.shape[1]
+        query_pos = torch.arange(seq, device=input_ids.device) + (total - seq)
+        key_pos = torch.arange(total, device=input_ids.device)
+        causal = key_pos[None, :] <= query_pos[:, None]  # [seq, total]
+        allowed = causal[None, None, :, :] & attention_mask[:, None, None, :].bool()  # [batch, 1, seq, total]
+        mask = torch.where(allowed, 0.0, torch.finfo(torch.float32).min)
         cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                          past_key_values=cache, use_cache=True, return_dict=True)
         presents = []
         for layer in out.past_key_values.layers:

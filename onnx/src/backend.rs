@@ -188,6 +188,15 @@ impl ProviderReport {
     }
 }
 
+/// Counters a session keeps about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SessionStats {
+    /// Completed `run` calls.
+    pub runs: u64,
+    /// Optimised plans built (tract: 1 for a symbolic plan, one per new shape otherwise; 0 for ORT).
+    pub plans_built: u64,
+}
+
 /// A loaded model, ready to run. Implementations are thread-safe; concurrent `run` calls may be
 /// serialised internally.
 pub trait Session: Send + Sync {
@@ -201,6 +210,8 @@ pub trait Session: Send + Sync {
     fn providers(&self) -> &ProviderReport;
     /// The backend that created this session.
     fn backend(&self) -> BackendKind;
+    /// Counters (runs, plans built).
+    fn stats(&self) -> SessionStats;
 }
 
 /// An inference engine able to load models.

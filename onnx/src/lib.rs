@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    TractPlanMode, validate_inputs,
+    SessionStats, TractPlanMode, validate_inputs,
 };
 pub use ep::{EpConfig, ExecutionProvider, parse_ep_list};
 pub use error::{OnnxError, Result};

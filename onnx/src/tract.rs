@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::Executor;
@@ -22,8 +23,8 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::InferenceOp;
 
 use crate::backend::{
-    Backend, BackendKind, ModelSource, OptimizationLevel, ProviderReport, Session, SessionOptions, TractPlanMode,
-    validate_inputs,
+    Backend, BackendKind, ModelSource, OptimizationLevel, ProviderReport, Session, SessionOptions, SessionStats,
+    TractPlanMode, validate_inputs,
 };
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
@@ -98,6 +99,8 @@ pub struct TractSession {
     options: SessionOptions,
     run_options: RunOptions,
     report: ProviderReport,
+    runs: AtomicU64,
+    plans_built: AtomicU64,
 }
 
 fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceModel, Vec<TensorInfo>, Vec<TensorInfo>)> {
@@ -162,6 +165,7 @@ impl TractSession {
         };
         let report =
             ProviderReport { attempts: Vec::new(), active: vec!["tract".into()], node_placement: BTreeMap::new() };
+        let symbolic = matches!(plans, Plans::Symbolic(_));
         Ok(TractSession {
             label: source.label(),
             source: source.clone(),
@@ -171,6 +175,8 @@ impl TractSession {
             options: options.clone(),
             run_options,
             report,
+            runs: AtomicU64::new(0),
+            plans_built: AtomicU64::new(u64::from(symbolic)),
         })
     }
 
@@ -246,7 +252,9 @@ impl TractSession {
             };
             concrete.set_input_fact(ix, fact)?;
         }
-        build_plan(concrete, self.options.optimization != OptimizationLevel::Disabled, &self.run_options)
+        let plan = build_plan(concrete, self.options.optimization != OptimizationLevel::Disabled, &self.run_options)?;
+        self.plans_built.fetch_add(1, Ordering::Relaxed);
+        Ok(plan)
     }
 
     /// After a symbolic plan failed at run time: re-parse the model and plan per shape from now on.
@@ -363,6 +371,7 @@ impl Session for TractSession {
         for (value, info) in results.into_iter().zip(&self.outputs) {
             entries.push((info.name.clone(), from_tract(value.into_tensor()).map_err(|e| self.run_error(e))?));
         }
+        self.runs.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::new(entries))
     }
 
@@ -372,6 +381,10 @@ impl Session for TractSession {
 
     fn backend(&self) -> BackendKind {
         BackendKind::Tract
+    }
+
+    fn stats(&self) -> SessionStats {
+        SessionStats { runs: self.runs.load(Ordering::Relaxed), plans_built: self.plans_built.load(Ordering::Relaxed) }
     }
 }
 

@@ -94,31 +94,52 @@ pub struct Candidate {
 /// Every candidate in search order (existing files only, except explicit ones and the final
 /// by-name loader lookups).
 pub fn candidates(explicit: Option<&Path>) -> Vec<Candidate> {
+    search(explicit).0
+}
+
+/// Candidates in search order, and a note for each place that held none.
+fn search(explicit: Option<&Path>) -> (Vec<Candidate>, Vec<String>) {
     if let Some(p) = explicit {
-        return vec![Candidate { path: p.to_path_buf(), origin: "config", explicit: true }];
+        return (vec![Candidate { path: p.to_path_buf(), origin: "config", explicit: true }], Vec::new());
     }
+    let mut notes = vec!["config `ort_library` / --ort-library: not set".to_string()];
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
-        return vec![Candidate { path: PathBuf::from(p), origin: "ORT_DYLIB_PATH", explicit: true }];
+        return (vec![Candidate { path: PathBuf::from(p), origin: "ORT_DYLIB_PATH", explicit: true }], notes);
     }
+    notes.push("ORT_DYLIB_PATH: not set".to_string());
     let mut out = Vec::new();
-    for capi in python_capi_dirs() {
-        for path in libraries_in(&capi) {
-            out.push(Candidate { path, origin: "python package", explicit: false });
-        }
+    let capi = python_capi_dirs();
+    if capi.is_empty() {
+        let roots: Vec<String> =
+            python_roots().iter().map(|r| format!("{}/python3*/{{site,dist}}-packages", r.display())).collect();
+        notes.push(format!("python package: no onnxruntime/capi folder in {}", roots.join(", ")));
     }
-    for dir in system_dirs() {
-        for path in libraries_in(&dir) {
-            out.push(Candidate { path, origin: "system", explicit: false });
+    for dir in capi {
+        let libs = libraries_in(&dir);
+        if libs.is_empty() {
+            notes.push(format!("{}: no libonnxruntime.so*", dir.display()));
         }
+        out.extend(libs.into_iter().map(|path| Candidate { path, origin: "python package", explicit: false }));
+    }
+    let mut empty_system = Vec::new();
+    for dir in system_dirs() {
+        let libs = libraries_in(&dir);
+        if libs.is_empty() {
+            empty_system.push(dir.display().to_string());
+        }
+        out.extend(libs.into_iter().map(|path| Candidate { path, origin: "system", explicit: false }));
+    }
+    if !empty_system.is_empty() {
+        notes.push(format!("system library folders {}: no libonnxruntime.so*", empty_system.join(", ")));
     }
     for name in ["libonnxruntime.so", "libonnxruntime.so.1"] {
         out.push(Candidate { path: PathBuf::from(name), origin: "dynamic loader", explicit: false });
     }
-    out
+    (out, notes)
 }
 
-/// Folders searched for the `onnxruntime` Python package, in order.
-pub fn python_capi_dirs() -> Vec<PathBuf> {
+/// Folders whose `python3*/{site,dist}-packages` are searched, in order.
+fn python_roots() -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
         roots.push(PathBuf::from(venv).join("lib"));
@@ -129,8 +150,13 @@ pub fn python_capi_dirs() -> Vec<PathBuf> {
     }
     roots.push(PathBuf::from("/usr/local/lib"));
     roots.push(PathBuf::from("/usr/lib"));
+    roots
+}
+
+/// Folders searched for the `onnxruntime` Python package, in order.
+pub fn python_capi_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    for root in roots {
+    for root in python_roots() {
         let Ok(entries) = std::fs::read_dir(&root) else { continue };
         let mut pythons: Vec<PathBuf> = entries
             .flatten()
@@ -187,40 +213,28 @@ fn version_key(p: &Path) -> Vec<u32> {
 }
 
 fn load(explicit: Option<&Path>) -> Result<OrtRuntime> {
-    let candidates = candidates(explicit);
-    let mut searched = Vec::new();
+    let (candidates, mut searched) = search(explicit);
+    let mut loader_misses = Vec::new();
     for candidate in &candidates {
         match try_load(candidate) {
             Ok(rt) => return Ok(rt),
             Err(e) if candidate.explicit => return Err(e),
-            Err(OnnxError::RuntimeTooOld { path, found, .. }) => {
-                searched.push(format!("{} ({}): version {found} is too old", path.display(), candidate.origin));
-            }
+            Err(_) if candidate.origin == "dynamic loader" => loader_misses.push(candidate.path.display().to_string()),
+            Err(OnnxError::RuntimeTooOld { path, found, required, .. }) => searched.push(format!(
+                "{} ({}): version {found} is older than the required {required}",
+                path.display(),
+                candidate.origin
+            )),
             Err(e) => searched.push(format!("{} ({}): {e}", candidate.path.display(), candidate.origin)),
         }
     }
-    if searched.is_empty() {
-        searched.push("(no candidates)".into());
-    }
-    // Say which folders were looked at even when they held nothing.
-    for dir in python_capi_search_roots_for_message() {
-        searched.push(format!("{dir} (python package): no onnxruntime/capi/libonnxruntime.so*"));
+    if !loader_misses.is_empty() {
+        searched.push(format!(
+            "{}: not found by the dynamic loader (ld.so.cache, LD_LIBRARY_PATH)",
+            loader_misses.join(", ")
+        ));
     }
     Err(OnnxError::RuntimeNotFound { searched })
-}
-
-fn python_capi_search_roots_for_message() -> Vec<String> {
-    if !python_capi_dirs().is_empty() {
-        return Vec::new();
-    }
-    let mut v = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        v.push(format!("{}/lib/python3*/site-packages", PathBuf::from(venv).display()));
-    }
-    v.push("./.venv/lib/python3*/site-packages".into());
-    v.push("~/.local/lib/python3*/site-packages".into());
-    v.push("/usr/local/lib/python3*/{site,dist}-packages, /usr/lib/python3*/{site,dist}-packages".into());
-    v
 }
 
 fn try_load(candidate: &Candidate) -> Result<OrtRuntime> {

@@ -12,6 +12,7 @@ pub mod library;
 pub mod providers;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ort::logging::LogLevel;
@@ -21,7 +22,7 @@ use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    validate_inputs,
+    SessionStats, validate_inputs,
 };
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
@@ -54,7 +55,12 @@ impl Backend for OrtBackend {
     }
 
     fn describe(&self) -> String {
-        format!("onnxruntime {} ({})", self.runtime.version, self.runtime.path.display())
+        format!(
+            "onnxruntime {} ({}, found via {})",
+            self.runtime.version,
+            self.runtime.path.display(),
+            self.runtime.origin
+        )
     }
 
     fn load(&self, source: &ModelSource, options: &SessionOptions) -> Result<Box<dyn Session>> {
@@ -69,6 +75,7 @@ pub struct OrtSession {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: ProviderReport,
+    runs: AtomicU64,
 }
 
 /// Log lines one session's loading produced that matter to us.
@@ -130,7 +137,14 @@ impl OrtSession {
                     tracing::info!(model = %source.label(), active = %report.active.join(","),
                         placement = ?report.node_placement, "ONNX Runtime session ready");
                     let (inputs, outputs) = describe(&inner);
-                    return Ok(OrtSession { label: source.label(), inner: Mutex::new(inner), inputs, outputs, report });
+                    return Ok(OrtSession {
+                        label: source.label(),
+                        inner: Mutex::new(inner),
+                        inputs,
+                        outputs,
+                        report,
+                        runs: AtomicU64::new(0),
+                    });
                 }
                 Err(e) => {
                     // Blame the first accelerator still in the list; CPU alone failing is the model's fault.
@@ -309,6 +323,7 @@ impl Session for OrtSession {
             let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
             entries.push((info.name.clone(), from_value(value).map_err(|e| self.run_error(e))?));
         }
+        self.runs.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::new(entries))
     }
 
@@ -318,6 +333,10 @@ impl Session for OrtSession {
 
     fn backend(&self) -> BackendKind {
         BackendKind::Ort
+    }
+
+    fn stats(&self) -> SessionStats {
+        SessionStats { runs: self.runs.load(Ordering::Relaxed), plans_built: 0 }
     }
 }
 
