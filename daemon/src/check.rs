@@ -27,6 +27,8 @@ pub struct CheckArgs {
     #[arg(long, value_delimiter = ',')]
     pub backend: Vec<BackendKind>,
     /// ONNX Runtime execution providers, each tried as its own target, e.g. `cuda,openvino:NPU,cpu`.
+    /// Join with `+` for one target with a preference list that falls back as in a model config,
+    /// e.g. `tensorrt+cuda+cpu`.
     #[arg(long)]
     pub ep: Option<String>,
     /// An input from a .npy file: `name=path.npy` (repeatable). Other inputs get deterministic data.
@@ -62,15 +64,18 @@ type Feed = (Vec<(String, Tensor)>, BTreeMap<String, String>);
 #[derive(Clone, Debug)]
 struct Target {
     backend: BackendKind,
-    ep: Option<ExecutionProvider>,
+    /// ORT: the preference list. One entry is required (a check reports the provider's own
+    /// failure); several (`tensorrt+cuda+cpu`) fall back down the list as a model config does.
+    eps: Vec<EpConfig>,
 }
 
 impl Target {
     fn name(&self) -> String {
-        match &self.ep {
-            None => self.backend.name().to_string(),
-            Some(ep) => format!("ort/{ep}"),
+        if self.eps.is_empty() {
+            return self.backend.name().to_string();
         }
+        let list: Vec<String> = self.eps.iter().map(|e| e.provider.to_string()).collect();
+        format!("ort/{}", list.join("+"))
     }
 
     fn dir_name(&self) -> String {
@@ -206,10 +211,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         };
         report.backend = Some(backend.describe());
         let mut target_options = options.clone();
-        if let Some(ep) = &target.ep {
-            // Required: a check must report the provider's own failure, never fall back silently.
-            target_options.execution_providers = vec![EpConfig { provider: ep.clone(), require: true }];
-        }
+        target_options.execution_providers = target.eps.clone();
         let started = Instant::now();
         let session = match backend.load(&ModelSource::File(args.model.clone()), &target_options) {
             Ok(s) => s,
@@ -291,16 +293,23 @@ fn ms(since: Instant) -> f64 {
 }
 
 fn targets(args: &CheckArgs) -> Result<Vec<Target>, CliError> {
-    let eps: Vec<EpConfig> = match &args.ep {
-        Some(spec) => parse_ep_list(spec).map_err(|e| CliError::usage(e.to_string()))?,
-        None => Vec::new(),
-    };
+    let mut lists: Vec<Vec<EpConfig>> = Vec::new();
+    if let Some(spec) = &args.ep {
+        for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
+            let mut list = parse_ep_list(&item.replace('+', ",")).map_err(|e| CliError::usage(e.to_string()))?;
+            if let [only] = list.as_mut_slice() {
+                // Alone, a provider is required: a check reports its own failure, never a silent fallback.
+                only.require = true;
+            }
+            lists.push(list);
+        }
+    }
     let mut backends = args.backend.clone();
     if backends.is_empty() {
         backends.push(BackendKind::Tract);
         let ort_found =
             edgeinfer_onnx::backend(BackendKind::Ort, args.ort_library.as_deref()).map(|_| true).unwrap_or(false);
-        if !eps.is_empty() || ort_found {
+        if !lists.is_empty() || ort_found {
             backends.push(BackendKind::Ort);
         }
     }
@@ -308,9 +317,11 @@ fn targets(args: &CheckArgs) -> Result<Vec<Target>, CliError> {
     let mut out = Vec::new();
     for backend in backends {
         match backend {
-            BackendKind::Tract => out.push(Target { backend, ep: None }),
-            BackendKind::Ort if eps.is_empty() => out.push(Target { backend, ep: Some(ExecutionProvider::Cpu) }),
-            BackendKind::Ort => out.extend(eps.iter().map(|e| Target { backend, ep: Some(e.provider.clone()) })),
+            BackendKind::Tract => out.push(Target { backend, eps: Vec::new() }),
+            BackendKind::Ort if lists.is_empty() => {
+                out.push(Target { backend, eps: vec![EpConfig { provider: ExecutionProvider::Cpu, require: true }] })
+            }
+            BackendKind::Ort => out.extend(lists.iter().map(|l| Target { backend, eps: l.clone() })),
         }
     }
     Ok(out)
@@ -481,6 +492,11 @@ fn print_human(report: &CheckReport, model: &Path) {
     for t in &report.targets {
         if let Some(b) = &t.backend {
             println!("  {:<20} {b}", t.target);
+        }
+        for a in t.providers.iter().flat_map(|p| &p.attempts) {
+            if let Some(e) = &a.error {
+                println!("  {:<20} fell back from {}: {}", t.target, a.provider, e.replace('\n', " "));
+            }
         }
     }
     if let Some(reference) = &report.reference {

@@ -156,7 +156,10 @@ class SamDecoderOnnx(SamOnnxModel):
         return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
-def export(sam: Sam, out: Path) -> None:
+PARTS = ("encoder", "encoder_plain", "decoder")
+
+
+def export(sam: Sam, out: Path, parts=PARTS) -> None:
     out.mkdir(parents=True, exist_ok=True)
     size = sam.image_encoder.img_size
     embed_dim = sam.prompt_encoder.embed_dim
@@ -164,15 +167,17 @@ def export(sam: Sam, out: Path) -> None:
     mask_size = [4 * g for g in grid]
 
     hwc = torch.rand(size, int(size * 0.75), 3) * 255
-    torch.onnx.export(
-        SamExporterEncoder(sam), (hwc,), out / "encoder.onnx", input_names=["input_image"],
-        output_names=["image_embeddings"], dynamic_axes={"input_image": {0: "image_height", 1: "image_width"}},
-        opset_version=OPSET, dynamo=False,
-    )
-    torch.onnx.export(
-        PlainEncoder(sam), (torch.randn(1, 3, size, size),), out / "encoder_plain.onnx", input_names=["image"],
-        output_names=["image_embeddings"], opset_version=OPSET, dynamo=False,
-    )
+    if "encoder" in parts:
+        torch.onnx.export(
+            SamExporterEncoder(sam), (hwc,), out / "encoder.onnx", input_names=["input_image"],
+            output_names=["image_embeddings"], dynamic_axes={"input_image": {0: "image_height", 1: "image_width"}},
+            opset_version=OPSET, dynamo=False,
+        )
+    if "encoder_plain" in parts:
+        torch.onnx.export(
+            PlainEncoder(sam), (torch.randn(1, 3, size, size),), out / "encoder_plain.onnx", input_names=["image"],
+            output_names=["image_embeddings"], opset_version=OPSET, dynamo=False,
+        )
     decoder = SamDecoderOnnx(sam, return_single_mask=False)
     dummy = {
         "image_embeddings": torch.randn(1, embed_dim, *grid, dtype=torch.float),
@@ -201,7 +206,8 @@ def export(sam: Sam, out: Path) -> None:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for f in ["encoder.onnx", "encoder_plain.onnx", "decoder.onnx"]:
-        print(onnx_size_report(out / f))
+        if (out / f).exists():
+            print(onnx_size_report(out / f))
 
 
 def sample_photo() -> np.ndarray:
@@ -310,7 +316,9 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true",
                     help="real-size architecture of --model-type with random weights (benchmarks)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ", ".join(PARTS))
     args = ap.parse_args()
+    parts = tuple(p for p in args.parts.split(",") if p)
     seed_everything(args.seed)
     if args.tiny:
         sam = build_tiny_sam(args.seed)
@@ -322,7 +330,7 @@ def main() -> None:
             rerandomize(sam, args.seed)
     else:
         ap.error("give --tiny, --checkpoint or --random-weights")
-    export(sam, args.out)
+    export(sam, args.out, parts)
     if args.tiny:
         goldens(sam, args.out)
 
