@@ -21,12 +21,29 @@ if ((${#need_pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}"
 fi
 
-# --- ONNX Runtime, the way users get it: the PyPI wheel in a project-local venv --------------
+# --- ONNX Runtime, the way users get it: PyPI wheels in project-local venvs ------------------
+# The newest runtime is the default for every test; the others are loaded by the execution-
+# provider tests in their own processes. pip keeps the wheels in its cache between runs.
 source scripts/ort-env.sh
 ort_venv "$root/.venv" "onnxruntime==1.32.0"
 export ORT_DYLIB_PATH="$ORT_LIB"
-log "ONNX Runtime: $ORT_DYLIB_PATH"
+ort_venv "$root/.venv-openvino" "onnxruntime-openvino==1.24.1"   # OpenVINO EP (CPU device)
+export EDGEINFER_TEST_ORT_OPENVINO="$ORT_LIB"
+ort_venv "$root/.venv-gpu" "onnxruntime-gpu==1.31.1"             # CUDA/TensorRT EPs, no driver here
+export EDGEINFER_TEST_ORT_GPU="$ORT_LIB"
+ort_venv "$root/.venv-ort-floor" "onnxruntime==1.20.1"           # oldest supported (API level 20)
+export EDGEINFER_TEST_ORT_FLOOR="$ORT_LIB"
+ort_venv "$root/.venv-ort-old" "onnxruntime==1.19.2"             # too old: must be refused
+export EDGEINFER_TEST_ORT_OLD="$ORT_LIB"
+log "ONNX Runtime: $ORT_DYLIB_PATH (+ openvino, gpu, 1.20.1, 1.19.2 builds for the EP tests)"
 
 # --- Tests ---------------------------------------------------------------------------------
+if [ $# -eq 0 ]; then
+  # The optional builds must keep compiling: tract only (no ONNX Runtime code at all), and the
+  # ort backend at API level 17 for older device runtimes.
+  log "cargo check: feature sets"
+  cargo check --locked -p edgeinfer-daemon --no-default-features --features tract
+  cargo check --locked -p edgeinfer-daemon --no-default-features --features ort-legacy
+fi
 log "cargo test"
 cargo test --workspace --locked "$@"

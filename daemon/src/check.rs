@@ -43,6 +43,10 @@ pub struct CheckArgs {
     /// Write each output as DIR/<output>.npy (one target) or DIR/<target>/<output>.npy.
     #[arg(long, value_name = "DIR")]
     pub save_outputs: Option<PathBuf>,
+    /// ORT: every node must run on the requested provider (`session.disable_cpu_ep_fallback`):
+    /// a graph the provider cannot take entirely fails to load instead of silently splitting.
+    #[arg(long)]
+    pub disable_cpu_fallback: bool,
     /// Threads per session (ORT intra-op; tract matmul pool). Default: the backend's choice.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -173,7 +177,12 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         })
         .collect::<Result<BTreeMap<String, usize>, CliError>>()?;
     let targets = targets(args)?;
-    let options = SessionOptions { intra_threads: args.threads, dims: dims.clone(), ..SessionOptions::default() };
+    let options = SessionOptions {
+        intra_threads: args.threads,
+        dims: dims.clone(),
+        disable_cpu_fallback: args.disable_cpu_fallback,
+        ..SessionOptions::default()
+    };
 
     let mut reports: Vec<TargetReport> = Vec::new();
     let mut declared: Option<(Vec<TensorInfo>, Vec<TensorInfo>)> = None;

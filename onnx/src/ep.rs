@@ -13,6 +13,8 @@
 //! | `openvino:CPU`, `openvino:GPU`, `openvino:NPU` | OpenVINO on the given device type |
 //! | `qnn:/usr/lib/libQnnHtp.so` | Qualcomm QNN with the given backend library |
 //! | `rknpu`, `vsinpu`, `xnnpack`, `acl`, `armnn` | the named provider |
+//! | `vitis`, `vitis:/path/vaip_config.json` | AMD Vitis AI |
+//! | `cann`, `cann:1` | Huawei Ascend CANN on NPU 0 / 1 |
 //!
 //! A trailing `!` (`openvino:NPU!`) marks the entry as required: if it cannot be registered,
 //! loading fails with the provider's own error instead of falling back to the next entry.
@@ -85,6 +87,22 @@ pub enum ExecutionProvider {
     /// Arm NN.
     #[serde(rename = "armnn")]
     ArmNn,
+    /// AMD Vitis AI (Ryzen AI NPU, Versal/Zynq DPU).
+    #[serde(rename = "vitis")]
+    VitisAi {
+        /// `vaip_config.json` of the Vitis AI installation.
+        #[serde(default)]
+        config_file: Option<PathBuf>,
+        /// Where compiled models are cached.
+        #[serde(default)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Huawei Ascend CANN.
+    Cann {
+        /// NPU index.
+        #[serde(default)]
+        device_id: u32,
+    },
 }
 
 fn default_openvino_device() -> String {
@@ -105,6 +123,8 @@ impl ExecutionProvider {
             ExecutionProvider::Xnnpack { .. } => "xnnpack",
             ExecutionProvider::Acl { .. } => "acl",
             ExecutionProvider::ArmNn => "armnn",
+            ExecutionProvider::VitisAi { .. } => "vitis",
+            ExecutionProvider::Cann { .. } => "cann",
         }
     }
 
@@ -121,6 +141,8 @@ impl ExecutionProvider {
             ExecutionProvider::Xnnpack { .. } => "XnnpackExecutionProvider",
             ExecutionProvider::Acl { .. } => "ACLExecutionProvider",
             ExecutionProvider::ArmNn => "ArmNNExecutionProvider",
+            ExecutionProvider::VitisAi { .. } => "VitisAIExecutionProvider",
+            ExecutionProvider::Cann { .. } => "CANNExecutionProvider",
         }
     }
 }
@@ -132,6 +154,8 @@ impl fmt::Display for ExecutionProvider {
             ExecutionProvider::TensorRt { fp16: true, .. } => f.write_str("tensorrt:fp16"),
             ExecutionProvider::OpenVino { device_type, .. } => write!(f, "openvino:{device_type}"),
             ExecutionProvider::Qnn { backend_path } => write!(f, "qnn:{}", backend_path.display()),
+            ExecutionProvider::Cann { device_id } if *device_id != 0 => write!(f, "cann:{device_id}"),
+            ExecutionProvider::VitisAi { config_file: Some(c), .. } => write!(f, "vitis:{}", c.display()),
             other => f.write_str(other.kind()),
         }
     }
@@ -220,10 +244,20 @@ impl FromStr for EpConfig {
             },
             "acl" => no_arg(ExecutionProvider::Acl { fast_math: false })?,
             "armnn" => no_arg(ExecutionProvider::ArmNn)?,
+            "vitis" | "vitisai" => ExecutionProvider::VitisAi {
+                config_file: arg.filter(|a| !a.is_empty()).map(PathBuf::from),
+                cache_dir: None,
+            },
+            "cann" => ExecutionProvider::Cann {
+                device_id: match arg {
+                    Some(a) => a.parse().map_err(|_| bad("device id must be a number, e.g. cann:0"))?,
+                    None => 0,
+                },
+            },
             "" => return Err(bad("empty provider name")),
             _ => {
                 return Err(bad(
-                    "unknown provider (known: cpu, cuda, tensorrt, openvino, qnn, rknpu, vsinpu, xnnpack, acl, armnn)",
+                    "unknown provider (known: cpu, cuda, tensorrt, openvino, qnn, rknpu, vsinpu, xnnpack, acl, armnn, vitis, cann)",
                 ));
             }
         };
@@ -264,7 +298,9 @@ mod tests {
 
     #[test]
     fn short_forms_parse() {
-        let list = parse_ep_list("cuda:1, tensorrt:fp16,openvino:NPU!,qnn:/opt/libQnnHtp.so,cpu").unwrap();
+        let list =
+            parse_ep_list("cuda:1, tensorrt:fp16,openvino:NPU!,qnn:/opt/libQnnHtp.so,cpu,vitis:/etc/vaip.json,cann:1")
+                .unwrap();
         assert_eq!(list[0].provider, ExecutionProvider::Cuda { device_id: 1 });
         assert!(matches!(list[1].provider, ExecutionProvider::TensorRt { fp16: true, .. }));
         assert_eq!(

@@ -68,6 +68,14 @@ pub enum OnnxError {
         /// The EP's own error.
         reason: String,
     },
+    /// CPU fallback is disabled and the providers cannot take every node of the graph.
+    #[error("model cannot run entirely on {eps} (CPU fallback disabled): {reason}")]
+    Placement {
+        /// The registered providers.
+        eps: String,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
     /// An execution provider name or option could not be parsed.
     #[error("bad execution provider spec '{spec}': {reason}")]
     BadProviderSpec {

@@ -310,7 +310,52 @@ fn available_providers() -> Vec<String> {
     crate::ort::providers::available().unwrap_or_default()
 }
 
+thread_local! {
+    /// Warnings and errors ONNX Runtime logs on this thread while a capture is active.
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, collecting the warnings and errors ONNX Runtime logs on this thread meanwhile:
+/// providers often log the real cause ("[OpenVINO] Device NPU is not available") and return a
+/// generic status ("Failed to load provider OpenVINO").
+pub(crate) fn capture_log<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let logged = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (out, logged)
+}
+
+/// Records a warning/error for an active [`capture_log`] on this thread. Returns whether it was
+/// captured (the caller then reports it as part of its own error instead of logging it loudly).
+pub(crate) fn note_for_capture(level: LogLevel, message: &str) -> bool {
+    if !matches!(level, LogLevel::Warning | LogLevel::Error | LogLevel::Fatal) {
+        return false;
+    }
+    CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(clean_message(message));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Drops ORT's source-location prefixes (`/onnxruntime/.../file.cc:141 std::string f(...) [ERROR] `,
+/// `... [ONNXRuntimeError] : 1 : FAIL : `), keeping the message a user can act on.
+pub(crate) fn clean_message(message: &str) -> String {
+    let mut text = message.rsplit_once("[ERROR] ").map(|(_, m)| m).unwrap_or(message);
+    if let Some((_, rest)) = text.rsplit_once("[ONNXRuntimeError] : ") {
+        // "1 : FAIL : message"
+        text = rest.splitn(3, " : ").nth(2).unwrap_or(rest);
+    }
+    text.trim().to_string()
+}
+
 fn forward_environment_log(level: LogLevel, category: &str, id: &str, location: &str, message: &str) {
+    if note_for_capture(level, message) {
+        tracing::debug!(target: "onnxruntime", category, id, "{message}");
+        return;
+    }
     match level {
         LogLevel::Fatal | LogLevel::Error => {
             tracing::error!(target: "onnxruntime", category, id, location, "{message}")
@@ -318,5 +363,26 @@ fn forward_environment_log(level: LogLevel, category: &str, id: &str, location: 
         LogLevel::Warning => tracing::warn!(target: "onnxruntime", category, id, "{message}"),
         LogLevel::Info => tracing::debug!(target: "onnxruntime", category, id, "{message}"),
         LogLevel::Verbose => tracing::trace!(target: "onnxruntime", category, id, "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_message;
+
+    #[test]
+    fn ort_prefixes_are_dropped() {
+        assert_eq!(
+            clean_message(
+                "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& \
+                 onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library x.so with error: y"
+            ),
+            "Failed to load library x.so with error: y"
+        );
+        assert_eq!(
+            clean_message("/onnxruntime/x.cc:141 std::string f(a, b) [ERROR] [OpenVINO] Device NPU is not available"),
+            "[OpenVINO] Device NPU is not available"
+        );
+        assert_eq!(clean_message("plain"), "plain");
     }
 }

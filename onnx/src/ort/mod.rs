@@ -102,7 +102,17 @@ impl OrtSession {
             let mut builder = base_builder(runtime, source, options, log.clone())?;
             let mut registered: Vec<EpConfig> = Vec::new();
             for ep in &remaining {
-                match providers::register(&ep.provider, &mut builder, &runtime.available_providers) {
+                if options.disable_cpu_fallback && ep.provider == ExecutionProvider::Cpu {
+                    // ORT refuses an explicit CPU provider together with "no CPU fallback"; with
+                    // fallback disabled the CPU provider is only used if it is the only one.
+                    if remaining.iter().any(|e| e.provider != ExecutionProvider::Cpu) {
+                        continue;
+                    }
+                }
+                let (result, logged) = library::capture_log(|| {
+                    providers::register(&ep.provider, &mut builder, &runtime.available_providers)
+                });
+                match result.map_err(|reason| with_logged(reason, &logged)) {
                     Ok(()) => registered.push(ep.clone()),
                     Err(reason) => {
                         if ep.require {
@@ -115,7 +125,8 @@ impl OrtSession {
                 }
             }
             remaining = registered.clone();
-            match no_panic(|| commit(builder, source, options)).map_err(|e| invalid(source, e))? {
+            let (committed, logged) = library::capture_log(|| no_panic(|| commit(builder, source, options)));
+            match committed.map_err(|e| invalid(source, e))?.map_err(|e| with_logged(e.to_string(), &logged)) {
                 Ok(inner) => {
                     for ep in &registered {
                         attempts.push(ProviderAttempt { provider: ep.to_string(), error: None });
@@ -146,13 +157,21 @@ impl OrtSession {
                         runs: AtomicU64::new(0),
                     });
                 }
-                Err(e) => {
+                Err(reason) if options.disable_cpu_fallback => {
+                    // Strict placement was asked for: a graph the providers cannot take entirely is
+                    // an error, never a quiet retry elsewhere.
+                    let eps: Vec<String> = registered.iter().map(|e| e.to_string()).collect();
+                    return Err(OnnxError::Placement {
+                        eps: if eps.is_empty() { "cpu".into() } else { eps.join("+") },
+                        reason,
+                    });
+                }
+                Err(reason) => {
                     // Blame the first accelerator still in the list; CPU alone failing is the model's fault.
                     let Some(pos) = remaining.iter().position(|ep| ep.provider != ExecutionProvider::Cpu) else {
-                        return Err(invalid(source, e));
+                        return Err(invalid(source, reason));
                     };
                     let ep = remaining.remove(pos);
-                    let reason = e.to_string();
                     if ep.require {
                         return Err(OnnxError::ExecutionProvider { ep: ep.to_string(), reason });
                     }
@@ -167,6 +186,13 @@ impl OrtSession {
     fn run_error(&self, e: impl std::fmt::Display) -> OnnxError {
         OnnxError::Run { backend: "onnxruntime", reason: format!("{}: {e}", self.label) }
     }
+}
+
+/// Appends what ORT logged (the provider's own words) to a generic failure status.
+fn with_logged(reason: String, logged: &[String]) -> String {
+    let reason = library::clean_message(&reason);
+    let extra: Vec<&str> = logged.iter().map(String::as_str).filter(|m| !reason.contains(m)).collect();
+    if extra.is_empty() { reason } else { format!("{reason}: {}", extra.join("; ")) }
 }
 
 /// Puts attempts in the order the providers were requested.
@@ -197,6 +223,10 @@ fn base_builder(
     let logger = move |level: LogLevel, _category: &str, _id: &str, _location: &str, message: &str| {
         if message.contains("placed on [") {
             log.lock().unwrap_or_else(|p| p.into_inner()).placement.push(message.to_string());
+        }
+        if library::note_for_capture(level, message) {
+            tracing::debug!(target: "onnxruntime", model = %label, "{message}");
+            return;
         }
         match level {
             LogLevel::Fatal | LogLevel::Error => tracing::error!(target: "onnxruntime", model = %label, "{message}"),

@@ -148,6 +148,30 @@ fn dispatch(ep: &ExecutionProvider) -> Result<ExecutionProviderDispatch, String>
             #[cfg(not(feature = "ep-armnn"))]
             return not_built("ep-armnn");
         }
+        ExecutionProvider::VitisAi { config_file, cache_dir } => {
+            // ort exposes Vitis AI from API level 18 on; the API-17 (ort-legacy) build lacks it.
+            #[cfg(all(feature = "ep-vitis", feature = "ort-api-20"))]
+            {
+                let mut v = ort::ep::Vitis::default();
+                if let Some(c) = config_file {
+                    v = v.with_config_file(c.display());
+                }
+                if let Some(d) = cache_dir {
+                    v = v.with_cache_dir(d.display());
+                }
+                v.build()
+            }
+            #[cfg(not(all(feature = "ep-vitis", feature = "ort-api-20")))]
+            return not_built("ep-vitis (with ort-api-20)");
+        }
+        ExecutionProvider::Cann { device_id } => {
+            #[cfg(feature = "ep-cann")]
+            {
+                ort::ep::CANN::default().with_device_id(*device_id as i32).build()
+            }
+            #[cfg(not(feature = "ep-cann"))]
+            return not_built("ep-cann");
+        }
     }
     .error_on_failure())
 }
