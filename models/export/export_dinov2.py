@@ -87,13 +87,17 @@ def photos() -> dict[str, np.ndarray]:
     return {
         "chelsea": data.chelsea(),  # 300x451: shortest edge 300 -> 256 (downscale)
         "coffee": data.coffee()[::2, ::2].copy(),  # 200x300: upscale to 256
+        "astronaut": data.astronaut()[20:270, 150:330].copy(),  # 250x180 portrait: upscale, width short
     }
 
 
 @torch.no_grad()
 def goldens(model: Dinov2Model, out: Path, photo_dir: Path) -> None:
     m = Manifest(out)
-    processor = AutoImageProcessor.from_pretrained(out)
+    # The PIL backend: resizing exactly as PIL does, which is what DINOv2 was trained with and
+    # what the issue's parity target names. (transformers 5's default torchvision backend differs
+    # from it by up to ~1/255 after normalisation.)
+    processor = AutoImageProcessor.from_pretrained(out, backend="pil")
     photo_dir.mkdir(parents=True, exist_ok=True)
     golden = out / "golden"
     golden.mkdir(exist_ok=True)

@@ -299,11 +299,31 @@ def goldens(sam: Sam, out: Path) -> None:
     }
     e2e_dir = out / "e2e"
     e2e_dir.mkdir(exist_ok=True)
-    for name, prompt in prompts.items():
-        masks, iou, low = predictor.predict(multimask_output=True, return_logits=False, **prompt)
+    from pycocotools import mask as coco_mask
+
+    def save(name, masks, iou, prompt):
         np.save(e2e_dir / f"{name}.masks.npy", masks.astype(np.uint8))
         np.save(e2e_dir / f"{name}.iou.npy", iou.astype(np.float32))
+        rles = [coco_mask.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+        (e2e_dir / f"{name}.rle.json").write_text(json.dumps(
+            [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]) + "\n")
         e2e[name] = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in prompt.items()}
+
+    low_res = {}
+    for name, prompt in prompts.items():
+        masks, iou, low = predictor.predict(multimask_output=True, return_logits=False, **prompt)
+        low_res[name] = (low, iou)
+        save(name, masks, iou, prompt)
+    # The single-mask output, and a refinement that feeds back the best low-res mask.
+    single = prompts["point"]
+    masks, iou, _ = predictor.predict(multimask_output=False, **single)
+    save("point_single", masks, iou, {**single, "multimask_output": False})
+    low, iou = low_res["point"]
+    best = int(np.argmax(iou))
+    refine = dict(point_coords=np.array([[100, 60], [120, 80]], dtype=np.float32), point_labels=np.array([1, 1]))
+    masks, iou, _ = predictor.predict(multimask_output=True, mask_input=low[best:best + 1], **refine)
+    np.save(e2e_dir / "refine.mask_input.npy", low[best].astype(np.float32))
+    save("refine", masks, iou, refine)
     (e2e_dir / "prompts.json").write_text(json.dumps(e2e, indent=2) + "\n")
 
 

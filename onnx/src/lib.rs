@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod ep;
 pub mod error;
+#[cfg(any(feature = "tract", feature = "ort"))]
 mod guard;
 #[cfg(feature = "ort")]
 pub mod ort;

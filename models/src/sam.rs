@@ -1,0 +1,463 @@
+//! Segment Anything (SAM, and the light variants exported in the same layout: MobileSAM, EdgeSAM,
+//! EfficientSAM): image → embedding once, then any number of prompts → masks.
+//!
+//! Pre-processing follows upstream `ResizeLongestSide` + `Sam.preprocess`: PIL-bilinear resize so
+//! the longest side is the encoder size, then either the samexporter layout (raw 0..255 HWC, the
+//! graph normalises and pads) or the plain layout (`[1, 3, S, S]`, normalised and padded
+//! bottom-right here). Prompts are in original-image pixels and are transformed like
+//! `ResizeLongestSide.apply_coords`; the official decoder layout returns mask logits at the
+//! original resolution, thresholded at 0.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use edgeinfer_onnx::{Backend, ModelSource, Session, SessionOptions, Tensor};
+use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result, read_json};
+use crate::image::{self, Resample, RgbImage};
+use crate::mask::BinaryMask;
+
+/// `manifest.json` of a SAM model folder (all fields optional; read from the graphs otherwise).
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ManifestJson {
+    image_size: Option<u32>,
+    pixel_mean: Option<[f32; 3]>,
+    pixel_std: Option<[f32; 3]>,
+    encoder: Option<String>,
+    decoder: Option<String>,
+    mask_threshold: Option<f32>,
+}
+
+/// Limits on prompts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamLimits {
+    /// Most points per request (a box counts as two).
+    pub max_points: usize,
+}
+
+impl Default for SamLimits {
+    fn default() -> Self {
+        SamLimits { max_points: 64 }
+    }
+}
+
+/// How the encoder wants its image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncoderLayout {
+    /// `[1, 3, S, S]`, normalised and padded by the caller.
+    Plain {
+        /// Input name.
+        input: String,
+    },
+    /// `[H, W, 3]` raw 0..255 (longest side resized to S); normalise/pad inside the graph.
+    Hwc {
+        /// Input name.
+        input: String,
+    },
+}
+
+/// The image side of SAM: encoder output plus what is needed to map prompts and masks.
+#[derive(Clone, Debug)]
+pub struct ImageEmbedding {
+    /// `image_embeddings [1, C, h, w]`.
+    pub image_embeddings: ArrayD<f32>,
+    /// Original image (width, height).
+    pub original: (u32, u32),
+    /// Size after the longest-side resize (width, height).
+    pub resized: (u32, u32),
+}
+
+impl ImageEmbedding {
+    /// Bytes held (for cache accounting).
+    pub fn byte_len(&self) -> usize {
+        self.image_embeddings.len() * 4
+    }
+}
+
+/// A prompt point in original-image pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// x (column).
+    pub x: f32,
+    /// y (row).
+    pub y: f32,
+    /// Foreground (true) or background (false).
+    #[serde(default = "default_true")]
+    pub positive: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A box prompt in original-image pixels: corners `(x0, y0)` top-left, `(x1, y1)` bottom-right.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BoxPrompt {
+    /// Left.
+    pub x0: f32,
+    /// Top.
+    pub y0: f32,
+    /// Right.
+    pub x1: f32,
+    /// Bottom.
+    pub y1: f32,
+}
+
+/// Low-resolution mask logits of a previous answer, fed back to refine it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowResMask(pub Array2<f32>);
+
+/// What to segment.
+#[derive(Clone, Debug, Default)]
+pub struct Prompt {
+    /// Any mix of positive and negative points.
+    pub points: Vec<Point>,
+    /// At most one box.
+    pub bbox: Option<BoxPrompt>,
+    /// A previous answer's low-res mask.
+    pub mask_input: Option<LowResMask>,
+}
+
+/// Output selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SegmentOptions {
+    /// The three multimask candidates (true, as upstream's default) or the single-mask output.
+    pub multimask: bool,
+    /// Return only the candidate with the highest predicted IoU.
+    pub best_only: bool,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions { multimask: true, best_only: false }
+    }
+}
+
+/// One predicted mask.
+#[derive(Clone, Debug)]
+pub struct Mask {
+    /// Binary mask at the original resolution.
+    pub mask: BinaryMask,
+    /// Predicted IoU.
+    pub score: f32,
+    /// COCO box `[x, y, w, h]`.
+    pub bbox: [u32; 4],
+    /// Set pixels.
+    pub area: u64,
+    /// Logits at low resolution, to feed back as `Prompt::mask_input`.
+    pub low_res: LowResMask,
+}
+
+/// A loaded SAM model (encoder + decoder).
+pub struct Sam {
+    encoder: Arc<dyn Session>,
+    decoder: Arc<dyn Session>,
+    layout: EncoderLayout,
+    image_size: u32,
+    pixel_mean: [f32; 3],
+    pixel_std: [f32; 3],
+    mask_threshold: f32,
+    low_res_size: (usize, usize),
+    limits: SamLimits,
+}
+
+impl Sam {
+    /// Loads `encoder.onnx` and `decoder.onnx` (or the files named in `manifest.json`) from `dir`.
+    pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Sam> {
+        let manifest: ManifestJson = match dir.join("manifest.json") {
+            p if p.is_file() => read_json(&p)?,
+            _ => ManifestJson::default(),
+        };
+        let encoder_path = dir.join(manifest.encoder.as_deref().unwrap_or("encoder.onnx"));
+        let decoder_path = dir.join(manifest.decoder.as_deref().unwrap_or("decoder.onnx"));
+        for p in [&encoder_path, &decoder_path] {
+            if !p.is_file() {
+                return Err(ModelError::Config(format!("{} not found", p.display())));
+            }
+        }
+        let encoder: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(encoder_path), options)?);
+        let decoder: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(decoder_path), options)?);
+        Sam::from_sessions(
+            encoder,
+            decoder,
+            manifest.image_size,
+            manifest.pixel_mean.unwrap_or([123.675, 116.28, 103.53]),
+            manifest.pixel_std.unwrap_or([58.395, 57.12, 57.375]),
+            manifest.mask_threshold.unwrap_or(0.0),
+        )
+    }
+
+    /// Wraps loaded sessions. `image_size` is taken from the plain encoder's input or the
+    /// decoder's `mask_input` (4 × the embedding grid, × 4 again) when not given.
+    pub fn from_sessions(
+        encoder: Arc<dyn Session>,
+        decoder: Arc<dyn Session>,
+        image_size: Option<u32>,
+        pixel_mean: [f32; 3],
+        pixel_std: [f32; 3],
+        mask_threshold: f32,
+    ) -> Result<Sam> {
+        let input = encoder.inputs().first().ok_or_else(|| ModelError::Config("encoder has no inputs".into()))?;
+        let layout = match input.shape.len() {
+            3 => EncoderLayout::Hwc { input: input.name.clone() },
+            4 => EncoderLayout::Plain { input: input.name.clone() },
+            n => {
+                return Err(ModelError::Config(format!(
+                    "encoder input '{}' has rank {n}; expected [H,W,3] or [1,3,S,S]",
+                    input.name
+                )));
+            }
+        };
+        if !encoder.outputs().iter().any(|o| o.name == "image_embeddings") {
+            return Err(ModelError::Config("encoder has no 'image_embeddings' output".into()));
+        }
+        for name in ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"] {
+            if !decoder.inputs().iter().any(|i| i.name == name) {
+                return Err(ModelError::Config(format!(
+                    "decoder has no '{name}' input (official SAM layout expected)"
+                )));
+            }
+        }
+        let mask_input =
+            decoder.inputs().iter().find(|i| i.name == "mask_input").map(|i| i.shape.clone()).unwrap_or_default();
+        let low_res_size = match (mask_input.get(2).and_then(|d| d.fixed()), mask_input.get(3).and_then(|d| d.fixed()))
+        {
+            (Some(h), Some(w)) => (h, w),
+            _ => return Err(ModelError::Config("decoder mask_input must have a fixed [1,1,H,W] shape".into())),
+        };
+        let from_plain = match &layout {
+            EncoderLayout::Plain { .. } => input.shape.get(3).and_then(|d| d.fixed()).map(|s| s as u32),
+            EncoderLayout::Hwc { .. } => None,
+        };
+        let image_size = image_size.or(from_plain).unwrap_or((low_res_size.1 * 4) as u32);
+        Ok(Sam {
+            encoder,
+            decoder,
+            layout,
+            image_size,
+            pixel_mean,
+            pixel_std,
+            mask_threshold,
+            low_res_size,
+            limits: SamLimits::default(),
+        })
+    }
+
+    /// Sets prompt limits.
+    pub fn set_limits(&mut self, limits: SamLimits) {
+        self.limits = limits;
+    }
+
+    /// The encoder's input size (longest side after resize).
+    pub fn image_size(&self) -> u32 {
+        self.image_size
+    }
+
+    /// How the encoder takes its image.
+    pub fn layout(&self) -> &EncoderLayout {
+        &self.layout
+    }
+
+    /// The encoder session.
+    pub fn encoder(&self) -> &Arc<dyn Session> {
+        &self.encoder
+    }
+
+    /// The decoder session.
+    pub fn decoder(&self) -> &Arc<dyn Session> {
+        &self.decoder
+    }
+
+    /// Size after resizing the longest side to the encoder size (upstream `get_preprocess_shape`).
+    pub fn preprocess_shape(&self, width: u32, height: u32) -> (u32, u32) {
+        let scale = f64::from(self.image_size) / f64::from(width.max(height));
+        let w = (f64::from(width) * scale + 0.5) as u32;
+        let h = (f64::from(height) * scale + 0.5) as u32;
+        (w.max(1), h.max(1))
+    }
+
+    /// Runs the encoder on an image.
+    pub fn embed(&self, image: &RgbImage) -> Result<ImageEmbedding> {
+        let (rw, rh) = self.preprocess_shape(image.width, image.height);
+        let resized = image::resize(image, rw, rh, Resample::Bilinear)?;
+        let feed = match &self.layout {
+            EncoderLayout::Hwc { input } => (input.clone(), Tensor::F32(image::to_hwc_f32(&resized).into_dyn())),
+            EncoderLayout::Plain { input } => {
+                let s = self.image_size as usize;
+                let normalised = image::to_nchw(&resized, 1.0, self.pixel_mean, self.pixel_std);
+                let mut padded = Array4::<f32>::zeros((1, 3, s, s));
+                padded.slice_mut(ndarray::s![.., .., ..rh as usize, ..rw as usize]).assign(&normalised);
+                (input.clone(), Tensor::F32(padded.into_dyn()))
+            }
+        };
+        let mut out = self.encoder.run(vec![feed])?;
+        Ok(ImageEmbedding {
+            image_embeddings: out.take("image_embeddings")?.into_f32()?,
+            original: (image.width, image.height),
+            resized: (rw, rh),
+        })
+    }
+
+    /// Checks a prompt against the image and the limits.
+    pub fn validate(&self, embedding: &ImageEmbedding, prompt: &Prompt) -> Result<()> {
+        let (w, h) = (embedding.original.0 as f32, embedding.original.1 as f32);
+        if prompt.points.is_empty() && prompt.bbox.is_none() {
+            return Err(ModelError::BadInput("a prompt needs at least one point or a box".into()));
+        }
+        let count = prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 };
+        if count > self.limits.max_points {
+            return Err(ModelError::TooLarge(format!(
+                "{count} prompt points (a box counts as 2), the limit is {}",
+                self.limits.max_points
+            )));
+        }
+        let inside =
+            |x: f32, y: f32| x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y);
+        for p in &prompt.points {
+            if !inside(p.x, p.y) {
+                return Err(ModelError::BadInput(format!(
+                    "point ({}, {}) is outside the {}x{} image",
+                    p.x, p.y, embedding.original.0, embedding.original.1
+                )));
+            }
+        }
+        if let Some(b) = &prompt.bbox {
+            if !inside(b.x0, b.y0) || !inside(b.x1, b.y1) {
+                return Err(ModelError::BadInput(format!(
+                    "box ({}, {}, {}, {}) is outside the {}x{} image",
+                    b.x0, b.y0, b.x1, b.y1, embedding.original.0, embedding.original.1
+                )));
+            }
+            if b.x1 <= b.x0 || b.y1 <= b.y0 {
+                return Err(ModelError::BadInput(format!(
+                    "box ({}, {}, {}, {}) is empty or inverted: need x0 < x1 and y0 < y1",
+                    b.x0, b.y0, b.x1, b.y1
+                )));
+            }
+        }
+        if let Some(m) = &prompt.mask_input
+            && m.0.dim() != self.low_res_size
+        {
+            return Err(ModelError::BadInput(format!(
+                "mask_input is {:?}, this model takes {:?}",
+                m.0.dim(),
+                self.low_res_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Predicts masks for a prompt on an embedded image.
+    pub fn segment(&self, embedding: &ImageEmbedding, prompt: &Prompt, options: &SegmentOptions) -> Result<Vec<Mask>> {
+        self.validate(embedding, prompt)?;
+        let (ow, oh) = embedding.original;
+        let (rw, rh) = embedding.resized;
+        let (sx, sy) = (rw as f32 / ow as f32, rh as f32 / oh as f32);
+        let mut coords: Vec<f32> = Vec::new();
+        let mut labels: Vec<f32> = Vec::new();
+        for p in &prompt.points {
+            coords.extend([p.x * sx, p.y * sy]);
+            labels.push(if p.positive { 1.0 } else { 0.0 });
+        }
+        match &prompt.bbox {
+            Some(b) => {
+                coords.extend([b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
+                labels.extend([2.0, 3.0]);
+            }
+            // Without a box the official ONNX usage appends a padding point.
+            None => {
+                coords.extend([0.0, 0.0]);
+                labels.push(-1.0);
+            }
+        }
+        let n = labels.len();
+        let (lh, lw) = self.low_res_size;
+        let (mask_input, has_mask) = match &prompt.mask_input {
+            Some(m) => (
+                m.0.clone()
+                    .into_shape_with_order(IxDyn(&[1, 1, lh, lw]))
+                    .map_err(|e| ModelError::BadInput(e.to_string()))?,
+                1.0,
+            ),
+            None => (ArrayD::zeros(IxDyn(&[1, 1, lh, lw])), 0.0),
+        };
+        let mut feed = vec![
+            ("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())),
+            ("point_coords".to_string(), Tensor::from_shape_vec(&[1, n, 2], coords)?),
+            ("point_labels".to_string(), Tensor::from_shape_vec(&[1, n], labels)?),
+            ("mask_input".to_string(), Tensor::F32(mask_input)),
+            ("has_mask_input".to_string(), Tensor::from_shape_vec(&[1], vec![has_mask])?),
+        ];
+        let upsample_here = !self.decoder.inputs().iter().any(|i| i.name == "orig_im_size");
+        if !upsample_here {
+            feed.push(("orig_im_size".to_string(), Tensor::from_shape_vec(&[2], vec![oh as f32, ow as f32])?));
+        }
+        let mut out = self.decoder.run(feed)?;
+        let iou = out.take("iou_predictions")?.into_f32()?;
+        let low_res = out.take("low_res_masks")?.into_f32()?;
+        let masks = if upsample_here { self.upsample(&low_res, embedding)? } else { out.take("masks")?.into_f32()? };
+        let k = iou.len();
+        let chosen: Vec<usize> = if k == 1 {
+            vec![0]
+        } else if options.multimask {
+            (1..k).collect()
+        } else {
+            vec![0]
+        };
+        let mut result: Vec<Mask> = chosen
+            .into_iter()
+            .map(|i| {
+                let logits = masks.index_axis(Axis(1), i);
+                let binary = BinaryMask::from_logits(ow, oh, logits.iter().copied(), self.mask_threshold);
+                let low = low_res.index_axis(Axis(1), i).index_axis(Axis(0), 0).to_owned();
+                let low = low.into_dimensionality::<ndarray::Ix2>().unwrap_or_else(|_| Array2::zeros((lh, lw)));
+                Mask {
+                    bbox: binary.bbox(),
+                    area: binary.area(),
+                    score: iou.iter().nth(i).copied().unwrap_or(0.0),
+                    mask: binary,
+                    low_res: LowResMask(low),
+                }
+            })
+            .collect();
+        if options.best_only && result.len() > 1 {
+            let best =
+                result.iter().enumerate().max_by(|a, b| a.1.score.total_cmp(&b.1.score)).map(|(i, _)| i).unwrap_or(0);
+            result = vec![result.swap_remove(best)];
+        }
+        Ok(result)
+    }
+
+    /// Host-side version of upstream `postprocess_masks`: low-res logits → encoder size → crop
+    /// the padding → original size (bilinear, align_corners=False).
+    fn upsample(&self, low_res: &ArrayD<f32>, embedding: &ImageEmbedding) -> Result<ArrayD<f32>> {
+        let (ow, oh) = embedding.original;
+        let (rw, rh) = embedding.resized;
+        let shape = low_res.shape().to_vec();
+        if shape.len() != 4 {
+            return Err(ModelError::Config(format!("low_res_masks has shape {shape:?}, expected [1,K,h,w]")));
+        }
+        let (k, lh, lw) = (shape[1], shape[2], shape[3]);
+        let s = self.image_size as usize;
+        let mut out = ArrayD::<f32>::zeros(IxDyn(&[1, k, oh as usize, ow as usize]));
+        for i in 0..k {
+            let plane: Vec<f32> = low_res.index_axis(Axis(1), i).iter().copied().collect();
+            let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
+            let mut cropped = Vec::with_capacity(rw as usize * rh as usize);
+            for y in 0..rh as usize {
+                cropped.extend_from_slice(&full[y * s..y * s + rw as usize]);
+            }
+            let orig =
+                crate::resample::resize_bilinear_f32(&cropped, rw as usize, rh as usize, ow as usize, oh as usize);
+            let mut dst = out.index_axis_mut(Axis(1), i);
+            for (d, v) in dst.iter_mut().zip(orig) {
+                *d = v;
+            }
+        }
+        Ok(out)
+    }
+}

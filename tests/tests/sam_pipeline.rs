@@ -1,0 +1,167 @@
+//! The SAM pipeline end to end against segment-anything's `SamPredictor`: from the same photo
+//! and prompts in original-image pixels, our masks match the reference (IoU ≥ 0.99 per mask),
+//! predicted IoUs within 1e-3, on both backends and both encoder layouts; RLE strings equal
+//! pycocotools'.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
+use edgeinfer_models::mask::{BinaryMask, CocoRle};
+use edgeinfer_models::sam::{BoxPrompt, LowResMask, Point, Prompt, Sam, SegmentOptions};
+use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
+use edgeinfer_tests::{backends, fixtures};
+use serde_json::Value;
+
+fn photo() -> RgbImage {
+    let bytes = std::fs::read(fixtures().join("sam/photo.png")).unwrap();
+    decode(ImageInput::Encoded(&bytes), &ImageLimits::default()).unwrap()
+}
+
+fn prompt(spec: &Value) -> Prompt {
+    let mut p = Prompt::default();
+    if let (Some(coords), Some(labels)) = (spec["point_coords"].as_array(), spec["point_labels"].as_array()) {
+        for (c, l) in coords.iter().zip(labels) {
+            p.points.push(Point {
+                x: c[0].as_f64().unwrap() as f32,
+                y: c[1].as_f64().unwrap() as f32,
+                positive: l.as_i64().unwrap() == 1,
+            });
+        }
+    }
+    if let Some(b) = spec["box"].as_array() {
+        let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        p.bbox = Some(BoxPrompt { x0: v[0], y0: v[1], x1: v[2], y1: v[3] });
+    }
+    p
+}
+
+fn golden_masks(name: &str) -> (Vec<BinaryMask>, Vec<f32>) {
+    let dir = fixtures().join("sam/e2e");
+    let masks = Tensor::read_npy(&dir.join(format!("{name}.masks.npy"))).unwrap();
+    let Tensor::U8(masks) = masks else { panic!("masks are uint8") };
+    let iou = Tensor::read_npy(&dir.join(format!("{name}.iou.npy"))).unwrap().into_f32().unwrap();
+    let (k, h, w) = (masks.shape()[0], masks.shape()[1], masks.shape()[2]);
+    let list = (0..k)
+        .map(|i| BinaryMask {
+            width: w as u32,
+            height: h as u32,
+            data: masks.index_axis(ndarray::Axis(0), i).iter().copied().collect(),
+        })
+        .collect();
+    (list, iou.iter().copied().collect())
+}
+
+fn check_case(sam: &Sam, label: &str, name: &str, p: &Prompt, options: &SegmentOptions) {
+    let embedding = sam.embed(&photo()).unwrap();
+    let ours = sam.segment(&embedding, p, options).unwrap();
+    let (reference, iou) = golden_masks(name);
+    assert_eq!(ours.len(), reference.len(), "{label} {name}");
+    for (i, (m, r)) in ours.iter().zip(&reference).enumerate() {
+        let overlap = m.mask.iou(r);
+        println!("{label} {name}[{i}]: mask IoU {overlap:.5}, predicted IoU {:.5} vs {:.5}", m.score, iou[i]);
+        assert!(overlap >= 0.99, "{label} {name}[{i}]: IoU {overlap}");
+        assert!((m.score - iou[i]).abs() <= 1e-3, "{label} {name}[{i}]: {} vs {}", m.score, iou[i]);
+        assert_eq!(m.area, m.mask.area());
+    }
+}
+
+fn prompts() -> Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("sam/e2e/prompts.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn masks_match_segment_anything_on_both_backends() {
+    let specs = prompts();
+    for backend in backends() {
+        let sam = Sam::load(&fixtures().join("sam"), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let label = backend.kind().name();
+        for name in ["point", "points", "box", "box_and_point"] {
+            check_case(&sam, label, name, &prompt(&specs[name]), &SegmentOptions::default());
+        }
+        let single = SegmentOptions { multimask: false, best_only: false };
+        check_case(&sam, label, "point_single", &prompt(&specs["point_single"]), &single);
+        // Refinement: the best low-res mask of a previous answer fed back.
+        let low = Tensor::read_npy(&fixtures().join("sam/e2e/refine.mask_input.npy")).unwrap().into_f32().unwrap();
+        let mut refine = prompt(&specs["refine"]);
+        refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
+        check_case(&sam, label, "refine", &refine, &SegmentOptions::default());
+    }
+}
+
+#[test]
+fn the_plain_encoder_layout_gives_the_same_masks() {
+    let specs = prompts();
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let load = |f: &str| -> Arc<dyn edgeinfer_onnx::Session> {
+        Arc::from(tract.load(&ModelSource::File(fixtures().join("sam").join(f)), &SessionOptions::default()).unwrap())
+    };
+    let sam = Sam::from_sessions(
+        load("encoder_plain.onnx"),
+        load("decoder.onnx"),
+        None,
+        [123.675, 116.28, 103.53],
+        [58.395, 57.12, 57.375],
+        0.0,
+    )
+    .unwrap();
+    assert!(matches!(sam.layout(), edgeinfer_models::sam::EncoderLayout::Plain { .. }));
+    assert_eq!(sam.image_size(), 128);
+    check_case(&sam, "tract/plain", "box", &prompt(&specs["box"]), &SegmentOptions::default());
+}
+
+#[test]
+fn best_only_picks_the_highest_predicted_iou() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join("sam"), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let embedding = sam.embed(&photo()).unwrap();
+    let p = prompt(&prompts()["points"]);
+    let all = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
+    let best = sam.segment(&embedding, &p, &SegmentOptions { multimask: true, best_only: true }).unwrap();
+    assert_eq!(best.len(), 1);
+    let max = all.iter().map(|m| m.score).fold(f32::MIN, f32::max);
+    assert_eq!(best[0].score, max);
+}
+
+#[test]
+fn rle_strings_equal_pycocotools() {
+    for name in ["point", "points", "box", "box_and_point", "refine"] {
+        let (masks, _) = golden_masks(name);
+        let reference: Vec<CocoRle> =
+            serde_json::from_slice(&std::fs::read(fixtures().join(format!("sam/e2e/{name}.rle.json"))).unwrap())
+                .unwrap();
+        for (m, r) in masks.iter().zip(&reference) {
+            assert_eq!(&m.to_coco_rle(), r, "{name}");
+            assert_eq!(&BinaryMask::from_coco_rle(r).unwrap(), m);
+        }
+    }
+}
+
+#[test]
+fn bad_prompts_are_typed_errors() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join("sam"), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let embedding = sam.embed(&photo()).unwrap(); // 170 x 120
+    let pt = |x: f32, y: f32| Point { x, y, positive: true };
+    let cases: Vec<(Prompt, &str)> = vec![
+        (Prompt::default(), "at least one point or a box"),
+        (Prompt { points: vec![pt(500.0, 10.0)], ..Default::default() }, "outside the 170x120 image"),
+        (Prompt { points: vec![pt(-1.0, 10.0)], ..Default::default() }, "outside"),
+        (Prompt { points: vec![pt(f32::NAN, 10.0)], ..Default::default() }, "outside"),
+        (Prompt { bbox: Some(BoxPrompt { x0: 50.0, y0: 10.0, x1: 20.0, y1: 30.0 }), ..Default::default() }, "inverted"),
+        (Prompt { points: vec![pt(1.0, 1.0); 70], ..Default::default() }, "the limit is 64"),
+        (
+            Prompt {
+                points: vec![pt(1.0, 1.0)],
+                mask_input: Some(LowResMask(ndarray::Array2::zeros((3, 3)))),
+                ..Default::default()
+            },
+            "mask_input is (3, 3)",
+        ),
+    ];
+    for (p, expected) in cases {
+        let err = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap_err();
+        assert!(err.is_input_error(), "{err}");
+        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
+    }
+}
