@@ -8,6 +8,7 @@ pub mod error;
 pub mod fixtures;
 pub mod gallery;
 pub mod image;
+pub mod llama;
 pub mod mask;
 pub mod resample;
 pub mod sam;

@@ -1,0 +1,516 @@
+//! Small LLaMA-family LLMs (TinyLlama, SmolLM, Llama 3.2, llama2.c tinyllamas... any
+//! Optimum/onnx-community export with a KV cache): prompt → tokens → prefill → one decode step
+//! per token with the KV cache fed back (the prefix is never re-run) → streamed text.
+//!
+//! [`Llama::generate`] returns a [`Generator`], an iterator of [`TokenEvent`]s: text deltas that
+//! never split a UTF-8 character, then one `Done` with the full text, the token ids, why it
+//! stopped and the usage counters.
+
+pub mod config;
+pub mod sampler;
+pub mod tokenizer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use edgeinfer_onnx::{Backend, DType, ModelSource, Session, SessionOptions, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use config::{LlamaLayout, ModelDir};
+pub use sampler::{Sampler, SamplingParams};
+pub use tokenizer::{Message, TextStreamer, Tokenizer};
+
+use crate::error::{ModelError, Result};
+
+/// What to generate from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptInput {
+    /// Raw text (tokenised with the tokenizer's special tokens unless told otherwise).
+    Text(String),
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<Message>),
+    /// Token ids as they are.
+    Ids(Vec<u32>),
+}
+
+/// A generation request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub input: PromptInput,
+    /// Most new tokens (default: the model's generation config, else 256).
+    pub max_new_tokens: Option<usize>,
+    /// Sampling; unset fields take the model's defaults.
+    pub sampling: SamplingParams,
+    /// Stop as soon as the output contains one of these (it is not included).
+    pub stop: Vec<String>,
+    /// Add the tokenizer's special tokens to a `Text` prompt (default true, as transformers).
+    pub add_special_tokens: Option<bool>,
+    /// Keep generating past EOS tokens.
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            input: PromptInput::Text(String::new()),
+            max_new_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            add_special_tokens: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token.
+    Eos,
+    /// A stop string.
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+    /// The model's context is full.
+    ContextLength,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+/// Counters of one generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated (EOS included).
+    pub generated_tokens: usize,
+    /// From the start to the first generated token (prefill included).
+    pub time_to_first_token_ms: f64,
+    /// Decode speed after the first token.
+    pub tokens_per_second: f64,
+    /// Whole generation.
+    pub total_ms: f64,
+}
+
+/// The end of a generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The generated text (special tokens and stop string left out).
+    pub text: String,
+    /// The generated token ids (EOS included when it ended the generation).
+    pub token_ids: Vec<u32>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Counters.
+    pub usage: Usage,
+}
+
+/// An event of a generation stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TokenEvent {
+    /// New text.
+    Delta {
+        /// 0, 1, 2... in order.
+        seq: u64,
+        /// The text (complete UTF-8 characters).
+        text: String,
+        /// The tokens that produced it.
+        token_ids: Vec<u32>,
+    },
+    /// The last event.
+    Done(Completion),
+}
+
+/// A loaded LLaMA-family model with its tokenizer.
+pub struct Llama {
+    session: Arc<dyn Session>,
+    layout: LlamaLayout,
+    tokenizer: Tokenizer,
+    model_dir: ModelDir,
+    eos: Vec<u32>,
+    bos: Option<u32>,
+    max_prompt_tokens: Option<usize>,
+}
+
+impl Llama {
+    /// Loads a model directory (configs, tokenizer, ONNX graph).
+    pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Llama> {
+        let model_dir = ModelDir::open(dir)?;
+        let tokenizer = Tokenizer::load(dir)?;
+        let session: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(model_dir.onnx.clone()), options)?);
+        let layout = model_dir.layout(session.as_ref())?;
+        let mut eos = model_dir.eos_token_ids();
+        if let Some(id) = tokenizer.eos_token().and_then(|t| tokenizer.token_to_id(t))
+            && !eos.contains(&id)
+        {
+            eos.push(id);
+        }
+        let vocab = layout.vocab_size.unwrap_or_else(|| tokenizer.vocab_size());
+        if let Some(bad) = eos.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::Config(format!("EOS token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let bos = model_dir.bos_token_id();
+        Ok(Llama { session, layout, tokenizer, model_dir, eos, bos, max_prompt_tokens: None })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Graph wiring (layers, KV heads, context length...).
+    pub fn layout(&self) -> &LlamaLayout {
+        &self.layout
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Arc<dyn Session> {
+        &self.session
+    }
+
+    /// Tokens that end a generation.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// Refuse prompts longer than this (in addition to the context length).
+    pub fn set_max_prompt_tokens(&mut self, limit: Option<usize>) {
+        self.max_prompt_tokens = limit;
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.layout.vocab_size.unwrap_or_else(|| self.tokenizer.vocab_size())
+    }
+
+    /// Token ids of a prompt, validated.
+    pub fn prompt_ids(&self, input: &PromptInput, add_special_tokens: Option<bool>) -> Result<Vec<u32>> {
+        let ids = match input {
+            PromptInput::Text(text) => self.tokenizer.encode(text, add_special_tokens.unwrap_or(true))?,
+            PromptInput::Chat(messages) => {
+                if messages.is_empty() {
+                    return Err(ModelError::BadInput("the conversation has no messages".into()));
+                }
+                let text = self.tokenizer.apply_chat_template(messages, true)?;
+                // The template writes the special tokens itself.
+                self.tokenizer.encode(&text, add_special_tokens.unwrap_or(false))?
+            }
+            PromptInput::Ids(ids) => {
+                let vocab = self.vocab_size();
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(ModelError::BadInput(format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+                }
+                ids.clone()
+            }
+        };
+        if ids.is_empty() {
+            // As transformers' generate(): start from BOS when there is no prompt.
+            return match self.bos {
+                Some(bos) => Ok(vec![bos]),
+                None => Err(ModelError::BadInput(
+                    "the prompt is empty and this model has no BOS token to start from".into(),
+                )),
+            };
+        }
+        let context = self.layout.context_length;
+        if ids.len() >= context {
+            return Err(ModelError::TooLarge(format!(
+                "the prompt has {} tokens; the model's context is {context} tokens (prompt + output)",
+                ids.len()
+            )));
+        }
+        if let Some(limit) = self.max_prompt_tokens
+            && ids.len() > limit
+        {
+            return Err(ModelError::TooLarge(format!("the prompt has {} tokens; the limit is {limit}", ids.len())));
+        }
+        Ok(ids)
+    }
+
+    /// Starts a generation. Check `cancel` from another thread to stop it.
+    pub fn generate<'a>(&'a self, request: &GenerateRequest, cancel: Option<Arc<AtomicBool>>) -> Result<Generator<'a>> {
+        request.sampling.validate()?;
+        if request.stop.iter().any(String::is_empty) {
+            return Err(ModelError::BadInput("stop strings must not be empty".into()));
+        }
+        let started = Instant::now();
+        let prompt = self.prompt_ids(&request.input, request.add_special_tokens)?;
+        let g = &self.model_dir.generation;
+        let sample = match request.sampling.temperature {
+            Some(t) => t > 0.0,
+            None => g.do_sample.unwrap_or(false),
+        };
+        let temperature = if sample { request.sampling.temperature.or(g.temperature).unwrap_or(1.0) } else { 0.0 };
+        let sampler = Sampler::new(
+            temperature,
+            request.sampling.top_k.or(if sample { g.top_k } else { None }).unwrap_or(0),
+            request.sampling.top_p.or(if sample { g.top_p } else { None }).unwrap_or(1.0),
+            request.sampling.repetition_penalty.or(g.repetition_penalty).unwrap_or(1.0),
+            request.sampling.seed,
+        );
+        let max_new = request.max_new_tokens.or(g.max_new_tokens).unwrap_or(256);
+        Ok(Generator {
+            model: self,
+            cache: KvCache::empty(&self.layout)?,
+            history: prompt.clone(),
+            pending: prompt,
+            generated: Vec::new(),
+            streamer: TextStreamer::new(true),
+            sampler,
+            max_new,
+            stop: request.stop.clone(),
+            ignore_eos: request.ignore_eos,
+            cancel,
+            text: String::new(),
+            sent: 0,
+            seq: 0,
+            unsent_ids: Vec::new(),
+            started,
+            first_token: None,
+            pending_finish: None,
+            done: false,
+        })
+    }
+
+    /// Convenience: runs a generation to the end.
+    pub fn complete(&self, request: &GenerateRequest) -> Result<Completion> {
+        for event in self.generate(request, None)? {
+            if let TokenEvent::Done(c) = event? {
+                return Ok(c);
+            }
+        }
+        Err(ModelError::Config("generation ended without a result".into()))
+    }
+
+    /// Runs `ids` through the graph after `cache`'s past; returns the logits of the last position.
+    fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let past = cache.len;
+        let n = ids.len();
+        let id_input =
+            self.session.inputs().iter().find(|i| i.name == "input_ids").map(|i| i.dtype).unwrap_or(DType::I64);
+        let int = |shape: &[usize], v: Vec<i64>| -> Result<Tensor> {
+            let t = Tensor::from_shape_vec(shape, v)?;
+            Ok(if id_input == DType::I32 { t.cast(DType::I32)? } else { t })
+        };
+        let mut feed = vec![
+            ("input_ids".to_string(), int(&[1, n], ids.iter().map(|&i| i64::from(i)).collect())?),
+            ("attention_mask".to_string(), int(&[1, past + n], vec![1; past + n])?),
+        ];
+        if self.layout.has_position_ids {
+            feed.push(("position_ids".to_string(), int(&[1, n], (past..past + n).map(|p| p as i64).collect())?));
+        }
+        if let Some(name) = &self.layout.use_cache_branch {
+            feed.push((name.clone(), Tensor::from_shape_vec(&[1], vec![past > 0])?));
+        }
+        for (i, (k, v)) in cache.take().into_iter().enumerate() {
+            feed.push((self.layout.past_key(i), k));
+            feed.push((self.layout.past_value(i), v));
+        }
+        let mut out = self.session.run(feed)?;
+        let logits = out.take("logits")?.to_f32_array();
+        let shape = logits.shape().to_vec();
+        if shape.len() != 3 || shape[1] != n {
+            return Err(ModelError::Config(format!("logits have shape {shape:?}, expected [1, {n}, vocab]")));
+        }
+        let last: Vec<f32> = logits.index_axis(ndarray::Axis(1), n - 1).iter().copied().collect();
+        let mut layers = Vec::with_capacity(self.layout.layers);
+        for i in 0..self.layout.layers {
+            layers.push((out.take(&self.layout.present_key(i))?, out.take(&self.layout.present_value(i))?));
+        }
+        cache.put(layers, past + n);
+        Ok(last)
+    }
+
+    /// Logits of the last prompt position after a prefill (for parity checks).
+    pub fn prefill_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut cache = KvCache::empty(&self.layout)?;
+        self.forward(ids, &mut cache)
+    }
+}
+
+/// The KV cache between steps: each layer's key and value `[1, kv_heads, past, head_dim]`.
+struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    fn empty(layout: &LlamaLayout) -> Result<KvCache> {
+        let shape = [1, layout.kv_heads, 0, layout.head_dim];
+        let mut layers = Vec::with_capacity(layout.layers);
+        for _ in 0..layout.layers {
+            layers.push((Tensor::zeros(layout.kv_dtype, &shape)?, Tensor::zeros(layout.kv_dtype, &shape)?));
+        }
+        Ok(KvCache { layers, len: 0 })
+    }
+
+    fn take(&mut self) -> Vec<(Tensor, Tensor)> {
+        std::mem::take(&mut self.layers)
+    }
+
+    fn put(&mut self, layers: Vec<(Tensor, Tensor)>, len: usize) {
+        self.layers = layers;
+        self.len = len;
+    }
+}
+
+/// A running generation; iterate to get [`TokenEvent`]s.
+pub struct Generator<'a> {
+    model: &'a Llama,
+    cache: KvCache,
+    /// Prompt and generated ids (for the repetition penalty).
+    history: Vec<u32>,
+    /// Ids to feed at the next step (the prompt, then one token at a time).
+    pending: Vec<u32>,
+    generated: Vec<u32>,
+    streamer: TextStreamer,
+    sampler: Sampler,
+    max_new: usize,
+    stop: Vec<String>,
+    ignore_eos: bool,
+    cancel: Option<Arc<AtomicBool>>,
+    text: String,
+    sent: usize,
+    seq: u64,
+    unsent_ids: Vec<u32>,
+    started: Instant,
+    first_token: Option<Instant>,
+    pending_finish: Option<FinishReason>,
+    done: bool,
+}
+
+impl Iterator for Generator<'_> {
+    type Item = Result<TokenEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(reason) = self.pending_finish.take() {
+            return Some(Ok(self.finish(reason)));
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.step() {
+                Ok(Some(event)) => return Some(Ok(event)),
+                // A token that completed no character yet: keep going.
+                Ok(None) => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl Generator<'_> {
+    /// Tokens in the prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.history.len() - self.generated.len()
+    }
+
+    fn finish(&mut self, reason: FinishReason) -> TokenEvent {
+        self.done = true;
+        let end = self.started.elapsed().as_secs_f64();
+        let ttft = self.first_token.map(|t| (t - self.started).as_secs_f64()).unwrap_or(end);
+        let generated = self.generated.len();
+        let decode_time = end - ttft;
+        TokenEvent::Done(Completion {
+            text: std::mem::take(&mut self.text),
+            token_ids: std::mem::take(&mut self.generated),
+            finish_reason: reason,
+            usage: Usage {
+                prompt_tokens: self.history.len() - generated,
+                generated_tokens: generated,
+                time_to_first_token_ms: ttft * 1e3,
+                tokens_per_second: if decode_time > 0.0 {
+                    generated.saturating_sub(1) as f64 / decode_time
+                } else {
+                    0.0
+                },
+                total_ms: end * 1e3,
+            },
+        })
+    }
+
+    /// The text that can be sent now: all of it, or all but what could still become a stop string.
+    fn flush(&mut self, all: bool) -> Option<TokenEvent> {
+        let hold = if all { 0 } else { self.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0) };
+        let mut end = self.text.len().saturating_sub(hold).max(self.sent);
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end <= self.sent {
+            return None;
+        }
+        let delta = self.text[self.sent..end].to_string();
+        self.sent = end;
+        let seq = self.seq;
+        self.seq += 1;
+        Some(TokenEvent::Delta { seq, text: delta, token_ids: std::mem::take(&mut self.unsent_ids) })
+    }
+
+    fn step(&mut self) -> Result<Option<TokenEvent>> {
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Ok(Some(self.finish_with_text(FinishReason::Cancelled)));
+        }
+        if self.generated.len() >= self.max_new {
+            return Ok(Some(self.finish_with_text(FinishReason::Length)));
+        }
+        // Like transformers' max_length: prompt + output never exceed the context.
+        if self.history.len() >= self.model.layout.context_length {
+            return Ok(Some(self.finish_with_text(FinishReason::ContextLength)));
+        }
+        let input = std::mem::take(&mut self.pending);
+        let mut logits = self.model.forward(&input, &mut self.cache)?;
+        let token = self.sampler.next(&mut logits, &self.history);
+        self.first_token.get_or_insert_with(Instant::now);
+        self.history.push(token);
+        self.generated.push(token);
+        self.unsent_ids.push(token);
+        if !self.ignore_eos && self.model.eos.contains(&token) {
+            return Ok(Some(self.finish_with_text(FinishReason::Eos)));
+        }
+        let delta = self.streamer.push(&self.model.tokenizer, token)?;
+        let search_from = self.sent;
+        self.text.push_str(&delta);
+        if let Some(pos) = self.find_stop(search_from) {
+            self.text.truncate(pos);
+            return Ok(Some(self.finish_with_text(FinishReason::Stop)));
+        }
+        self.pending = vec![token];
+        Ok(self.flush(false))
+    }
+
+    fn find_stop(&self, from: usize) -> Option<usize> {
+        let window = self.text.get(from..)?;
+        self.stop.iter().filter_map(|s| window.find(s.as_str())).min().map(|p| from + p)
+    }
+
+    /// Emits any remaining text first; the `Done` comes on the next call.
+    fn finish_with_text(&mut self, reason: FinishReason) -> TokenEvent {
+        if reason != FinishReason::Stop {
+            // Bytes held back because they did not complete a character yet belong to the final
+            // text as a full decode gives it (a trailing U+FFFD, as transformers' decode).
+            let ids: Vec<u32> = self.generated.iter().copied().filter(|id| !self.model.eos.contains(id)).collect();
+            if let Ok(full) = self.model.tokenizer.decode(&ids, true)
+                && full.starts_with(&self.text)
+            {
+                self.text = full;
+            }
+        }
+        match self.flush(true) {
+            Some(delta) => {
+                self.pending_finish = Some(reason);
+                delta
+            }
+            None => self.finish(reason),
+        }
+    }
+}

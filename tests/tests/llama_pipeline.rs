@@ -1,0 +1,286 @@
+//! The LLaMA pipeline against transformers: chat template strings equal `apply_chat_template`,
+//! tokenisation equals the HF tokenizer, greedy generation equals `generate(do_sample=False)`
+//! token for token, on both backends, with the KV cache fed back one token per step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use edgeinfer_models::llama::{
+    FinishReason, GenerateRequest, Llama, Message, PromptInput, SamplingParams, TextStreamer, TokenEvent,
+};
+use edgeinfer_onnx::{SessionOptions, Tensor};
+use edgeinfer_tests::{backends, fixtures};
+use serde_json::Value;
+
+fn reference() -> Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("llama/golden/reference.json")).unwrap()).unwrap()
+}
+
+fn tract_model() -> Llama {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    Llama::load(&fixtures().join("llama"), tract.as_ref(), &SessionOptions::default()).unwrap()
+}
+
+fn text_request(prompt: &str, max_new: usize) -> GenerateRequest {
+    GenerateRequest {
+        input: PromptInput::Text(prompt.into()),
+        max_new_tokens: Some(max_new),
+        add_special_tokens: Some(false),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn chat_template_output_equals_transformers() {
+    let model = tract_model();
+    for case in reference()["chat"].as_array().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let ours = model.tokenizer().apply_chat_template(&messages, true).unwrap();
+        assert_eq!(ours, case["text"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn greedy_generation_equals_hf_generate_token_for_token_on_both_backends() {
+    let reference = reference();
+    for backend in backends() {
+        let model = Llama::load(&fixtures().join("llama"), backend.as_ref(), &SessionOptions::default()).unwrap();
+        for case in reference["generate"].as_array().unwrap() {
+            let prompt = case["prompt"].as_str().unwrap();
+            let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+            let want: Vec<u32> = serde_json::from_value(case["greedy_new_ids"].clone()).unwrap();
+            assert_eq!(model.tokenizer().encode(prompt, false).unwrap(), want_prompt, "tokenisation");
+            let runs_before = model.session().stats().runs;
+            let done = model.complete(&text_request(prompt, want.len())).unwrap();
+            println!(
+                "{}: {} tokens, finish {:?}, {:?}",
+                backend.kind(),
+                done.token_ids.len(),
+                done.finish_reason,
+                done.usage
+            );
+            assert_eq!(done.token_ids, want, "{} greedy ids for {prompt:?}", backend.kind());
+            assert_eq!(done.text, case["greedy_text"].as_str().unwrap());
+            assert_eq!(done.finish_reason, FinishReason::Length);
+            assert_eq!(done.usage.prompt_tokens, want_prompt.len());
+            assert_eq!(done.usage.generated_tokens, want.len());
+            // One prefill plus one single-token step per further token: the prefix is never re-run.
+            assert_eq!(model.session().stats().runs - runs_before, want.len() as u64);
+        }
+        if backend.kind() == edgeinfer_onnx::BackendKind::Tract {
+            assert_eq!(model.session().stats().plans_built, 1, "one symbolic plan for every step");
+        }
+    }
+}
+
+#[test]
+fn prefill_logits_match_pytorch() {
+    let dir = fixtures().join("llama/golden");
+    let ids = Tensor::read_npy(&dir.join("prefill.in.input_ids.npy")).unwrap();
+    let ids: Vec<u32> = ids.as_i64().unwrap().iter().map(|&v| v as u32).collect();
+    let golden = Tensor::read_npy(&dir.join("prefill.out.logits.npy")).unwrap().into_f32().unwrap();
+    let last: Vec<f32> = golden.index_axis(ndarray::Axis(1), ids.len() - 1).iter().copied().collect();
+    for backend in backends() {
+        let model = Llama::load(&fixtures().join("llama"), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let ours = model.prefill_logits(&ids).unwrap();
+        let worst = ours.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        println!("{}: prefill logits max abs err {worst:.2e}", backend.kind());
+        assert!(worst < 1e-3, "{worst}");
+    }
+}
+
+#[test]
+fn streamed_deltas_concatenate_to_the_text_and_never_split_a_character() {
+    let model = tract_model();
+    let text = "東京 🤖 café naïve Zürich";
+    let ids = model.tokenizer().encode(text, false).unwrap();
+    let mut streamer = TextStreamer::new(true);
+    let mut out = String::new();
+    let mut held = 0;
+    for id in ids {
+        let delta = streamer.push(model.tokenizer(), id).unwrap();
+        assert!(!delta.contains('\u{FFFD}'), "delta split a character: {delta:?}");
+        if delta.is_empty() {
+            held += 1;
+        }
+        out.push_str(&delta);
+    }
+    assert_eq!(out, text);
+    assert!(held > 0, "the byte-level tokenizer should split some multi-byte characters across tokens");
+    // And through a real generation: deltas add up to the final text.
+    let mut joined = String::new();
+    let mut seqs = Vec::new();
+    let mut done = None;
+    for event in model.generate(&text_request("Once upon a time", 30), None).unwrap() {
+        match event.unwrap() {
+            TokenEvent::Delta { seq, text, .. } => {
+                seqs.push(seq);
+                joined.push_str(&text);
+            }
+            TokenEvent::Done(c) => done = Some(c),
+        }
+    }
+    let done = done.unwrap();
+    assert_eq!(joined, done.text);
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "sequence numbers in order");
+}
+
+#[test]
+fn stop_strings_end_generation_and_are_never_streamed() {
+    let model = tract_model();
+    let full = model.complete(&text_request("Once upon a time, a little robot", 40)).unwrap();
+    // A stop string taken from the middle of the greedy output.
+    let start = full.text.char_indices().nth(full.text.chars().count() / 2).unwrap().0;
+    let stop: String = full.text[start..].chars().take(3).collect();
+    let mut request = text_request("Once upon a time, a little robot", 40);
+    request.stop = vec![stop.clone(), "never appears \u{1F916}\u{1F916}".into()];
+    let mut streamed = String::new();
+    let mut done = None;
+    for event in model.generate(&request, None).unwrap() {
+        match event.unwrap() {
+            TokenEvent::Delta { text, .. } => streamed.push_str(&text),
+            TokenEvent::Done(c) => done = Some(c),
+        }
+    }
+    let done = done.unwrap();
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    let cut = full.text.find(&stop).unwrap();
+    assert_eq!(done.text, full.text[..cut]);
+    assert_eq!(streamed, done.text);
+    assert!(!streamed.contains(&stop));
+}
+
+#[test]
+fn eos_ends_generation_unless_ignored() {
+    let model = tract_model();
+    let eos = model.eos_token_ids()[0];
+    // Force EOS as the only sensible continuation with a penalty on everything else: instead,
+    // check the mechanics directly with ignore_eos off/on on a seeded sampled run that hits it.
+    let mut hit = None;
+    for seed in 0..200 {
+        let mut r = text_request("Hello!", 60);
+        r.sampling = SamplingParams { temperature: Some(3.0), seed: Some(seed), ..Default::default() };
+        let c = model.complete(&r).unwrap();
+        if c.finish_reason == FinishReason::Eos {
+            hit = Some((seed, c));
+            break;
+        }
+    }
+    let (seed, c) = hit.expect("some seed samples EOS at temperature 3");
+    assert_eq!(*c.token_ids.last().unwrap(), eos);
+    let mut r = text_request("Hello!", 60);
+    r.sampling = SamplingParams { temperature: Some(3.0), seed: Some(seed), ..Default::default() };
+    r.ignore_eos = true;
+    let c2 = model.complete(&r).unwrap();
+    assert_eq!(c2.finish_reason, FinishReason::Length);
+    assert_eq!(c2.token_ids.len(), 60);
+    assert_eq!(&c2.token_ids[..c.token_ids.len()], &c.token_ids[..], "same seed, same draws up to the EOS");
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_parameters_apply() {
+    let model = tract_model();
+    let run = |seed: u64, top_k: usize| {
+        let mut r = text_request("The robot arm", 20);
+        r.sampling = SamplingParams {
+            temperature: Some(0.9),
+            top_k: Some(top_k),
+            top_p: Some(0.95),
+            repetition_penalty: Some(1.3),
+            seed: Some(seed),
+        };
+        model.complete(&r).unwrap().token_ids
+    };
+    assert_eq!(run(42, 0), run(42, 0));
+    assert_ne!(run(42, 0), run(43, 0));
+    // top_k = 1 is greedy whatever the seed (repetition penalty applies to both).
+    assert_eq!(run(1, 1), run(2, 1));
+}
+
+#[test]
+fn cancellation_stops_between_tokens() {
+    let model = tract_model();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut stream = model.generate(&text_request("Once upon a time", 200), Some(cancel.clone())).unwrap();
+    let first = stream.next().unwrap().unwrap();
+    assert!(matches!(first, TokenEvent::Delta { .. }));
+    cancel.store(true, Ordering::Relaxed);
+    let mut last = None;
+    for e in stream {
+        last = Some(e.unwrap());
+    }
+    let Some(TokenEvent::Done(c)) = last else { panic!("no Done event") };
+    assert_eq!(c.finish_reason, FinishReason::Cancelled);
+    assert!(c.token_ids.len() < 200);
+}
+
+#[test]
+fn bad_prompts_are_typed_errors_naming_the_limits() {
+    let mut model = tract_model();
+    let long = "robot ".repeat(400);
+    let err = model.generate(&text_request(&long, 10), None).err().unwrap();
+    assert!(err.is_too_large(), "{err}");
+    assert!(err.to_string().contains("the model's context is 256 tokens"), "{err}");
+    model.set_max_prompt_tokens(Some(5));
+    let err = model.generate(&text_request("The quick brown fox jumps over the lazy dog", 10), None).err().unwrap();
+    assert!(err.to_string().contains("the limit is 5"), "{err}");
+    model.set_max_prompt_tokens(None);
+    let ids = GenerateRequest { input: PromptInput::Ids(vec![5, 99_999]), ..Default::default() };
+    let err = model.generate(&ids, None).err().unwrap();
+    assert!(err.is_input_error() && err.to_string().contains("token id 99999 is outside the vocabulary"), "{err}");
+    let chat = GenerateRequest { input: PromptInput::Chat(vec![]), ..Default::default() };
+    assert!(model.generate(&chat, None).err().unwrap().to_string().contains("no messages"));
+    let mut bad = text_request("hi", 5);
+    bad.sampling.top_p = Some(1.5);
+    assert!(model.generate(&bad, None).err().unwrap().to_string().contains("top_p"));
+    bad = text_request("hi", 5);
+    bad.stop = vec![String::new()];
+    assert!(model.generate(&bad, None).err().unwrap().is_input_error());
+    // An empty prompt starts from BOS, as transformers' generate() does.
+    let done = model.complete(&text_request("", 5)).unwrap();
+    assert_eq!(done.usage.prompt_tokens, 1);
+    assert_eq!(done.token_ids.len(), 5);
+}
+
+#[test]
+fn onnxruntime_genai_configs_name_the_file_and_limits() {
+    // The same graph laid out as onnxruntime-genai ships models: genai_config.json names the
+    // decoder file, the KV input/output templates, the context length and EOS ids.
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("llama");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::copy(src.join("model.onnx"), dir.path().join("decoder.onnx")).unwrap();
+    let genai = serde_json::json!({
+        "model": {
+            "bos_token_id": 1, "eos_token_id": [2, 0], "context_length": 64,
+            "decoder": {
+                "filename": "decoder.onnx", "head_size": 16, "num_key_value_heads": 2, "num_hidden_layers": 2,
+                "inputs": {"past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"present_key_names": "present.%d.key", "present_value_names": "present.%d.value"}
+            }
+        }
+    });
+    std::fs::write(dir.path().join("genai_config.json"), genai.to_string()).unwrap();
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let model = Llama::load(dir.path(), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let layout = model.layout();
+    assert_eq!((layout.layers, layout.kv_heads, layout.head_dim, layout.context_length), (2, 2, 16, 64));
+    assert_eq!(model.eos_token_ids(), &[0, 2]);
+    // The context limit comes from genai_config: a long generation stops there.
+    let mut long = text_request("Once upon a time", 200);
+    long.ignore_eos = true;
+    let done = model.complete(&long).unwrap();
+    assert_eq!(done.finish_reason, FinishReason::ContextLength);
+    assert_eq!(done.usage.prompt_tokens + done.usage.generated_tokens, 64);
+    // Without a graph that has the named inputs, loading fails clearly.
+    std::fs::write(
+        dir.path().join("genai_config.json"),
+        genai.to_string().replace("past_key_values.%d.key", "past.%d.k"),
+    )
+    .unwrap();
+    let err = Llama::load(dir.path(), tract.as_ref(), &SessionOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("'past.{}.k' inputs"), "{err}");
+}
