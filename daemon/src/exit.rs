@@ -11,8 +11,23 @@ pub enum ExitCode {
     Failure = 1,
     /// Bad usage or bad input: unknown flag, bad model file, wrong input shape.
     Usage = 2,
-    /// A bug or an environment problem.
+    /// A bug or an environment problem (backend failure).
     Internal = 3,
+    /// The service could not take the request now (busy, timeout, not loaded, cancelled).
+    Unavailable = 4,
+}
+
+impl ExitCode {
+    /// From an API error's exit status.
+    pub fn from_api(code: u8) -> ExitCode {
+        match code {
+            0 => ExitCode::Ok,
+            1 => ExitCode::Failure,
+            2 => ExitCode::Usage,
+            4 => ExitCode::Unavailable,
+            _ => ExitCode::Internal,
+        }
+    }
 }
 
 /// An error that ends a command.

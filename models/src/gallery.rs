@@ -37,7 +37,7 @@ pub struct GalleryEntry {
 }
 
 /// A classification result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Match {
     /// The label.
     pub label: String,

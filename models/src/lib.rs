@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod gallery;
 pub mod image;
 pub mod llama;
+pub mod manifest;
 pub mod mask;
 pub mod resample;
 pub mod sam;

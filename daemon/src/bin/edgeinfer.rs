@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use edgeinfer_daemon::check::{self, CheckArgs};
 use edgeinfer_daemon::exit::{CliError, ExitCode};
+use edgeinfer_daemon::local::{self, LocalArgs};
 use edgeinfer_daemon::logging;
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Load an ONNX model on each backend / execution provider, time it, and compare outputs.
     Check(CheckArgs),
+    /// Run a task in-process on a model directory (no daemon): segment, embed, classify, gallery, generate.
+    Local(LocalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +31,10 @@ fn main() -> std::process::ExitCode {
     logging::quiet_panics();
     let result: Result<ExitCode, CliError> = match &cli.command {
         Command::Check(args) => check::run(args),
+        Command::Local(args) => local::run(args).map(|()| ExitCode::Ok).map_err(|e| CliError {
+            code: ExitCode::from_api(e.code.exit_code()),
+            message: format!("{}: {}", e.code.as_str(), e.message),
+        }),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code as u8),

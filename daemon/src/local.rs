@@ -1,0 +1,58 @@
+//! `edgeinfer local`: run a task in-process on a model directory, without the daemon — the same
+//! flags and output as the daemon client. Users try a model this way before deploying it.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use edgeinfer_models::manifest::Family;
+use edgeinfer_onnx::{BackendKind, parse_ep_list};
+
+use crate::api::ApiError;
+use crate::engine::{Engine, EngineOptions};
+use crate::tasks::{TaskCommand, print_event, print_response};
+
+/// `edgeinfer local`.
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// The model directory.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// The model family (default: detected from the directory).
+    #[arg(long)]
+    pub family: Option<Family>,
+    /// tract (default) or ort.
+    #[arg(long, default_value = "tract")]
+    pub backend: BackendKind,
+    /// Execution providers for ort, in order, e.g. `cuda,cpu`.
+    #[arg(long)]
+    pub ep: Option<String>,
+    /// Threads per session.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime library (else ORT_DYLIB_PATH, the onnxruntime Python package, system paths).
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// Gallery file for classify/gallery (DINOv2).
+    #[arg(long)]
+    pub gallery: Option<PathBuf>,
+    /// The task.
+    #[command(subcommand)]
+    pub task: TaskCommand,
+}
+
+/// Runs the task; returns the answer's exit status.
+pub fn run(args: &LocalArgs) -> Result<(), ApiError> {
+    let mut options =
+        EngineOptions { backend: args.backend, gallery: args.gallery.clone(), ..EngineOptions::default() };
+    options.session.intra_threads = args.threads;
+    if let Some(spec) = &args.ep {
+        options.execution_providers = parse_ep_list(spec).map_err(|e| ApiError::bad_input(e.to_string()))?;
+        options.backend = BackendKind::Ort;
+    }
+    let task = args.task.to_task()?;
+    let id = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let engine = Engine::load(&id, &args.model, args.family, &options, args.ort_library.as_deref())?;
+    let json = args.task.json();
+    let response = engine.execute(&task, None, &mut |event| print_event(&event, json))?;
+    print_response(&args.task, &response)
+}

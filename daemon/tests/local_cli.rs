@@ -1,0 +1,139 @@
+//! `edgeinfer local` as users run it: every family in-process through the real binary, JSON
+//! answers checked against the PyTorch references, bad input as exit code 2 with the API code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> std::path::PathBuf {
+    edgeinfer_models::fixtures::fixtures_dir()
+}
+
+fn local(model: &str, args: &[&str]) -> Output {
+    let dir = fixtures().join(model);
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer")).arg("local").arg("--model").arg(dir).args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn segment_returns_the_reference_masks_and_writes_a_png() {
+    let photo = fixtures().join("sam/photo.png");
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("mask.png");
+    let out = local(
+        "sam",
+        &[
+            "segment",
+            photo.to_str().unwrap(),
+            "--box",
+            "40,15,150,110",
+            "--json",
+            "--png",
+            png.to_str().unwrap(),
+            "--png-depth",
+            "1",
+        ],
+    );
+    let r = json(&out);
+    assert_eq!(r["kind"], "segmentation");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(170), Some(120)));
+    // The reference RLEs of the same prompt (pycocotools, from SamPredictor's masks).
+    let reference: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixtures().join("sam/e2e/box.rle.json")).unwrap()).unwrap();
+    let masks = r["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 3);
+    for (m, want) in masks.iter().zip(&reference) {
+        assert!(m["png"].is_string(), "png requested");
+        assert!(m["rle"].is_null());
+        let _ = want;
+    }
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (170, 120));
+    // Default output: RLE strings equal pycocotools'.
+    let r = json(&local("sam", &["segment", photo.to_str().unwrap(), "--box", "40,15,150,110", "--json"]));
+    for (m, want) in r["masks"].as_array().unwrap().iter().zip(&reference) {
+        assert_eq!(&m["rle"], want);
+    }
+}
+
+#[test]
+fn embed_classify_and_the_gallery_work_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = dir.path().join("gallery.json");
+    let g = gallery.to_str().unwrap();
+    let photo = |n: &str| fixtures().join(format!("photos/{n}.png")).to_str().unwrap().to_string();
+    let r = json(&local("dinov2", &["embed", &photo("chelsea"), &photo("coffee"), "--normalize", "--json"]));
+    assert_eq!(r["dim"], 48);
+    assert_eq!(r["embeddings"].as_array().unwrap().len(), 2);
+    for (label, p) in [("cat", "chelsea"), ("mug", "coffee")] {
+        let r = json(&local("dinov2", &["--gallery", g, "gallery", "add", "--label", label, &photo(p), "--json"]));
+        assert_eq!(r["kind"], "gallery_added");
+    }
+    let r = json(&local("dinov2", &["--gallery", g, "classify", &photo("coffee"), "--json"]));
+    assert_eq!(r["matches"][0]["label"], "mug");
+    assert!((r["matches"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "the same photo scores 1");
+    let r = json(&local("dinov2", &["--gallery", g, "gallery", "list", "--json"]));
+    assert_eq!(r["labels"], serde_json::json!([["cat", 1], ["mug", 1]]));
+    let r = json(&local("dinov2", &["--gallery", g, "gallery", "remove", "--label", "cat", "--json"]));
+    assert_eq!(r["removed"], 1);
+    // The gallery file is the documented format.
+    let file: Value = serde_json::from_slice(&std::fs::read(&gallery).unwrap()).unwrap();
+    assert_eq!(file["format"], "edgeinfer-gallery");
+    assert_eq!(file["entries"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn generate_json_has_the_reference_tokens_and_usage() {
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("llama/golden/reference.json")).unwrap()).unwrap();
+    let case = &reference["generate"][0];
+    let out = local("llama", &["generate", case["prompt"].as_str().unwrap(), "--max-new-tokens", "40", "--json"]);
+    let r = json(&out);
+    assert_eq!(r["token_ids"], case["greedy_new_ids"]);
+    assert_eq!(r["usage"]["generated_tokens"], 40);
+    assert!(r["usage"]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    // Streaming mode prints the text as it comes, then the usage on stderr.
+    let out = local("llama", &["generate", case["prompt"].as_str().unwrap(), "--max-new-tokens", "40"]);
+    assert_eq!(out.status.code(), Some(0));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.trim_end_matches('\n'), r["text"].as_str().unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("40 generated tokens"));
+}
+
+#[test]
+fn bad_input_exits_2_with_the_api_code() {
+    let photo = fixtures().join("sam/photo.png");
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "sam",
+            vec!["segment".into(), photo.display().to_string(), "--point".into(), "900,1".into()],
+            "bad_input: point (900, 1) is outside",
+        ),
+        ("sam", vec!["segment".into(), "/nonexistent.png".into(), "--point".into(), "1,1".into()], "cannot read image"),
+        (
+            "sam",
+            vec![
+                "segment".into(),
+                fixtures().join("sam/decoder.onnx").display().to_string(),
+                "--point".into(),
+                "1,1".into(),
+            ],
+            "bad_input: cannot decode image",
+        ),
+        ("dinov2", vec!["generate".into(), "hi".into()], "is a dinov2 model; it does not do 'generate'"),
+        ("dinov2", vec!["classify".into(), photo.display().to_string()], "no gallery configured"),
+        ("llama", vec!["generate".into(), "robot ".repeat(300)], "too_large: the prompt has"),
+    ];
+    for (model, args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = local(model, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: expected '{expected}' in {err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! What kind of model a directory holds, from the files in it: `manifest.json` with a `family`
+//! field wins; otherwise SAM 2 (`image_embed`-style encoder names in `manifest.json` or files
+//! `*encoder*.onnx` + `*decoder*.onnx` with `sam2` in the folder name), SAM (encoder + decoder
+//! files), LLaMA (`tokenizer.json` + a decoder graph), DINOv2 (`preprocessor_config.json` or a
+//! `config.json` with `model_type: dinov2`).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// A model family edgeinfer serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Segment Anything (and its light variants in the same layout).
+    Sam,
+    /// Segment Anything 2.
+    Sam2,
+    /// DINOv2 image embeddings.
+    Dinov2,
+    /// LLaMA-family text generation.
+    Llama,
+}
+
+impl Family {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sam => "sam",
+            Family::Sam2 => "sam2",
+            Family::Dinov2 => "dinov2",
+            Family::Llama => "llama",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "sam" | "mobilesam" | "edgesam" | "efficientsam" => Ok(Family::Sam),
+            "sam2" => Ok(Family::Sam2),
+            "dinov2" | "dino" => Ok(Family::Dinov2),
+            "llama" | "llm" => Ok(Family::Llama),
+            _ => Err(ModelError::Config(format!("unknown model family '{s}' (sam, sam2, dinov2, llama)"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FamilyField {
+    family: Option<String>,
+}
+
+/// Detects the family of the model in `dir`.
+pub fn detect(dir: &Path) -> Result<Family> {
+    if !dir.is_dir() {
+        return Err(ModelError::Config(format!("{} is not a directory", dir.display())));
+    }
+    let has = |f: &str| dir.join(f).is_file();
+    if has("manifest.json") {
+        let text = std::fs::read(dir.join("manifest.json"))
+            .map_err(|source| ModelError::Io { path: dir.join("manifest.json"), source })?;
+        if let Ok(FamilyField { family: Some(f) }) = serde_json::from_slice::<FamilyField>(&text) {
+            return f.parse();
+        }
+    }
+    if has("tokenizer.json") && (has("model.onnx") || has("decoder_model_merged.onnx") || has("genai_config.json")) {
+        return Ok(Family::Llama);
+    }
+    if has("encoder.onnx") && has("decoder.onnx") {
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        return Ok(if name.contains("sam2") { Family::Sam2 } else { Family::Sam });
+    }
+    if has("preprocessor_config.json") {
+        return Ok(Family::Dinov2);
+    }
+    if has("config.json") {
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+        if text.contains("\"dinov2\"") {
+            return Ok(Family::Dinov2);
+        }
+    }
+    Err(ModelError::Config(format!(
+        "cannot tell which model family {} holds; add a manifest.json with \"family\" (sam, sam2, dinov2, llama)",
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_fixtures_are_recognised() {
+        let f = crate::fixtures::fixtures_dir();
+        assert_eq!(detect(&f.join("sam")).unwrap(), Family::Sam);
+        assert_eq!(detect(&f.join("dinov2")).unwrap(), Family::Dinov2);
+        assert_eq!(detect(&f.join("llama")).unwrap(), Family::Llama);
+        assert!(detect(&f.join("photos")).is_err());
+        assert!(detect(&f.join("nope")).is_err());
+        assert_eq!("MobileSAM".parse::<Family>().unwrap(), Family::Sam);
+    }
+}
