@@ -14,11 +14,17 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)                  # MQTT broker for the daemon tests
+command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)      # third-party MQTT clients
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+  # The package starts a system broker on port 1883; the tests run their own on free ports.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $sudo_cmd systemctl stop mosquitto || true
+  fi
 fi
 
 # --- ONNX Runtime, the way users get it: PyPI wheels in project-local venvs ------------------

@@ -21,8 +21,8 @@ use crate::api::{
 };
 
 /// Per-model settings that affect loading and execution.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct EngineOptions {
     /// tract (default) or ort.
     pub backend: BackendKind,
@@ -52,8 +52,8 @@ pub struct EngineOptions {
 }
 
 /// The session settings a config may set (a subset of [`SessionOptions`] with config names).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct SessionOptionsConfig {
     /// Intra-op threads.
     pub intra_threads: Option<usize>,

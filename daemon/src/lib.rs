@@ -3,8 +3,15 @@
 
 pub mod api;
 pub mod check;
+pub mod client;
+pub mod config;
+pub mod embedded_broker;
 pub mod engine;
 pub mod exit;
 pub mod local;
 pub mod logging;
+pub mod mqtt;
+pub mod registry;
+pub mod systemd;
 pub mod tasks;
+pub mod worker;

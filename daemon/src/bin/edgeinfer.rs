@@ -1,28 +1,177 @@
 //! `edgeinfer`: the command-line tool. `check` answers "will this model run here, on which
-//! execution provider, how fast, and does it agree with the CPU?".
+//! execution provider, how fast, and does it agree with the CPU?"; `local` runs a task
+//! in-process; the other commands talk to a running edgeinferd.
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use edgeinfer_daemon::api::ApiError;
 use edgeinfer_daemon::check::{self, CheckArgs};
+use edgeinfer_daemon::client::{self, Remote};
 use edgeinfer_daemon::exit::{CliError, ExitCode};
 use edgeinfer_daemon::local::{self, LocalArgs};
 use edgeinfer_daemon::logging;
+use edgeinfer_daemon::tasks::{
+    ClassifyArgs, EmbedArgs, GalleryCommand, GenerateArgs, SegmentArgs, TaskCommand, print_event, print_response,
+};
 
 #[derive(Parser, Debug)]
-#[command(name = "edgeinfer", version, about = "edgeinfer: on-device inference tools")]
+#[command(name = "edgeinfer", version, about = "edgeinfer: on-device inference tools and client")]
 struct Cli {
     /// Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG.
     #[arg(long, global = true)]
     log: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach the daemon.
+#[derive(Args, Debug)]
+struct RemoteArgs {
+    /// MQTT broker of the daemon.
+    #[arg(long, global = true, env = "EDGEINFER_MQTT", default_value = "mqtt://127.0.0.1:1883")]
+    mqtt: String,
+    /// Node name (default: the only node online).
+    #[arg(long, global = true, env = "EDGEINFER_NODE")]
+    node: Option<String>,
+    /// Topic prefix.
+    #[arg(long, global = true, default_value = "edgeinfer")]
+    prefix: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, global = true, default_value_t = 120)]
+    timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Load an ONNX model on each backend / execution provider, time it, and compare outputs.
     Check(CheckArgs),
-    /// Run a task in-process on a model directory (no daemon): segment, embed, classify, gallery, generate.
+    /// Run a task in-process on a model directory (no daemon).
     Local(LocalArgs),
+    /// List the daemon's models and their state.
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model now.
+    Load {
+        /// Model id.
+        model: String,
+    },
+    /// Unload a model now.
+    Unload {
+        /// Model id.
+        model: String,
+    },
+    /// Segment an image (SAM).
+    Segment {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        #[command(flatten)]
+        args: SegmentArgs,
+    },
+    /// Embed images (DINOv2).
+    Embed {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        #[command(flatten)]
+        args: EmbedArgs,
+    },
+    /// Classify an image against the gallery (DINOv2).
+    Classify {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        #[command(flatten)]
+        args: ClassifyArgs,
+    },
+    /// Gallery: add, remove, list (DINOv2).
+    Gallery {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        #[command(subcommand)]
+        command: GalleryCommand,
+    },
+    /// Generate text (LLM), streamed.
+    Generate {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+}
+
+fn api_error(e: ApiError) -> CliError {
+    CliError { code: ExitCode::from_api(e.code.exit_code()), message: format!("{}: {}", e.code.as_str(), e.message) }
+}
+
+fn remote(cli: &Cli) -> Remote {
+    Remote {
+        url: cli.remote.mqtt.clone(),
+        prefix: cli.remote.prefix.clone(),
+        node: cli.remote.node.clone(),
+        timeout: Duration::from_secs(cli.remote.timeout),
+    }
+}
+
+fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let remote = remote(cli);
+    runtime.block_on(async {
+        let (model, task) = match &cli.command {
+            Command::Models { json } => {
+                let r = client::control(&remote, "list", None).await.map_err(api_error)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    for m in r["models"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<16} {:<8} {:<10} {:<6} {}{}",
+                            m["id"].as_str().unwrap_or(""),
+                            m["family"].as_str().unwrap_or("-"),
+                            m["state"].as_str().unwrap_or(""),
+                            m["backend"].as_str().unwrap_or(""),
+                            m["providers"]
+                                .as_array()
+                                .map(|p| p.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                                .unwrap_or_default(),
+                            m["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+                        );
+                    }
+                }
+                return Ok(ExitCode::Ok);
+            }
+            Command::Load { model } | Command::Unload { model } => {
+                let what = if matches!(cli.command, Command::Load { .. }) { "load" } else { "unload" };
+                let r = client::control(&remote, what, Some(model)).await.map_err(api_error)?;
+                println!("{}: {}", model, r["model"]["state"].as_str().unwrap_or("?"));
+                return Ok(ExitCode::Ok);
+            }
+            Command::Segment { model, args } => (model, TaskCommand::Segment(args.clone())),
+            Command::Embed { model, args } => (model, TaskCommand::Embed(args.clone())),
+            Command::Classify { model, args } => (model, TaskCommand::Classify(args.clone())),
+            Command::Gallery { model, command } => (model, TaskCommand::Gallery(command.clone())),
+            Command::Generate { model, args } => (model, TaskCommand::Generate(args.clone())),
+            Command::Check(_) | Command::Local(_) => return Ok(ExitCode::Ok),
+        };
+        let json = task.json();
+        let built = task.to_task().map_err(api_error)?;
+        let response =
+            client::run_task(&remote, model, &built, &mut |e| print_event(&e, json)).await.map_err(api_error)?;
+        print_response(&task, &response).map_err(api_error)?;
+        Ok(ExitCode::Ok)
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,10 +180,8 @@ fn main() -> std::process::ExitCode {
     logging::quiet_panics();
     let result: Result<ExitCode, CliError> = match &cli.command {
         Command::Check(args) => check::run(args),
-        Command::Local(args) => local::run(args).map(|()| ExitCode::Ok).map_err(|e| CliError {
-            code: ExitCode::from_api(e.code.exit_code()),
-            message: format!("{}: {}", e.code.as_str(), e.message),
-        }),
+        Command::Local(args) => local::run(args).map(|()| ExitCode::Ok).map_err(api_error),
+        _ => run_remote(&cli),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code as u8),

@@ -46,6 +46,11 @@ impl std::fmt::Debug for OrtRuntime {
 static RUNTIME: OnceLock<Arc<OrtRuntime>> = OnceLock::new();
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
+/// The runtime loaded in this process, if any.
+pub fn loaded() -> Option<Arc<OrtRuntime>> {
+    RUNTIME.get().cloned()
+}
+
 /// Oldest ONNX Runtime this build accepts (`1.<ort API level>`).
 pub fn minimum_version() -> String {
     format!("1.{}", ort::MINOR_VERSION)

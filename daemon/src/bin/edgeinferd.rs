@@ -1,0 +1,195 @@
+//! `edgeinferd`: the inference daemon. Wiring only — configuration, logging, the model registry,
+//! the transports, systemd notifications and signals; everything else lives in the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use edgeinfer_daemon::config::{self, Config};
+use edgeinfer_daemon::registry::Registry;
+use edgeinfer_daemon::{embedded_broker, logging, mqtt, systemd};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "edgeinferd", version, about = "edgeinfer inference daemon")]
+struct Args {
+    /// Configuration file.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 if valid, 2 if not).
+    #[arg(long)]
+    check_config: bool,
+    /// Log filter (default: info, or RUST_LOG).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let journal = systemd::logging_to_journal();
+    if journal {
+        let level = match args.log.as_deref().unwrap_or("info") {
+            "trace" => log::LevelFilter::Trace,
+            "debug" => log::LevelFilter::Debug,
+            "warn" => log::LevelFilter::Warn,
+            "error" => log::LevelFilter::Error,
+            _ => log::LevelFilter::Info,
+        };
+        if let Err(e) = systemd::init_journal_logging(level) {
+            eprintln!("cannot log to the journal ({e}); logging to stderr");
+            logging::init_cli(args.log.as_deref(), "info");
+        }
+    } else {
+        logging::init_cli(args.log.as_deref(), "info");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "{}: OK ({} models: {})",
+            args.config.display(),
+            config.models.len(),
+            config.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("edgeinferd-io")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(args.config, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(path: PathBuf, config: Config) -> Result<(), String> {
+    let node = config.node();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %node, config = %path.display(), "edgeinferd starting");
+    let registry = Registry::new(&config);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    if config.mqtt.enabled && config.mqtt.embedded_broker {
+        let (_, _, port) = config::parse_broker_url(&config.mqtt.url)?;
+        embedded_broker::start_if_needed(port, config.mqtt.max_packet_bytes)?;
+    }
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+
+    systemd::status("loading models");
+    registry.preload().await;
+
+    let mut transports = Vec::new();
+    if config.mqtt.enabled {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        transports.push(tokio::spawn(mqtt::serve(
+            config.mqtt.clone(),
+            node.clone(),
+            registry.clone(),
+            shutdown_rx.clone(),
+            ready_tx,
+        )));
+        // READY means requests are routed to us: wait (bounded) for the broker subscription. An
+        // unreachable broker does not keep the service from starting; the adapter keeps retrying.
+        systemd::status("connecting to the MQTT broker");
+        if tokio::time::timeout(Duration::from_secs(15), ready_rx).await.is_err() {
+            tracing::warn!(url = %config.mqtt.url, "MQTT broker not reachable yet; starting anyway and retrying in the background");
+        }
+    }
+
+    // Keep-alive expiry.
+    let expiry = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                ticker.tick().await;
+                registry.expire_idle().await;
+            }
+        })
+    };
+    let watchdog = systemd::watchdog_interval().map(|interval| {
+        tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
+        let stuck = Duration::from_millis(config.daemon.request_timeout_ms.max(1000) * 2);
+        tokio::spawn(systemd::watchdog(interval, registry.clone(), stuck))
+    });
+
+    let summary = |r: &Registry| {
+        let s = r.statuses();
+        let loaded = s.iter().filter(|m| m.state == edgeinfer_daemon::registry::ModelState::Loaded).count();
+        let failed: Vec<&str> = s
+            .iter()
+            .filter(|m| m.state == edgeinfer_daemon::registry::ModelState::Failed)
+            .map(|m| m.id.as_str())
+            .collect();
+        let mut line = format!("serving {} models ({loaded} loaded)", s.len());
+        if !failed.is_empty() {
+            line.push_str(&format!("; failed to load: {}", failed.join(", ")));
+        }
+        line
+    };
+    let line = summary(&registry);
+    tracing::info!("{line}");
+    systemd::ready(&line);
+
+    loop {
+        tokio::select! {
+            _ = sighup.recv() => {
+                systemd::reloading();
+                tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                match Config::load(&path) {
+                    Ok(new) => registry.reconfigure(&new).await,
+                    Err(e) => tracing::error!(error = %e, "the new configuration is invalid; keeping the current one"),
+                }
+                let line = summary(&registry);
+                systemd::ready(&line);
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    tracing::info!("stopping: no new requests, finishing in-flight ones");
+    systemd::stopping();
+    let grace = Duration::from_millis(config.daemon.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        let registry: Arc<Registry> = registry.clone();
+        registry.shutdown().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    let _ = shutdown_tx.send(true);
+    for t in transports {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    expiry.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    tracing::info!("edgeinferd stopped");
+    Ok(())
+}

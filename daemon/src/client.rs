@@ -1,0 +1,223 @@
+//! The `edgeinfer` client side of the MQTT API: send one request, print the streamed events and
+//! the answer exactly as `edgeinfer local` prints them. Uses MQTT 5 response topics with
+//! correlation data (and the JSON `id`, which any broker passes through).
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, ErrorCode, Event, Response, Task};
+use crate::config::parse_broker_url;
+
+/// Where the daemon is.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// Broker URL.
+    pub url: String,
+    /// Topic prefix.
+    pub prefix: String,
+    /// Node name; discovered from the retained status topics when `None`.
+    pub node: Option<String>,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
+}
+
+struct Conn {
+    client: AsyncClient,
+    eventloop: rumqttc::v5::EventLoop,
+    reply_topic: String,
+}
+
+async fn connect(remote: &Remote) -> Result<Conn, ApiError> {
+    let (tls, host, port) = parse_broker_url(&remote.url).map_err(ApiError::bad_input)?;
+    let id = format!("edgeinfer-cli-{}-{}", std::process::id(), nonce());
+    let mut o = MqttOptions::new(id.clone(), host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(Some(256 * 1024 * 1024));
+    if let (Ok(u), p) = (std::env::var("EDGEINFER_MQTT_USERNAME"), std::env::var("EDGEINFER_MQTT_PASSWORD")) {
+        o.set_credentials(u, p.unwrap_or_default());
+    }
+    if tls {
+        o.set_transport(rumqttc::Transport::tls_with_default_config());
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 64);
+    // Wait for the connection (bounded).
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    match connected {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                ErrorCode::NotLoaded,
+                format!("cannot reach the MQTT broker at {}: {e}", remote.url),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(ErrorCode::Timeout, format!("no answer from the MQTT broker at {}", remote.url)));
+        }
+    }
+    let reply_topic = format!("{}/clients/{id}/reply", remote.prefix);
+    Ok(Conn { client, eventloop, reply_topic })
+}
+
+fn nonce() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// Finds the node: the given one, or the only one whose retained status says online.
+async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
+    if let Some(n) = &remote.node {
+        return Ok(n.clone());
+    }
+    let filter = format!("{}/+/status", remote.prefix);
+    conn.client.subscribe(filter.clone(), QoS::AtLeastOnce).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut online = Vec::new();
+    // Retained messages arrive right after the subscription is acknowledged.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut acked = false;
+        loop {
+            // Once subscribed, the retained statuses come at once: stop after a short quiet spell.
+            let wait = if acked { Duration::from_millis(300) } else { Duration::from_secs(3) };
+            match tokio::time::timeout(wait, conn.eventloop.poll()).await {
+                Err(_) => break,
+                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acked = true,
+                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if v["state"] == "online"
+                        && let Some(n) = v["node"].as_str()
+                    {
+                        online.push(n.to_string());
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => break,
+            }
+        }
+    })
+    .await;
+    let _ = conn.client.unsubscribe(filter).await;
+    match online.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::new(
+            ErrorCode::NotLoaded,
+            format!("no edgeinferd is online under '{}/' on {}", remote.prefix, remote.url),
+        )),
+        many => {
+            Err(ApiError::bad_input(format!("several nodes are online ({}): choose one with --node", many.join(", "))))
+        }
+    }
+}
+
+/// Sends a request on `topic_suffix` (`models/<id>/<task>`, `list`) and waits for the final
+/// answer, passing streamed events to `on_event`.
+async fn request(
+    remote: &Remote,
+    topic_suffix: &str,
+    body: Value,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Value, ApiError> {
+    let mut conn = connect(remote).await?;
+    let node = node(&mut conn, remote).await?;
+    conn.client
+        .subscribe(conn.reply_topic.clone(), QoS::AtLeastOnce)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let id = format!("{}", nonce());
+    let mut body = body;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("id".into(), Value::String(id.clone()));
+        o.insert("reply_to".into(), Value::String(conn.reply_topic.clone()));
+    }
+    let topic = format!("{}/{node}/{topic_suffix}", remote.prefix);
+    let props = PublishProperties {
+        response_topic: Some(conn.reply_topic.clone()),
+        correlation_data: Some(id.clone().into_bytes().into()),
+        content_type: Some("application/json".into()),
+        ..Default::default()
+    };
+    let mut published = false;
+    let answer = tokio::time::timeout(remote.timeout, async {
+        loop {
+            match conn.eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) if !published => {
+                    published = true;
+                    conn.client
+                        .publish_with_properties(
+                            topic.clone(),
+                            QoS::AtLeastOnce,
+                            false,
+                            body.to_string(),
+                            props.clone(),
+                        )
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let v: Value = serde_json::from_slice(&p.payload)
+                        .map_err(|e| ApiError::internal(format!("bad reply: {e}")))?;
+                    if v.get("id").and_then(|i| i.as_str()) != Some(id.as_str()) {
+                        continue;
+                    }
+                    if v["done"] == true {
+                        return Ok(v);
+                    }
+                    let delta =
+                        json!({"event": "delta", "seq": v["seq"], "text": v["delta"], "token_ids": v["token_ids"]});
+                    if let Ok(e) = serde_json::from_value(delta) {
+                        on_event(Event::Token(e));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(ApiError::new(ErrorCode::NotLoaded, format!("connection to the broker lost: {e}")));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(ErrorCode::Timeout, format!("no answer from node '{node}' within {} s", remote.timeout.as_secs()))
+    })??;
+    let _ = conn.client.disconnect().await;
+    if let Some(err) = answer.get("error") {
+        let e: ApiError = serde_json::from_value(err.clone()).unwrap_or_else(|_| ApiError::internal(err.to_string()));
+        return Err(e);
+    }
+    Ok(answer["result"].clone())
+}
+
+/// Runs a task on a model of the daemon.
+pub async fn run_task(
+    remote: &Remote,
+    model: &str,
+    task: &Task,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Response, ApiError> {
+    let mut body = serde_json::to_value(task).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(o) = body.as_object_mut() {
+        o.remove("task");
+    }
+    let result = request(remote, &format!("models/{model}/{}", task.name()), body, on_event).await?;
+    serde_json::from_value(result).map_err(|e| ApiError::internal(format!("unexpected answer: {e}")))
+}
+
+/// `list`, `load`, `unload`: returns the raw result JSON.
+pub async fn control(remote: &Remote, what: &str, model: Option<&str>) -> Result<Value, ApiError> {
+    let suffix = match model {
+        Some(m) => format!("models/{m}/{what}"),
+        None => what.to_string(),
+    };
+    request(remote, &suffix, json!({}), &mut |_| {}).await
+}

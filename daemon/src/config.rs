@@ -1,0 +1,417 @@
+//! The one TOML configuration of edgeinferd (default `/etc/edgeinfer/edgeinferd.toml`). Every key
+//! and its default is documented in `daemon/edgeinferd.example.toml`; secrets can come from the
+//! environment (`EDGEINFER_MQTT_PASSWORD`, `EDGEINFER_MQTT_USERNAME`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgeinfer_models::manifest::Family;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::engine::EngineOptions;
+
+/// Default location of the configuration.
+pub const DEFAULT_PATH: &str = "/etc/edgeinfer/edgeinferd.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Daemon-wide settings.
+    pub daemon: DaemonConfig,
+    /// MQTT transport.
+    pub mqtt: MqttConfig,
+    /// D-Bus transport.
+    pub dbus: DbusConfig,
+    /// The models.
+    pub models: Vec<ModelConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Node name in MQTT topics (default: the host name).
+    pub node: Option<String>,
+    /// ONNX Runtime library (else ORT_DYLIB_PATH, the Python package, system paths).
+    pub ort_library: Option<PathBuf>,
+    /// Memory budget for loaded models, in MiB (0 = unlimited). Estimated from model file sizes.
+    pub memory_budget_mb: u64,
+    /// When a load would exceed the budget, unload idle models least recently used first
+    /// (otherwise the load is refused and nothing is unloaded).
+    pub evict_lru: bool,
+    /// Default per-request timeout in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Where galleries and other state live (the service's StateDirectory).
+    pub state_dir: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node: None,
+            ort_library: None,
+            memory_budget_mb: 0,
+            evict_lru: false,
+            request_timeout_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+            state_dir: PathBuf::from("/var/lib/edgeinfer"),
+        }
+    }
+}
+
+/// `[mqtt]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Serve over MQTT.
+    pub enabled: bool,
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    pub url: String,
+    /// Client id (default `edgeinferd-<node>`).
+    pub client_id: Option<String>,
+    /// Topic prefix: topics are `<prefix>/<node>/...`.
+    pub prefix: String,
+    /// Username (env `EDGEINFER_MQTT_USERNAME` overrides).
+    pub username: Option<String>,
+    /// Password (env `EDGEINFER_MQTT_PASSWORD` overrides; prefer the environment).
+    pub password: Option<String>,
+    /// CA certificate (PEM) for TLS; system roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// Keep the session (subscriptions, queued QoS-1 messages) across reconnects.
+    pub persistent_session: bool,
+    /// Keep-alive in seconds.
+    pub keep_alive_s: u64,
+    /// Seconds between `stats` messages (0 = off).
+    pub stats_interval_s: u64,
+    /// Largest MQTT packet accepted, in bytes (image payloads!).
+    pub max_packet_bytes: usize,
+    /// Start an embedded broker on the URL's port when none is reachable (demo/dev).
+    pub embedded_broker: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: true,
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: None,
+            prefix: "edgeinfer".into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            persistent_session: false,
+            keep_alive_s: 30,
+            stats_interval_s: 30,
+            max_packet_bytes: 64 * 1024 * 1024,
+            embedded_broker: false,
+        }
+    }
+}
+
+/// `[dbus]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbusConfig {
+    /// Serve over D-Bus.
+    pub enabled: bool,
+    /// `system` (production) or `session` (development), or a bus address.
+    pub bus: String,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        DbusConfig { enabled: false, bus: "system".into() }
+    }
+}
+
+/// How long a model stays loaded after its last request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum KeepAlive {
+    /// Never unloaded automatically (`-1`).
+    Pinned,
+    /// Unloaded as soon as it is idle (`0`).
+    Immediate,
+    /// Unloaded after this long idle.
+    For(Duration),
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive::For(Duration::from_secs(300))
+    }
+}
+
+impl std::str::FromStr for KeepAlive {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "-1" {
+            return Ok(KeepAlive::Pinned);
+        }
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+        let n: f64 =
+            num.parse().map_err(|_| format!("keep_alive '{s}': expected -1, 0, seconds or a duration like 5m"))?;
+        let secs = match unit {
+            "" | "s" => n,
+            "ms" => n / 1000.0,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            other => return Err(format!("keep_alive '{s}': unknown unit '{other}' (ms, s, m, h)")),
+        };
+        Ok(if secs == 0.0 { KeepAlive::Immediate } else { KeepAlive::For(Duration::from_secs_f64(secs)) })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepAlive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(-1) => Ok(KeepAlive::Pinned),
+            Raw::Int(0) => Ok(KeepAlive::Immediate),
+            Raw::Int(n) if n > 0 => Ok(KeepAlive::For(Duration::from_secs(n as u64))),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!("keep_alive {n}: expected -1, 0 or seconds"))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// DINOv2 micro-batching: requests arriving together share a graph call.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MicroBatch {
+    /// Most images per call (1 = off).
+    pub max_batch: usize,
+    /// How long the first request waits for others, in milliseconds.
+    pub max_wait_ms: u64,
+}
+
+impl Default for MicroBatch {
+    fn default() -> Self {
+        MicroBatch { max_batch: 1, max_wait_ms: 2 }
+    }
+}
+
+/// One `[[models]]` entry. (Unknown keys are refused by [`Config::parse`]: serde cannot do it
+/// through the flattened engine options.)
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ModelConfig {
+    /// Id used in topics, D-Bus paths and the CLI.
+    pub id: String,
+    /// The model directory.
+    pub path: PathBuf,
+    /// sam, sam2, dinov2 or llama (default: detected from the directory).
+    #[serde(default)]
+    pub family: Option<Family>,
+    /// Load at start (READY waits for it).
+    #[serde(default)]
+    pub preload: bool,
+    /// Unload after being idle this long (`-1` pinned, `0` at once, seconds or `5m`).
+    #[serde(default)]
+    pub keep_alive: KeepAlive,
+    /// Requests waiting beyond the one running; more are refused with `busy`.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+    /// Per-request timeout (default: the daemon's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// DINOv2 micro-batching.
+    #[serde(default)]
+    pub micro_batch: MicroBatch,
+    /// Backend, providers, threads, limits, gallery...
+    #[serde(flatten)]
+    pub engine: EngineOptions,
+}
+
+fn default_queue_depth() -> usize {
+    8
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        config.apply_env();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text, refusing unknown keys (no other validation).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        let known = model_keys();
+        if let Some(models) = raw.get("models").and_then(|m| m.as_array()) {
+            for (i, m) in models.iter().enumerate() {
+                let Some(table) = m.as_table() else { continue };
+                for key in table.keys() {
+                    if !known.contains(key) {
+                        let id = table
+                            .get("id")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("#{}", i + 1));
+                        return Err(format!(
+                            "model '{id}': unknown key '{key}' (known: {})",
+                            known.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Model and gallery paths relative to the config file's folder.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        for m in &mut self.models {
+            if m.path.is_relative() {
+                m.path = base.join(&m.path);
+            }
+            if let Some(g) = &mut m.engine.gallery
+                && g.is_relative()
+            {
+                *g = self.daemon.state_dir.join(&*g);
+            }
+        }
+    }
+
+    /// Environment overrides for secrets.
+    pub fn apply_env(&mut self) {
+        if let Ok(p) = std::env::var("EDGEINFER_MQTT_PASSWORD") {
+            self.mqtt.password = Some(p);
+        }
+        if let Ok(u) = std::env::var("EDGEINFER_MQTT_USERNAME") {
+            self.mqtt.username = Some(u);
+        }
+    }
+
+    /// Checks what can be checked without loading models.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ids = BTreeSet::new();
+        for m in &self.models {
+            if m.id.is_empty() || !m.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("model id '{}': use letters, digits, '-' and '_' only", m.id));
+            }
+            if !ids.insert(m.id.as_str()) {
+                return Err(format!("model id '{}' is used twice", m.id));
+            }
+            if !m.path.exists() {
+                return Err(format!("model '{}': path {} does not exist", m.id, m.path.display()));
+            }
+            if m.queue_depth == 0 {
+                return Err(format!("model '{}': queue_depth must be at least 1", m.id));
+            }
+        }
+        if self.mqtt.enabled {
+            parse_broker_url(&self.mqtt.url)?;
+            if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
+                return Err("mqtt.client_cert and mqtt.client_key go together".into());
+            }
+        }
+        if !self.dbus.enabled && !self.mqtt.enabled {
+            return Err("neither [mqtt] nor [dbus] is enabled: the daemon would serve nothing".into());
+        }
+        Ok(())
+    }
+
+    /// The node name: configured, else the host name.
+    pub fn node(&self) -> String {
+        self.daemon.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "edge".into())
+        })
+    }
+}
+
+/// Every key a `[[models]]` table may have (its own and the flattened engine options).
+fn model_keys() -> BTreeSet<String> {
+    let sample = ModelConfig {
+        id: String::new(),
+        path: PathBuf::new(),
+        family: None,
+        preload: false,
+        keep_alive: KeepAlive::Pinned,
+        queue_depth: 1,
+        timeout_ms: None,
+        micro_batch: MicroBatch::default(),
+        engine: EngineOptions::default(),
+    };
+    match serde_json::to_value(&sample) {
+        Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// (tls, host, port) of `mqtt://host:port` / `mqtts://host:port`.
+pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("tcp://") {
+        (false, r)
+    } else {
+        return Err(format!("mqtt url '{url}': expected mqtt://host:port or mqtts://host:port"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("mqtt url '{url}': bad port"))?),
+        None => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(format!("mqtt url '{url}': no host"));
+    }
+    Ok((tls, host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_forms() {
+        assert_eq!("-1".parse::<KeepAlive>().unwrap(), KeepAlive::Pinned);
+        assert_eq!("0".parse::<KeepAlive>().unwrap(), KeepAlive::Immediate);
+        assert_eq!("5m".parse::<KeepAlive>().unwrap(), KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!("1.5s".parse::<KeepAlive>().unwrap(), KeepAlive::For(Duration::from_millis(1500)));
+        assert!("5 days".parse::<KeepAlive>().is_err());
+    }
+
+    #[test]
+    fn the_example_config_parses_and_every_model_field_is_known() {
+        let text = include_str!("../edgeinferd.example.toml");
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.models.len(), 3);
+        assert_eq!(c.models[0].keep_alive, KeepAlive::Pinned);
+        assert!(Config::parse("[daemon]\nnode = 1\n").is_err());
+        assert!(Config::parse("[[models]]\nid = 'a'\npath = '/x'\ntypo = 1\n").is_err());
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(parse_broker_url("mqtt://localhost:1884").unwrap(), (false, "localhost".into(), 1884));
+        assert_eq!(parse_broker_url("mqtts://broker.example").unwrap(), (true, "broker.example".into(), 8883));
+        assert!(parse_broker_url("http://x").is_err());
+        assert!(parse_broker_url("mqtt://x:port").is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! The MQTT adapter (rumqttc, MQTT 5): MQTT messages → [`Task`]s for the registry → replies, and
+//! the daemon's retained status, per-model state and periodic stats. Nothing here knows models;
+//! nothing below knows MQTT. Topic tree and payloads: docs/mqtt.md.
+//!
+//! Requests arrive on `<prefix>/<node>/models/<id>/<task>` (QoS 1). Replies go to the MQTT 5
+//! response topic with the correlation data echoed, or, for MQTT 3.1.1 clients, to the JSON
+//! `reply_to` with its `id`. Generation streams deltas with a sequence number, then a final
+//! `done: true` message. A request that cannot be answered on a reply topic is reported on
+//! `<prefix>/<node>/errors` — never silently dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{ApiError, ErrorCode, Event, Task};
+use crate::config::{MqttConfig, parse_broker_url};
+use crate::registry::Registry;
+
+/// Topic names for one node.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    /// Topics under `<prefix>/<node>`.
+    pub fn new(prefix: &str, node: &str) -> Topics {
+        Topics { base: format!("{}/{}", prefix.trim_end_matches('/'), node) }
+    }
+    /// Retained daemon status.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    /// Periodic stats.
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
+    /// Unanswerable requests are reported here.
+    pub fn errors(&self) -> String {
+        format!("{}/errors", self.base)
+    }
+    /// Retained state of a model.
+    pub fn model_state(&self, id: &str) -> String {
+        format!("{}/models/{id}/state", self.base)
+    }
+    /// Subscription for requests.
+    pub fn requests(&self) -> String {
+        format!("{}/models/#", self.base)
+    }
+    /// Subscription for daemon-level requests (`list`).
+    pub fn list(&self) -> String {
+        format!("{}/list", self.base)
+    }
+    /// `(model id, task path)` of a request topic.
+    pub fn parse<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/models/")?;
+        rest.split_once('/')
+    }
+}
+
+/// Running requests that can be cancelled, by request key.
+type Running = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
+
+/// Connects to the broker and serves until `shutdown` turns true; then publishes `offline` and
+/// disconnects.
+pub async fn serve(
+    config: MqttConfig,
+    node: String,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let topics = Topics::new(&config.prefix, &node);
+    let options = match options(&config, &node, &topics) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "MQTT is not usable; not serving MQTT");
+            return;
+        }
+    };
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let started = Instant::now();
+
+    // Model state changes → retained state topics.
+    let mut events = registry.subscribe();
+    let state_client = client.clone();
+    let state_topics = topics.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            let topic = state_topics.model_state(&e.status.id);
+            let payload = if e.removed { Vec::new() } else { serde_json::to_vec(&e.status).unwrap_or_default() };
+            let _ = state_client.publish(topic, QoS::AtLeastOnce, true, payload).await;
+        }
+    });
+
+    // Periodic stats.
+    if config.stats_interval_s > 0 {
+        let stats_client = client.clone();
+        let stats_topics = topics.clone();
+        let stats_registry = registry.clone();
+        let every = Duration::from_secs(config.stats_interval_s);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                let payload = stats_json(&stats_registry, started);
+                let _ = stats_client.publish(stats_topics.stats(), QoS::AtMostOnce, false, payload.to_string()).await;
+            }
+        });
+    }
+
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            polled = eventloop.poll() => match polled {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    // Requests are only routed to us once subscribed: that is "ready".
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(url = %config.url, "connected to the MQTT broker");
+                    let filters = [topics.requests(), topics.list()]
+                        .into_iter()
+                        .map(|t| Filter { nolocal: true, ..Filter::new(t, QoS::AtLeastOnce) })
+                        .collect::<Vec<_>>();
+                    if let Err(e) = client.subscribe_many(filters).await {
+                        tracing::warn!(error = %e, "subscribe failed");
+                    }
+                    let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, status_json(&registry, &node, "online").to_string()).await;
+                    for status in registry.statuses() {
+                        let payload = serde_json::to_vec(&status).unwrap_or_default();
+                        let _ = client.publish(topics.model_state(&status.id), QoS::AtLeastOnce, true, payload).await;
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let (client, registry, topics, running) = (client.clone(), registry.clone(), topics.clone(), running.clone());
+                    tokio::spawn(async move { handle(p, client, registry, topics, running).await });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Graceful: say offline (the will covers crashes), then disconnect.
+    let _ = client
+        .publish(topics.status(), QoS::AtLeastOnce, true, status_json(&registry, &node, "offline").to_string())
+        .await;
+    let _ = client.disconnect().await;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+            Ok(Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+}
+
+fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptions, String> {
+    let (tls, host, port) = parse_broker_url(&config.url)?;
+    let client_id = config.client_id.clone().unwrap_or_else(|| format!("edgeinferd-{node}"));
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
+    o.set_clean_start(!config.persistent_session);
+    if config.persistent_session {
+        o.set_session_expiry_interval(Some(7 * 24 * 3600));
+    }
+    o.set_max_packet_size(Some(config.max_packet_bytes as u32));
+    let will = json!({"state": "offline", "node": node, "reason": "connection lost"}).to_string();
+    o.set_last_will(LastWill::new(topics.status(), will.into_bytes(), QoS::AtLeastOnce, true, None));
+    if let (Some(u), p) = (&config.username, &config.password) {
+        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+    }
+    if tls {
+        let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let client_auth = match (&config.client_cert, &config.client_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        let transport = match &config.ca_file {
+            Some(ca) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca: read(ca)?,
+                alpn: None,
+                client_auth,
+            }),
+            None => rumqttc::Transport::tls_with_default_config(),
+        };
+        o.set_transport(transport);
+    }
+    Ok(o)
+}
+
+/// The retained status payload.
+pub fn status_json(registry: &Registry, node: &str, state: &str) -> Value {
+    let providers = edgeinfer_onnx_providers();
+    json!({
+        "state": state,
+        "node": node,
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "models": registry.statuses().iter().map(|s| json!({"id": s.id, "state": s.state, "family": s.family})).collect::<Vec<_>>(),
+        "execution_providers": providers,
+    })
+}
+
+/// Execution providers of the loaded ONNX Runtime, if one is loaded.
+fn edgeinfer_onnx_providers() -> Vec<String> {
+    #[cfg(any(feature = "ort", feature = "ort-legacy"))]
+    {
+        edgeinfer_onnx::ort::library::loaded().map(|rt| rt.available_providers.clone()).unwrap_or_default()
+    }
+    #[cfg(not(any(feature = "ort", feature = "ort-legacy")))]
+    {
+        Vec::new()
+    }
+}
+
+/// The stats payload.
+pub fn stats_json(registry: &Registry, started: Instant) -> Value {
+    let models: serde_json::Map<String, Value> = registry
+        .statuses()
+        .into_iter()
+        .map(|s| (s.id.clone(), json!({"state": s.state, "stats": s.stats, "cache": s.cache})))
+        .collect();
+    json!({ "uptime_s": started.elapsed().as_secs(), "rss_mb": rss_mb(), "models": models })
+}
+
+/// Resident memory of this process in MiB.
+pub fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Where and how to answer one request.
+struct ReplyTo {
+    topic: Option<String>,
+    correlation: Option<bytes::Bytes>,
+    id: Option<Value>,
+}
+
+impl ReplyTo {
+    /// The key a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
+    /// the correlation data as text.
+    fn key(&self) -> Option<String> {
+        match (&self.id, &self.correlation) {
+            (Some(Value::String(s)), _) => Some(s.clone()),
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(c)) => Some(String::from_utf8_lossy(c).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+async fn publish_reply(client: &AsyncClient, reply: &ReplyTo, topics: &Topics, mut body: Value) {
+    if let (Some(id), Some(obj)) = (&reply.id, body.as_object_mut()) {
+        obj.insert("id".into(), id.clone());
+    }
+    let payload = body.to_string();
+    match &reply.topic {
+        Some(topic) => {
+            let props = PublishProperties {
+                correlation_data: reply.correlation.clone(),
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            };
+            if let Err(e) = client.publish_with_properties(topic.clone(), QoS::AtLeastOnce, false, payload, props).await
+            {
+                tracing::warn!(error = %e, "cannot publish a reply");
+            }
+        }
+        None => {
+            // Nowhere to answer: report it, never drop it silently.
+            let _ = client.publish(topics.errors(), QoS::AtLeastOnce, false, payload).await;
+        }
+    }
+}
+
+fn error_body(e: &ApiError) -> Value {
+    json!({"done": true, "error": {"code": e.code, "message": e.message}})
+}
+
+async fn handle(p: Publish, client: AsyncClient, registry: Arc<Registry>, topics: Topics, running: Running) {
+    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    let props = p.properties.clone().unwrap_or_default();
+    let mut reply =
+        ReplyTo { topic: props.response_topic.clone(), correlation: props.correlation_data.clone(), id: None };
+    // JSON envelope fields (MQTT 3.1.1 clients: reply_to + id).
+    let json: Option<Value> = if p.payload.first() == Some(&b'{') {
+        match serde_json::from_slice::<Value>(&p.payload) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                publish_reply(
+                    &client,
+                    &reply,
+                    &topics,
+                    error_body(&ApiError::bad_input(format!("malformed JSON: {e}"))),
+                )
+                .await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    // The envelope (id, reply_to) is in the JSON body, or for binary payloads in the `params`
+    // user property.
+    let envelope: Option<Value> = json.clone().or_else(|| {
+        props.user_properties.iter().find(|(k, _)| k == "params").and_then(|(_, v)| serde_json::from_str(v).ok())
+    });
+    if let Some(v) = &envelope {
+        reply.id = v.get("id").cloned();
+        if reply.topic.is_none() {
+            reply.topic = v.get("reply_to").and_then(|t| t.as_str()).map(str::to_string);
+        }
+    }
+    let span = tracing::info_span!("mqtt", topic = %topic);
+    let _enter = span.enter();
+
+    if topic == topics.list() {
+        let statuses = registry.statuses();
+        publish_reply(
+            &client,
+            &reply,
+            &topics,
+            json!({"done": true, "result": {"kind": "models", "models": statuses}}),
+        )
+        .await;
+        return;
+    }
+    let Some((model, task_name)) = topics.parse(&topic) else {
+        publish_reply(&client, &reply, &topics, error_body(&ApiError::bad_input(format!("unknown topic {topic}"))))
+            .await;
+        return;
+    };
+    if task_name == "state" {
+        return; // our own retained state (no-local should keep it away anyway)
+    }
+    let model = model.to_string();
+    if registry.status(&model).is_none() {
+        let known = registry.ids().join(", ");
+        publish_reply(
+            &client,
+            &reply,
+            &topics,
+            error_body(&ApiError::new(ErrorCode::UnknownModel, format!("no model '{model}' (configured: {known})"))),
+        )
+        .await;
+        return;
+    }
+    match task_name {
+        "load" => {
+            let body = match registry.ensure_loaded(&model).await {
+                Ok(_) => json!({"done": true, "result": {"kind": "model", "model": registry.status(&model)}}),
+                Err(e) => error_body(&e),
+            };
+            publish_reply(&client, &reply, &topics, body).await;
+            return;
+        }
+        "unload" => {
+            let body = if registry.status(&model).is_none() {
+                error_body(&ApiError::new(ErrorCode::UnknownModel, format!("no model '{model}'")))
+            } else {
+                let was = registry.unload(&model).await;
+                json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}})
+            };
+            publish_reply(&client, &reply, &topics, body).await;
+            return;
+        }
+        "cancel" => {
+            let key = json.as_ref().and_then(|v| v.get("cancel")).map(|c| match c {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let found = key.and_then(|k| running.lock().unwrap_or_else(|p| p.into_inner()).get(&k).cloned());
+            let body = match found {
+                Some(flag) => {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    json!({"done": true, "result": {"kind": "cancelled"}})
+                }
+                None => error_body(&ApiError::bad_input("no running request with that id")),
+            };
+            publish_reply(&client, &reply, &topics, body).await;
+            return;
+        }
+        _ => {}
+    }
+    let task = match parse_task(task_name, json, &p.payload, &props) {
+        Ok(t) => t,
+        Err(e) => {
+            publish_reply(&client, &reply, &topics, error_body(&e)).await;
+            return;
+        }
+    };
+    let stream = matches!(&task, Task::Generate(g) if g.stream.unwrap_or(true));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let key = reply.key();
+    if let Some(k) = &key {
+        running.lock().unwrap_or_else(|p| p.into_inner()).insert(k.clone(), cancel.clone());
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let forwarder = {
+        let (client, topics) = (client.clone(), topics.clone());
+        let reply =
+            ReplyTo { topic: reply.topic.clone(), correlation: reply.correlation.clone(), id: reply.id.clone() };
+        tokio::spawn(async move {
+            while let Some(Event::Token(edgeinfer_models::llama::TokenEvent::Delta { seq, text, token_ids })) =
+                rx.recv().await
+            {
+                publish_reply(
+                    &client,
+                    &reply,
+                    &topics,
+                    json!({"done": false, "seq": seq, "delta": text, "token_ids": token_ids}),
+                )
+                .await;
+            }
+        })
+    };
+    let result = registry.submit(&model, task, cancel, stream.then_some(tx)).await;
+    let _ = forwarder.await;
+    if let Some(k) = &key {
+        running.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
+    }
+    let body = match result {
+        Ok(response) => json!({"done": true, "result": response}),
+        Err(e) => error_body(&e),
+    };
+    publish_reply(&client, &reply, &topics, body).await;
+}
+
+/// Builds a task from a request: JSON fields (images as base64 strings allowed), or a binary
+/// image payload with the JSON parameters in the `params` user property.
+fn parse_task(name: &str, json: Option<Value>, payload: &[u8], props: &PublishProperties) -> Result<Task, ApiError> {
+    let known = ["segment", "embed", "classify", "gallery/add", "gallery/remove", "gallery/list", "generate"];
+    if !known.contains(&name) {
+        return Err(ApiError::bad_input(format!(
+            "unknown task '{name}' (tasks: {}, load, unload, cancel)",
+            known.join(", ")
+        )));
+    }
+    let mut v = match json {
+        Some(v) => v,
+        None => {
+            let params =
+                props.user_properties.iter().find(|(k, _)| k == "params").map(|(_, v)| v.as_str()).unwrap_or("{}");
+            let mut v: Value =
+                serde_json::from_str(params).map_err(|e| ApiError::bad_input(format!("params user property: {e}")))?;
+            if payload.is_empty() {
+                return Err(ApiError::bad_input("empty payload"));
+            }
+            let b64 = crate::api::b64::encode(payload);
+            let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_input("params must be a JSON object"))?;
+            if name == "embed" {
+                obj.insert("images".into(), json!([b64]));
+            } else {
+                obj.insert("image".into(), Value::String(b64));
+            }
+            v
+        }
+    };
+    let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_input("the payload must be a JSON object"))?;
+    for envelope in ["id", "reply_to"] {
+        obj.remove(envelope);
+    }
+    // Shorthands: "image": "<base64>" and "images": ["<base64>", ...].
+    if let Some(img) = obj.get_mut("image") {
+        normalise_image(img, name == "segment");
+    }
+    if let Some(Value::Array(list)) = obj.get_mut("images") {
+        for img in list {
+            normalise_image(img, false);
+        }
+    }
+    let task_tag = name.replace('/', "_");
+    obj.insert("task".into(), Value::String(task_tag));
+    if name == "gallery/list" {
+        return Ok(Task::GalleryList);
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::bad_input(format!("bad '{name}' request: {e}")))
+}
+
+fn normalise_image(img: &mut Value, for_segment: bool) {
+    let data = match img {
+        Value::String(s) => json!({"encoded": s}),
+        Value::Object(o) if o.contains_key("rgb8") || o.contains_key("encoded") => Value::Object(o.clone()),
+        _ => return,
+    };
+    *img = if for_segment { json!({"data": data}) } else { data };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_parse() {
+        let t = Topics::new("edgeinfer/", "robot");
+        assert_eq!(t.parse("edgeinfer/robot/models/sam/segment"), Some(("sam", "segment")));
+        assert_eq!(t.parse("edgeinfer/robot/models/dino/gallery/add"), Some(("dino", "gallery/add")));
+        assert_eq!(t.parse("edgeinfer/other/models/sam/segment"), None);
+        assert_eq!(t.status(), "edgeinfer/robot/status");
+    }
+
+    #[test]
+    fn tasks_from_json_and_binary_payloads() {
+        let props = PublishProperties::default();
+        let t =
+            parse_task("segment", Some(json!({"id": 7, "image": "aGk=", "points": [{"x": 1, "y": 2}]})), b"", &props)
+                .unwrap();
+        assert!(matches!(t, Task::Segment { .. }));
+        let t = parse_task(
+            "segment",
+            Some(json!({"image": {"cached": "abc"}, "box": {"x0": 0, "y0": 0, "x1": 1, "y1": 1}})),
+            b"",
+            &props,
+        )
+        .unwrap();
+        assert!(matches!(t, Task::Segment { image: crate::api::ImageRef::Cached(_), .. }));
+        let props =
+            PublishProperties { user_properties: vec![("params".into(), r#"{"k": 3}"#.into())], ..Default::default() };
+        let t = parse_task("classify", None, b"\x89PNG...", &props).unwrap();
+        assert!(matches!(t, Task::Classify { k: 3, .. }));
+        let t = parse_task("embed", None, b"\xff\xd8jpeg", &PublishProperties::default()).unwrap();
+        assert!(matches!(t, Task::Embed { ref images, .. } if images.len() == 1));
+        assert!(parse_task("fly", Some(json!({})), b"", &PublishProperties::default()).is_err());
+        let e = parse_task("generate", Some(json!({"prompt": 5})), b"", &PublishProperties::default()).unwrap_err();
+        assert!(e.message.contains("bad 'generate' request"), "{e}");
+        assert!(matches!(
+            parse_task("gallery/list", Some(json!({})), b"", &PublishProperties::default()),
+            Ok(Task::GalleryList)
+        ));
+    }
+}

@@ -1,0 +1,502 @@
+//! Model lifecycle: the configured models, their state (unloaded → loading → loaded, or
+//! failed), loading on first use and preloading, unloading after `keep_alive` idle, the memory
+//! budget, reload on a new configuration (added models appear, removed ones drain and unload,
+//! changed ones reload; a failed reload keeps the old version serving), and request submission
+//! to the model's worker with a deadline. State changes are broadcast so the transports can
+//! publish them (MQTT retained state, D-Bus PropertiesChanged).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeinfer_models::cache::CacheStats;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::{ApiError, ErrorCode, Event, Response, Task};
+use crate::config::{Config, DaemonConfig, KeepAlive, ModelConfig};
+use crate::engine::Engine;
+use crate::worker::{Job, Worker, WorkerStats};
+
+/// Where a model is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Configured, not in memory.
+    Unloaded,
+    /// Being loaded.
+    Loading,
+    /// Serving.
+    Loaded,
+    /// The last load failed (see `error`); the next request retries.
+    Failed,
+    /// Draining before unload.
+    Unloading,
+}
+
+/// What the transports publish about a model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelStatus {
+    /// Id.
+    pub id: String,
+    /// Family.
+    pub family: Option<String>,
+    /// State.
+    pub state: ModelState,
+    /// Backend (tract/ort).
+    pub backend: String,
+    /// Providers that run it (ORT names) and their node counts.
+    pub providers: Vec<String>,
+    /// Node placement per provider.
+    pub placement: BTreeMap<String, usize>,
+    /// Providers skipped at load and why.
+    pub fallbacks: Vec<(String, String)>,
+    /// The last load error.
+    pub error: Option<String>,
+    /// `keep_alive` in seconds (-1 pinned).
+    pub keep_alive_s: f64,
+    /// Estimated memory (MiB).
+    pub memory_mb: f64,
+    /// Request counters.
+    pub stats: Option<WorkerStats>,
+    /// SAM embedding cache counters.
+    pub cache: Option<CacheStats>,
+}
+
+/// A model's state changed.
+#[derive(Clone, Debug)]
+pub struct ModelEvent {
+    /// The new status.
+    pub status: ModelStatus,
+    /// The model was removed from the configuration.
+    pub removed: bool,
+}
+
+struct Slot {
+    config: ModelConfig,
+    state: ModelState,
+    worker: Option<Arc<Worker>>,
+    error: Option<String>,
+    estimate: u64,
+    last_used: Instant,
+    load_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The registry of configured models.
+pub struct Registry {
+    slots: Mutex<BTreeMap<String, Slot>>,
+    daemon: Mutex<DaemonConfig>,
+    events: broadcast::Sender<ModelEvent>,
+    accepting: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Estimated memory of a model directory: the size of its weight files.
+pub fn estimate_bytes(dir: &Path) -> u64 {
+    fn walk(p: &Path, depth: usize) -> u64 {
+        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+        entries
+            .flatten()
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() && depth < 2 {
+                    walk(&path, depth + 1)
+                } else {
+                    let weights = path
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| matches!(x, "onnx" | "onnx_data" | "data" | "bin"));
+                    if weights { e.metadata().map(|m| m.len()).unwrap_or(0) } else { 0 }
+                }
+            })
+            .sum()
+    }
+    walk(dir, 0)
+}
+
+impl Registry {
+    /// A registry for `config`'s models (nothing loaded yet).
+    pub fn new(config: &Config) -> Arc<Registry> {
+        let (events, _) = broadcast::channel(256);
+        let slots = config.models.iter().map(|m| (m.id.clone(), Registry::slot(m))).collect();
+        Arc::new(Registry {
+            slots: Mutex::new(slots),
+            daemon: Mutex::new(config.daemon.clone()),
+            events,
+            accepting: AtomicBool::new(true),
+        })
+    }
+
+    fn slot(m: &ModelConfig) -> Slot {
+        Slot {
+            config: m.clone(),
+            state: ModelState::Unloaded,
+            worker: None,
+            error: None,
+            estimate: estimate_bytes(&m.path),
+            last_used: Instant::now(),
+            load_lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// State change notifications.
+    pub fn subscribe(&self) -> broadcast::Receiver<ModelEvent> {
+        self.events.subscribe()
+    }
+
+    /// Configured model ids.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.slots).keys().cloned().collect()
+    }
+
+    fn status_of(slot: &Slot) -> ModelStatus {
+        let (providers, placement, fallbacks, family) = match &slot.worker {
+            Some(w) => {
+                let p = w.engine().providers();
+                (
+                    p.active.clone(),
+                    p.node_placement.clone(),
+                    p.attempts.iter().filter_map(|a| a.error.clone().map(|e| (a.provider.clone(), e))).collect(),
+                    Some(w.engine().family().to_string()),
+                )
+            }
+            None => (Vec::new(), BTreeMap::new(), Vec::new(), slot.config.family.map(|f| f.to_string())),
+        };
+        ModelStatus {
+            id: slot.config.id.clone(),
+            family,
+            state: slot.state,
+            backend: slot.config.engine.backend.to_string(),
+            providers,
+            placement,
+            fallbacks,
+            error: slot.error.clone(),
+            keep_alive_s: match slot.config.keep_alive {
+                KeepAlive::Pinned => -1.0,
+                KeepAlive::Immediate => 0.0,
+                KeepAlive::For(d) => d.as_secs_f64(),
+            },
+            memory_mb: slot.estimate as f64 / (1024.0 * 1024.0),
+            stats: slot.worker.as_ref().map(|w| w.stats()),
+            cache: slot.worker.as_ref().and_then(|w| w.engine().cache_stats()),
+        }
+    }
+
+    /// Status of every model.
+    pub fn statuses(&self) -> Vec<ModelStatus> {
+        lock(&self.slots).values().map(Registry::status_of).collect()
+    }
+
+    /// Status of one model.
+    pub fn status(&self, id: &str) -> Option<ModelStatus> {
+        lock(&self.slots).get(id).map(Registry::status_of)
+    }
+
+    fn emit(&self, id: &str) {
+        if let Some(status) = self.status(id) {
+            let _ = self.events.send(ModelEvent { status, removed: false });
+        }
+    }
+
+    fn set_state(&self, id: &str, state: ModelState, error: Option<String>) {
+        if let Some(slot) = lock(&self.slots).get_mut(id) {
+            slot.state = state;
+            slot.error = error;
+        }
+        self.emit(id);
+    }
+
+    /// Loads a model if it is not loaded; returns its worker.
+    pub async fn ensure_loaded(self: &Arc<Self>, id: &str) -> Result<Arc<Worker>, ApiError> {
+        let load_lock = {
+            let slots = lock(&self.slots);
+            let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
+            if let Some(w) = &slot.worker {
+                return Ok(w.clone());
+            }
+            slot.load_lock.clone()
+        };
+        let _loading = load_lock.lock().await;
+        let (config, estimate) = {
+            let slots = lock(&self.slots);
+            let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
+            if let Some(w) = &slot.worker {
+                return Ok(w.clone());
+            }
+            (slot.config.clone(), slot.estimate)
+        };
+        self.make_room(id, estimate).await?;
+        self.set_state(id, ModelState::Loading, None);
+        let ort_library = lock(&self.daemon).ort_library.clone();
+        let started = Instant::now();
+        let worker = load_worker(config.clone(), ort_library).await;
+        match worker {
+            Ok(worker) => {
+                let worker = Arc::new(worker);
+                {
+                    let mut slots = lock(&self.slots);
+                    if let Some(slot) = slots.get_mut(id) {
+                        slot.worker = Some(worker.clone());
+                        slot.state = ModelState::Loaded;
+                        slot.error = None;
+                        slot.last_used = Instant::now();
+                    }
+                }
+                tracing::info!(model = id, ms = started.elapsed().as_millis() as u64, providers = ?worker.engine().providers().active, "model loaded");
+                self.emit(id);
+                Ok(worker)
+            }
+            Err(e) => {
+                tracing::error!(model = id, error = %e.message, "model failed to load");
+                self.set_state(id, ModelState::Failed, Some(e.message.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Enforces the memory budget before loading `estimate` bytes for `id`.
+    async fn make_room(self: &Arc<Self>, id: &str, estimate: u64) -> Result<(), ApiError> {
+        let (budget, evict) = {
+            let d = lock(&self.daemon);
+            (d.memory_budget_mb * 1024 * 1024, d.evict_lru)
+        };
+        if budget == 0 {
+            return Ok(());
+        }
+        loop {
+            let (used, victim) = {
+                let slots = lock(&self.slots);
+                let used: u64 = slots.values().filter(|s| s.worker.is_some()).map(|s| s.estimate).sum();
+                let victim = slots
+                    .values()
+                    .filter(|s| s.config.id != id && s.config.keep_alive != KeepAlive::Pinned)
+                    .filter(|s| s.worker.as_ref().is_some_and(|w| !w.is_busy()))
+                    .min_by_key(|s| s.last_used)
+                    .map(|s| s.config.id.clone());
+                (used, victim)
+            };
+            if used + estimate <= budget {
+                return Ok(());
+            }
+            match victim {
+                Some(v) if evict => {
+                    tracing::info!(model = %v, for_model = id, "unloading the least recently used model to make room");
+                    self.unload(&v).await;
+                }
+                _ => {
+                    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                    return Err(ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "loading '{id}' (~{:.0} MiB) would exceed the memory budget of {:.0} MiB ({:.0} MiB in use); \
+                             unload a model first{}",
+                            mib(estimate),
+                            mib(budget),
+                            mib(used),
+                            if evict { "" } else { " or set daemon.evict_lru = true" }
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Unloads a model (its queue drains first). Returns whether it was loaded.
+    pub async fn unload(self: &Arc<Self>, id: &str) -> bool {
+        let (worker, grace) = {
+            let mut slots = lock(&self.slots);
+            let Some(slot) = slots.get_mut(id) else { return false };
+            let Some(w) = slot.worker.take() else { return false };
+            slot.state = ModelState::Unloading;
+            (w, Duration::from_millis(lock(&self.daemon).shutdown_grace_ms))
+        };
+        self.emit(id);
+        let w = worker.clone();
+        let _ = tokio::task::spawn_blocking(move || w.stop(Some(grace))).await;
+        drop(worker);
+        self.set_state(id, ModelState::Unloaded, None);
+        tracing::info!(model = id, "model unloaded");
+        true
+    }
+
+    /// Loads every `preload = true` model; failures are recorded in their state, not fatal.
+    pub async fn preload(self: &Arc<Self>) {
+        let ids: Vec<String> =
+            lock(&self.slots).values().filter(|s| s.config.preload).map(|s| s.config.id.clone()).collect();
+        for id in ids {
+            let _ = self.ensure_loaded(&id).await;
+        }
+    }
+
+    /// Runs a task on a model (loading it first if needed), streaming events to `events`.
+    pub async fn submit(
+        self: &Arc<Self>,
+        id: &str,
+        task: Task,
+        cancel: Arc<AtomicBool>,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Result<Response, ApiError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
+        }
+        let worker = self.ensure_loaded(id).await?;
+        let timeout = {
+            let slots = lock(&self.slots);
+            let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
+            Duration::from_millis(slot.config.timeout_ms.unwrap_or(lock(&self.daemon).request_timeout_ms))
+        };
+        let (reply, answer) = oneshot::channel();
+        let span = tracing::info_span!("request", model = id, task = task.name());
+        worker.submit(Job { task, cancel: cancel.clone(), events, reply, deadline: Instant::now() + timeout, span })?;
+        let result = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ApiError::internal("the worker dropped the request")),
+            Err(_) => {
+                cancel.store(true, Ordering::Relaxed);
+                Err(ApiError::new(ErrorCode::Timeout, format!("no answer within {} ms", timeout.as_millis())))
+            }
+        };
+        if let Some(slot) = lock(&self.slots).get_mut(id) {
+            slot.last_used = Instant::now();
+        }
+        result
+    }
+
+    /// Unloads models idle longer than their keep_alive. Called periodically.
+    pub async fn expire_idle(self: &Arc<Self>) {
+        let now = Instant::now();
+        let expired: Vec<String> = lock(&self.slots)
+            .values()
+            .filter_map(|s| {
+                let w = s.worker.as_ref()?;
+                let limit = match s.config.keep_alive {
+                    KeepAlive::Pinned => return None,
+                    KeepAlive::Immediate => Duration::ZERO,
+                    KeepAlive::For(d) => d,
+                };
+                let idle_since = w.idle_since().max(s.last_used);
+                (!w.is_busy() && now.duration_since(idle_since) >= limit).then(|| s.config.id.clone())
+            })
+            .collect();
+        for id in expired {
+            tracing::debug!(model = %id, "keep_alive expired");
+            self.unload(&id).await;
+        }
+    }
+
+    /// Applies a new configuration: new models appear, removed ones drain and unload, changed
+    /// ones reload (the old version keeps serving if the new one fails to load).
+    pub async fn reconfigure(self: &Arc<Self>, config: &Config) {
+        *lock(&self.daemon) = config.daemon.clone();
+        let old: BTreeMap<String, ModelConfig> =
+            lock(&self.slots).iter().map(|(k, s)| (k.clone(), s.config.clone())).collect();
+        let new: BTreeMap<String, ModelConfig> = config.models.iter().map(|m| (m.id.clone(), m.clone())).collect();
+        for id in old.keys().filter(|id| !new.contains_key(*id)) {
+            self.unload(id).await;
+            if let Some(slot) = lock(&self.slots).remove(id) {
+                let _ = self.events.send(ModelEvent { status: Registry::status_of(&slot), removed: true });
+            }
+            tracing::info!(model = %id, "model removed by reload");
+        }
+        for (id, m) in &new {
+            match old.get(id) {
+                None => {
+                    lock(&self.slots).insert(id.clone(), Registry::slot(m));
+                    self.emit(id);
+                    tracing::info!(model = %id, "model added by reload");
+                    if m.preload {
+                        let _ = self.ensure_loaded(id).await;
+                    }
+                }
+                Some(prev) if prev != m => self.replace(id, m).await,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Reloads a model with a changed configuration, swapping workers only on success.
+    async fn replace(self: &Arc<Self>, id: &str, m: &ModelConfig) {
+        let was_loaded = lock(&self.slots).get(id).is_some_and(|s| s.worker.is_some());
+        if !was_loaded {
+            if let Some(slot) = lock(&self.slots).get_mut(id) {
+                *slot = Registry::slot(m);
+            }
+            self.emit(id);
+            if m.preload {
+                let _ = self.ensure_loaded(id).await;
+            }
+            return;
+        }
+        let ort_library = lock(&self.daemon).ort_library.clone();
+        match load_worker(m.clone(), ort_library).await {
+            Ok(worker) => {
+                let old = {
+                    let mut slots = lock(&self.slots);
+                    let Some(slot) = slots.get_mut(id) else { return };
+                    slot.config = m.clone();
+                    slot.estimate = estimate_bytes(&m.path);
+                    slot.error = None;
+                    slot.state = ModelState::Loaded;
+                    slot.worker.replace(Arc::new(worker))
+                };
+                if let Some(old) = old {
+                    let _ = tokio::task::spawn_blocking(move || old.stop(Some(Duration::from_secs(30)))).await;
+                }
+                tracing::info!(model = id, "model reloaded with its new configuration");
+                self.emit(id);
+            }
+            Err(e) => {
+                tracing::error!(model = id, error = %e.message, "reload failed; the previous version keeps serving");
+                if let Some(slot) = lock(&self.slots).get_mut(id) {
+                    slot.error = Some(format!("reload failed, previous version still serving: {}", e.message));
+                }
+                self.emit(id);
+            }
+        }
+    }
+
+    /// Stops accepting requests, then drains and unloads every model.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.accepting.store(false, Ordering::SeqCst);
+        for id in self.ids() {
+            self.unload(&id).await;
+        }
+    }
+
+    /// Whether a worker has been running one request for longer than `limit` (a hung model).
+    pub fn stuck(&self, limit: Duration) -> bool {
+        lock(&self.slots)
+            .values()
+            .any(|s| s.worker.as_ref().is_some_and(|w| w.running_for().is_some_and(|d| d > limit)))
+    }
+
+    /// Whether any request is queued or running.
+    pub fn busy(&self) -> bool {
+        lock(&self.slots).values().any(|s| s.worker.as_ref().is_some_and(|w| w.is_busy()))
+    }
+
+    /// Model directory of a configured model.
+    pub fn path_of(&self, id: &str) -> Option<PathBuf> {
+        lock(&self.slots).get(id).map(|s| s.config.path.clone())
+    }
+}
+
+fn unknown(id: &str, slots: &BTreeMap<String, Slot>) -> ApiError {
+    let known: Vec<&str> = slots.keys().map(String::as_str).collect();
+    ApiError::new(ErrorCode::UnknownModel, format!("no model '{id}' (configured: {})", known.join(", ")))
+}
+
+async fn load_worker(m: ModelConfig, ort_library: Option<PathBuf>) -> Result<Worker, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let engine = Engine::load(&m.id, &m.path, m.family, &m.engine, ort_library.as_deref())?;
+        Worker::start(engine, m.queue_depth, m.micro_batch)
+            .map_err(|e| ApiError::internal(format!("cannot start the worker thread: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("loading task failed: {e}")))?
+}

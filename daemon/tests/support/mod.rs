@@ -1,0 +1,439 @@
+//! Test harness: a real Mosquitto on a free loopback port, the real `edgeinferd` with a temporary
+//! config and an sd_notify socket for readiness, and MQTT clients (rumqttc; mosquitto_pub/sub).
+//! Every wait is bounded and fails with a message saying what did not happen.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    edgeinfer_models::fixtures::fixtures_dir()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// A Mosquitto broker on a free port (killed on drop).
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    persistent: bool,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_with(false)
+    }
+
+    /// `persistent`: sessions and queued QoS-1 messages survive a restart.
+    pub fn start_with(persistent: bool) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mosquitto { port: free_port(), dir, child: None, persistent };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let mut text = format!("listener {} 127.0.0.1\nallow_anonymous true\n", self.port);
+        if self.persistent {
+            // Mosquitto started as root drops to the `mosquitto` user: let it write its database.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                self.dir.path().display()
+            ));
+        } else {
+            text.push_str("persistence false\n");
+        }
+        std::fs::write(&conf, text).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto must be installed (the README test command installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("mosquitto to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).ok());
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM, so a persistent one saves its sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The real daemon with a temporary config; readiness through its sd_notify socket.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    notify: UnixDatagram,
+    pub notifications: Vec<String>,
+    pub node: String,
+}
+
+impl Daemon {
+    /// Starts edgeinferd with `config` (TOML) and waits for READY=1.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::spawn(config, env);
+        d.wait_notify("READY=1", Duration::from_secs(60));
+        d
+    }
+
+    /// Starts it without waiting for readiness.
+    pub fn spawn(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("edgeinferd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let socket = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&socket).unwrap();
+        let log = std::fs::File::create(dir.path().join("edgeinferd.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeinferd"));
+        cmd.arg("--config").arg(&config_path).arg("--log").arg("debug");
+        cmd.env("NOTIFY_SOCKET", &socket).env_remove("JOURNAL_STREAM");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null()).spawn().unwrap();
+        let node = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("node = ").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_else(|| "test".into());
+        Daemon { child, dir, config: config_path, notify, notifications: Vec::new(), node }
+    }
+
+    /// Waits for an sd_notify message containing `what`; returns it.
+    pub fn wait_notify(&mut self, what: &str, timeout: Duration) -> String {
+        if let Some(m) = self.notifications.iter().find(|m| m.contains(what)) {
+            return m.clone();
+        }
+        let until = Instant::now() + timeout;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("no sd_notify '{what}' within {timeout:?}; got {:?}; log:\n{}", self.notifications, self.log());
+            }
+            self.notify.set_read_timeout(Some(left.min(Duration::from_millis(200)))).unwrap();
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.notifications.push(msg.clone());
+                    if msg.contains(what) {
+                        return msg;
+                    }
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("edgeinferd exited ({status}) before '{what}'; log:\n{}", self.log());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("edgeinferd.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let child = &mut self.child;
+        wait_for("edgeinferd to exit after SIGTERM", Duration::from_secs(30), || child.try_wait().unwrap())
+    }
+
+    pub fn rewrite_config(&self, config: &str) {
+        let tmp = self.dir.path().join("edgeinferd.toml.new");
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(config.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(tmp, &self.config).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("onnxruntime") && !l.contains("DEBUG")).collect();
+            eprintln!("---- edgeinferd log (last 60 lines) ----\n{}", tail[tail.len().saturating_sub(60)..].join("\n"));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config using the bundled fixtures: `sam` (preloaded), `dino` (with a gallery), `llm`.
+pub fn config(broker: &str, node: &str, extra_models: &str) -> String {
+    let f = fixtures();
+    format!(
+        r#"[daemon]
+node = "{node}"
+state_dir = "{state}"
+request_timeout_ms = 30000
+shutdown_grace_ms = 5000
+
+[mqtt]
+url = "{broker}"
+stats_interval_s = 1
+
+[[models]]
+id = "sam"
+path = "{sam}"
+preload = true
+keep_alive = -1
+
+[[models]]
+id = "dino"
+path = "{dino}"
+gallery = "dino-gallery.json"
+keep_alive = -1
+micro_batch = {{ max_batch = 4, max_wait_ms = 20 }}
+
+[[models]]
+id = "llm"
+path = "{llm}"
+keep_alive = -1
+{extra_models}
+"#,
+        state = std::env::temp_dir().join(format!("edgeinfer-state-{node}-{}", std::process::id())).display(),
+        sam = f.join("sam").display(),
+        dino = f.join("dinov2").display(),
+        llm = f.join("llama").display(),
+    )
+}
+
+/// Sets `key = value` in the `[[models]]` block of model `id` (replacing an existing line).
+pub fn with_model_key(cfg: &str, id: &str, key: &str, value: &str) -> String {
+    let mut blocks: Vec<String> = cfg.split("[[models]]").map(str::to_string).collect();
+    for block in blocks.iter_mut().skip(1) {
+        if block.lines().any(|l| l.trim() == format!("id = \"{id}\"")) {
+            let kept: Vec<&str> = block.lines().filter(|l| !l.trim_start().starts_with(&format!("{key} ="))).collect();
+            *block = format!("{}\n{key} = {value}\n", kept.join("\n"));
+        }
+    }
+    blocks.join("[[models]]")
+}
+
+/// An MQTT 5 test client.
+pub struct Client {
+    pub client: AsyncClient,
+    eventloop: EventLoop,
+    pub reply_topic: String,
+    pub runtime: tokio::runtime::Runtime,
+    seq: u64,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        Client::connect_with(port, false)
+    }
+
+    /// `persistent`: clean_start = false with a session expiry, so the broker keeps this
+    /// client's subscription (and queued QoS-1 messages) across a broker restart.
+    pub fn connect_with(port: u16, persistent: bool) -> Client {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let id = format!("test-{}-{}", std::process::id(), free_port());
+        let mut o = MqttOptions::new(id.clone(), "127.0.0.1", port);
+        if persistent {
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(3600));
+        }
+        o.set_max_packet_size(Some(64 * 1024 * 1024));
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(o, 64);
+        let reply_topic = format!("test/{id}/reply");
+        runtime.block_on(async {
+            client.subscribe(reply_topic.clone(), QoS::AtLeastOnce).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Ok(Event::Incoming(Packet::SubAck(_))) = eventloop.poll().await {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("test client could not connect/subscribe");
+        });
+        Client { client, eventloop, reply_topic, runtime, seq: 0 }
+    }
+
+    /// Publishes a request with a response topic and correlation data; returns the correlation.
+    pub fn send(&mut self, topic: &str, payload: impl Into<Vec<u8>>, user: &[(&str, &str)]) -> String {
+        self.seq += 1;
+        let corr = format!("c{}", self.seq);
+        let props = PublishProperties {
+            response_topic: Some(self.reply_topic.clone()),
+            correlation_data: Some(corr.clone().into_bytes().into()),
+            user_properties: user.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        let payload: Vec<u8> = payload.into();
+        let (client, topic) = (self.client.clone(), topic.to_string());
+        self.runtime.block_on(async move {
+            client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props).await.unwrap()
+        });
+        corr
+    }
+
+    /// The next reply (any correlation).
+    pub fn next_reply(&mut self, timeout: Duration) -> (String, Value) {
+        let eventloop = &mut self.eventloop;
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                loop {
+                    if let Ok(Event::Incoming(Packet::Publish(p))) = eventloop.poll().await {
+                        let corr = p
+                            .properties
+                            .as_ref()
+                            .and_then(|pp| pp.correlation_data.clone())
+                            .map(|c| String::from_utf8_lossy(&c).into_owned())
+                            .unwrap_or_default();
+                        return (corr, serde_json::from_slice(&p.payload).unwrap());
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no reply within {timeout:?}"))
+        })
+    }
+
+    /// Collects replies until one per correlation in `corrs` is final (`done: true`).
+    pub fn replies(&mut self, corrs: &[String], timeout: Duration) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        let eventloop = &mut self.eventloop;
+        let (client, reply_topic) = (self.client.clone(), self.reply_topic.clone());
+        self.runtime.block_on(async {
+            let r = tokio::time::timeout(timeout, async {
+                while done.len() < corrs.len() {
+                    let polled = eventloop.poll().await;
+                    if std::env::var_os("EDGEINFER_TEST_TRACE").is_some() {
+                        eprintln!("client event: {polled:?}");
+                    }
+                    if let Ok(Event::Incoming(Packet::ConnAck(_))) = &polled {
+                        // Reconnected after a broker restart: make sure we still get replies.
+                        let _ = client.subscribe(reply_topic.clone(), QoS::AtLeastOnce).await;
+                    }
+                    if polled.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if let Ok(Event::Incoming(Packet::Publish(p))) = polled {
+                        let corr = p
+                            .properties
+                            .as_ref()
+                            .and_then(|pp| pp.correlation_data.clone())
+                            .map(|c| String::from_utf8_lossy(&c).into_owned())
+                            .unwrap_or_default();
+                        let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                        if v["done"] == true {
+                            done.insert(corr.clone());
+                        }
+                        out.push((corr, v));
+                    }
+                }
+            })
+            .await;
+            if r.is_err() {
+                panic!("timed out after {timeout:?}: {} of {} requests answered; got {out:?}", done.len(), corrs.len());
+            }
+        });
+        out
+    }
+
+    /// One request, its final answer.
+    pub fn call(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> Value {
+        let c = self.send(topic, payload, &[]);
+        let replies = self.replies(std::slice::from_ref(&c), Duration::from_secs(60));
+        replies.into_iter().rev().find(|(k, v)| *k == c && v["done"] == true).unwrap().1
+    }
+
+    /// Waits for a message on `topic` (subscribing first) matching `pred`.
+    pub fn wait_message(&mut self, topic: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let (client, t) = (self.client.clone(), topic.to_string());
+        let eventloop = &mut self.eventloop;
+        self.runtime.block_on(async {
+            client.subscribe(t.clone(), QoS::AtLeastOnce).await.unwrap();
+            let r = tokio::time::timeout(timeout, async {
+                loop {
+                    if let Ok(Event::Incoming(Packet::Publish(p))) = eventloop.poll().await
+                        && String::from_utf8_lossy(&p.topic) == t
+                    {
+                        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        if pred(&v) {
+                            return v;
+                        }
+                    }
+                }
+            })
+            .await;
+            let _ = client.unsubscribe(t.clone()).await;
+            r.unwrap_or_else(|_| panic!("no matching message on {t} within {timeout:?}"))
+        })
+    }
+}
+
+pub fn photo_b64(path: &Path) -> String {
+    edgeinfer_daemon::api::b64::encode(&std::fs::read(path).unwrap())
+}
