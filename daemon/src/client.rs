@@ -120,82 +120,136 @@ async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
     }
 }
 
-/// Sends a request on `topic_suffix` (`models/<id>/<task>`, `list`) and waits for the final
-/// answer, passing streamed events to `on_event`.
+/// An open connection to the daemon's node (reused across requests by benchmarks).
+pub struct Connection {
+    conn: Conn,
+    node: String,
+    remote: Remote,
+    subscribed: bool,
+}
+
+impl Connection {
+    /// Connects and finds the node.
+    pub async fn open(remote: &Remote) -> Result<Connection, ApiError> {
+        let mut conn = connect(remote).await?;
+        let node = node(&mut conn, remote).await?;
+        Ok(Connection { conn, node, remote: remote.clone(), subscribed: false })
+    }
+
+    /// Sends a request on `topic_suffix` (`models/<id>/<task>`, `list`) and waits for the final
+    /// answer, passing streamed events to `on_event`.
+    pub async fn request(
+        &mut self,
+        topic_suffix: &str,
+        body: Value,
+        on_event: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Value, ApiError> {
+        let conn = &mut self.conn;
+        let id = format!("{}", nonce());
+        let mut body = body;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("id".into(), Value::String(id.clone()));
+            o.insert("reply_to".into(), Value::String(conn.reply_topic.clone()));
+        }
+        let topic = format!("{}/{}/{topic_suffix}", self.remote.prefix, self.node);
+        let props = PublishProperties {
+            response_topic: Some(conn.reply_topic.clone()),
+            correlation_data: Some(id.clone().into_bytes().into()),
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        let publish = |client: AsyncClient, topic: String, body: String, props: PublishProperties| async move {
+            client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, body, props)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))
+        };
+        if self.subscribed {
+            publish(conn.client.clone(), topic.clone(), body.to_string(), props.clone()).await?;
+        } else {
+            conn.client
+                .subscribe(conn.reply_topic.clone(), QoS::AtLeastOnce)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        let mut published = self.subscribed;
+        let node = self.node.clone();
+        let answer = tokio::time::timeout(self.remote.timeout, async {
+            loop {
+                match conn.eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) if !published => {
+                        published = true;
+                        publish(conn.client.clone(), topic.clone(), body.to_string(), props.clone()).await?;
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        let v: Value = serde_json::from_slice(&p.payload)
+                            .map_err(|e| ApiError::internal(format!("bad reply: {e}")))?;
+                        if v.get("id").and_then(|i| i.as_str()) != Some(id.as_str()) {
+                            continue;
+                        }
+                        if v["done"] == true {
+                            return Ok(v);
+                        }
+                        let delta =
+                            json!({"event": "delta", "seq": v["seq"], "text": v["delta"], "token_ids": v["token_ids"]});
+                        if let Ok(e) = serde_json::from_value(delta) {
+                            on_event(Event::Token(e));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(ApiError::new(ErrorCode::NotLoaded, format!("connection to the broker lost: {e}")));
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Timeout,
+                format!("no answer from node '{node}' within {} s", self.remote.timeout.as_secs()),
+            )
+        })??;
+        self.subscribed = true;
+        if let Some(err) = answer.get("error") {
+            let e: ApiError =
+                serde_json::from_value(err.clone()).unwrap_or_else(|_| ApiError::internal(err.to_string()));
+            return Err(e);
+        }
+        Ok(answer["result"].clone())
+    }
+
+    /// Runs a task on a model.
+    pub async fn task(
+        &mut self,
+        model: &str,
+        task: &Task,
+        on_event: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Response, ApiError> {
+        let mut body = serde_json::to_value(task).map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Some(o) = body.as_object_mut() {
+            o.remove("task");
+        }
+        let result = self.request(&format!("models/{model}/{}", task.name()), body, on_event).await?;
+        serde_json::from_value(result).map_err(|e| ApiError::internal(format!("unexpected answer: {e}")))
+    }
+
+    /// Disconnects.
+    pub async fn close(self) {
+        let _ = self.conn.client.disconnect().await;
+    }
+}
+
 async fn request(
     remote: &Remote,
     topic_suffix: &str,
     body: Value,
-    on_event: &mut dyn FnMut(Event),
+    on_event: &mut (dyn FnMut(Event) + Send),
 ) -> Result<Value, ApiError> {
-    let mut conn = connect(remote).await?;
-    let node = node(&mut conn, remote).await?;
-    conn.client
-        .subscribe(conn.reply_topic.clone(), QoS::AtLeastOnce)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let id = format!("{}", nonce());
-    let mut body = body;
-    if let Some(o) = body.as_object_mut() {
-        o.insert("id".into(), Value::String(id.clone()));
-        o.insert("reply_to".into(), Value::String(conn.reply_topic.clone()));
-    }
-    let topic = format!("{}/{node}/{topic_suffix}", remote.prefix);
-    let props = PublishProperties {
-        response_topic: Some(conn.reply_topic.clone()),
-        correlation_data: Some(id.clone().into_bytes().into()),
-        content_type: Some("application/json".into()),
-        ..Default::default()
-    };
-    let mut published = false;
-    let answer = tokio::time::timeout(remote.timeout, async {
-        loop {
-            match conn.eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) if !published => {
-                    published = true;
-                    conn.client
-                        .publish_with_properties(
-                            topic.clone(),
-                            QoS::AtLeastOnce,
-                            false,
-                            body.to_string(),
-                            props.clone(),
-                        )
-                        .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let v: Value = serde_json::from_slice(&p.payload)
-                        .map_err(|e| ApiError::internal(format!("bad reply: {e}")))?;
-                    if v.get("id").and_then(|i| i.as_str()) != Some(id.as_str()) {
-                        continue;
-                    }
-                    if v["done"] == true {
-                        return Ok(v);
-                    }
-                    let delta =
-                        json!({"event": "delta", "seq": v["seq"], "text": v["delta"], "token_ids": v["token_ids"]});
-                    if let Ok(e) = serde_json::from_value(delta) {
-                        on_event(Event::Token(e));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(ApiError::new(ErrorCode::NotLoaded, format!("connection to the broker lost: {e}")));
-                }
-            }
-        }
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(ErrorCode::Timeout, format!("no answer from node '{node}' within {} s", remote.timeout.as_secs()))
-    })??;
-    let _ = conn.client.disconnect().await;
-    if let Some(err) = answer.get("error") {
-        let e: ApiError = serde_json::from_value(err.clone()).unwrap_or_else(|_| ApiError::internal(err.to_string()));
-        return Err(e);
-    }
-    Ok(answer["result"].clone())
+    let mut c = Connection::open(remote).await?;
+    let r = c.request(topic_suffix, body, on_event).await;
+    c.close().await;
+    r
 }
 
 /// Runs a task on a model of the daemon.
@@ -203,14 +257,12 @@ pub async fn run_task(
     remote: &Remote,
     model: &str,
     task: &Task,
-    on_event: &mut dyn FnMut(Event),
+    on_event: &mut (dyn FnMut(Event) + Send),
 ) -> Result<Response, ApiError> {
-    let mut body = serde_json::to_value(task).map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(o) = body.as_object_mut() {
-        o.remove("task");
-    }
-    let result = request(remote, &format!("models/{model}/{}", task.name()), body, on_event).await?;
-    serde_json::from_value(result).map_err(|e| ApiError::internal(format!("unexpected answer: {e}")))
+    let mut c = Connection::open(remote).await?;
+    let r = c.task(model, task, on_event).await;
+    c.close().await;
+    r
 }
 
 /// `list`, `load`, `unload`: returns the raw result JSON.

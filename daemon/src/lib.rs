@@ -2,6 +2,7 @@
 //! Library modules here are shared by the binaries and exercised by the integration tests.
 
 pub mod api;
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -98,6 +98,9 @@ enum Command {
         #[command(subcommand)]
         command: GalleryCommand,
     },
+    /// Benchmarks against a running daemon.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Generate text (LLM), streamed.
     Generate {
         /// Model id.
@@ -106,6 +109,12 @@ enum Command {
         #[command(flatten)]
         args: GenerateArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// MQTT request → reply overhead against the model call alone, and concurrency.
+    Mqtt(edgeinfer_daemon::bench::BenchMqttArgs),
 }
 
 fn api_error(e: ApiError) -> CliError {
@@ -156,6 +165,10 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
                 let what = if matches!(cli.command, Command::Load { .. }) { "load" } else { "unload" };
                 let r = client::control(&remote, what, Some(model)).await.map_err(api_error)?;
                 println!("{}: {}", model, r["model"]["state"].as_str().unwrap_or("?"));
+                return Ok(ExitCode::Ok);
+            }
+            Command::Bench(BenchCommand::Mqtt(args)) => {
+                edgeinfer_daemon::bench::mqtt(args, &remote).await.map_err(api_error)?;
                 return Ok(ExitCode::Ok);
             }
             Command::Segment { model, args } => (model, TaskCommand::Segment(args.clone())),

@@ -39,10 +39,10 @@ fn main() -> std::process::ExitCode {
         };
         if let Err(e) = systemd::init_journal_logging(level) {
             eprintln!("cannot log to the journal ({e}); logging to stderr");
-            logging::init_cli(args.log.as_deref(), "info");
+            logging::init_cli(args.log.as_deref(), "info,rumqttd=warn,rumqttc=warn");
         }
     } else {
-        logging::init_cli(args.log.as_deref(), "info");
+        logging::init_cli(args.log.as_deref(), "info,rumqttd=warn,rumqttc=warn");
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
 

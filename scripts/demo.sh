@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: edgeinferd on the tract backend with the bundled models,
+# an MQTT broker embedded in the daemon on loopback (nothing to install), and the edgeinfer client
+# doing a segmentation (mask PNG written), an embedding, a teach-and-classify round and a streamed
+# generation through it. Ctrl-C stops everything cleanly at any point.
+#
+#   ./scripts/demo.sh            # run the round trip, then stop the daemon
+#   ./scripts/demo.sh --serve    # ... and keep the daemon running until Ctrl-C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+serve=false
+[ "${1:-}" = "--serve" ] && serve=true
+
+cargo build --locked -q -p edgeinfer-daemon --bins
+bin=$root/target/debug
+work=$(mktemp -d)
+# A free loopback port for the embedded broker.
+while :; do
+  port=$((20000 + RANDOM % 40000))
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+done
+fx=$root/models/fixtures
+cat > "$work/edgeinferd.toml" <<TOML
+[daemon]
+node = "demo"
+state_dir = "$work/state"
+[mqtt]
+url = "mqtt://127.0.0.1:$port"
+embedded_broker = true
+stats_interval_s = 0
+[[models]]
+id = "sam"
+path = "$fx/sam"
+preload = true
+keep_alive = -1
+[[models]]
+id = "dino"
+path = "$fx/dinov2"
+gallery = "gallery.json"
+preload = true
+[[models]]
+id = "llm"
+path = "$fx/llama"
+TOML
+
+"$bin/edgeinferd" --config "$work/edgeinferd.toml" > "$work/edgeinferd.log" 2>&1 &
+daemon=$!
+stop() {
+  if kill -0 "$daemon" 2>/dev/null; then
+    kill -TERM "$daemon"
+    wait "$daemon" || true
+    echo "edgeinferd stopped (log: $work/edgeinferd.log)"
+  fi
+}
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
+
+client() { "$bin/edgeinfer" --mqtt "mqtt://127.0.0.1:$port" --timeout 30 "$@"; }
+step() { printf '\n\033[1m$ edgeinfer %s\033[0m\n' "$*"; }
+
+# Ready when the daemon answers (bounded).
+for _ in $(seq 100); do
+  client models >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || { cat "$work/edgeinferd.log"; exit 1; }
+  sleep 0.2
+done
+
+step models
+client models
+step segment -m sam photo.png --point 100,60 --best --png mask.png
+client segment -m sam "$fx/sam/photo.png" --point 100,60 --best --png "$work/mask.png"
+step embed -m dino chelsea.png coffee.png --normalize
+client embed -m dino "$fx/photos/chelsea.png" "$fx/photos/coffee.png" --normalize
+step gallery -m dino add --label cat chelsea.png '&&' gallery add --label mug coffee.png
+client gallery -m dino add --label cat "$fx/photos/chelsea.png"
+client gallery -m dino add --label mug "$fx/photos/coffee.png"
+step classify -m dino coffee.png
+client classify -m dino "$fx/photos/coffee.png"
+step generate -m llm '"Once upon a time"' --max-new-tokens 32
+client generate -m llm "Once upon a time" --max-new-tokens 32
+echo
+echo "mask written to $work/mask.png (the models are tiny random-weight fixtures: the outputs are noise, the plumbing is real)"
+if $serve; then
+  echo "edgeinferd is serving on mqtt://127.0.0.1:$port (node 'demo'); Ctrl-C to stop."
+  wait "$daemon"
+fi
