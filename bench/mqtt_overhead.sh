@@ -4,7 +4,7 @@
 # `edgeinfer bench mqtt` measuring the model call alone vs request -> reply, then parallel clients.
 #
 #   bench/mqtt_overhead.sh [--backend ort|tract] [--requests N] [--concurrency C]
-# Needs mosquitto, and for the model EXPORT_PYTHON (see bench/ort_overhead.sh).
+# Needs mosquitto, and for the model EXPORT_PYTHON (see bench/common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,12 +17,9 @@ while [ $# -gt 0 ]; do
 done
 out=$root/bench/out
 model=$out/dinov2-s
-if [ ! -f "$model/model.onnx" ]; then
-  (cd models/export && "${EXPORT_PYTHON:-python3}" export_dinov2.py --random-weights --size small --out "$model")
-fi
-source scripts/ort-env.sh
-ort_venv "$root/.venv" "onnxruntime==1.32.0"
-export ORT_DYLIB_PATH=$ORT_LIB
+source bench/common.sh
+bench_dinov2_s "$model"
+bench_ort
 cargo build --release --locked -q -p edgeinfer-daemon --bins
 work=$(mktemp -d)
 port=$((20000 + RANDOM % 40000))

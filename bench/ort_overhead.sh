@@ -21,20 +21,10 @@ done
 out=$root/bench/out
 mkdir -p "$out"
 
-source scripts/ort-env.sh
-ort_venv "$root/.venv" "onnxruntime==1.32.0"
-export ORT_DYLIB_PATH=$ORT_LIB
+source bench/common.sh
+bench_ort
 py=$root/.venv/bin/python
-
-if [ ! -f "$out/dinov2-s/model.onnx" ]; then
-  export_py=${EXPORT_PYTHON:-}
-  if [ -z "$export_py" ]; then
-    [ -x "$root/.venv-export/bin/python" ] || python3 -m venv "$root/.venv-export"
-    "$root/.venv-export/bin/python" -m pip install -q -r models/export/requirements.txt
-    export_py=$root/.venv-export/bin/python
-  fi
-  (cd models/export && "$export_py" export_dinov2.py --random-weights --size small --out "$out/dinov2-s")
-fi
+bench_dinov2_s "$out/dinov2-s"
 [ -f "$out/pixel_values.npy" ] || "$py" -c "
 import numpy as np
 np.save('$out/pixel_values.npy', np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))"

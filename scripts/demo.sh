@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: edgeinferd on the tract backend with the bundled models,
-# an MQTT broker embedded in the daemon on loopback (nothing to install), and the edgeinfer client
-# doing a segmentation (mask PNG written), an embedding, a teach-and-classify round and a streamed
-# generation through it. Ctrl-C stops everything cleanly at any point.
+# serving on a private D-Bus session bus (started here; `dbus-daemon` is installed from Debian if
+# missing) and on an MQTT broker embedded in the daemon on loopback, and the edgeinfer client doing
+# a segmentation (mask PNG written), an embedding, a teach-and-classify round and a streamed
+# generation through it — over D-Bus (images passed as sealed memfds), and the same over MQTT.
+# Ctrl-C stops everything cleanly at any point.
 #
 #   ./scripts/demo.sh            # run the round trip, then stop the daemon
 #   ./scripts/demo.sh --serve    # ... and keep the daemon running until Ctrl-C
@@ -12,9 +14,22 @@ root=$PWD
 serve=false
 [ "${1:-}" = "--serve" ] && serve=true
 
+if ! command -v dbus-daemon >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing dbus-daemon (Debian package) for the private bus..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon >/dev/null
+  else
+    echo "error: the demo needs dbus-daemon: sudo apt-get install dbus-daemon" >&2
+    exit 1
+  fi
+fi
 cargo build --locked -q -p edgeinfer-daemon --bins
 bin=$root/target/debug
 work=$(mktemp -d)
+# A private session bus for the demo (never the desktop's: no name clash with a real edgeinferd).
+source scripts/private-bus.sh
+start_private_bus "$work"
+bus=$BUS bus_pid=$BUS_PID
 # A free loopback port for the embedded broker.
 while :; do
   port=$((20000 + RANDOM % 40000))
@@ -29,6 +44,9 @@ state_dir = "$work/state"
 url = "mqtt://127.0.0.1:$port"
 embedded_broker = true
 stats_interval_s = 0
+[dbus]
+enabled = true
+bus = "$bus"
 [[models]]
 id = "sam"
 path = "$fx/sam"
@@ -52,16 +70,18 @@ stop() {
     wait "$daemon" || true
     echo "edgeinferd stopped (log: $work/edgeinferd.log)"
   fi
+  kill "$bus_pid" 2>/dev/null || true
 }
 trap 'stop; exit 130' INT TERM
 trap stop EXIT
 
-client() { "$bin/edgeinfer" --mqtt "mqtt://127.0.0.1:$port" --timeout 30 "$@"; }
+client() { "$bin/edgeinfer" --bus "$bus" --timeout 30 "$@"; }
+mqtt_client() { "$bin/edgeinfer" --mqtt "mqtt://127.0.0.1:$port" --timeout 30 "$@"; }
 step() { printf '\n\033[1m$ edgeinfer %s\033[0m\n' "$*"; }
 
-# Ready when the daemon answers (bounded).
+# Ready when the daemon answers on both transports (bounded).
 for _ in $(seq 100); do
-  client models >/dev/null 2>&1 && break
+  client models >/dev/null 2>&1 && mqtt_client models >/dev/null 2>&1 && break
   kill -0 "$daemon" 2>/dev/null || { cat "$work/edgeinferd.log"; exit 1; }
   sleep 0.2
 done
@@ -79,9 +99,11 @@ step classify -m dino coffee.png
 client classify -m dino "$fx/photos/coffee.png"
 step generate -m llm '"Once upon a time"' --max-new-tokens 32
 client generate -m llm "Once upon a time" --max-new-tokens 32
+step --mqtt mqtt://127.0.0.1:$port classify -m dino coffee.png "  # the same daemon over MQTT"
+mqtt_client classify -m dino "$fx/photos/coffee.png"
 echo
 echo "mask written to $work/mask.png (the models are tiny random-weight fixtures: the outputs are noise, the plumbing is real)"
 if $serve; then
-  echo "edgeinferd is serving on mqtt://127.0.0.1:$port (node 'demo'); Ctrl-C to stop."
+  echo "edgeinferd is serving on D-Bus at $bus (edgeinfer --bus $bus ...) and on mqtt://127.0.0.1:$port (node 'demo'); Ctrl-C to stop."
   wait "$daemon"
 fi

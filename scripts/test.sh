@@ -16,6 +16,11 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)                  # MQTT broker for the daemon tests
 command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)      # third-party MQTT clients
+command -v dbus-daemon >/dev/null || need_pkgs+=(dbus-daemon)              # private buses for the D-Bus tests
+command -v busctl >/dev/null || need_pkgs+=(systemd)                       # busctl: a D-Bus client we did not write
+command -v gdbus >/dev/null || need_pkgs+=(libglib2.0-bin)                 # gdbus: another one
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)                   # calling as another user (policy test)
+command -v sha256sum >/dev/null || need_pkgs+=(coreutils)
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -49,7 +54,8 @@ if [ $# -eq 0 ]; then
   # ort backend at API level 17 for older device runtimes.
   log "cargo check: feature sets"
   cargo check --locked -p edgeinfer-daemon --no-default-features --features tract
-  cargo check --locked -p edgeinfer-daemon --no-default-features --features ort-legacy
+  cargo check --locked -p edgeinfer-daemon --no-default-features --features ort-legacy,ep-all
 fi
 log "cargo test"
 cargo test --workspace --locked "$@"
+

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use edgeinfer_models::ModelError;
 use edgeinfer_models::dinov2::Pooling;
 use edgeinfer_models::gallery::Match;
@@ -129,12 +130,13 @@ impl From<ModelError> for ApiError {
     }
 }
 
-/// An image as a request carries it.
+/// An image as a request carries it. The bytes are shared, not copied: a camera frame passed as a
+/// sealed memfd over D-Bus is a read-only mapping of the caller's memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageData {
     /// JPEG/PNG/BMP/WebP bytes (base64 in JSON).
-    Encoded(#[serde(with = "base64_bytes")] Vec<u8>),
+    Encoded(#[serde(with = "base64_bytes")] Bytes),
     /// Raw RGB8 pixels.
     Rgb8 {
         /// Width.
@@ -143,7 +145,7 @@ pub enum ImageData {
         height: u32,
         /// `width * height * 3` bytes (base64 in JSON).
         #[serde(with = "base64_bytes")]
-        data: Vec<u8>,
+        data: Bytes,
     },
 }
 
@@ -412,14 +414,14 @@ pub mod base64_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serialises bytes as base64.
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::b64::encode(bytes))
+    pub fn serialize<S: Serializer, B: AsRef<[u8]>>(bytes: &B, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::b64::encode(bytes.as_ref()))
     }
 
     /// Deserialises base64 into bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, B: From<Vec<u8>>>(d: D) -> Result<B, D::Error> {
         let s = String::deserialize(d)?;
-        super::b64::decode(&s).map_err(serde::de::Error::custom)
+        super::b64::decode(&s).map(B::from).map_err(serde::de::Error::custom)
     }
 }
 
@@ -470,7 +472,7 @@ mod tests {
         )
         .unwrap();
         let Task::Segment { image: ImageRef::Data(ImageData::Encoded(b)), params } = t else { panic!() };
-        assert_eq!(b, b"hello");
+        assert_eq!(&b[..], b"hello");
         assert!(params.best_only && params.multimask);
         assert!(params.points[0].positive);
         let g: Task = serde_json::from_str(r#"{"task": "generate", "prompt": "hi", "max_new_tokens": 3}"#).unwrap();

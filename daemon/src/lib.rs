@@ -1,4 +1,5 @@
-//! `edgeinfer-daemon`: the `edgeinfer` command-line tool (and, later, the `edgeinferd` daemon).
+//! `edgeinfer-daemon`: `edgeinferd` (the daemon: registry, workers, MQTT and D-Bus adapters) and
+//! `edgeinfer` (the command-line tool and client).
 //! Library modules here are shared by the binaries and exercised by the integration tests.
 
 pub mod api;
@@ -6,13 +7,17 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod dbus;
 pub mod embedded_broker;
 pub mod engine;
 pub mod exit;
+pub mod frame;
 pub mod local;
 pub mod logging;
 pub mod mqtt;
 pub mod registry;
+pub mod remote;
+pub mod status;
 pub mod systemd;
 pub mod tasks;
 pub mod worker;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{ApiError, ErrorCode, Event, Task};
 use crate::config::{MqttConfig, parse_broker_url};
 use crate::registry::Registry;
+use crate::status::stats_json;
 
 /// Topic names for one node.
 #[derive(Clone, Debug)]
@@ -218,7 +219,7 @@ fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptio
 
 /// The retained status payload.
 pub fn status_json(registry: &Registry, node: &str, state: &str) -> Value {
-    let providers = edgeinfer_onnx_providers();
+    let providers = crate::status::loaded_execution_providers();
     json!({
         "state": state,
         "node": node,
@@ -227,39 +228,6 @@ pub fn status_json(registry: &Registry, node: &str, state: &str) -> Value {
         "models": registry.statuses().iter().map(|s| json!({"id": s.id, "state": s.state, "family": s.family})).collect::<Vec<_>>(),
         "execution_providers": providers,
     })
-}
-
-/// Execution providers of the loaded ONNX Runtime, if one is loaded.
-fn edgeinfer_onnx_providers() -> Vec<String> {
-    #[cfg(any(feature = "ort", feature = "ort-legacy"))]
-    {
-        edgeinfer_onnx::ort::library::loaded().map(|rt| rt.available_providers.clone()).unwrap_or_default()
-    }
-    #[cfg(not(any(feature = "ort", feature = "ort-legacy")))]
-    {
-        Vec::new()
-    }
-}
-
-/// The stats payload.
-pub fn stats_json(registry: &Registry, started: Instant) -> Value {
-    let models: serde_json::Map<String, Value> = registry
-        .statuses()
-        .into_iter()
-        .map(|s| (s.id.clone(), json!({"state": s.state, "stats": s.stats, "cache": s.cache})))
-        .collect();
-    json!({ "uptime_s": started.elapsed().as_secs(), "rss_mb": rss_mb(), "models": models })
-}
-
-/// Resident memory of this process in MiB.
-pub fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Where and how to answer one request.

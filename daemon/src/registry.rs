@@ -84,6 +84,33 @@ struct Slot {
     load_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// A task accepted by a worker; [`Pending::wait`] gives its answer.
+pub struct Pending {
+    registry: Arc<Registry>,
+    id: String,
+    answer: oneshot::Receiver<Result<Response, ApiError>>,
+    timeout: Duration,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// Waits for the answer, at most the request timeout (then the task is cancelled).
+    pub async fn wait(self) -> Result<Response, ApiError> {
+        let result = match tokio::time::timeout(self.timeout, self.answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ApiError::internal("the worker dropped the request")),
+            Err(_) => {
+                self.cancel.store(true, Ordering::Relaxed);
+                Err(ApiError::new(ErrorCode::Timeout, format!("no answer within {} ms", self.timeout.as_millis())))
+            }
+        };
+        if let Some(slot) = lock(&self.registry.slots).get_mut(&self.id) {
+            slot.last_used = Instant::now();
+        }
+        result
+    }
+}
+
 /// The registry of configured models.
 pub struct Registry {
     slots: Mutex<BTreeMap<String, Slot>>,
@@ -341,6 +368,19 @@ impl Registry {
         cancel: Arc<AtomicBool>,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Result<Response, ApiError> {
+        self.admit(id, task, cancel, events).await?.wait().await
+    }
+
+    /// Loads the model if needed and queues the task on its worker; returns once the worker has
+    /// accepted it (or refused it: busy, unknown model, load failure), so that a transport can
+    /// answer "accepted" (a D-Bus job object) before the answer exists.
+    pub async fn admit(
+        self: &Arc<Self>,
+        id: &str,
+        task: Task,
+        cancel: Arc<AtomicBool>,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Result<Pending, ApiError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
         }
@@ -353,18 +393,14 @@ impl Registry {
         let (reply, answer) = oneshot::channel();
         let span = tracing::info_span!("request", model = id, task = task.name());
         worker.submit(Job { task, cancel: cancel.clone(), events, reply, deadline: Instant::now() + timeout, span })?;
-        let result = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ApiError::internal("the worker dropped the request")),
-            Err(_) => {
-                cancel.store(true, Ordering::Relaxed);
-                Err(ApiError::new(ErrorCode::Timeout, format!("no answer within {} ms", timeout.as_millis())))
-            }
-        };
-        if let Some(slot) = lock(&self.slots).get_mut(id) {
-            slot.last_used = Instant::now();
-        }
-        result
+        Ok(Pending { registry: self.clone(), id: id.to_string(), answer, timeout, cancel })
+    }
+
+    /// The image limits of a model (for transports that read images themselves, e.g. from a file
+    /// descriptor, before the request exists).
+    pub fn image_limits(&self, id: &str) -> Result<edgeinfer_models::image::ImageLimits, ApiError> {
+        let slots = lock(&self.slots);
+        slots.get(id).map(|s| s.config.engine.image_limits).ok_or_else(|| unknown(id, &slots))
     }
 
     /// Unloads models idle longer than their keep_alive. Called periodically.

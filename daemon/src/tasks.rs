@@ -246,7 +246,7 @@ impl TaskCommand {
 
 fn read_image(path: &std::path::Path) -> Result<ImageData, ApiError> {
     std::fs::read(path)
-        .map(ImageData::Encoded)
+        .map(|b| ImageData::Encoded(b.into()))
         .map_err(|e| ApiError::bad_input(format!("cannot read image {}: {e}", path.display())))
 }
 

@@ -1,16 +1,17 @@
 //! `edgeinfer`: the command-line tool. `check` answers "will this model run here, on which
 //! execution provider, how fast, and does it agree with the CPU?"; `local` runs a task
-//! in-process; the other commands talk to a running edgeinferd.
+//! in-process; the other commands talk to a running edgeinferd over D-Bus (default) or MQTT.
 
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use edgeinfer_daemon::api::ApiError;
 use edgeinfer_daemon::check::{self, CheckArgs};
-use edgeinfer_daemon::client::{self, Remote};
+use edgeinfer_daemon::client::Remote;
 use edgeinfer_daemon::exit::{CliError, ExitCode};
 use edgeinfer_daemon::local::{self, LocalArgs};
 use edgeinfer_daemon::logging;
+use edgeinfer_daemon::remote::{Daemon, Target};
 use edgeinfer_daemon::tasks::{
     ClassifyArgs, EmbedArgs, GalleryCommand, GenerateArgs, SegmentArgs, TaskCommand, print_event, print_response,
 };
@@ -27,16 +28,19 @@ struct Cli {
     command: Command,
 }
 
-/// How to reach the daemon.
+/// How to reach the daemon: D-Bus by default, MQTT with `--mqtt`.
 #[derive(Args, Debug)]
 struct RemoteArgs {
-    /// MQTT broker of the daemon.
-    #[arg(long, global = true, env = "EDGEINFER_MQTT", default_value = "mqtt://127.0.0.1:1883")]
-    mqtt: String,
-    /// Node name (default: the only node online).
+    /// D-Bus bus of the daemon: `system`, `session`, or a bus address.
+    #[arg(long, global = true, env = "EDGEINFER_DBUS", default_value = "system")]
+    bus: String,
+    /// Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus.
+    #[arg(long, global = true, env = "EDGEINFER_MQTT")]
+    mqtt: Option<String>,
+    /// MQTT node name (default: the only node online).
     #[arg(long, global = true, env = "EDGEINFER_NODE")]
     node: Option<String>,
-    /// Topic prefix.
+    /// MQTT topic prefix.
     #[arg(long, global = true, default_value = "edgeinfer")]
     prefix: String,
     /// Seconds to wait for an answer.
@@ -115,6 +119,9 @@ enum Command {
 enum BenchCommand {
     /// MQTT request → reply overhead against the model call alone, and concurrency.
     Mqtt(edgeinfer_daemon::bench::BenchMqttArgs),
+    /// D-Bus call → reply overhead against the model call alone, and a camera frame passed as a
+    /// file descriptor vs as a byte array.
+    Dbus(edgeinfer_daemon::bench::BenchDbusArgs),
 }
 
 fn api_error(e: ApiError) -> CliError {
@@ -123,10 +130,17 @@ fn api_error(e: ApiError) -> CliError {
 
 fn remote(cli: &Cli) -> Remote {
     Remote {
-        url: cli.remote.mqtt.clone(),
+        url: cli.remote.mqtt.clone().unwrap_or_else(|| "mqtt://127.0.0.1:1883".into()),
         prefix: cli.remote.prefix.clone(),
         node: cli.remote.node.clone(),
         timeout: Duration::from_secs(cli.remote.timeout),
+    }
+}
+
+fn target(cli: &Cli) -> Target {
+    match cli.remote.mqtt {
+        Some(_) => Target::Mqtt(remote(cli)),
+        None => Target::Dbus { bus: cli.remote.bus.clone(), timeout: Duration::from_secs(cli.remote.timeout) },
     }
 }
 
@@ -136,39 +150,43 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::internal(e.to_string()))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let remote = remote(cli);
     runtime.block_on(async {
         let (model, task) = match &cli.command {
+            Command::Bench(BenchCommand::Mqtt(args)) => {
+                edgeinfer_daemon::bench::mqtt(args, &remote(cli)).await.map_err(api_error)?;
+                return Ok(ExitCode::Ok);
+            }
+            Command::Bench(BenchCommand::Dbus(args)) => {
+                edgeinfer_daemon::bench::dbus(args, &cli.remote.bus).await.map_err(api_error)?;
+                return Ok(ExitCode::Ok);
+            }
             Command::Models { json } => {
-                let r = client::control(&remote, "list", None).await.map_err(api_error)?;
+                let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+                let models = daemon.models().await.map_err(api_error)?;
+                daemon.close().await;
                 if *json {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    println!("{}", serde_json::to_string_pretty(&models).unwrap_or_default());
                 } else {
-                    for m in r["models"].as_array().into_iter().flatten() {
+                    for m in models {
                         println!(
                             "{:<16} {:<8} {:<10} {:<6} {}{}",
-                            m["id"].as_str().unwrap_or(""),
-                            m["family"].as_str().unwrap_or("-"),
-                            m["state"].as_str().unwrap_or(""),
-                            m["backend"].as_str().unwrap_or(""),
-                            m["providers"]
-                                .as_array()
-                                .map(|p| p.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
-                                .unwrap_or_default(),
-                            m["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+                            m.id,
+                            if m.family.is_empty() { "-" } else { &m.family },
+                            m.state,
+                            m.backend,
+                            m.providers.join(","),
+                            m.error.map(|e| format!("  error: {e}")).unwrap_or_default(),
                         );
                     }
                 }
                 return Ok(ExitCode::Ok);
             }
             Command::Load { model } | Command::Unload { model } => {
-                let what = if matches!(cli.command, Command::Load { .. }) { "load" } else { "unload" };
-                let r = client::control(&remote, what, Some(model)).await.map_err(api_error)?;
-                println!("{}: {}", model, r["model"]["state"].as_str().unwrap_or("?"));
-                return Ok(ExitCode::Ok);
-            }
-            Command::Bench(BenchCommand::Mqtt(args)) => {
-                edgeinfer_daemon::bench::mqtt(args, &remote).await.map_err(api_error)?;
+                let load = matches!(cli.command, Command::Load { .. });
+                let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+                let state = daemon.load(model, load).await.map_err(api_error)?;
+                daemon.close().await;
+                println!("{model}: {state}");
                 return Ok(ExitCode::Ok);
             }
             Command::Segment { model, args } => (model, TaskCommand::Segment(args.clone())),
@@ -180,9 +198,10 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
         };
         let json = task.json();
         let built = task.to_task().map_err(api_error)?;
-        let response =
-            client::run_task(&remote, model, &built, &mut |e| print_event(&e, json)).await.map_err(api_error)?;
-        print_response(&task, &response).map_err(api_error)?;
+        let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+        let response = daemon.task(model, &built, &mut |e| print_event(&e, json)).await.map_err(api_error);
+        daemon.close().await;
+        print_response(&task, &response?).map_err(api_error)?;
         Ok(ExitCode::Ok)
     })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use edgeinfer_daemon::config::{self, Config};
 use edgeinfer_daemon::registry::Registry;
-use edgeinfer_daemon::{embedded_broker, logging, mqtt, systemd};
+use edgeinfer_daemon::{dbus, embedded_broker, logging, mqtt, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -119,6 +119,29 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
         }
     }
 
+    // A transport that cannot serve for a reason retrying will not fix (the D-Bus name is owned by
+    // another process) stops the daemon, saying why.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
+    if config.dbus.enabled {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (dbus_config, node, registry, shutdown, fatal) =
+            (config.dbus.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), fatal_tx.clone());
+        transports.push(tokio::spawn(async move {
+            if let Err(e) = dbus::serve(dbus_config, node, registry, shutdown, ready_tx).await {
+                let _ = fatal.send(e).await;
+            }
+        }));
+        systemd::status("connecting to D-Bus");
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(15), ready_rx) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::warn!(bus = %config.dbus.bus, "D-Bus not reachable yet; starting anyway and retrying in the background");
+                }
+            }
+            Some(e) = fatal_rx.recv() => return Err(e),
+        }
+    }
+
     // Keep-alive expiry.
     let expiry = {
         let registry = registry.clone();
@@ -168,6 +191,12 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            Some(e) = fatal_rx.recv() => {
+                systemd::stopping();
+                let _ = shutdown_tx.send(true);
+                registry.shutdown().await;
+                return Err(e);
+            }
         }
     }
 

@@ -437,3 +437,143 @@ impl Client {
 pub fn photo_b64(path: &Path) -> String {
     edgeinfer_daemon::api::b64::encode(&std::fs::read(path).unwrap())
 }
+
+/// A private `dbus-daemon` on a socket in its own directory (killed on drop). With `policy`, the
+/// bus enforces the system bus's default rules plus that policy file, as on a device.
+pub struct DbusBus {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl DbusBus {
+    /// A permissive private bus (like a session bus).
+    pub fn start() -> DbusBus {
+        DbusBus::start_with(None)
+    }
+
+    /// `policy`: a D-Bus policy file to include, under system-bus default rules.
+    pub fn start_with(policy: Option<&Path>) -> DbusBus {
+        let dir = tempfile::tempdir().unwrap();
+        // Reachable by other users (the policy test calls as `nobody`).
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("bus");
+        let rules = match policy {
+            None => r#"<policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>"#
+                .to_string(),
+            Some(p) => format!(
+                r#"<policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{}</include>"#,
+                p.display()
+            ),
+        };
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>{}</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  {rules}
+</busconfig>
+"#,
+                if policy.is_some() { "system" } else { "session" },
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let address = format!("unix:path={}", socket.display());
+        let mut bus = DbusBus { dir, address, config, child: None };
+        bus.spawn();
+        bus
+    }
+
+    fn spawn(&mut self) {
+        let socket = self.dir.path().join("bus");
+        let _ = std::fs::remove_file(&socket);
+        let log = std::fs::File::create(self.dir.path().join("dbus-daemon.log")).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", self.config.display()))
+            .arg("--nofork")
+            .arg("--print-address")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("dbus-daemon (Debian package dbus-daemon) must be installed");
+        // It prints its address once it listens.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            panic!(
+                "dbus-daemon did not start within 10 s: {}",
+                std::fs::read_to_string(self.dir.path().join("dbus-daemon.log")).unwrap_or_default()
+            )
+        });
+        assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dbus-daemon.log")).unwrap_or_default()
+    }
+
+    /// Kills the bus (every connection drops).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again at the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for DbusBus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `config(...)` with a `[dbus]` section on `bus`; MQTT off unless `broker` is given.
+pub fn dbus_config(bus: &str, broker: Option<&str>, node: &str) -> String {
+    let cfg = config(broker.unwrap_or("mqtt://127.0.0.1:1"), node, "");
+    let cfg = if broker.is_none() { cfg.replacen("[mqtt]\n", "[mqtt]\nenabled = false\n", 1) } else { cfg };
+    cfg.replacen("\n[[models]]", &format!("\n[dbus]\nenabled = true\nbus = \"{bus}\"\n\n[[models]]"), 1)
+}
+
+/// The path of a file in the repository.
+pub fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}

@@ -1,0 +1,21 @@
+# Sourced by the bench scripts: the real-size model they measure and the ONNX Runtime they load.
+#   bench_dinov2_s DIR   generate a real-size DINOv2-S/14 (random weights) into DIR once. Needs the
+#                        export environment (torch, transformers): EXPORT_PYTHON, or .venv-export
+#                        is created (downloads ~5 GB of torch wheels).
+#   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
+bench_dinov2_s() {
+  local dir=$1 py=${EXPORT_PYTHON:-}
+  [ -f "$dir/model.onnx" ] && return 0
+  if [ -z "$py" ]; then
+    [ -x "$root/.venv-export/bin/python" ] || python3 -m venv "$root/.venv-export"
+    "$root/.venv-export/bin/python" -m pip install -q -r "$root/models/export/requirements.txt"
+    py=$root/.venv-export/bin/python
+  fi
+  (cd "$root/models/export" && "$py" export_dinov2.py --random-weights --size small --out "$dir")
+}
+
+bench_ort() {
+  source "$root/scripts/ort-env.sh"
+  ort_venv "$root/.venv" "onnxruntime==1.32.0"
+  export ORT_DYLIB_PATH=$ORT_LIB
+}

@@ -1,0 +1,144 @@
+//! Images passed as file descriptors (D-Bus `h` arguments): what a camera pipeline hands over
+//! without copying a frame through the bus. Owns the checks that keep a bad descriptor from
+//! hurting the daemon — only regular files and memfds are read (a pipe or socket could block for
+//! ever, a directory or device is not an image), the declared size is checked against the
+//! model's byte limit before anything is read, and only a memfd sealed against shrinking and
+//! writing is mapped without a copy (an unsealed one could be truncated under the mapping and
+//! kill the daemon with SIGBUS, or change while it is read); everything else is copied with
+//! `pread`. Also the client side: putting bytes into a sealed memfd.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use rustix::fs::{FileType, MemfdFlags, OFlags, SealFlags};
+
+use crate::api::{ApiError, ErrorCode};
+
+/// Which part of the file is the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdRange {
+    /// Where the image starts.
+    pub offset: u64,
+    /// How many bytes (default: to the end of the file).
+    pub size: Option<u64>,
+}
+
+/// How the bytes were obtained (for logs and the benchmark).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdAccess {
+    /// A read-only mapping of a sealed memfd: no copy.
+    Mapped,
+    /// Copied with `pread` (a regular file or an unsealed memfd).
+    Copied,
+}
+
+/// The seals that make a memfd safe to map: it cannot shrink (no SIGBUS), grow or be written.
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::WRITE);
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_input(message)
+}
+
+/// Reads the image bytes behind `fd`, refusing anything but a readable regular file or memfd, and
+/// more than `max_bytes`. Blocking (a copy reads the file): call it off the async threads.
+pub fn read_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<(Bytes, FdAccess), ApiError> {
+    let stat = rustix::fs::fstat(&fd).map_err(|e| bad(format!("the image fd cannot be inspected: {e}")))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Fifo => return Err(bad("the image fd is a pipe; pass a memfd or a regular file")),
+        FileType::Socket => return Err(bad("the image fd is a socket; pass a memfd or a regular file")),
+        FileType::Directory => return Err(bad("the image fd is a directory, not an image")),
+        FileType::CharacterDevice | FileType::BlockDevice => {
+            return Err(bad("the image fd is a device; pass a memfd or a regular file"));
+        }
+        other => return Err(bad(format!("the image fd is not a regular file ({other:?})"))),
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| bad(format!("the image fd cannot be inspected: {e}")))?;
+    if flags.contains(OFlags::WRONLY) || flags.contains(OFlags::PATH) {
+        return Err(bad("the image fd is not open for reading"));
+    }
+    let file_len = u64::try_from(stat.st_size).unwrap_or(0);
+    if range.offset > file_len {
+        return Err(bad(format!("offset {} is past the end of the file ({file_len} bytes)", range.offset)));
+    }
+    let len = range.size.unwrap_or(file_len - range.offset);
+    let end = range.offset.checked_add(len).ok_or_else(|| bad("offset + size overflows"))?;
+    if end > file_len {
+        return Err(bad(format!(
+            "offset {} + size {len} is past the end of the file ({file_len} bytes)",
+            range.offset
+        )));
+    }
+    if len > max_bytes as u64 {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("the image fd holds {len} bytes; this model takes at most {max_bytes} (image_limits.max_bytes)"),
+        ));
+    }
+    if len == 0 {
+        return Err(bad("the image fd is empty"));
+    }
+    let sealed = rustix::fs::fcntl_get_seals(&fd).map(|s| s.contains(REQUIRED_SEALS)).unwrap_or(false);
+    let file = File::from(fd);
+    if sealed {
+        // SAFETY: the memfd is sealed against shrinking, growing and writing (checked above, and
+        // seals can never be removed), so the mapped pages stay valid and unchanged for the life
+        // of the mapping: no SIGBUS, no data changing under the `&[u8]`.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::MmapOptions::new().offset(range.offset).len(len as usize).populate().map(&file) };
+        if let Ok(map) = map {
+            return Ok((Bytes::from_owner(map), FdAccess::Mapped));
+        }
+    }
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, range.offset).map_err(|e| bad(format!("cannot read the image fd: {e}")))?;
+    Ok((Bytes::from(data), FdAccess::Copied))
+}
+
+/// Puts `data` into a new memfd and seals it (shrink, grow, write, and further sealing), ready to
+/// pass as an image fd that the daemon maps without a copy.
+pub fn sealed_memfd(name: &str, data: &[u8]) -> std::io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let file = File::from(fd);
+    file.write_all_at(data, 0)?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::fcntl_add_seals(fd.as_fd(), REQUIRED_SEALS | SealFlags::SEAL)?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_memfds_are_mapped_and_files_copied() {
+        let fd = sealed_memfd("t", b"hello world").unwrap();
+        let (b, access) = read_image_fd(fd, FdRange { offset: 6, size: None }, 100).unwrap();
+        assert_eq!((&b[..], access), (&b"world"[..], FdAccess::Mapped));
+
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, b"abcdef").unwrap();
+        let (b, access) = read_image_fd(f.into(), FdRange { offset: 1, size: Some(3) }, 100).unwrap();
+        assert_eq!((&b[..], access), (&b"bcd"[..], FdAccess::Copied));
+    }
+
+    #[test]
+    fn bad_descriptors_are_refused_without_reading() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let e = read_image_fd(r.into(), FdRange::default(), 100).unwrap_err();
+        assert!(e.message.contains("pipe"), "{e}");
+        let dir = File::open("/").unwrap();
+        assert!(read_image_fd(dir.into(), FdRange::default(), 100).unwrap_err().message.contains("directory"));
+        // A huge declared size (sparse: nothing allocated) is refused before reading.
+        let fd = rustix::fs::memfd_create("huge", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 1 << 40).unwrap();
+        let e = read_image_fd(fd, FdRange::default(), 1 << 20).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge, "{e}");
+        let fd = sealed_memfd("t", b"abc").unwrap();
+        assert!(read_image_fd(fd, FdRange { offset: 2, size: Some(5) }, 100).is_err());
+        let empty = rustix::fs::memfd_create("e", MemfdFlags::CLOEXEC).unwrap();
+        assert!(read_image_fd(empty, FdRange::default(), 100).unwrap_err().message.contains("empty"));
+    }
+}
