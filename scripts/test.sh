@@ -21,6 +21,7 @@ command -v busctl >/dev/null || need_pkgs+=(systemd)                       # bus
 command -v gdbus >/dev/null || need_pkgs+=(libglib2.0-bin)                 # gdbus: another one
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)                   # calling as another user (policy test)
 command -v sha256sum >/dev/null || need_pkgs+=(coreutils)
+command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)                        # inspecting the .deb
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -59,3 +60,15 @@ fi
 log "cargo test"
 cargo test --workspace --locked "$@"
 
+if [ $# -eq 0 ]; then
+  # Deployment paths that can be checked without bitbake or a booted systemd (the unit file itself
+  # is checked by daemon/tests/deployment.rs through systemd/check-unit.sh).
+  log "deployment: Yocto layer (structure, crate list, oelint-adv)"
+  [ -x "$root/.venv-tools/bin/oelint-adv" ] || {
+    python3 -m venv "$root/.venv-tools"
+    "$root/.venv-tools/bin/python" -m pip install -q --disable-pip-version-check "oelint-adv==9.11.2"
+  }
+  yocto/check-layer.sh "$root/.venv-tools/bin/oelint-adv"
+  log "deployment: Debian package (cargo-deb, dpkg-deb)"
+  scripts/check-deb.sh
+fi

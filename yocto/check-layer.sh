@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Checks meta-edgeinfer without bitbake (a full image build is beyond CI machines): layer
+# structure, the crate list against Cargo.lock, the license checksum, that every file the recipe
+# installs exists in the repository, that every PACKAGECONFIG maps to a real cargo feature, and
+# oelint-adv (default rule set) over the recipes.
+#
+#   yocto/check-layer.sh [path/to/oelint-adv]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+layer=yocto/meta-edgeinfer
+recipe=$layer/recipes-ai/edgeinfer/edgeinfer_git.bb
+oelint=${1:-oelint-adv}
+fail() { echo "error: $*" >&2; exit 1; }
+
+for var in BBFILE_COLLECTIONS BBFILE_PATTERN_edgeinfer LAYERSERIES_COMPAT_edgeinfer LAYERDEPENDS_edgeinfer LAYERVERSION_edgeinfer; do
+  grep -q "^$var" "$layer/conf/layer.conf" || fail "$layer/conf/layer.conf does not set $var"
+done
+grep -q 'LAYERSERIES_COMPAT_edgeinfer = ".*scarthgap' "$layer/conf/layer.conf" || fail "layer not marked compatible with scarthgap"
+for append in $(find "$layer" -name '*.bbappend'); do
+  base=$(basename "$append" .bbappend); base=${base%%_*}
+  ls "$layer"/recipes-*/*/"${base}"_*.bb >/dev/null 2>&1 || fail "$append appends to no recipe of this layer"
+done
+
+python3 scripts/yocto-crates.py --check
+
+md5=$(sed -n 's/.*file:\/\/LICENSE;md5=\([0-9a-f]*\).*/\1/p' "$recipe")
+[ "$md5" = "$(md5sum LICENSE | cut -d' ' -f1)" ] || fail "LIC_FILES_CHKSUM ($md5) does not match LICENSE"
+
+n=0
+for f in $(grep -o '\${S}/[^ ]*' "$recipe" | sed 's#^\${S}/##' | sort -u); do
+  [ -f "$f" ] || fail "the recipe installs $f, which is not in the repository"
+  n=$((n + 1))
+done
+
+for ep in $(sed -n "s/.*for ep in \[\(.*\)\]:.*/\1/p" "$recipe" | tr -d "',"); do
+  grep -q "^ep-$ep = " daemon/Cargo.toml || fail "PACKAGECONFIG $ep maps to cargo feature ep-$ep, which daemon/Cargo.toml lacks"
+  grep -q "^PACKAGECONFIG\[$ep\]" "$recipe" || fail "no PACKAGECONFIG[$ep] for execution provider $ep"
+done
+
+out=$("$oelint" --quiet "$recipe" $(find "$layer" -name '*.bbappend') 2>&1) || true
+[ -z "$out" ] || { echo "$out" >&2; fail "oelint-adv is not clean"; }
+echo "meta-edgeinfer: layer.conf ok, crates in step with Cargo.lock, license ok, $n installed files present, PACKAGECONFIG ok, oelint-adv clean"

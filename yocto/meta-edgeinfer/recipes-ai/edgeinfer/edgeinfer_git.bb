@@ -1,0 +1,83 @@
+SUMMARY = "On-device inference daemon for SAM, DINOv2 and small LLaMA models"
+DESCRIPTION = "edgeinferd runs ONNX exports of SAM, DINOv2 and LLaMA-family models on the CPU \
+               (tract, pure Rust) or through ONNX Runtime execution providers, and serves them \
+               over D-Bus and MQTT. The edgeinfer tool checks models against the device's \
+               providers and talks to the daemon."
+# nooelint: oelint.vars.homepageping - the check needs internet access, which CI does not have
+HOMEPAGE = "https://github.com/edgeinfer/edgeinfer"
+BUGTRACKER = "https://github.com/edgeinfer/edgeinfer/issues"
+SECTION = "devel"
+LICENSE = "Apache-2.0"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+
+# The layer lives in the source repository: build the same revision as the layer checkout by
+# pinning SRCREV to it (SRCREV:pn-edgeinfer = "<git rev-parse HEAD>" in local.conf or a
+# distro include); the crate list below is generated from that revision's Cargo.lock.
+PV = "0.1.0+git"
+SRC_URI = "git://github.com/edgeinfer/edgeinfer.git;protocol=https;branch=main"
+# nooelint: oelint.vars.autorev - the recipe ships inside the repository it builds (CI checks its crate list against that Cargo.lock); builds pin SRCREV as above
+SRCREV ?= "${AUTOREV}"
+CVE_PRODUCT = "edgeinfer"
+# Where the git fetcher unpacks: ${WORKDIR}/git on scarthgap, ${UNPACKDIR}/<destsuffix> since.
+S = "${@(d.getVar('UNPACKDIR') + '/' + (d.getVar('BB_GIT_DEFAULT_DESTSUFFIX') or 'git')) if d.getVar('UNPACKDIR') else d.getVar('WORKDIR') + '/git'}"
+
+require edgeinfer-crates.inc
+
+inherit cargo cargo-update-recipe-crates systemd useradd
+
+# Workspace: build only the daemon crate (edgeinferd + edgeinfer), with the backends and
+# execution providers PACKAGECONFIG selects.
+PACKAGECONFIG ??= "ort xnnpack"
+PACKAGECONFIG[ort] = ",,,onnxruntime"
+PACKAGECONFIG[ort-legacy] = ",,,onnxruntime"
+PACKAGECONFIG[cuda] = ",,,onnxruntime"
+PACKAGECONFIG[tensorrt] = ",,,onnxruntime"
+PACKAGECONFIG[openvino] = ",,,onnxruntime"
+PACKAGECONFIG[qnn] = ",,,onnxruntime"
+PACKAGECONFIG[rknpu] = ",,,onnxruntime"
+PACKAGECONFIG[vsinpu] = ",,,onnxruntime"
+PACKAGECONFIG[xnnpack] = ",,,onnxruntime"
+PACKAGECONFIG[acl] = ",,,onnxruntime"
+PACKAGECONFIG[armnn] = ",,,onnxruntime"
+
+def edgeinfer_features(d):
+    config = (d.getVar('PACKAGECONFIG') or '').split()
+    features = ['tract']
+    if 'ort-legacy' in config:
+        features.append('ort-legacy')
+    elif 'ort' in config:
+        features.append('ort')
+    for ep in ['cuda', 'tensorrt', 'openvino', 'qnn', 'rknpu', 'vsinpu', 'xnnpack', 'acl', 'armnn']:
+        if ep in config:
+            features.append('ep-' + ep)
+    return ','.join(features)
+
+# nooelint: oelint.vars.mispell - EXTRA_CARGO_FLAGS is defined by OE-core's cargo.bbclass
+EXTRA_CARGO_FLAGS = "-p edgeinfer-daemon --no-default-features --features ${@edgeinfer_features(d)}"
+
+USERADD_PACKAGES = "${PN}"
+USERADD_PARAM:${PN} = "--system --home ${localstatedir}/lib/edgeinfer --no-create-home --shell /sbin/nologin --user-group edgeinfer"
+
+SYSTEMD_SERVICE:${PN} = "edgeinferd.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    install -m 0644 ${S}/systemd/edgeinferd.service ${D}${systemd_system_unitdir}/edgeinferd.service
+    install -d ${D}${nonarch_libdir}/tmpfiles.d
+    install -m 0644 ${S}/systemd/edgeinfer.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/edgeinfer.conf
+    install -d -m 0750 ${D}${sysconfdir}/edgeinfer
+    install -m 0640 ${S}/daemon/edgeinferd.example.toml ${D}${sysconfdir}/edgeinfer/edgeinferd.toml
+    chown root:edgeinfer ${D}${sysconfdir}/edgeinfer/edgeinferd.toml
+    install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/interfaces
+    install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.conf ${D}${datadir}/dbus-1/system.d/
+    install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.xml ${D}${datadir}/dbus-1/interfaces/
+}
+
+CONFFILES:${PN} = "${sysconfdir}/edgeinfer/edgeinferd.toml"
+FILES:${PN} += "${datadir}/dbus-1 ${nonarch_libdir}/tmpfiles.d"
+RDEPENDS:${PN} += "dbus"
+RRECOMMENDS:${PN} += "mosquitto"
+
+# A daemon for the target image; nothing needs a native or SDK build of it.
+BBCLASSEXTEND = ""
