@@ -98,7 +98,8 @@ pub async fn mqtt(args: &BenchMqttArgs, remote: &Remote) -> Result<(), ApiError>
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (remote, task, model, n) = (remote.clone(), task.clone(), args.baseline.model.clone(), args.baseline.requests);
+        let (remote, task, model, n) =
+            (remote.clone(), task.clone(), args.baseline.model.clone(), args.baseline.requests);
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut busy = 0usize;
@@ -279,6 +280,21 @@ pub async fn dbus(args: &BenchDbusArgs, bus: &str) -> Result<(), ApiError> {
         bytes_only.push(t.elapsed().as_secs_f64() * 1e3);
     }
 
+    // The floor: a D-Bus round trip through the bus daemon with no payload at all.
+    let peer = zbus::fdo::PeerProxy::builder(client.connection())
+        .destination(crate::dbus::NAME)
+        .and_then(|b| b.path(crate::dbus::ROOT))
+        .map_err(api)?
+        .build()
+        .await
+        .map_err(api)?;
+    let mut ping = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        peer.ping().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        ping.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
     let l50 = pct(local.clone(), 0.5);
     println!(
         "task: embed one {w}x{h} RGB8 frame ({:.1} MB) on '{}', {n} requests each",
@@ -290,6 +306,7 @@ pub async fn dbus(args: &BenchDbusArgs, bus: &str) -> Result<(), ApiError> {
     row("D-Bus EmbedFd (sealed memfd, mapped)", &via_fd);
     row("D-Bus Embed (byte array)", &via_bytes);
     row("client: copy the frame into a sealed memfd", &memfd_ms);
+    row("D-Bus round trip, no payload (Peer.Ping)", &ping);
     row("transport only, frame as fd (call->refusal)", &fd_only);
     row("transport only, frame as bytes (call->refusal)", &bytes_only);
     let (f50, b50) = (pct(via_fd, 0.5), pct(via_bytes, 0.5));

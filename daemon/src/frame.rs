@@ -41,9 +41,45 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_input(message)
 }
 
-/// Reads the image bytes behind `fd`, refusing anything but a readable regular file or memfd, and
-/// more than `max_bytes`. Blocking (a copy reads the file): call it off the async threads.
+/// An image fd that passed the checks: either already mapped, or a file still to be read.
+pub enum FdImage {
+    /// A sealed memfd, mapped read-only: the bytes, no copy.
+    Mapped(Bytes),
+    /// A regular file or an unsealed memfd: `len` bytes at `offset` still to be copied.
+    ToCopy {
+        /// The file.
+        file: File,
+        /// Where the image starts.
+        offset: u64,
+        /// Its length (checked against the limit and the file size).
+        len: usize,
+    },
+}
+
+impl FdImage {
+    /// The bytes, reading them if they are not mapped. Blocking for [`FdImage::ToCopy`]: call it
+    /// off the async threads.
+    pub fn into_bytes(self) -> Result<(Bytes, FdAccess), ApiError> {
+        match self {
+            FdImage::Mapped(bytes) => Ok((bytes, FdAccess::Mapped)),
+            FdImage::ToCopy { file, offset, len } => {
+                let mut data = vec![0u8; len];
+                file.read_exact_at(&mut data, offset).map_err(|e| bad(format!("cannot read the image fd: {e}")))?;
+                Ok((Bytes::from(data), FdAccess::Copied))
+            }
+        }
+    }
+}
+
+/// Reads the image bytes behind `fd` (see [`open_image_fd`]). Blocking.
 pub fn read_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<(Bytes, FdAccess), ApiError> {
+    open_image_fd(fd, range, max_bytes)?.into_bytes()
+}
+
+/// Checks the image behind `fd`, refusing anything but a readable regular file or memfd, and more
+/// than `max_bytes`, and maps it when it is a sealed memfd. Only system calls that do not wait on
+/// I/O (fstat, fcntl, mmap without pre-faulting): fine on an async thread.
+pub fn open_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<FdImage, ApiError> {
     let stat = rustix::fs::fstat(&fd).map_err(|e| bad(format!("the image fd cannot be inspected: {e}")))?;
     match FileType::from_raw_mode(stat.st_mode) {
         FileType::RegularFile => {}
@@ -85,16 +121,16 @@ pub fn read_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<(B
     if sealed {
         // SAFETY: the memfd is sealed against shrinking, growing and writing (checked above, and
         // seals can never be removed), so the mapped pages stay valid and unchanged for the life
-        // of the mapping: no SIGBUS, no data changing under the `&[u8]`.
+        // of the mapping: no SIGBUS, no data changing under the `&[u8]`. Not pre-faulted: the
+        // pages come in (16 at a time, fault-around) as pre-processing reads them on the model's
+        // worker, which costs less than MAP_POPULATE here and keeps the D-Bus thread free.
         #[allow(unsafe_code)]
-        let map = unsafe { memmap2::MmapOptions::new().offset(range.offset).len(len as usize).populate().map(&file) };
+        let map = unsafe { memmap2::MmapOptions::new().offset(range.offset).len(len as usize).map(&file) };
         if let Ok(map) = map {
-            return Ok((Bytes::from_owner(map), FdAccess::Mapped));
+            return Ok(FdImage::Mapped(Bytes::from_owner(map)));
         }
     }
-    let mut data = vec![0u8; len as usize];
-    file.read_exact_at(&mut data, range.offset).map_err(|e| bad(format!("cannot read the image fd: {e}")))?;
-    Ok((Bytes::from(data), FdAccess::Copied))
+    Ok(FdImage::ToCopy { file, offset: range.offset, len: len as usize })
 }
 
 /// Puts `data` into a new memfd and seals it (shrink, grow, write, and further sealing), ready to

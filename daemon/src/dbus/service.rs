@@ -18,7 +18,7 @@ use super::jobs::{self, Jobs};
 use super::objects::model_path;
 use super::options::{self, ImageOptions, Options};
 use crate::api::{ApiError, ImageData, ImageRef, Response, Task};
-use crate::frame::read_image_fd;
+use crate::frame::{FdImage, open_image_fd};
 use crate::registry::Registry;
 
 /// What every interface object shares.
@@ -61,9 +61,13 @@ impl Shared {
         let max = self.registry.image_limits(model)?.max_bytes;
         let fd: std::os::fd::OwnedFd = fd.into();
         let range = options.range;
-        let (data, access) = tokio::task::spawn_blocking(move || read_image_fd(fd, range, max))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        // A sealed memfd is mapped right here; only a file to copy goes to a blocking thread.
+        let (data, access) = match open_image_fd(fd, range, max)? {
+            FdImage::Mapped(bytes) => (bytes, crate::frame::FdAccess::Mapped),
+            to_copy => tokio::task::spawn_blocking(move || to_copy.into_bytes())
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??,
+        };
         tracing::debug!(?access, bytes = data.len(), "image from fd");
         Ok(image_data(data, options))
     }
