@@ -137,7 +137,8 @@ impl Engine {
             ApiError::new(ErrorCode::NotLoaded, format!("loading '{id}' from {}: {e}", dir.display()))
         };
         let (kind, providers) = match family {
-            Family::Sam => {
+            // One pipeline for both generations: the graphs say which interface they have.
+            Family::Sam | Family::Sam2 => {
                 let mut model = Sam::load(dir, backend.as_ref(), &session).map_err(load_err)?;
                 model.set_limits(SamLimits { max_points: options.max_points });
                 let providers = model.encoder().providers().clone();
@@ -168,9 +169,6 @@ impl Engine {
                 model.set_max_prompt_tokens(options.max_prompt_tokens);
                 let providers = model.session().providers().clone();
                 (Kind::Llama { model: Box::new(model) }, providers)
-            }
-            Family::Sam2 => {
-                return Err(ApiError::new(ErrorCode::NotLoaded, "SAM 2 models are not supported by this build"));
             }
         };
         Ok(Engine { id: id.to_string(), family, kind, options: options.clone(), providers })

@@ -62,6 +62,25 @@ fn segment_returns_the_reference_masks_and_writes_a_png() {
 }
 
 #[test]
+fn sam2_segments_from_the_cli_like_sam2_image_predictor() {
+    let photo = fixtures().join("sam/photo.png");
+    for (name, prompt) in [("box", vec!["--box", "40,15,150,110"]), ("point", vec!["--point", "100,60"])] {
+        let mut args = vec!["segment", photo.to_str().unwrap(), "--json"];
+        args.extend(prompt);
+        let r = json(&local("sam2", &args));
+        assert_eq!(r["kind"], "segmentation");
+        let reference: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(fixtures().join(format!("sam2/e2e/{name}.rle.json"))).unwrap())
+                .unwrap();
+        let masks = r["masks"].as_array().unwrap();
+        assert_eq!(masks.len(), 3, "{name}");
+        for (m, want) in masks.iter().zip(&reference) {
+            assert_eq!(&m["rle"], want, "{name}");
+        }
+    }
+}
+
+#[test]
 fn embed_classify_and_the_gallery_work_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let gallery = dir.path().join("gallery.json");

@@ -104,3 +104,23 @@ def onnx_size_report(path: Path) -> str:
     ins = [f"{i.name}{[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]}" for i in model.graph.input]
     outs = [f"{o.name}{[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]}" for o in model.graph.output]
     return f"{path.name}: {os.path.getsize(path) / 1e6:.2f} MB, opset {model.opset_import[0].version}, inputs {ins}, outputs {outs}"
+
+
+@torch.no_grad()
+def spread_mask_logits(hypernetwork_mlps, upscaled_mean: torch.Tensor) -> None:
+    """First half of the SAM decoders' calibration: project each hypernetwork MLP's output layer
+    orthogonally to the mean upscaled embedding, so mask logits stop being one shared offset."""
+    proj = torch.eye(upscaled_mean.numel()) - torch.outer(upscaled_mean, upscaled_mean) / upscaled_mean.dot(upscaled_mean)
+    for mlp in hypernetwork_mlps:
+        last = mlp.layers[-1]
+        last.weight.copy_(proj @ last.weight)
+        last.bias.copy_(proj @ last.bias)
+
+
+@torch.no_grad()
+def scale_mask_logits(hypernetwork_mlps, logits, target_std: float) -> None:
+    """Second half: scale the output layers so the logits' standard deviation is target_std."""
+    scale = target_std / float(np.std(logits))
+    for mlp in hypernetwork_mlps:
+        mlp.layers[-1].weight.mul_(scale)
+        mlp.layers[-1].bias.mul_(scale)

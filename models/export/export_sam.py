@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common import Manifest, check_with_onnxruntime, onnx_size_report, rerandomize, seed_everything
+from common import (Manifest, check_with_onnxruntime, onnx_size_report, rerandomize, scale_mask_logits,
+                    seed_everything, spread_mask_logits)
 
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -99,18 +100,10 @@ def calibrate_decoder(sam: Sam, photo: np.ndarray, target_std: float = 4.0) -> N
     h, w = photo.shape[:2]
     predictor.predict(point_coords=np.array([[w / 2, h / 2]], dtype=np.float32), point_labels=np.array([1]))
     hook.remove()
-    mean = captured["up"].mean(dim=(0, 2, 3))
-    proj = torch.eye(mean.numel()) - torch.outer(mean, mean) / mean.dot(mean)
-    for mlp in sam.mask_decoder.output_hypernetworks_mlps:
-        last = mlp.layers[-1]
-        last.weight.copy_(proj @ last.weight)
-        last.bias.copy_(proj @ last.bias)
+    spread_mask_logits(sam.mask_decoder.output_hypernetworks_mlps, captured["up"].mean(dim=(0, 2, 3)))
     _, _, low = predictor.predict(point_coords=np.array([[w / 2, h / 2]], dtype=np.float32),
                                   point_labels=np.array([1]), return_logits=True)
-    scale = target_std / float(np.std(low))
-    for mlp in sam.mask_decoder.output_hypernetworks_mlps:
-        mlp.layers[-1].weight.mul_(scale)
-        mlp.layers[-1].bias.mul_(scale)
+    scale_mask_logits(sam.mask_decoder.output_hypernetworks_mlps, low, target_std)
 
 
 class SamExporterEncoder(torch.nn.Module):

@@ -104,6 +104,7 @@ mod tests {
     fn bundled_fixtures_are_recognised() {
         let f = crate::fixtures::fixtures_dir();
         assert_eq!(detect(&f.join("sam")).unwrap(), Family::Sam);
+        assert_eq!(detect(&f.join("sam2")).unwrap(), Family::Sam2);
         assert_eq!(detect(&f.join("dinov2")).unwrap(), Family::Dinov2);
         assert_eq!(detect(&f.join("llama")).unwrap(), Family::Llama);
         assert!(detect(&f.join("photos")).is_err());

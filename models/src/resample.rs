@@ -1,4 +1,5 @@
-//! Pillow-exact resampling of 8-bit RGB images.
+//! Pillow-exact resampling of 8-bit RGB images, and the float resizes PyTorch applies to
+//! tensors (mask logits; SAM 2's antialiased input resize).
 //!
 //! SAM and DINOv2 are trained on images resized by PIL (`Image.resize` with BILINEAR or BICUBIC,
 //! antialiased when shrinking), so parity with the reference pre-processing needs the same
@@ -60,7 +61,9 @@ struct Coefficients {
     weights: Vec<Vec<i32>>,
 }
 
-fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients {
+/// Normalised float weights of each output position (PIL's `precompute_coeffs`, which PyTorch's
+/// antialiased interpolation also follows): the first input index, and the weights.
+fn float_weights(in_size: usize, out_size: usize, filter: Filter) -> (Vec<usize>, Vec<Vec<f64>>) {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter.support * filter_scale;
@@ -77,15 +80,59 @@ fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients
         if sum != 0.0 {
             w.iter_mut().for_each(|v| *v /= sum);
         }
-        let one = f64::from(1u32 << PRECISION_BITS);
-        let fixed = w
-            .iter()
-            .map(|&v| if v < 0.0 { (v * one - 0.5).trunc() as i32 } else { (v * one + 0.5).trunc() as i32 })
-            .collect();
         first.push(xmin);
-        weights.push(fixed);
+        weights.push(w);
     }
+    (first, weights)
+}
+
+fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients {
+    let (first, float) = float_weights(in_size, out_size, filter);
+    let one = f64::from(1u32 << PRECISION_BITS);
+    let weights = float
+        .iter()
+        .map(|w| {
+            w.iter()
+                .map(|&v| if v < 0.0 { (v * one - 0.5).trunc() as i32 } else { (v * one + 0.5).trunc() as i32 })
+                .collect()
+        })
+        .collect();
     Coefficients { first, weights }
+}
+
+/// Antialiased resize of planar float images (`channels` planes of `width` × `height`), as
+/// PyTorch's `F.interpolate(..., antialias=True, align_corners=False)` and torchvision's tensor
+/// `Resize` compute it: PIL's filter weights in floating point, horizontal pass then vertical,
+/// no rounding in between. SAM 2 resizes its input this way, after scaling to 0..1.
+pub fn resize_planes_f32(
+    src: &[f32],
+    channels: usize,
+    (width, height): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    filter: Filter,
+) -> Vec<f32> {
+    let (hx, hw) = float_weights(width, out_w, filter);
+    let (vy, vw) = float_weights(height, out_h, filter);
+    let mut out = vec![0f32; channels * out_w * out_h];
+    let mut rows = vec![0f32; out_w * height];
+    for c in 0..channels {
+        let plane = &src[c * width * height..(c + 1) * width * height];
+        for y in 0..height {
+            let line = &plane[y * width..(y + 1) * width];
+            for (xx, (&x0, w)) in hx.iter().zip(&hw).enumerate() {
+                rows[y * out_w + xx] =
+                    w.iter().enumerate().map(|(i, &k)| f64::from(line[x0 + i]) * k).sum::<f64>() as f32;
+            }
+        }
+        let dst = &mut out[c * out_w * out_h..(c + 1) * out_w * out_h];
+        for (yy, (&y0, w)) in vy.iter().zip(&vw).enumerate() {
+            for x in 0..out_w {
+                dst[yy * out_w + x] =
+                    w.iter().enumerate().map(|(i, &k)| f64::from(rows[(y0 + i) * out_w + x]) * k).sum::<f64>() as f32;
+            }
+        }
+    }
+    out
 }
 
 fn clip8(acc: i64) -> u8 {
@@ -224,6 +271,21 @@ mod tests {
         assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
         let down = resize_bilinear_f32(&[0.0, 1.0, 2.0, 3.0], 4, 1, 2, 1);
         assert_eq!(down, vec![0.5, 2.5]);
+    }
+
+    #[test]
+    fn antialiased_float_resize_follows_torch() {
+        // x = [[0,1,2,3],[4,5,6,7]]; F.interpolate(x, size, mode="bilinear", antialias=True)
+        let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let cases: [((usize, usize), &[f32]); 2] =
+            [((2, 1), &[2.714_286, 4.285_715]), ((3, 3), &[0.3, 1.5, 2.7, 2.3, 3.5, 4.7, 4.3, 5.5, 6.7])];
+        for (size, expected) in cases {
+            let out = resize_planes_f32(&x, 1, (4, 2), size, BILINEAR);
+            assert_eq!(out.len(), expected.len());
+            for (a, b) in out.iter().zip(expected) {
+                assert!((a - b).abs() < 1e-5, "{size:?}: {out:?} vs {expected:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,19 @@
-//! Segment Anything (SAM, and the light variants exported in the same layout: MobileSAM, EdgeSAM,
-//! EfficientSAM): image → embedding once, then any number of prompts → masks.
+//! Segment Anything — SAM, the light variants exported in the same layout (MobileSAM, EdgeSAM,
+//! EfficientSAM) and SAM 2: image → embedding once, then any number of prompts → masks.
 //!
-//! Pre-processing follows upstream `ResizeLongestSide` + `Sam.preprocess`: PIL-bilinear resize so
-//! the longest side is the encoder size, then either the samexporter layout (raw 0..255 HWC, the
-//! graph normalises and pads) or the plain layout (`[1, 3, S, S]`, normalised and padded
+//! SAM: pre-processing follows upstream `ResizeLongestSide` + `Sam.preprocess`: PIL-bilinear
+//! resize so the longest side is the encoder size, then either the samexporter layout (raw 0..255
+//! HWC, the graph normalises and pads) or the plain layout (`[1, 3, S, S]`, normalised and padded
 //! bottom-right here). Prompts are in original-image pixels and are transformed like
 //! `ResizeLongestSide.apply_coords`; the official decoder layout returns mask logits at the
 //! original resolution, thresholded at 0.
+//!
+//! SAM 2 (samexporter layout): like `SAM2Transforms`, the image is stretched to S × S (antialiased
+//! bilinear on floats, as torchvision's tensor `Resize`) and normalised; the encoder returns
+//! `image_embed` and the two `high_res_feats`, which the decoder takes with the prompts
+//! (coordinates scaled by S/W and S/H, box corners first). The decoder answers the three
+//! multimask candidates as low-res logits, upsampled here to the original size (bilinear,
+//! `align_corners=False`) and thresholded at 0.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +36,9 @@ struct ManifestJson {
     decoder: Option<String>,
     mask_threshold: Option<f32>,
 }
+
+/// SAM 2 encoder outputs: the image embedding, then the two high-resolution feature maps.
+const SAM2_FEATURES: [&str; 3] = ["image_embed", "high_res_feats_0", "high_res_feats_1"];
 
 /// Limits on prompts.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,21 +69,33 @@ pub enum EncoderLayout {
     },
 }
 
+/// Which generation of the model, and so which graph interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    /// SAM and its light variants: `image_embeddings`, official decoder layout.
+    Sam,
+    /// SAM 2: `image_embed` + `high_res_feats_0/1`, samexporter decoder layout.
+    Sam2,
+}
+
 /// The image side of SAM: encoder output plus what is needed to map prompts and masks.
 #[derive(Clone, Debug)]
 pub struct ImageEmbedding {
-    /// `image_embeddings [1, C, h, w]`.
+    /// `image_embeddings [1, C, h, w]` (SAM 2: `image_embed`).
     pub image_embeddings: ArrayD<f32>,
+    /// SAM 2's `high_res_feats_0` and `high_res_feats_1` (empty for SAM).
+    pub high_res_features: Vec<ArrayD<f32>>,
     /// Original image (width, height).
     pub original: (u32, u32),
-    /// Size after the longest-side resize (width, height).
+    /// Size of the encoder's image content (width, height): after the longest-side resize for
+    /// SAM, S × S for SAM 2.
     pub resized: (u32, u32),
 }
 
 impl ImageEmbedding {
     /// Bytes held (for cache accounting).
     pub fn byte_len(&self) -> usize {
-        self.image_embeddings.len() * 4
+        (self.image_embeddings.len() + self.high_res_features.iter().map(ArrayD::len).sum::<usize>()) * 4
     }
 }
 
@@ -156,6 +178,7 @@ pub struct Mask {
 pub struct Sam {
     encoder: Arc<dyn Session>,
     decoder: Arc<dyn Session>,
+    generation: Generation,
     layout: EncoderLayout,
     image_size: u32,
     pixel_mean: [f32; 3],
@@ -212,15 +235,53 @@ impl Sam {
                 )));
             }
         };
-        if !encoder.outputs().iter().any(|o| o.name == "image_embeddings") {
-            return Err(ModelError::Config("encoder has no 'image_embeddings' output".into()));
-        }
-        for name in ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"] {
-            if !decoder.inputs().iter().any(|i| i.name == name) {
+        let encoder_has = |name: &str| encoder.outputs().iter().any(|o| o.name == name);
+        let generation = if SAM2_FEATURES.iter().all(|n| encoder_has(n)) {
+            Generation::Sam2
+        } else if encoder_has("image_embeddings") {
+            Generation::Sam
+        } else {
+            return Err(ModelError::Config(
+                "encoder has neither an 'image_embeddings' output (SAM) nor 'image_embed' + 'high_res_feats_0/1' (SAM 2)"
+                    .into(),
+            ));
+        };
+        let (expected_inputs, expected_outputs, layout_name): (&[&str], &[&str], &str) = match generation {
+            Generation::Sam => (
+                &["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+                &["iou_predictions", "low_res_masks"],
+                "official SAM",
+            ),
+            Generation::Sam2 => (
+                &[
+                    "image_embed",
+                    "high_res_feats_0",
+                    "high_res_feats_1",
+                    "point_coords",
+                    "point_labels",
+                    "mask_input",
+                    "has_mask_input",
+                ],
+                &["masks", "iou_predictions"],
+                "samexporter SAM 2",
+            ),
+        };
+        for name in expected_inputs {
+            if !decoder.inputs().iter().any(|i| i.name == *name) {
                 return Err(ModelError::Config(format!(
-                    "decoder has no '{name}' input (official SAM layout expected)"
+                    "decoder has no '{name}' input ({layout_name} layout expected)"
                 )));
             }
+        }
+        for name in expected_outputs {
+            if !decoder.outputs().iter().any(|o| o.name == *name) {
+                return Err(ModelError::Config(format!(
+                    "decoder has no '{name}' output ({layout_name} layout expected)"
+                )));
+            }
+        }
+        if generation == Generation::Sam2 && !matches!(layout, EncoderLayout::Plain { .. }) {
+            return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
         }
         let mask_input =
             decoder.inputs().iter().find(|i| i.name == "mask_input").map(|i| i.shape.clone()).unwrap_or_default();
@@ -237,6 +298,7 @@ impl Sam {
         Ok(Sam {
             encoder,
             decoder,
+            generation,
             layout,
             image_size,
             pixel_mean,
@@ -257,6 +319,11 @@ impl Sam {
         self.image_size
     }
 
+    /// SAM or SAM 2.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
     /// How the encoder takes its image.
     pub fn layout(&self) -> &EncoderLayout {
         &self.layout
@@ -272,16 +339,47 @@ impl Sam {
         &self.decoder
     }
 
-    /// Size after resizing the longest side to the encoder size (upstream `get_preprocess_shape`).
+    /// Size after resizing the longest side to the encoder size (upstream `get_preprocess_shape`);
+    /// SAM 2 stretches every image to S × S.
     pub fn preprocess_shape(&self, width: u32, height: u32) -> (u32, u32) {
+        if self.generation == Generation::Sam2 {
+            return (self.image_size, self.image_size);
+        }
         let scale = f64::from(self.image_size) / f64::from(width.max(height));
         let w = (f64::from(width) * scale + 0.5) as u32;
         let h = (f64::from(height) * scale + 0.5) as u32;
         (w.max(1), h.max(1))
     }
 
+    /// The encoder input SAM 2 expects: `SAM2Transforms` (to 0..1, antialiased bilinear resize
+    /// to S × S, ImageNet normalisation), as `[1, 3, S, S]`.
+    pub fn sam2_input(&self, image: &RgbImage) -> Array4<f32> {
+        let s = self.image_size as usize;
+        let planes = image::to_nchw(image, 1.0, self.pixel_mean, self.pixel_std);
+        let (w, h) = (image.width as usize, image.height as usize);
+        let flat = planes.as_slice().map(<[f32]>::to_vec).unwrap_or_else(|| planes.iter().copied().collect());
+        let resized = crate::resample::resize_planes_f32(&flat, 3, (w, h), (s, s), crate::resample::BILINEAR);
+        Array4::from_shape_vec((1, 3, s, s), resized).unwrap_or_else(|_| Array4::zeros((1, 3, s, s)))
+    }
+
     /// Runs the encoder on an image.
     pub fn embed(&self, image: &RgbImage) -> Result<ImageEmbedding> {
+        if self.generation == Generation::Sam2 {
+            let EncoderLayout::Plain { input } = &self.layout else {
+                return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
+            };
+            let mut out = self.encoder.run(vec![(input.clone(), Tensor::F32(self.sam2_input(image).into_dyn()))])?;
+            let mut high_res_features = Vec::with_capacity(2);
+            for name in &SAM2_FEATURES[1..] {
+                high_res_features.push(out.take(name)?.into_f32()?);
+            }
+            return Ok(ImageEmbedding {
+                image_embeddings: out.take(SAM2_FEATURES[0])?.into_f32()?,
+                high_res_features,
+                original: (image.width, image.height),
+                resized: (self.image_size, self.image_size),
+            });
+        }
         let (rw, rh) = self.preprocess_shape(image.width, image.height);
         let resized = image::resize(image, rw, rh, Resample::Bilinear)?;
         let feed = match &self.layout {
@@ -297,6 +395,7 @@ impl Sam {
         let mut out = self.encoder.run(vec![feed])?;
         Ok(ImageEmbedding {
             image_embeddings: out.take("image_embeddings")?.into_f32()?,
+            high_res_features: Vec::new(),
             original: (image.width, image.height),
             resized: (rw, rh),
         })
@@ -359,20 +458,29 @@ impl Sam {
         let (sx, sy) = (rw as f32 / ow as f32, rh as f32 / oh as f32);
         let mut coords: Vec<f32> = Vec::new();
         let mut labels: Vec<f32> = Vec::new();
+        let sam2 = self.generation == Generation::Sam2;
+        // SAM 2's predictor puts the box corners before the points.
+        if let (true, Some(b)) = (sam2, &prompt.bbox) {
+            coords.extend([b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
+            labels.extend([2.0, 3.0]);
+        }
         for p in &prompt.points {
             coords.extend([p.x * sx, p.y * sy]);
             labels.push(if p.positive { 1.0 } else { 0.0 });
         }
         match &prompt.bbox {
-            Some(b) => {
+            Some(b) if !sam2 => {
                 coords.extend([b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
                 labels.extend([2.0, 3.0]);
             }
-            // Without a box the official ONNX usage appends a padding point.
-            None => {
+            Some(_) => {}
+            // Without a box the official SAM ONNX usage appends a padding point (the SAM 2
+            // decoder appends its own).
+            None if !sam2 => {
                 coords.extend([0.0, 0.0]);
                 labels.push(-1.0);
             }
+            None => {}
         }
         let n = labels.len();
         let (lh, lw) = self.low_res_size;
@@ -385,24 +493,41 @@ impl Sam {
             ),
             None => (ArrayD::zeros(IxDyn(&[1, 1, lh, lw])), 0.0),
         };
-        let mut feed = vec![
-            ("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())),
+        let mut feed = Vec::with_capacity(8);
+        if sam2 {
+            if embedding.high_res_features.len() != 2 {
+                return Err(ModelError::BadInput("this embedding was not made by a SAM 2 encoder".into()));
+            }
+            feed.push(("image_embed".to_string(), Tensor::F32(embedding.image_embeddings.clone())));
+            for (name, features) in SAM2_FEATURES[1..].iter().zip(&embedding.high_res_features) {
+                feed.push((name.to_string(), Tensor::F32(features.clone())));
+            }
+        } else {
+            feed.push(("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())));
+        }
+        feed.extend([
             ("point_coords".to_string(), Tensor::from_shape_vec(&[1, n, 2], coords)?),
             ("point_labels".to_string(), Tensor::from_shape_vec(&[1, n], labels)?),
             ("mask_input".to_string(), Tensor::F32(mask_input)),
             ("has_mask_input".to_string(), Tensor::from_shape_vec(&[1], vec![has_mask])?),
-        ];
-        let upsample_here = !self.decoder.inputs().iter().any(|i| i.name == "orig_im_size");
+        ]);
+        let upsample_here = sam2 || !self.decoder.inputs().iter().any(|i| i.name == "orig_im_size");
         if !upsample_here {
             feed.push(("orig_im_size".to_string(), Tensor::from_shape_vec(&[2], vec![oh as f32, ow as f32])?));
         }
         let mut out = self.decoder.run(feed)?;
         let iou = out.take("iou_predictions")?.into_f32()?;
-        let low_res = out.take("low_res_masks")?.into_f32()?;
+        let low_res = out.take(if sam2 { "masks" } else { "low_res_masks" })?.into_f32()?;
         let masks = if upsample_here { self.upsample(&low_res, embedding)? } else { out.take("masks")?.into_f32()? };
         let k = iou.len();
-        let chosen: Vec<usize> = if k == 1 {
-            vec![0]
+        // SAM's decoder answers the single-mask token first, then the multimask candidates. The
+        // SAM 2 export answers the three candidates only: its single-mask answer is the best of
+        // them (upstream picks by stability instead, which the export does not carry).
+        let chosen: Vec<usize> = if k == 1 || (sam2 && !options.multimask) {
+            let best = iou.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+            vec![if k == 1 { 0 } else { best }]
+        } else if sam2 {
+            (0..k).collect()
         } else if options.multimask {
             (1..k).collect()
         } else {
@@ -446,6 +571,15 @@ impl Sam {
         let mut out = ArrayD::<f32>::zeros(IxDyn(&[1, k, oh as usize, ow as usize]));
         for i in 0..k {
             let plane: Vec<f32> = low_res.index_axis(Axis(1), i).iter().copied().collect();
+            if self.generation == Generation::Sam2 {
+                // SAM2Transforms.postprocess_masks: straight to the original size.
+                let orig = crate::resample::resize_bilinear_f32(&plane, lw, lh, ow as usize, oh as usize);
+                let mut dst = out.index_axis_mut(Axis(1), i);
+                for (d, v) in dst.iter_mut().zip(orig) {
+                    *d = v;
+                }
+                continue;
+            }
             let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
             let mut cropped = Vec::with_capacity(rw as usize * rh as usize);
             for y in 0..rh as usize {

@@ -55,6 +55,11 @@ fn sam_encoders_and_decoder_match_pytorch() {
 }
 
 #[test]
+fn sam2_encoder_and_decoder_match_pytorch() {
+    run_family("sam2");
+}
+
+#[test]
 fn dinov2_matches_pytorch() {
     run_family("dinov2");
 }

@@ -1,19 +1,24 @@
 //! The SAM pipeline end to end against segment-anything's `SamPredictor`: from the same photo
 //! and prompts in original-image pixels, our masks match the reference (IoU ≥ 0.99 per mask),
 //! predicted IoUs within 1e-3, on both backends and both encoder layouts; RLE strings equal
-//! pycocotools'.
+//! pycocotools'. SAM 2 likewise against `SAM2ImagePredictor`, pre-processing included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
 use edgeinfer_models::mask::{BinaryMask, CocoRle};
-use edgeinfer_models::sam::{BoxPrompt, LowResMask, Point, Prompt, Sam, SegmentOptions};
+use edgeinfer_models::sam::{BoxPrompt, Generation, LowResMask, Point, Prompt, Sam, SegmentOptions};
 use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
 use edgeinfer_tests::{backends, fixtures};
 use serde_json::Value;
 
+/// The fixture folder of each generation: SAM, SAM 2.
+const SAM: &str = "sam";
+const SAM2: &str = "sam2";
+
 fn photo() -> RgbImage {
+    // The same photo in both fixtures.
     let bytes = std::fs::read(fixtures().join("sam/photo.png")).unwrap();
     decode(ImageInput::Encoded(&bytes), &ImageLimits::default()).unwrap()
 }
@@ -36,8 +41,8 @@ fn prompt(spec: &Value) -> Prompt {
     p
 }
 
-fn golden_masks(name: &str) -> (Vec<BinaryMask>, Vec<f32>) {
-    let dir = fixtures().join("sam/e2e");
+fn golden_masks(fixture: &str, name: &str) -> (Vec<BinaryMask>, Vec<f32>) {
+    let dir = fixtures().join(fixture).join("e2e");
     let masks = Tensor::read_npy(&dir.join(format!("{name}.masks.npy"))).unwrap();
     let Tensor::U8(masks) = masks else { panic!("masks are uint8") };
     let iou = Tensor::read_npy(&dir.join(format!("{name}.iou.npy"))).unwrap().into_f32().unwrap();
@@ -52,10 +57,10 @@ fn golden_masks(name: &str) -> (Vec<BinaryMask>, Vec<f32>) {
     (list, iou.iter().copied().collect())
 }
 
-fn check_case(sam: &Sam, label: &str, name: &str, p: &Prompt, options: &SegmentOptions) {
+fn check_case(sam: &Sam, fixture: &str, label: &str, name: &str, p: &Prompt, options: &SegmentOptions) {
     let embedding = sam.embed(&photo()).unwrap();
     let ours = sam.segment(&embedding, p, options).unwrap();
-    let (reference, iou) = golden_masks(name);
+    let (reference, iou) = golden_masks(fixture, name);
     assert_eq!(ours.len(), reference.len(), "{label} {name}");
     for (i, (m, r)) in ours.iter().zip(&reference).enumerate() {
         let overlap = m.mask.iou(r);
@@ -66,32 +71,32 @@ fn check_case(sam: &Sam, label: &str, name: &str, p: &Prompt, options: &SegmentO
     }
 }
 
-fn prompts() -> Value {
-    serde_json::from_slice(&std::fs::read(fixtures().join("sam/e2e/prompts.json")).unwrap()).unwrap()
+fn prompts(fixture: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join(fixture).join("e2e/prompts.json")).unwrap()).unwrap()
 }
 
 #[test]
 fn masks_match_segment_anything_on_both_backends() {
-    let specs = prompts();
+    let specs = prompts(SAM);
     for backend in backends() {
         let sam = Sam::load(&fixtures().join("sam"), backend.as_ref(), &SessionOptions::default()).unwrap();
         let label = backend.kind().name();
         for name in ["point", "points", "box", "box_and_point"] {
-            check_case(&sam, label, name, &prompt(&specs[name]), &SegmentOptions::default());
+            check_case(&sam, SAM, label, name, &prompt(&specs[name]), &SegmentOptions::default());
         }
         let single = SegmentOptions { multimask: false, best_only: false };
-        check_case(&sam, label, "point_single", &prompt(&specs["point_single"]), &single);
+        check_case(&sam, SAM, label, "point_single", &prompt(&specs["point_single"]), &single);
         // Refinement: the best low-res mask of a previous answer fed back.
         let low = Tensor::read_npy(&fixtures().join("sam/e2e/refine.mask_input.npy")).unwrap().into_f32().unwrap();
         let mut refine = prompt(&specs["refine"]);
         refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
-        check_case(&sam, label, "refine", &refine, &SegmentOptions::default());
+        check_case(&sam, SAM, label, "refine", &refine, &SegmentOptions::default());
     }
 }
 
 #[test]
 fn the_plain_encoder_layout_gives_the_same_masks() {
-    let specs = prompts();
+    let specs = prompts(SAM);
     let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
     let load = |f: &str| -> Arc<dyn edgeinfer_onnx::Session> {
         Arc::from(tract.load(&ModelSource::File(fixtures().join("sam").join(f)), &SessionOptions::default()).unwrap())
@@ -107,7 +112,7 @@ fn the_plain_encoder_layout_gives_the_same_masks() {
     .unwrap();
     assert!(matches!(sam.layout(), edgeinfer_models::sam::EncoderLayout::Plain { .. }));
     assert_eq!(sam.image_size(), 128);
-    check_case(&sam, "tract/plain", "box", &prompt(&specs["box"]), &SegmentOptions::default());
+    check_case(&sam, SAM, "tract/plain", "box", &prompt(&specs["box"]), &SegmentOptions::default());
 }
 
 #[test]
@@ -115,7 +120,7 @@ fn best_only_picks_the_highest_predicted_iou() {
     let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
     let sam = Sam::load(&fixtures().join("sam"), tract.as_ref(), &SessionOptions::default()).unwrap();
     let embedding = sam.embed(&photo()).unwrap();
-    let p = prompt(&prompts()["points"]);
+    let p = prompt(&prompts(SAM)["points"]);
     let all = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
     let best = sam.segment(&embedding, &p, &SegmentOptions { multimask: true, best_only: true }).unwrap();
     assert_eq!(best.len(), 1);
@@ -126,7 +131,7 @@ fn best_only_picks_the_highest_predicted_iou() {
 #[test]
 fn rle_strings_equal_pycocotools() {
     for name in ["point", "points", "box", "box_and_point", "refine"] {
-        let (masks, _) = golden_masks(name);
+        let (masks, _) = golden_masks(SAM, name);
         let reference: Vec<CocoRle> =
             serde_json::from_slice(&std::fs::read(fixtures().join(format!("sam/e2e/{name}.rle.json"))).unwrap())
                 .unwrap();
@@ -164,4 +169,71 @@ fn bad_prompts_are_typed_errors() {
         assert!(err.is_input_error(), "{err}");
         assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
     }
+}
+
+#[test]
+fn sam2_preprocessing_matches_sam2_transforms() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join(SAM2), tract.as_ref(), &SessionOptions::default()).unwrap();
+    assert_eq!(sam.generation(), Generation::Sam2);
+    let ours = sam.sam2_input(&photo());
+    let reference = Tensor::read_npy(&fixtures().join("sam2/e2e/input_image.npy")).unwrap().into_f32().unwrap();
+    assert_eq!(ours.shape(), reference.shape());
+    let worst = ours.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    // Normalised values: 1/255 of the 0..1 range is 1/(255*0.229) = 0.017 here.
+    println!("SAM 2 input: worst difference {worst:e}");
+    assert!(worst <= 1e-4, "worst difference {worst}");
+}
+
+#[test]
+fn sam2_masks_match_sam2_image_predictor_on_both_backends() {
+    let specs = prompts(SAM2);
+    for backend in backends() {
+        let sam = Sam::load(&fixtures().join(SAM2), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let label = backend.kind().name();
+        for name in ["point", "points", "box", "box_and_point"] {
+            check_case(&sam, SAM2, label, name, &prompt(&specs[name]), &SegmentOptions::default());
+        }
+        let low = Tensor::read_npy(&fixtures().join("sam2/e2e/refine.mask_input.npy")).unwrap().into_f32().unwrap();
+        let mut refine = prompt(&specs["refine"]);
+        refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
+        check_case(&sam, SAM2, label, "refine", &refine, &SegmentOptions::default());
+    }
+}
+
+#[test]
+fn sam2_low_res_logits_and_rle_match_the_reference() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join(SAM2), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let embedding = sam.embed(&photo()).unwrap();
+    assert_eq!(embedding.high_res_features.len(), 2);
+    let specs = prompts(SAM2);
+    for name in ["point", "box"] {
+        let ours = sam.segment(&embedding, &prompt(&specs[name]), &SegmentOptions::default()).unwrap();
+        let low =
+            Tensor::read_npy(&fixtures().join(format!("sam2/e2e/{name}.low_res.npy"))).unwrap().into_f32().unwrap();
+        for (i, m) in ours.iter().enumerate() {
+            let reference = low.index_axis(ndarray::Axis(0), i);
+            let worst = m.low_res.0.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-2, "{name}[{i}]: low-res logits differ by {worst}");
+        }
+        let (masks, _) = golden_masks(SAM2, name);
+        let rle: Vec<CocoRle> =
+            serde_json::from_slice(&std::fs::read(fixtures().join(format!("sam2/e2e/{name}.rle.json"))).unwrap())
+                .unwrap();
+        for (m, r) in masks.iter().zip(&rle) {
+            assert_eq!(&m.to_coco_rle(), r, "{name}");
+        }
+    }
+    // The export has no single-mask token: multimask = false answers the best candidate.
+    let p = prompt(&specs["points"]);
+    let all = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
+    let single = sam.segment(&embedding, &p, &SegmentOptions { multimask: false, best_only: false }).unwrap();
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].score, all.iter().map(|m| m.score).fold(f32::MIN, f32::max));
+    // A SAM embedding is refused by the SAM 2 decoder with a typed error, not a graph failure.
+    let sam1 = Sam::load(&fixtures().join(SAM), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let foreign = sam1.embed(&photo()).unwrap();
+    let err = sam.segment(&foreign, &p, &SegmentOptions::default()).unwrap_err();
+    assert!(err.is_input_error() && err.to_string().contains("SAM 2"), "{err}");
 }
