@@ -3,15 +3,19 @@
 #                        export environment (torch, transformers): EXPORT_PYTHON, or .venv-export
 #                        is created (downloads ~5 GB of torch wheels).
 #   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
-bench_dinov2_s() {
-  local dir=$1 py=${EXPORT_PYTHON:-}
-  [ -f "$dir/model.onnx" ] && return 0
+#   bench_export SCRIPT ARGS...  run a models/export script in that environment.
+bench_export() {
+  local py=${EXPORT_PYTHON:-}
   if [ -z "$py" ]; then
     [ -x "$root/.venv-export/bin/python" ] || python3 -m venv "$root/.venv-export"
     "$root/.venv-export/bin/python" -m pip install -q -r "$root/models/export/requirements.txt"
     py=$root/.venv-export/bin/python
   fi
-  (cd "$root/models/export" && "$py" export_dinov2.py --random-weights --size small --out "$dir")
+  (cd "$root/models/export" && "$py" "$@")
+}
+
+bench_dinov2_s() {
+  [ -f "$1/model.onnx" ] || bench_export export_dinov2.py --random-weights --size small --out "$1"
 }
 
 bench_ort() {

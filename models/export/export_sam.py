@@ -192,7 +192,8 @@ def export(sam: Sam, out: Path, parts=PARTS) -> None:
         "image_size": size,
         "pixel_mean": sam.pixel_mean.flatten().tolist(),
         "pixel_std": sam.pixel_std.flatten().tolist(),
-        "encoder": "encoder.onnx",
+        # The encoder the pipeline loads: the samexporter one when exported, else the plain one.
+        "encoder": "encoder.onnx" if "encoder" in parts else "encoder_plain.onnx",
         "encoder_plain": "encoder_plain.onnx",
         "decoder": "decoder.onnx",
         "mask_threshold": sam.mask_threshold,

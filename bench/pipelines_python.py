@@ -1,0 +1,185 @@
+"""The Python baseline of tests/benches/pipelines.rs: the same models, images and prompts through
+the Python `onnxruntime` package (same shared library version, same threads) with the usual
+numpy + Pillow pre-processing, as a Python service would run them. Then reads the criterion
+results of the Rust run and prints one table: ours (ort, tract) against this baseline.
+
+    python pipelines_python.py --models DIR --photos DIR --criterion target/criterion [--threads N]
+                               [--only sam,dinov2,llama]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def timed(fn, runs: int) -> float:
+    """Median wall time of fn() in ms, after one warm-up call."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples))
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def sam(dir: Path, photo: Image.Image, threads: int, runs: int) -> dict[str, float]:
+    manifest = json.loads((dir / "manifest.json").read_text()) if (dir / "manifest.json").exists() else {}
+    encoder = session(dir / manifest.get("encoder_plain", "encoder_plain.onnx"), threads)
+    decoder = session(dir / "decoder.onnx", threads)
+    size = encoder.get_inputs()[0].shape[-1]
+    mean = np.array(manifest.get("pixel_mean", [123.675, 116.28, 103.53]), dtype=np.float32)
+    std = np.array(manifest.get("pixel_std", [58.395, 57.12, 57.375]), dtype=np.float32)
+    w, h = photo.size
+
+    def embed():
+        scale = size / max(w, h)
+        rw, rh = int(w * scale + 0.5), int(h * scale + 0.5)
+        x = (np.asarray(photo.resize((rw, rh), Image.BILINEAR), dtype=np.float32) - mean) / std
+        padded = np.zeros((1, 3, size, size), dtype=np.float32)
+        padded[0, :, :rh, :rw] = x.transpose(2, 0, 1)
+        return encoder.run(None, {encoder.get_inputs()[0].name: padded})[0], (rw / w, rh / h)
+
+    embedding, (sx, sy) = embed()
+    grid = embedding.shape[-1]
+
+    def prompt():
+        coords = np.array([[[w / 2 * sx, h / 2 * sy], [0.0, 0.0]]], dtype=np.float32)
+        feeds = {
+            "image_embeddings": embedding, "point_coords": coords,
+            "point_labels": np.array([[1, -1]], dtype=np.float32),
+            "mask_input": np.zeros((1, 1, 4 * grid, 4 * grid), dtype=np.float32),
+            "has_mask_input": np.zeros(1, dtype=np.float32),
+            "orig_im_size": np.array([h, w], dtype=np.float32),
+        }
+        masks, iou, _ = decoder.run(None, feeds)
+        return masks[0, 1:] > 0.0, iou
+
+    return {"sam/encoder": timed(embed, runs), "sam/decoder per prompt": timed(prompt, runs)}
+
+
+def dinov2(dir: Path, photos: list[Image.Image], threads: int, runs: int) -> dict[str, float]:
+    model = session(dir / "model.onnx", threads)
+    config = json.loads((dir / "preprocessor_config.json").read_text())
+    short = config.get("size", {}).get("shortest_edge", 256)
+    crop = config.get("crop_size", {}).get("height", 224)
+
+    def pixels(img: Image.Image) -> np.ndarray:
+        w, h = img.size
+        scale = short / min(w, h)
+        img = img.resize((max(1, int(round(w * scale))), max(1, int(round(h * scale)))), Image.BICUBIC)
+        w, h = img.size
+        left, top = (w - crop) // 2, (h - crop) // 2
+        x = np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.float32) / 255.0
+        return ((x - MEAN) / STD).transpose(2, 0, 1)
+
+    def embed(images):
+        batch = np.stack([pixels(i) for i in images])
+        return model.run(None, {"pixel_values": batch})[0][:, 0]
+
+    batch = [photos[i % len(photos)] for i in range(4)]
+    return {
+        "dinov2/embed 1 image": timed(lambda: embed(photos[:1]), runs),
+        "dinov2/embed batch of 4": timed(lambda: embed(batch), runs),
+    }
+
+
+def llama(dir: Path, threads: int, runs: int) -> dict[str, float]:
+    model = session(dir / "model.onnx", threads)
+    inputs = {i.name: i for i in model.get_inputs()}
+    past = sorted(n for n in inputs if n.startswith("past_key_values."))
+    kv_heads, head_dim = inputs[past[0]].shape[1], inputs[past[0]].shape[3]
+    out_names = [o.name for o in model.get_outputs()]
+    config = json.loads((dir / "config.json").read_text())
+    context_length = config.get("max_position_embeddings", 2048)
+
+    def step(ids: list[int], cache: dict[str, np.ndarray] | None, start: int):
+        n = len(ids)
+        feeds = {
+            "input_ids": np.array([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, start + n), dtype=np.int64),
+            "position_ids": np.arange(start, start + n, dtype=np.int64)[None],
+        }
+        for name in past:
+            feeds[name] = cache[name] if cache else np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32)
+        outs = dict(zip(out_names, model.run(None, feeds)))
+        cache = {name: outs[name.replace("past_key_values", "present")] for name in past}
+        return int(np.argmax(outs["logits"][0, -1])), cache
+
+    results = {}
+    for context in (16, 256, 1024):
+        if context + 16 > context_length:
+            continue
+        ids = [10 + (i * 7 % 200) for i in range(context)]
+        results[f"llama/prefill {context} tokens"] = timed(lambda: step(ids, None, 0), runs)
+
+        def decode():
+            token, cache = step(ids, None, 0)
+            start = time.perf_counter()
+            for i in range(8):
+                token, cache = step([token], cache, context + i)
+            return (time.perf_counter() - start) * 1e3 / 8
+
+        decode()
+        results[f"llama/decode step at {context}"] = float(np.median([decode() for _ in range(max(3, runs // 3))]))
+    return results
+
+
+def criterion_ms(root: Path, key: str, backend: str) -> float | None:
+    group, name = key.split("/", 1)
+    path = root / group / f"{name}_{backend}" / "new" / "estimates.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["median"]["point_estimate"] / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, required=True, help="folder with sam/, dinov2/, llama/")
+    ap.add_argument("--photos", type=Path, required=True)
+    ap.add_argument("--criterion", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--only", default="sam,dinov2,llama", help="comma-separated families")
+    args = ap.parse_args()
+    only = args.only.split(",")
+    photos = [Image.open(args.photos / n).convert("RGB") for n in ("chelsea.png", "coffee.png")]
+    baseline = {}
+    if "sam" in only:
+        baseline.update(sam(args.models / "sam", photos[0], args.threads, args.runs))
+    if "dinov2" in only:
+        baseline.update(dinov2(args.models / "dinov2", photos, args.threads, args.runs))
+    if "llama" in only:
+        baseline.update(llama(args.models / "llama", args.threads, args.runs))
+
+    print(f"onnxruntime {ort.__version__} (Python, numpy + Pillow pre-processing) = baseline; medians in ms")
+    print(f"| {'':32} | {'Python ORT':>10} | {'ours, ort':>10} | {'ratio':>6} | {'ours, tract':>11} | {'tract/ort':>9} |")
+    print(f"|{'-' * 34}|{'-' * 12}|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|")
+    for key, py in baseline.items():
+        ours = criterion_ms(args.criterion, key, "ort")
+        tract = criterion_ms(args.criterion, key, "tract")
+        fmt = lambda v: f"{v:.2f}" if v is not None else "-"
+        ratio = f"{ours / py:.2f}" if ours is not None else "-"
+        vs = f"{tract / ours:.2f}" if tract is not None and ours is not None else "-"
+        print(f"| {key:32} | {py:>10.2f} | {fmt(ours):>10} | {ratio:>6} | {fmt(tract):>11} | {vs:>9} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+//! Memory of one model in a fresh process: resident memory before loading, peak while loading
+//! (the check that weights are not copied twice), and peak after one request (activations and
+//! runtime arenas included). Used by `bench/pipelines.sh`.
+//!
+//!     cargo run --release --example load_rss -- <sam|dinov2|llama> <model dir> <tract|ort>
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+
+use edgeinfer_models::dinov2::{Dinov2, EmbedOptions};
+use edgeinfer_models::image::{ImageInput, ImageLimits, decode};
+use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput};
+use edgeinfer_models::sam::{Point, Prompt, Sam, SegmentOptions};
+use edgeinfer_onnx::{BackendKind, SessionOptions};
+
+/// A `/proc/self/status` field in MiB.
+fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+fn onnx_mib(dir: &Path) -> f64 {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "onnx" || x == "onnx_data" || x == "data"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    bytes as f64 / 1048576.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (family, dir, kind) = (args[1].as_str(), Path::new(&args[2]), args[3].parse::<BackendKind>().unwrap());
+    let backend = edgeinfer_onnx::backend(kind, None).unwrap();
+    let options = SessionOptions::default();
+    let photo = std::fs::read(edgeinfer_tests::fixtures().join("photos/chelsea.png")).unwrap();
+    let image = decode(ImageInput::Encoded(&photo), &ImageLimits::default()).unwrap();
+    let before = status_mib("VmRSS:");
+    let (load_peak, run_peak) = match family {
+        "sam" => {
+            let model = Sam::load(dir, backend.as_ref(), &options).unwrap();
+            let load = status_mib("VmHWM:");
+            let embedding = model.embed(&image).unwrap();
+            let prompt = Prompt { points: vec![Point { x: 200.0, y: 150.0, positive: true }], ..Default::default() };
+            model.segment(&embedding, &prompt, &SegmentOptions::default()).unwrap();
+            (load, status_mib("VmHWM:"))
+        }
+        "dinov2" => {
+            let model = Dinov2::load(dir, backend.as_ref(), &options).unwrap();
+            let load = status_mib("VmHWM:");
+            model.embed(std::slice::from_ref(&image), &EmbedOptions::default()).unwrap();
+            (load, status_mib("VmHWM:"))
+        }
+        "llama" => {
+            let model = Llama::load(dir, backend.as_ref(), &options).unwrap();
+            let load = status_mib("VmHWM:");
+            let ids = (0..16).map(|i| 10 + i * 7).collect();
+            let request = GenerateRequest {
+                input: PromptInput::Ids(ids),
+                max_new_tokens: Some(4),
+                ignore_eos: true,
+                ..Default::default()
+            };
+            model.complete(&request).unwrap();
+            (load, status_mib("VmHWM:"))
+        }
+        other => panic!("unknown family {other}"),
+    };
+    let files = onnx_mib(&dir.canonicalize().unwrap());
+    let grown = load_peak - before;
+    println!(
+        "| {family} | {} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
+        kind.name(),
+        grown / files
+    );
+}
