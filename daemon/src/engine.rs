@@ -65,6 +65,8 @@ pub struct SessionOptionsConfig {
     pub disable_cpu_fallback: bool,
     /// Optimised-model output path (ort).
     pub optimized_model_path: Option<PathBuf>,
+    /// ORT session configuration entries (ort).
+    pub ort_config: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for EngineOptions {
@@ -96,6 +98,7 @@ impl EngineOptions {
             execution_providers: self.execution_providers.clone(),
             disable_cpu_fallback: self.session.disable_cpu_fallback,
             optimized_model_path: self.session.optimized_model_path.clone(),
+            ort_config: self.session.ort_config.clone(),
             ..SessionOptions::default()
         }
     }

@@ -139,6 +139,10 @@ pub struct SessionOptions {
     pub tract_plan: TractPlanMode,
     /// tract: how many per-shape plans to keep (least recently used are dropped).
     pub tract_plan_cache: usize,
+    /// ORT: session configuration entries passed as they are (`AddSessionConfigEntry`), e.g.
+    /// `session.disable_prepacking = "1"`, which cuts load-time memory to about 1.2x the model
+    /// file (bench/results/pipelines-2core.txt).
+    pub ort_config: BTreeMap<String, String>,
 }
 
 impl Default for SessionOptions {
@@ -153,6 +157,7 @@ impl Default for SessionOptions {
             dims: BTreeMap::new(),
             tract_plan: TractPlanMode::Auto,
             tract_plan_cache: 16,
+            ort_config: BTreeMap::new(),
         }
     }
 }

@@ -90,6 +90,23 @@ fn session_options_apply() {
 }
 
 #[test]
+fn ort_config_entries_reach_onnx_runtime() {
+    let Some(ort) = ort_backend() else { return };
+    // An entry with a visible effect: the optimised model is saved in ORT's flatbuffer format
+    // (file identifier "ORTM") instead of ONNX protobuf.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("encoder.ort");
+    let mut ort_config = std::collections::BTreeMap::new();
+    ort_config.insert("session.save_model_format".to_string(), "ORT".to_string());
+    ort_config.insert("session.disable_prepacking".to_string(), "1".to_string());
+    let options = SessionOptions { optimized_model_path: Some(saved.clone()), ort_config, ..Default::default() };
+    let session = ort.load(&encoder(), &options).unwrap();
+    check_against_golden(session.as_ref());
+    let bytes = std::fs::read(&saved).unwrap();
+    assert_eq!(&bytes[4..8], b"ORTM", "the model was not saved in ORT format");
+}
+
+#[test]
 fn models_load_from_memory_too() {
     let Some(ort) = ort_backend() else { return };
     let bytes: std::sync::Arc<[u8]> = std::fs::read(fixtures().join("sam/encoder_plain.onnx")).unwrap().into();

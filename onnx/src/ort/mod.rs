@@ -269,6 +269,9 @@ fn base_builder(
     if let Some(path) = &options.optimized_model_path {
         b = b.with_optimized_model_path(path).map_err(|e| fail(e.into()))?;
     }
+    for (key, value) in &options.ort_config {
+        b = b.with_config_entry(key, value).map_err(|e| fail(e.into()))?;
+    }
     Ok(b)
 }
 
