@@ -127,21 +127,9 @@ pub async fn mqtt(args: &BenchMqttArgs, remote: &Remote) -> Result<(), ApiError>
 
     let (l50, o50) = (pct(local.clone(), 0.5), pct(over.clone(), 0.5));
     println!("task: embed 1 image on '{}' ({} requests each)", args.baseline.model, args.baseline.requests);
-    println!("{:<38} {:>10} {:>10} {:>10}", "", "p50 ms", "p90 ms", "p99 ms");
-    println!(
-        "{:<38} {:>10.2} {:>10.2} {:>10.2}",
-        "model call alone (in-process)",
-        l50,
-        pct(local.clone(), 0.9),
-        pct(local.clone(), 0.99)
-    );
-    println!(
-        "{:<38} {:>10.2} {:>10.2} {:>10.2}",
-        "request -> reply over MQTT",
-        o50,
-        pct(over.clone(), 0.9),
-        pct(over.clone(), 0.99)
-    );
+    header();
+    row("model call alone (in-process)", &local);
+    row("request -> reply over MQTT", &over);
     println!("overhead: {:.2} ms per request, ratio {:.3} (target <= 1 ms / <= 1.05x)", o50 - l50, o50 / l50.max(1e-9));
     println!(
         "{} clients in parallel: {} answered in {:.2} s = {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} refused busy",
@@ -179,6 +167,10 @@ fn test_frame(width: u32, height: u32) -> Vec<u8> {
         }
     }
     data
+}
+
+fn header() {
+    println!("{:<44} {:>10} {:>10} {:>10}", "", "p50 ms", "p90 ms", "p99 ms");
 }
 
 fn row(name: &str, v: &[f64]) {
@@ -301,7 +293,7 @@ pub async fn dbus(args: &BenchDbusArgs, bus: &str) -> Result<(), ApiError> {
         frame.len() as f64 / 1e6,
         args.baseline.model
     );
-    println!("{:<44} {:>10} {:>10} {:>10}", "", "p50 ms", "p90 ms", "p99 ms");
+    header();
     row("model call alone (in-process)", &local);
     row("D-Bus EmbedFd (sealed memfd, mapped)", &via_fd);
     row("D-Bus Embed (byte array)", &via_bytes);

@@ -212,6 +212,19 @@ def sample_photo() -> np.ndarray:
     return np.ascontiguousarray(data.chelsea()[60:180, 150:320])  # 120 x 170 RGB uint8
 
 
+def e2e_prompts() -> dict:
+    """The end-to-end prompts on sample_photo(), in original-image pixels (predictor keyword
+    arguments), shared by the SAM and SAM 2 fixtures."""
+    return {
+        "point": dict(point_coords=np.array([[100, 60]], dtype=np.float32), point_labels=np.array([1])),
+        "points": dict(point_coords=np.array([[100, 60], [130, 40], [20, 100]], dtype=np.float32),
+                       point_labels=np.array([1, 1, 0])),
+        "box": dict(box=np.array([40, 15, 150, 110], dtype=np.float32)),
+        "box_and_point": dict(box=np.array([40, 15, 150, 110], dtype=np.float32),
+                              point_coords=np.array([[20, 100]], dtype=np.float32), point_labels=np.array([0])),
+    }
+
+
 @torch.no_grad()
 def goldens(sam: Sam, out: Path) -> None:
     m = Manifest(out)
@@ -283,14 +296,7 @@ def goldens(sam: Sam, out: Path) -> None:
     predictor = SamPredictor(sam)
     predictor.set_image(photo)
     e2e = {}
-    prompts = {
-        "point": dict(point_coords=np.array([[100, 60]], dtype=np.float32), point_labels=np.array([1])),
-        "points": dict(point_coords=np.array([[100, 60], [130, 40], [20, 100]], dtype=np.float32),
-                       point_labels=np.array([1, 1, 0])),
-        "box": dict(box=np.array([40, 15, 150, 110], dtype=np.float32)),
-        "box_and_point": dict(box=np.array([40, 15, 150, 110], dtype=np.float32),
-                              point_coords=np.array([[20, 100]], dtype=np.float32), point_labels=np.array([0])),
-    }
+    prompts = e2e_prompts()
     e2e_dir = out / "e2e"
     e2e_dir.mkdir(exist_ok=True)
     from pycocotools import mask as coco_mask

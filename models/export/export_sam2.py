@@ -57,7 +57,7 @@ from PIL import Image
 
 from common import (Manifest, check_with_onnxruntime, onnx_size_report, rerandomize, scale_mask_logits,
                     seed_everything, spread_mask_logits)
-from export_sam import sample_photo
+from export_sam import e2e_prompts, sample_photo
 
 from sam2.modeling.backbones.hieradet import Hiera
 from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
@@ -436,14 +436,7 @@ def goldens(sam: SAM2Base, out: Path) -> None:
     e2e_dir = out / "e2e"
     e2e_dir.mkdir(exist_ok=True)
     np.save(e2e_dir / "input_image.npy", image.numpy().astype(np.float32))
-    prompts = {
-        "point": dict(point_coords=np.array([[100, 60]], dtype=np.float32), point_labels=np.array([1])),
-        "points": dict(point_coords=np.array([[100, 60], [130, 40], [20, 100]], dtype=np.float32),
-                       point_labels=np.array([1, 1, 0])),
-        "box": dict(box=np.array([40, 15, 150, 110], dtype=np.float32)),
-        "box_and_point": dict(box=np.array([40, 15, 150, 110], dtype=np.float32),
-                              point_coords=np.array([[20, 100]], dtype=np.float32), point_labels=np.array([0])),
-    }
+    prompts = e2e_prompts()
     from pycocotools import mask as coco_mask
 
     e2e = {}

@@ -459,28 +459,25 @@ impl Sam {
         let mut coords: Vec<f32> = Vec::new();
         let mut labels: Vec<f32> = Vec::new();
         let sam2 = self.generation == Generation::Sam2;
-        // SAM 2's predictor puts the box corners before the points.
-        if let (true, Some(b)) = (sam2, &prompt.bbox) {
-            coords.extend([b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
+        let box_corners = prompt.bbox.map(|b| [b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
+        // SAM 2's predictor puts the box corners before the points, SAM's ONNX usage after.
+        let (box_first, box_last) = if sam2 { (box_corners, None) } else { (None, box_corners) };
+        if let Some(corners) = box_first {
+            coords.extend(corners);
             labels.extend([2.0, 3.0]);
         }
         for p in &prompt.points {
             coords.extend([p.x * sx, p.y * sy]);
             labels.push(if p.positive { 1.0 } else { 0.0 });
         }
-        match &prompt.bbox {
-            Some(b) if !sam2 => {
-                coords.extend([b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
-                labels.extend([2.0, 3.0]);
-            }
-            Some(_) => {}
+        if let Some(corners) = box_last {
+            coords.extend(corners);
+            labels.extend([2.0, 3.0]);
+        } else if prompt.bbox.is_none() && !sam2 {
             // Without a box the official SAM ONNX usage appends a padding point (the SAM 2
             // decoder appends its own).
-            None if !sam2 => {
-                coords.extend([0.0, 0.0]);
-                labels.push(-1.0);
-            }
-            None => {}
+            coords.extend([0.0, 0.0]);
+            labels.push(-1.0);
         }
         let n = labels.len();
         let (lh, lw) = self.low_res_size;
@@ -571,22 +568,17 @@ impl Sam {
         let mut out = ArrayD::<f32>::zeros(IxDyn(&[1, k, oh as usize, ow as usize]));
         for i in 0..k {
             let plane: Vec<f32> = low_res.index_axis(Axis(1), i).iter().copied().collect();
-            if self.generation == Generation::Sam2 {
+            let orig = if self.generation == Generation::Sam2 {
                 // SAM2Transforms.postprocess_masks: straight to the original size.
-                let orig = crate::resample::resize_bilinear_f32(&plane, lw, lh, ow as usize, oh as usize);
-                let mut dst = out.index_axis_mut(Axis(1), i);
-                for (d, v) in dst.iter_mut().zip(orig) {
-                    *d = v;
+                crate::resample::resize_bilinear_f32(&plane, lw, lh, ow as usize, oh as usize)
+            } else {
+                let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
+                let mut cropped = Vec::with_capacity(rw as usize * rh as usize);
+                for y in 0..rh as usize {
+                    cropped.extend_from_slice(&full[y * s..y * s + rw as usize]);
                 }
-                continue;
-            }
-            let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
-            let mut cropped = Vec::with_capacity(rw as usize * rh as usize);
-            for y in 0..rh as usize {
-                cropped.extend_from_slice(&full[y * s..y * s + rw as usize]);
-            }
-            let orig =
-                crate::resample::resize_bilinear_f32(&cropped, rw as usize, rh as usize, ow as usize, oh as usize);
+                crate::resample::resize_bilinear_f32(&cropped, rw as usize, rh as usize, ow as usize, oh as usize)
+            };
             let mut dst = out.index_axis_mut(Axis(1), i);
             for (d, v) in dst.iter_mut().zip(orig) {
                 *d = v;
