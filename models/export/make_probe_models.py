@@ -4,6 +4,13 @@
                        with CPU fallback the graph is split across providers, and with
                        `session.disable_cpu_ep_fallback` the session must fail to load.
 
+  weights.onnx         x [1,64] -> MatMul w1 [64,128] (initializer) -> Add b1 -> Tanh -> MatMul
+                       w2 [128,16] (a Constant node) -> y [1,16]: weights stored inline.
+  weights_external.onnx + weights_external.onnx.data
+                       the same graph with every weight in the external data file, as exports
+                       over 2 GB (and Optimum's `model.onnx_data`) store them.
+  weights.{x,y}.npy    input and the numpy result.
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -33,6 +40,46 @@ def main() -> None:
     x = np.array([[2.0, -1.0], [1.0, 3.0]], dtype=np.float32)
     np.save(args.out / "unsupported_op.x.npy", x)
     np.save(args.out / "unsupported_op.y.npy", np.array(np.linalg.det(np.maximum(x, 0)), dtype=np.float32))
+    weights(args.out)
+
+
+def weights(out: Path) -> None:
+    rng = np.random.default_rng(7)
+    w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
+    b1 = (rng.standard_normal(128) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((128, 16)) / 8).astype(np.float32)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+
+    def model():
+        graph = helper.make_graph(
+            [
+                helper.make_node("Constant", [], ["w2"], value=onnx.numpy_helper.from_array(w2, "w2")),
+                helper.make_node("MatMul", ["x", "w1"], ["h"]),
+                helper.make_node("Add", ["h", "b1"], ["hb"]),
+                helper.make_node("Tanh", ["hb"], ["t"]),
+                helper.make_node("MatMul", ["t", "w2"], ["y"]),
+            ],
+            "weights",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+            initializer=[onnx.numpy_helper.from_array(w1, "w1"), onnx.numpy_helper.from_array(b1, "b1")],
+        )
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer")
+        m.ir_version = 8
+        onnx.checker.check_model(m)
+        return m
+
+    onnx.save(model(), out / "weights.onnx")
+    onnx.save(
+        model(),
+        out / "weights_external.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights_external.onnx.data",
+        size_threshold=0,
+    )
+    np.save(out / "weights.x.npy", x)
+    np.save(out / "weights.y.npy", (np.tanh(x @ w1 + b1) @ w2).astype(np.float32))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,15 @@ pub mod ep;
 pub mod error;
 #[cfg(any(feature = "tract", feature = "ort"))]
 mod guard;
+#[cfg(any(feature = "tract", feature = "ort"))]
+mod heap;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod tensor;
 #[cfg(feature = "tract")]
 pub mod tract;
+#[cfg(feature = "tract")]
+mod tract_weights;
 
 use std::path::Path;
 use std::sync::Arc;

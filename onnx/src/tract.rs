@@ -29,6 +29,7 @@ use crate::backend::{
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
+use crate::tract_weights::{self, WeightSlots};
 
 type Plan = Arc<SimplePlan<TypedFact, Box<dyn TypedOp>>>;
 type Model = tract_onnx::tract_hir::prelude::Graph<InferenceFact, Box<dyn InferenceOp>>;
@@ -54,6 +55,7 @@ impl Backend for TractBackend {
     }
 
     fn load(&self, source: &ModelSource, options: &SessionOptions) -> Result<Box<dyn Session>> {
+        let _heap = crate::heap::LoadPhase::begin();
         let session = no_panic(|| TractSession::load(source, options)).map_err(|e| invalid(source, e))??;
         Ok(Box::new(session))
     }
@@ -104,14 +106,14 @@ pub struct TractSession {
 }
 
 fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceModel, Vec<TensorInfo>, Vec<TensorInfo>)> {
-    let onnx = tract_onnx::onnx().with_ignore_output_shapes(true).with_ignore_value_info(true);
-    let (proto, model_dir) = match source {
+    let mut onnx = tract_onnx::onnx().with_ignore_output_shapes(true).with_ignore_value_info(true);
+    let (mut proto, model_dir) = match source {
         ModelSource::File(path) => {
             let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io { path: path.clone(), source: e })?;
             if !meta.is_file() {
                 return Err(invalid(source, "not a regular file"));
             }
-            let proto = onnx.proto_model_for_path(path).map_err(|e| invalid(source, not_onnx(e)))?;
+            let proto = tract_weights::decode_file(path).map_err(|e| invalid(source, not_onnx(e)))?;
             (proto, path.parent().map(Path::to_path_buf))
         }
         ModelSource::Memory(bytes) => {
@@ -124,10 +126,24 @@ fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceMod
         return Err(invalid(source, "not an ONNX model (empty graph)"));
     }
     let (inputs, outputs) = describe(graph);
-    let dir = model_dir.as_deref().and_then(Path::to_str);
+    // Weights move from the protobuf into tract's tensors one at a time (see `tract_weights`).
+    let slots = match source {
+        ModelSource::File(path) => WeightSlots::take_from(&mut proto, path).map(Arc::new),
+        ModelSource::Memory(_) => None,
+    };
+    let dir = match &slots {
+        Some(slots) => Some(slots.model_dir()),
+        None => model_dir.as_deref().and_then(Path::to_str),
+    };
+    if let Some(slots) = &slots {
+        onnx.provider = slots.clone();
+    }
     let parsed = onnx.parse(&proto, dir).map_err(|e| invalid(source, e))?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(invalid(source, format!("unresolved graph inputs: {:?}", parsed.unresolved_inputs)));
+    }
+    if let Some(left) = slots.as_ref().map(|s| s.left()).filter(|&n| n > 0) {
+        tracing::debug!(model = %source.label(), left, "tract parsed the model without using some weights");
     }
     drop(proto);
     let mut model = parsed.model;
@@ -154,12 +170,15 @@ impl TractSession {
             TractPlanMode::Auto if !has_symbols => {
                 Plans::Symbolic(build_plan(model, optimize, &run_options).map_err(|e| invalid(source, e))?)
             }
-            TractPlanMode::Auto => match build_plan(model.clone(), optimize, &run_options) {
+            // The model is not kept (cloned) for the fallback: its weights would stay alive next
+            // to the optimised plan's packed copies, doubling the load peak. The rare graph that
+            // needs per-shape plans is parsed again instead.
+            TractPlanMode::Auto => match build_plan(model, optimize, &run_options) {
                 Ok(plan) => Plans::Symbolic(plan),
                 Err(e) => {
                     tracing::debug!(model = %source.label(), error = %format!("{e:#}"),
                         "tract cannot optimise with symbolic dims; planning per concrete shape");
-                    per_shape(model, options)
+                    per_shape(parse(source, options)?.0, options)
                 }
             },
         };

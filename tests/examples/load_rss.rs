@@ -2,7 +2,9 @@
 //! (the check that weights are not copied twice), and peak after one request (activations and
 //! runtime arenas included). Used by `bench/pipelines.sh`.
 //!
-//!     cargo run --release --example load_rss -- <sam|dinov2|llama> <model dir> <tract|ort>
+//!     cargo run --release --example load_rss -- <sam|dinov2|llama> <model dir> <tract|ort> [KEY=VALUE ...]
+//!
+//! (`KEY=VALUE`: ONNX Runtime session config entries, e.g. `session.disable_prepacking=1`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -39,7 +41,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (family, dir, kind) = (args[1].as_str(), Path::new(&args[2]), args[3].parse::<BackendKind>().unwrap());
     let backend = edgeinfer_onnx::backend(kind, None).unwrap();
-    let options = SessionOptions::default();
+    // Any further `KEY=VALUE` arguments are ONNX Runtime session config entries.
+    let ort_config = args[4..].iter().filter_map(|a| a.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+    let options = SessionOptions { ort_config, ..Default::default() };
     let photo = std::fs::read(edgeinfer_tests::fixtures().join("photos/chelsea.png")).unwrap();
     let image = decode(ImageInput::Encoded(&photo), &ImageLimits::default()).unwrap();
     let before = status_mib("VmRSS:");

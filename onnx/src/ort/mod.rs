@@ -64,6 +64,7 @@ impl Backend for OrtBackend {
     }
 
     fn load(&self, source: &ModelSource, options: &SessionOptions) -> Result<Box<dyn Session>> {
+        let _heap = crate::heap::LoadPhase::begin();
         Ok(Box::new(OrtSession::load(&self.runtime, source, options)?))
     }
 }
