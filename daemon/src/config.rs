@@ -36,7 +36,8 @@ pub struct DaemonConfig {
     pub node: Option<String>,
     /// ONNX Runtime library (else ORT_DYLIB_PATH, the Python package, system paths).
     pub ort_library: Option<PathBuf>,
-    /// Memory budget for loaded models, in MiB (0 = unlimited). Estimated from model file sizes.
+    /// Memory budget for loaded models, in MiB (0 = unlimited). A model counts as the size of the
+    /// ONNX files (and external data) it loads; loading peaks within about 1.2× that.
     pub memory_budget_mb: u64,
     /// When a load would exceed the budget, unload idle models least recently used first
     /// (otherwise the load is refused and nothing is unloaded).

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeinfer_models::cache::CacheStats;
+use edgeinfer_models::manifest::Family;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -123,27 +124,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Estimated memory of a model directory: the size of its weight files.
-pub fn estimate_bytes(dir: &Path) -> u64 {
-    fn walk(p: &Path, depth: usize) -> u64 {
+/// Estimated memory of a model: the size of the ONNX files (and their external data) that its
+/// family loads from `dir` — not every file in the folder, which may hold other layouts or
+/// quantised variants. Loading peaks within about 1.2× this on both backends (README,
+/// Benchmarks). Where the family or its files cannot be determined, every weight file counts.
+pub fn estimate_bytes(family: Option<Family>, dir: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let family = family.or_else(|| edgeinfer_models::manifest::detect(dir).ok());
+    if let Some(files) = family.and_then(|f| edgeinfer_models::manifest::model_files(f, dir).ok()) {
+        return files.iter().map(|p| size(p)).sum();
+    }
+    fn walk(p: &Path, depth: usize, size: &dyn Fn(&Path) -> u64) -> u64 {
         let Ok(entries) = std::fs::read_dir(p) else { return 0 };
         entries
             .flatten()
             .map(|e| {
                 let path = e.path();
                 if path.is_dir() && depth < 2 {
-                    walk(&path, depth + 1)
+                    walk(&path, depth + 1, size)
                 } else {
                     let weights = path
                         .extension()
                         .and_then(|x| x.to_str())
                         .is_some_and(|x| matches!(x, "onnx" | "onnx_data" | "data" | "bin"));
-                    if weights { e.metadata().map(|m| m.len()).unwrap_or(0) } else { 0 }
+                    if weights { size(&path) } else { 0 }
                 }
             })
             .sum()
     }
-    walk(dir, 0)
+    walk(dir, 0, &size)
 }
 
 impl Registry {
@@ -165,7 +174,7 @@ impl Registry {
             state: ModelState::Unloaded,
             worker: None,
             error: None,
-            estimate: estimate_bytes(&m.path),
+            estimate: estimate_bytes(m.family, &m.path),
             last_used: Instant::now(),
             load_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -475,7 +484,7 @@ impl Registry {
                     let mut slots = lock(&self.slots);
                     let Some(slot) = slots.get_mut(id) else { return };
                     slot.config = m.clone();
-                    slot.estimate = estimate_bytes(&m.path);
+                    slot.estimate = estimate_bytes(m.family, &m.path);
                     slot.error = None;
                     slot.state = ModelState::Loaded;
                     slot.worker.replace(Arc::new(worker))
@@ -535,4 +544,45 @@ async fn load_worker(m: ModelConfig, ort_library: Option<PathBuf>) -> Result<Wor
     })
     .await
     .map_err(|e| ApiError::internal(format!("loading task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fixture(family: &str) -> PathBuf {
+        edgeinfer_models::fixtures::fixtures_dir().join(family)
+    }
+
+    fn size(p: PathBuf) -> u64 {
+        std::fs::metadata(p).unwrap().len()
+    }
+
+    #[test]
+    fn the_estimate_counts_the_files_a_model_loads_not_every_layout_in_its_folder() {
+        // The SAM fixture also holds the plain encoder and the low-res decoder: the manifest
+        // names encoder.onnx and decoder.onnx.
+        let sam = fixture("sam");
+        let expected = size(sam.join("encoder.onnx")) + size(sam.join("decoder.onnx"));
+        assert_eq!(estimate_bytes(None, &sam), expected);
+        assert_eq!(estimate_bytes(Some(Family::Sam), &sam), expected);
+        let llama = fixture("llama");
+        assert_eq!(estimate_bytes(None, &llama), size(llama.join("model.onnx")));
+    }
+
+    #[test]
+    fn external_data_beside_the_model_counts_and_unknown_folders_count_every_weight_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = fixture("probe");
+        for f in ["weights_external.onnx", "weights_external.onnx.data"] {
+            std::fs::copy(probe.join(f), dir.path().join(f)).unwrap();
+        }
+        let both = size(probe.join("weights_external.onnx")) + size(probe.join("weights_external.onnx.data"));
+        // DINOv2 takes the folder's only .onnx file.
+        assert_eq!(estimate_bytes(Some(Family::Dinov2), dir.path()), both);
+        // No family detected: every weight file.
+        std::fs::copy(probe.join("weights.onnx"), dir.path().join("weights.onnx")).unwrap();
+        assert_eq!(estimate_bytes(None, dir.path()), both + size(probe.join("weights.onnx")));
+    }
 }

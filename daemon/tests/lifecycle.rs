@@ -41,9 +41,11 @@ fn keep_alive_zero_unloads_after_each_request_and_load_unload_commands_work() {
 #[test]
 fn the_memory_budget_refuses_loads_unless_lru_eviction_is_on() {
     let broker = Mosquitto::start();
-    // sam's weights are ~1.4 MiB, dino's ~0.6 MiB: a 2 MiB budget fits one of them.
+    // The files sam loads are ~1.07 MiB, llm's ~0.56 MiB, dino's ~0.62 MiB: a 2 MiB budget
+    // holds sam and llm (both preloaded), not dino as well.
     let base =
         config(&broker.url(), "budget", "").replace("request_timeout_ms", "memory_budget_mb = 2\nrequest_timeout_ms");
+    let base = with_model_key(&base, "llm", "preload", "true");
     let daemon = Daemon::start(&base);
     let mut c = Client::connect(broker.port);
     let r = c.call(&topic(&daemon, "dino", "load"), "{}");

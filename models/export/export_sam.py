@@ -13,6 +13,10 @@ Files written to --out:
                       point_labels [1, N], mask_input [1, 1, 4h, 4w], has_mask_input [1],
                       orig_im_size [2] -> masks [1, K, H, W], iou_predictions [1, K],
                       low_res_masks [1, K, 4h, 4w]
+  decoder_lowres.onnx the same decoder without the in-graph upsampling (no orig_im_size input)
+                      -> iou_predictions [1, K], low_res_masks [1, K, 4h, 4w]; the pipeline
+                      upsamples on the host, and only the masks it returns. Point the manifest's
+                      "decoder" at it to use it.
   manifest.json       family, image size, pixel mean/std, file roles
 
 Production use (weights from the official release):
@@ -149,7 +153,19 @@ class SamDecoderOnnx(SamOnnxModel):
         return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
-PARTS = ("encoder", "encoder_plain", "decoder")
+class SamLowResDecoderOnnx(SamOnnxModel):
+    """`SamOnnxModel.forward` up to the mask decoder's output: no `mask_postprocessing`."""
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        masks, scores = self.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings, image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+        return scores, masks
+
+
+PARTS = ("encoder", "encoder_plain", "decoder", "decoder_lowres")
 
 
 def export(sam: Sam, out: Path, parts=PARTS) -> None:
@@ -186,6 +202,14 @@ def export(sam: Sam, out: Path, parts=PARTS) -> None:
         dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
         opset_version=OPSET, do_constant_folding=True, dynamo=False,
     )
+    if "decoder_lowres" in parts:
+        lowres = {k: v for k, v in dummy.items() if k != "orig_im_size"}
+        torch.onnx.export(
+            SamLowResDecoderOnnx(sam, return_single_mask=False), tuple(lowres.values()), out / "decoder_lowres.onnx",
+            input_names=list(lowres.keys()), output_names=["iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
     manifest = {
         "family": "sam",
         "layout": "segment-anything",
@@ -198,8 +222,10 @@ def export(sam: Sam, out: Path, parts=PARTS) -> None:
         "decoder": "decoder.onnx",
         "mask_threshold": sam.mask_threshold,
     }
+    if "decoder_lowres" in parts:
+        manifest["decoder_lowres"] = "decoder_lowres.onnx"
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for f in ["encoder.onnx", "encoder_plain.onnx", "decoder.onnx"]:
+    for f in ["encoder.onnx", "encoder_plain.onnx", "decoder.onnx", "decoder_lowres.onnx"]:
         if (out / f).exists():
             print(onnx_size_report(out / f))
 

@@ -5,7 +5,7 @@
 //! `config.json` with `model_type: dinov2`).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,28 @@ impl std::str::FromStr for Family {
 #[derive(Deserialize)]
 struct FamilyField {
     family: Option<String>,
+}
+
+/// The ONNX files a family's `load` reads from `dir`, each followed by the external data files
+/// stored beside it under the usual names (`X.onnx_data`, `X.onnx.data`, `X.data`). A folder may
+/// hold more (other layouts, quantised variants): these are the ones that take memory.
+pub fn model_files(family: Family, dir: &Path) -> Result<Vec<PathBuf>> {
+    let onnx: Vec<PathBuf> = match family {
+        Family::Sam | Family::Sam2 => crate::sam::model_files(dir)?.into(),
+        Family::Dinov2 => vec![crate::dinov2::find_model(dir)?],
+        Family::Llama => vec![crate::llama::ModelDir::open(dir)?.onnx],
+    };
+    let mut files = Vec::new();
+    for model in onnx {
+        let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = model.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let data = [format!("{name}_data"), format!("{name}.data"), format!("{stem}.data")];
+        let beside: Vec<PathBuf> =
+            data.iter().filter_map(|d| model.parent().map(|p| p.join(d))).filter(|p| p.is_file()).collect();
+        files.push(model);
+        files.extend(beside);
+    }
+    Ok(files)
 }
 
 /// Detects the family of the model in `dir`.

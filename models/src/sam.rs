@@ -15,7 +15,7 @@
 //! multimask candidates as low-res logits, upsampled here to the original size (bilinear,
 //! `align_corners=False`) and thresholded at 0.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use edgeinfer_onnx::{Backend, ModelSource, Session, SessionOptions, Tensor};
@@ -188,15 +188,31 @@ pub struct Sam {
     limits: SamLimits,
 }
 
+/// The encoder and decoder files [`Sam::load`] reads from `dir`: named by `manifest.json`, else
+/// `encoder.onnx` and `decoder.onnx`. (A folder may hold other layouts of the same model.)
+pub fn model_files(dir: &Path) -> Result<[PathBuf; 2]> {
+    Ok(model_files_of(dir, &read_manifest(dir)?))
+}
+
+fn read_manifest(dir: &Path) -> Result<ManifestJson> {
+    match dir.join("manifest.json") {
+        p if p.is_file() => read_json(&p),
+        _ => Ok(ManifestJson::default()),
+    }
+}
+
+fn model_files_of(dir: &Path, manifest: &ManifestJson) -> [PathBuf; 2] {
+    [
+        dir.join(manifest.encoder.as_deref().unwrap_or("encoder.onnx")),
+        dir.join(manifest.decoder.as_deref().unwrap_or("decoder.onnx")),
+    ]
+}
+
 impl Sam {
     /// Loads `encoder.onnx` and `decoder.onnx` (or the files named in `manifest.json`) from `dir`.
     pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Sam> {
-        let manifest: ManifestJson = match dir.join("manifest.json") {
-            p if p.is_file() => read_json(&p)?,
-            _ => ManifestJson::default(),
-        };
-        let encoder_path = dir.join(manifest.encoder.as_deref().unwrap_or("encoder.onnx"));
-        let decoder_path = dir.join(manifest.decoder.as_deref().unwrap_or("decoder.onnx"));
+        let manifest = read_manifest(dir)?;
+        let [encoder_path, decoder_path] = model_files_of(dir, &manifest);
         for p in [&encoder_path, &decoder_path] {
             if !p.is_file() {
                 return Err(ModelError::Config(format!("{} not found", p.display())));
@@ -515,13 +531,14 @@ impl Sam {
         let mut out = self.decoder.run(feed)?;
         let iou = out.take("iou_predictions")?.into_f32()?;
         let low_res = out.take(if sam2 { "masks" } else { "low_res_masks" })?.into_f32()?;
-        let masks = if upsample_here { self.upsample(&low_res, embedding)? } else { out.take("masks")?.into_f32()? };
+        let full_res = if upsample_here { None } else { Some(out.take("masks")?.into_f32()?) };
         let k = iou.len();
+        let score = |i: usize| iou.iter().nth(i).copied().unwrap_or(0.0);
         // SAM's decoder answers the single-mask token first, then the multimask candidates. The
         // SAM 2 export answers the three candidates only: its single-mask answer is the best of
         // them (upstream picks by stability instead, which the export does not carry).
-        let chosen: Vec<usize> = if k == 1 || (sam2 && !options.multimask) {
-            let best = iou.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+        let mut chosen: Vec<usize> = if k == 1 || (sam2 && !options.multimask) {
+            let best = (0..k).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(0);
             vec![if k == 1 { 0 } else { best }]
         } else if sam2 {
             (0..k).collect()
@@ -530,60 +547,61 @@ impl Sam {
         } else {
             vec![0]
         };
-        let mut result: Vec<Mask> = chosen
+        if options.best_only && chosen.len() > 1 {
+            let best = chosen.iter().copied().max_by(|&a, &b| score(a).total_cmp(&score(b)));
+            chosen = best.into_iter().collect();
+        }
+        // Only the masks returned are brought to the original size (on the host, for decoders
+        // that leave that to the caller).
+        chosen
             .into_iter()
             .map(|i| {
-                let logits = masks.index_axis(Axis(1), i);
-                let binary = BinaryMask::from_logits(ow, oh, logits.iter().copied(), self.mask_threshold);
+                let binary = match &full_res {
+                    Some(masks) => BinaryMask::from_logits(
+                        ow,
+                        oh,
+                        masks.index_axis(Axis(1), i).iter().copied(),
+                        self.mask_threshold,
+                    ),
+                    None => {
+                        let logits = self.upsample(&low_res, i, embedding)?;
+                        BinaryMask::from_logits(ow, oh, logits, self.mask_threshold)
+                    }
+                };
                 let low = low_res.index_axis(Axis(1), i).index_axis(Axis(0), 0).to_owned();
                 let low = low.into_dimensionality::<ndarray::Ix2>().unwrap_or_else(|_| Array2::zeros((lh, lw)));
-                Mask {
+                Ok(Mask {
                     bbox: binary.bbox(),
                     area: binary.area(),
-                    score: iou.iter().nth(i).copied().unwrap_or(0.0),
+                    score: score(i),
                     mask: binary,
                     low_res: LowResMask(low),
-                }
+                })
             })
-            .collect();
-        if options.best_only && result.len() > 1 {
-            let best =
-                result.iter().enumerate().max_by(|a, b| a.1.score.total_cmp(&b.1.score)).map(|(i, _)| i).unwrap_or(0);
-            result = vec![result.swap_remove(best)];
-        }
-        Ok(result)
+            .collect()
     }
 
-    /// Host-side version of upstream `postprocess_masks`: low-res logits → encoder size → crop
-    /// the padding → original size (bilinear, align_corners=False).
-    fn upsample(&self, low_res: &ArrayD<f32>, embedding: &ImageEmbedding) -> Result<ArrayD<f32>> {
-        let (ow, oh) = embedding.original;
-        let (rw, rh) = embedding.resized;
-        let shape = low_res.shape().to_vec();
-        if shape.len() != 4 {
+    /// Host-side version of upstream `postprocess_masks` for mask `i`: low-res logits → encoder
+    /// size → crop the padding → original size (bilinear, align_corners=False); SAM 2 goes
+    /// straight to the original size.
+    fn upsample(&self, low_res: &ArrayD<f32>, i: usize, embedding: &ImageEmbedding) -> Result<Vec<f32>> {
+        let (ow, oh) = (embedding.original.0 as usize, embedding.original.1 as usize);
+        let (rw, rh) = (embedding.resized.0 as usize, embedding.resized.1 as usize);
+        let shape = low_res.shape();
+        if shape.len() != 4 || i >= shape[1] {
             return Err(ModelError::Config(format!("low_res_masks has shape {shape:?}, expected [1,K,h,w]")));
         }
-        let (k, lh, lw) = (shape[1], shape[2], shape[3]);
-        let s = self.image_size as usize;
-        let mut out = ArrayD::<f32>::zeros(IxDyn(&[1, k, oh as usize, ow as usize]));
-        for i in 0..k {
-            let plane: Vec<f32> = low_res.index_axis(Axis(1), i).iter().copied().collect();
-            let orig = if self.generation == Generation::Sam2 {
-                // SAM2Transforms.postprocess_masks: straight to the original size.
-                crate::resample::resize_bilinear_f32(&plane, lw, lh, ow as usize, oh as usize)
-            } else {
-                let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
-                let mut cropped = Vec::with_capacity(rw as usize * rh as usize);
-                for y in 0..rh as usize {
-                    cropped.extend_from_slice(&full[y * s..y * s + rw as usize]);
-                }
-                crate::resample::resize_bilinear_f32(&cropped, rw as usize, rh as usize, ow as usize, oh as usize)
-            };
-            let mut dst = out.index_axis_mut(Axis(1), i);
-            for (d, v) in dst.iter_mut().zip(orig) {
-                *d = v;
-            }
+        let (lh, lw) = (shape[2], shape[3]);
+        let plane: Vec<f32> = low_res.index_axis(Axis(1), i).iter().copied().collect();
+        if self.generation == Generation::Sam2 {
+            return Ok(crate::resample::resize_bilinear_f32(&plane, lw, lh, ow, oh));
         }
-        Ok(out)
+        let s = self.image_size as usize;
+        let full = crate::resample::resize_bilinear_f32(&plane, lw, lh, s, s);
+        let mut cropped = Vec::with_capacity(rw * rh);
+        for y in 0..rh {
+            cropped.extend_from_slice(&full[y * s..y * s + rw]);
+        }
+        Ok(crate::resample::resize_bilinear_f32(&cropped, rw, rh, ow, oh))
     }
 }

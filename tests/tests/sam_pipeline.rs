@@ -95,6 +95,29 @@ fn masks_match_segment_anything_on_both_backends() {
 }
 
 #[test]
+fn a_decoder_without_in_graph_upsampling_gives_the_same_masks_on_both_backends() {
+    // `decoder_lowres.onnx` returns only low-res masks; the pipeline upsamples the ones it returns.
+    let specs = prompts(SAM);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["encoder.onnx", "decoder_lowres.onnx"] {
+        std::os::unix::fs::symlink(fixtures().join("sam").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("sam/manifest.json")).unwrap()).unwrap();
+    manifest["decoder"] = "decoder_lowres.onnx".into();
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    for backend in backends() {
+        let sam = Sam::load(dir.path(), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let label = format!("{}/low-res decoder", backend.kind().name());
+        for name in ["point", "points", "box", "box_and_point"] {
+            check_case(&sam, SAM, &label, name, &prompt(&specs[name]), &SegmentOptions::default());
+        }
+        let single = SegmentOptions { multimask: false, best_only: false };
+        check_case(&sam, SAM, &label, "point_single", &prompt(&specs["point_single"]), &single);
+    }
+}
+
+#[test]
 fn the_plain_encoder_layout_gives_the_same_masks() {
     let specs = prompts(SAM);
     let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
