@@ -124,35 +124,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Estimated memory of a model: the size of the ONNX files (and their external data) that its
-/// family loads from `dir` — not every file in the folder, which may hold other layouts or
-/// quantised variants. Loading peaks within about 1.2× this on both backends (README,
-/// Benchmarks). Where the family or its files cannot be determined, every weight file counts.
+/// Estimated memory of a model: the ONNX files its family loads from `dir` — not every `.onnx`
+/// in the folder, which may hold other layouts or quantised variants — plus every external-data
+/// file in the folder (`.onnx_data`, `.data`, `.bin`: counted whoever uses them, so the estimate
+/// errs high). Loading peaks within about 1.2× this on both backends (README, Benchmarks). Where
+/// the family or its files cannot be determined, every weight file counts.
 pub fn estimate_bytes(family: Option<Family>, dir: &Path) -> u64 {
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let family = family.or_else(|| edgeinfer_models::manifest::detect(dir).ok());
-    if let Some(files) = family.and_then(|f| edgeinfer_models::manifest::model_files(f, dir).ok()) {
-        return files.iter().map(|p| size(p)).sum();
-    }
-    fn walk(p: &Path, depth: usize, size: &dyn Fn(&Path) -> u64) -> u64 {
-        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
-        entries
-            .flatten()
-            .map(|e| {
-                let path = e.path();
-                if path.is_dir() && depth < 2 {
-                    walk(&path, depth + 1, size)
-                } else {
-                    let weights = path
-                        .extension()
-                        .and_then(|x| x.to_str())
-                        .is_some_and(|x| matches!(x, "onnx" | "onnx_data" | "data" | "bin"));
-                    if weights { size(&path) } else { 0 }
-                }
-            })
-            .sum()
-    }
-    walk(dir, 0, &size)
+    let named = family
+        .and_then(|f| edgeinfer_models::manifest::model_files(f, dir).ok())
+        .filter(|files| files.iter().all(|p| p.is_file()));
+    let onnx: u64 = match &named {
+        Some(files) => files.iter().filter(|p| is_onnx(p)).map(|p| size(p)).sum(),
+        None => 0,
+    };
+    onnx + weight_files(dir, 0, named.is_none())
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn is_onnx(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "onnx")
+}
+
+/// Bytes of the weight files under `p` (two levels deep): external data, and `.onnx` files too
+/// when `with_onnx`.
+fn weight_files(p: &Path, depth: usize, with_onnx: bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                return if depth < 2 { weight_files(&path, depth + 1, with_onnx) } else { 0 };
+            }
+            let data =
+                path.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "onnx_data" | "data" | "bin"));
+            if data || (with_onnx && is_onnx(&path)) { size(&path) } else { 0 }
+        })
+        .sum()
 }
 
 impl Registry {
@@ -581,8 +593,14 @@ mod tests {
         let both = size(probe.join("weights_external.onnx")) + size(probe.join("weights_external.onnx.data"));
         // DINOv2 takes the folder's only .onnx file.
         assert_eq!(estimate_bytes(Some(Family::Dinov2), dir.path()), both);
+        // Data files count whatever their names.
+        std::fs::write(dir.path().join("shared.bin"), [0u8; 1000]).unwrap();
+        assert_eq!(estimate_bytes(Some(Family::Dinov2), dir.path()), both + 1000);
         // No family detected: every weight file.
         std::fs::copy(probe.join("weights.onnx"), dir.path().join("weights.onnx")).unwrap();
-        assert_eq!(estimate_bytes(None, dir.path()), both + size(probe.join("weights.onnx")));
+        assert_eq!(estimate_bytes(None, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
+        // A SAM manifest naming files that are not there: every weight file, not zero.
+        std::fs::write(dir.path().join("manifest.json"), r#"{"family": "sam", "encoder": "gone.onnx"}"#).unwrap();
+        assert_eq!(estimate_bytes(None, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
     }
 }

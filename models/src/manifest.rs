@@ -74,7 +74,8 @@ pub fn model_files(family: Family, dir: &Path) -> Result<Vec<PathBuf>> {
     for model in onnx {
         let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let stem = model.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let data = [format!("{name}_data"), format!("{name}.data"), format!("{stem}.data")];
+        let mut data = vec![format!("{name}_data"), format!("{name}.data"), format!("{stem}.data")];
+        data.dedup();
         let beside: Vec<PathBuf> =
             data.iter().filter_map(|d| model.parent().map(|p| p.join(d))).filter(|p| p.is_file()).collect();
         files.push(model);

@@ -13,8 +13,10 @@
 //! file). Pinned for good it would slow inference down (every large activation buffer mapped and
 //! faulted in afresh: +4 to +98 % measured), so when the last load ends the threshold is set to
 //! glibc's own ceiling, where the moving threshold would have ended up anyway: inference keeps
-//! reusing heap memory. `MALLOC_MMAP_THRESHOLD_` in the environment means the user chose a
-//! policy: then this module does nothing.
+//! reusing heap memory. The setting is process-wide: requests to models already loaded also run
+//! under it while another model loads. A threshold the user set (`MALLOC_MMAP_THRESHOLD_`, or
+//! `glibc.malloc.mmap_threshold` in `GLIBC_TUNABLES`) turns this module off; a trim threshold the
+//! user set is left alone.
 
 use std::sync::Mutex;
 
@@ -61,16 +63,20 @@ enum Phase {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_mmap_threshold(phase: Phase) {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+    if user_set("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold") {
         return;
     }
     let bytes = match phase {
         Phase::Loading => LOADING,
         Phase::Serving => SERVING,
     };
+    let mut params = vec![(libc::M_MMAP_THRESHOLD, bytes)];
     // As glibc's moving threshold does, heap tops beyond twice the threshold go back to the
     // system (a lower trim threshold would shrink and regrow the heap on every request).
-    for (param, bytes) in [(libc::M_MMAP_THRESHOLD, bytes), (libc::M_TRIM_THRESHOLD, 2 * bytes)] {
+    if !user_set("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold") {
+        params.push((libc::M_TRIM_THRESHOLD, 2 * bytes));
+    }
+    for (param, bytes) in params {
         let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
         // SAFETY: mallopt only changes glibc's allocation policy for later calls; it takes no
         // pointers and is thread-safe (it takes the arena locks).
@@ -80,6 +86,13 @@ fn set_mmap_threshold(phase: Phase) {
             tracing::debug!(param, bytes, "glibc refused a malloc parameter");
         }
     }
+}
+
+/// Whether the user set this malloc parameter, by its environment variable or as a tunable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn user_set(variable: &str, tunable: &str) -> bool {
+    std::env::var_os(variable).is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.split(':').any(|kv| kv.starts_with(tunable)))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

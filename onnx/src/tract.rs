@@ -155,7 +155,7 @@ fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceMod
 
 impl TractSession {
     fn load(source: &ModelSource, options: &SessionOptions) -> Result<Self> {
-        let (model, inputs, outputs) = parse(source, options)?;
+        let (model, mut inputs, mut outputs) = parse(source, options)?;
         let mut run_options = RunOptions::default();
         if let Some(n) = options.intra_threads.filter(|&n| n > 1) {
             run_options.executor = Some(Executor::multithread_with_name(n, "tract-intra"));
@@ -171,14 +171,17 @@ impl TractSession {
                 Plans::Symbolic(build_plan(model, optimize, &run_options).map_err(|e| invalid(source, e))?)
             }
             // The model is not kept (cloned) for the fallback: its weights would stay alive next
-            // to the optimised plan's packed copies, doubling the load peak. The rare graph that
-            // needs per-shape plans is parsed again instead.
+            // to the optimised plan's packed copies, doubling the load peak. A graph that needs
+            // per-shape plans (the SAM decoder, small) is parsed again instead;
+            // `TractPlanMode::PerShape` skips the first attempt.
             TractPlanMode::Auto => match build_plan(model, optimize, &run_options) {
                 Ok(plan) => Plans::Symbolic(plan),
                 Err(e) => {
                     tracing::debug!(model = %source.label(), error = %format!("{e:#}"),
                         "tract cannot optimise with symbolic dims; planning per concrete shape");
-                    per_shape(parse(source, options)?.0, options)
+                    let (model, again_inputs, again_outputs) = parse(source, options)?;
+                    (inputs, outputs) = (again_inputs, again_outputs);
+                    per_shape(model, options)
                 }
             },
         };

@@ -31,8 +31,7 @@ pub(crate) fn decode_file(path: &Path) -> Result<pb::ModelProto, String> {
     let decoded = <pb::ModelProto as prost::Message>::decode(&mut buf);
     match (decoded, buf.error.take()) {
         (_, Some(io)) => Err(format!("reading the file failed: {io}")),
-        (Ok(proto), None) if buf.remaining == 0 => Ok(proto),
-        (Ok(_), None) => Err("the file changed while it was read".into()),
+        (Ok(proto), None) => Ok(proto),
         (Err(e), None) => Err(e.to_string()),
     }
 }
@@ -61,7 +60,7 @@ impl WeightSlots {
             return None;
         }
         let graph = proto.graph.as_mut()?;
-        if refers_to(graph, &location) {
+        if refers_to(graph, dir, &model_file) {
             return None;
         }
         let mut slots = Vec::new();
@@ -134,17 +133,23 @@ fn visit_tensors(graph: &mut pb::GraphProto, f: &mut dyn FnMut(&mut pb::TensorPr
     }
 }
 
-/// Whether any tensor of `graph` already names `location` as its external data file.
-fn refers_to(graph: &mut pb::GraphProto, location: &str) -> bool {
-    let mut found = false;
-    visit_tensors(graph, &mut |t| {
-        found |= t.external_data.iter().any(|e| e.key == "location" && e.value == location);
-    });
-    found
+/// Whether any tensor of `graph` (initializers and every tensor attribute, in subgraphs too)
+/// already keeps its data in `model_file` itself, however the location is spelled.
+fn refers_to(graph: &pb::GraphProto, dir: &Path, model_file: &Path) -> bool {
+    let names_model = |t: &pb::TensorProto| {
+        t.external_data
+            .iter()
+            .any(|e| e.key == "location" && dir.join(&e.value).canonicalize().is_ok_and(|p| p == model_file))
+    };
+    graph.initializer.iter().any(names_model)
+        || graph.node.iter().flat_map(|n| &n.attribute).any(|a| {
+            a.t.iter().chain(&a.tensors).any(names_model)
+                || a.g.iter().chain(&a.graphs).any(|g| refers_to(g, dir, model_file))
+        })
 }
 
-/// A [`bytes::Buf`] over a file, read `CHUNK` bytes at a time. An I/O error ends the data early
-/// (the decoder then fails) and is kept to be reported instead of the decoder's error.
+/// A [`bytes::Buf`] over a file, read `CHUNK` bytes at a time. An I/O error is kept, to be
+/// reported instead of whatever the decoder makes of the zeros served after it.
 struct FileBuf {
     file: File,
     chunk: Vec<u8>,
@@ -164,12 +169,14 @@ impl FileBuf {
         Ok(buf)
     }
 
+    /// Reads the next chunk. After an error (or a file that got shorter) the rest of the data is
+    /// served as zeros: `remaining` never shrinks under the decoder, which `Buf` users rely on.
     fn refill(&mut self) {
         self.chunk.clear();
         self.start = 0;
         let want = CHUNK.min(self.remaining);
         self.chunk.resize(want, 0);
-        let mut filled = 0;
+        let mut filled = if self.error.is_some() { want } else { 0 };
         while filled < want {
             match self.file.read(&mut self.chunk[filled..]) {
                 Ok(0) => {
@@ -183,10 +190,6 @@ impl FileBuf {
                     break;
                 }
             }
-        }
-        self.chunk.truncate(filled);
-        if self.error.is_some() {
-            self.remaining = filled;
         }
     }
 }
@@ -248,6 +251,43 @@ mod tests {
         let mut proto = decode_file(&link).unwrap();
         assert!(WeightSlots::take_from(&mut proto, &link).is_none());
         assert!(proto.graph.unwrap().initializer.iter().any(|t| t.raw_data.len() >= MIN_SLOT_BYTES));
+    }
+
+    #[test]
+    fn a_file_that_gets_shorter_while_read_is_an_error_not_a_hang() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&vec![7u8; CHUNK + 64]).unwrap();
+        let mut buf = FileBuf::open(file.path()).unwrap();
+        file.as_file().set_len(CHUNK as u64 - 2).unwrap();
+        buf.advance(CHUNK - 2);
+        // A u32 across the chunk boundary: two bytes read, two gone.
+        assert_eq!(buf.get_u32_le(), 0x0000_0707);
+        let rest = buf.copy_to_bytes(buf.remaining());
+        assert_eq!(rest.len(), 62);
+        assert_eq!(buf.error.as_ref().map(io::Error::kind), Some(io::ErrorKind::UnexpectedEof));
+    }
+
+    #[test]
+    fn a_model_whose_external_data_names_itself_keeps_its_weights_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::copy(probe("weights.onnx"), &path).unwrap();
+        let mut proto = decode_file(&path).unwrap();
+        let graph = proto.graph.as_mut().unwrap();
+        graph.initializer[1].external_data =
+            vec![pb::StringStringEntryProto { key: "location".into(), value: "./model.onnx".into() }];
+        assert!(WeightSlots::take_from(&mut proto, &path).is_none());
+    }
+
+    #[test]
+    fn a_relative_model_path_uses_the_slots() {
+        // Unit tests run from the package root.
+        let path = Path::new("../models/fixtures/probe/weights.onnx");
+        let mut proto = decode_file(path).unwrap();
+        let slots = Arc::new(WeightSlots::take_from(&mut proto, path).unwrap());
+        let onnx = tract_onnx::model::Onnx { provider: slots.clone(), ..tract_onnx::onnx() };
+        onnx.parse(&proto, Some(slots.model_dir())).unwrap();
+        assert_eq!(slots.left(), 0);
     }
 
     #[test]

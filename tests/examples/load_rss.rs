@@ -12,6 +12,7 @@ use std::path::Path;
 use edgeinfer_models::dinov2::{Dinov2, EmbedOptions};
 use edgeinfer_models::image::{ImageInput, ImageLimits, decode};
 use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput};
+use edgeinfer_models::manifest::Family;
 use edgeinfer_models::sam::{Point, Prompt, Sam, SegmentOptions};
 use edgeinfer_onnx::{BackendKind, SessionOptions};
 
@@ -27,13 +28,10 @@ fn status_mib(field: &str) -> f64 {
     kib / 1024.0
 }
 
-fn onnx_mib(dir: &Path) -> f64 {
-    let bytes: u64 = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "onnx" || x == "onnx_data" || x == "data"))
-        .map(|e| e.metadata().unwrap().len())
-        .sum();
+/// The ONNX files (and external data) the model loads, in MiB.
+fn onnx_mib(family: Family, dir: &Path) -> f64 {
+    let files = edgeinfer_models::manifest::model_files(family, dir).unwrap();
+    let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     bytes as f64 / 1048576.0
 }
 
@@ -77,7 +75,7 @@ fn main() {
         }
         other => panic!("unknown family {other}"),
     };
-    let files = onnx_mib(&dir.canonicalize().unwrap());
+    let files = onnx_mib(family.parse().unwrap(), &dir.canonicalize().unwrap());
     let grown = load_peak - before;
     println!(
         "| {family} | {} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
