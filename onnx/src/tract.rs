@@ -132,12 +132,12 @@ fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceMod
         ModelSource::Memory(_) => None,
     };
     let dir = match &slots {
-        Some(slots) => Some(slots.model_dir()),
+        Some(slots) => {
+            onnx.provider = slots.clone();
+            Some(slots.model_dir())
+        }
         None => model_dir.as_deref().and_then(Path::to_str),
     };
-    if let Some(slots) = &slots {
-        onnx.provider = slots.clone();
-    }
     let parsed = onnx.parse(&proto, dir).map_err(|e| invalid(source, e))?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(invalid(source, format!("unresolved graph inputs: {:?}", parsed.unresolved_inputs)));

@@ -69,7 +69,8 @@ fn sam(c: &mut Criterion) {
         });
         // The same decoder exported without its in-graph upsampling: the pipeline upsamples the
         // masks it returns on the host (same embedding; the model folder's other files reused).
-        if let Some(lowres) = lowres_sam_dir() {
+        if model_dir("sam").join("decoder_lowres.onnx").is_file() {
+            let lowres = edgeinfer_tests::sam_folder_with_decoder(&model_dir("sam"), "decoder_lowres.onnx");
             let model = Sam::load(lowres.path(), backend.as_ref(), &options()).unwrap();
             group.bench_function(format!("decoder per prompt, low-res graph/{name}"), |b| {
                 b.iter(|| model.segment(&embedding, &prompt, &SegmentOptions::default()).unwrap())
@@ -77,26 +78,6 @@ fn sam(c: &mut Criterion) {
         }
     }
     group.finish();
-}
-
-/// A copy of the SAM model folder (symlinks) whose manifest names `decoder_lowres.onnx` as the
-/// decoder, when the folder has one.
-fn lowres_sam_dir() -> Option<tempfile::TempDir> {
-    let src = model_dir("sam");
-    if !src.join("decoder_lowres.onnx").is_file() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    let manifest = dir.path().join("manifest.json");
-    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    json["decoder"] = "decoder_lowres.onnx".into();
-    std::fs::remove_file(&manifest).unwrap();
-    std::fs::write(&manifest, json.to_string()).unwrap();
-    Some(dir)
 }
 
 fn dinov2(c: &mut Criterion) {

@@ -78,3 +78,21 @@ pub fn backends() -> Vec<Arc<dyn Backend>> {
     v.extend(ort_backend());
     v
 }
+
+/// A copy of SAM model folder `src` (symlinks to its files) whose `manifest.json` names `decoder`
+/// as the decoder: how a user switches a folder to another decoder export it holds.
+pub fn sam_folder_with_decoder(src: &Path, decoder: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let entries = std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+        if let Some(name) = path.file_name().filter(|n| *n != "manifest.json") {
+            std::os::unix::fs::symlink(&path, dir.path().join(name)).unwrap_or_else(|e| panic!("symlink: {e}"));
+        }
+    }
+    let manifest = src.join("manifest.json");
+    let text = std::fs::read(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    let mut json: serde_json::Value = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("bad manifest: {e}"));
+    json["decoder"] = decoder.into();
+    std::fs::write(dir.path().join("manifest.json"), json.to_string()).unwrap_or_else(|e| panic!("write: {e}"));
+    dir
+}

@@ -77,43 +77,38 @@ fn prompts(fixture: &str) -> Value {
 
 #[test]
 fn masks_match_segment_anything_on_both_backends() {
-    let specs = prompts(SAM);
     for backend in backends() {
         let sam = Sam::load(&fixtures().join("sam"), backend.as_ref(), &SessionOptions::default()).unwrap();
-        let label = backend.kind().name();
-        for name in ["point", "points", "box", "box_and_point"] {
-            check_case(&sam, SAM, label, name, &prompt(&specs[name]), &SegmentOptions::default());
-        }
-        let single = SegmentOptions { multimask: false, best_only: false };
-        check_case(&sam, SAM, label, "point_single", &prompt(&specs["point_single"]), &single);
-        // Refinement: the best low-res mask of a previous answer fed back.
-        let low = Tensor::read_npy(&fixtures().join("sam/e2e/refine.mask_input.npy")).unwrap().into_f32().unwrap();
-        let mut refine = prompt(&specs["refine"]);
-        refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
-        check_case(&sam, SAM, label, "refine", &refine, &SegmentOptions::default());
+        check_every_prompt(&sam, SAM, backend.kind().name());
     }
+}
+
+/// Every recorded prompt of `fixture`: the four multimask ones, the single-mask one (SAM only:
+/// the SAM 2 export has no single-mask answer of its own), and a refinement feeding the best
+/// low-res mask of a previous answer back.
+fn check_every_prompt(sam: &Sam, fixture: &str, label: &str) {
+    let specs = prompts(fixture);
+    for name in ["point", "points", "box", "box_and_point"] {
+        check_case(sam, fixture, label, name, &prompt(&specs[name]), &SegmentOptions::default());
+    }
+    if fixture == SAM {
+        let single = SegmentOptions { multimask: false, best_only: false };
+        check_case(sam, fixture, label, "point_single", &prompt(&specs["point_single"]), &single);
+    }
+    let low = fixtures().join(fixture).join("e2e/refine.mask_input.npy");
+    let low = Tensor::read_npy(&low).unwrap().into_f32().unwrap();
+    let mut refine = prompt(&specs["refine"]);
+    refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
+    check_case(sam, fixture, label, "refine", &refine, &SegmentOptions::default());
 }
 
 #[test]
 fn a_decoder_without_in_graph_upsampling_gives_the_same_masks_on_both_backends() {
     // `decoder_lowres.onnx` returns only low-res masks; the pipeline upsamples the ones it returns.
-    let specs = prompts(SAM);
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["encoder.onnx", "decoder_lowres.onnx"] {
-        std::os::unix::fs::symlink(fixtures().join("sam").join(f), dir.path().join(f)).unwrap();
-    }
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("sam/manifest.json")).unwrap()).unwrap();
-    manifest["decoder"] = "decoder_lowres.onnx".into();
-    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    let dir = edgeinfer_tests::sam_folder_with_decoder(&fixtures().join(SAM), "decoder_lowres.onnx");
     for backend in backends() {
         let sam = Sam::load(dir.path(), backend.as_ref(), &SessionOptions::default()).unwrap();
-        let label = format!("{}/low-res decoder", backend.kind().name());
-        for name in ["point", "points", "box", "box_and_point"] {
-            check_case(&sam, SAM, &label, name, &prompt(&specs[name]), &SegmentOptions::default());
-        }
-        let single = SegmentOptions { multimask: false, best_only: false };
-        check_case(&sam, SAM, &label, "point_single", &prompt(&specs["point_single"]), &single);
+        check_every_prompt(&sam, SAM, &format!("{}/low-res decoder", backend.kind().name()));
     }
 }
 
@@ -210,17 +205,9 @@ fn sam2_preprocessing_matches_sam2_transforms() {
 
 #[test]
 fn sam2_masks_match_sam2_image_predictor_on_both_backends() {
-    let specs = prompts(SAM2);
     for backend in backends() {
         let sam = Sam::load(&fixtures().join(SAM2), backend.as_ref(), &SessionOptions::default()).unwrap();
-        let label = backend.kind().name();
-        for name in ["point", "points", "box", "box_and_point"] {
-            check_case(&sam, SAM2, label, name, &prompt(&specs[name]), &SegmentOptions::default());
-        }
-        let low = Tensor::read_npy(&fixtures().join("sam2/e2e/refine.mask_input.npy")).unwrap().into_f32().unwrap();
-        let mut refine = prompt(&specs["refine"]);
-        refine.mask_input = Some(LowResMask(low.into_dimensionality().unwrap()));
-        check_case(&sam, SAM2, label, "refine", &refine, &SegmentOptions::default());
+        check_every_prompt(&sam, SAM2, backend.kind().name());
     }
 }
 
