@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ep::EpConfig;
 use crate::error::{OnnxError, Result};
-use crate::tensor::{Dim, Outputs, Tensor, TensorInfo};
+use crate::retained::{Retained, check_unique};
+use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 /// Which backend implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -211,6 +212,28 @@ pub trait Session: Send + Sync {
     fn outputs(&self) -> &[TensorInfo];
     /// Runs the model. Every declared input must be given exactly once.
     fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs>;
+    /// Runs the model with some inputs taken from earlier runs (`retained`, by input name) and
+    /// keeps the outputs named in `retain` for the next run instead of returning them in
+    /// [`Outputs`]: they come back as [`Retained`] values, in `retain`'s order. Together the
+    /// two inputs must give every declared input exactly once, as for [`Session::run`].
+    ///
+    /// ONNX Runtime keeps retained outputs in its own buffers (no copy out, no copy back); the
+    /// default implementation, used by tract, moves tensors through [`Session::run`].
+    fn run_retaining(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        retained: Vec<(String, Retained)>,
+        retain: &[String],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        check_unique(retain)?;
+        let mut all = inputs;
+        for (name, value) in retained {
+            all.push((name, value.into_tensor()?));
+        }
+        let mut outputs = self.run(all)?;
+        let kept = retain.iter().map(|name| outputs.take(name).map(Retained::from)).collect::<Result<Vec<_>>>()?;
+        Ok((outputs, kept))
+    }
     /// Which execution providers run this session.
     fn providers(&self) -> &ProviderReport;
     /// The backend that created this session.
@@ -233,22 +256,29 @@ pub trait Backend: Send + Sync {
 /// types equal, ranks equal, fixed dims equal and each symbol bound to one value. Returns the
 /// symbol bindings.
 pub fn validate_inputs(infos: &[TensorInfo], inputs: &[(String, Tensor)]) -> Result<BTreeMap<String, usize>> {
+    let described: Vec<(&str, DType, &[usize])> =
+        inputs.iter().map(|(name, t)| (name.as_str(), t.dtype(), t.shape())).collect();
+    validate_described(infos, &described)
+}
+
+/// [`validate_inputs`] on name, element type and shape, for inputs that are not all [`Tensor`]s
+/// (retained backend values).
+pub fn validate_described(infos: &[TensorInfo], inputs: &[(&str, DType, &[usize])]) -> Result<BTreeMap<String, usize>> {
     let mut bindings = BTreeMap::<String, usize>::new();
-    for (name, tensor) in inputs {
-        let Some(info) = infos.iter().find(|i| &i.name == name) else {
+    for &(name, dtype, shape) in inputs {
+        let Some(info) = infos.iter().find(|i| i.name == name) else {
             let known: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
             return Err(OnnxError::BadInput(format!(
                 "unknown input '{name}'; the model's inputs are: {}",
                 known.join(", ")
             )));
         };
-        if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+        if inputs.iter().filter(|(n, _, _)| *n == name).count() > 1 {
             return Err(OnnxError::BadInput(format!("input '{name}' given more than once")));
         }
-        if tensor.dtype() != info.dtype {
-            return Err(OnnxError::BadInput(format!("input '{name}' must be {}, got {}", info.dtype, tensor.dtype())));
+        if dtype != info.dtype {
+            return Err(OnnxError::BadInput(format!("input '{name}' must be {}, got {dtype}", info.dtype)));
         }
-        let shape = tensor.shape();
         if shape.len() != info.shape.len() {
             return Err(OnnxError::BadInput(format!(
                 "input '{name}' must have rank {} (shape {}), got shape {shape:?}",
@@ -279,7 +309,7 @@ pub fn validate_inputs(infos: &[TensorInfo], inputs: &[(String, Tensor)]) -> Res
         }
     }
     for info in infos {
-        if !inputs.iter().any(|(n, _)| n == &info.name) {
+        if !inputs.iter().any(|(n, _, _)| *n == info.name) {
             return Err(OnnxError::BadInput(format!("missing input '{}' ({info})", info.name)));
         }
     }

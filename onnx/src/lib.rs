@@ -15,6 +15,7 @@ mod guard;
 mod heap;
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod retained;
 pub mod tensor;
 #[cfg(feature = "tract")]
 pub mod tract;
@@ -26,10 +27,11 @@ use std::sync::Arc;
 
 pub use backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    SessionStats, TractPlanMode, validate_inputs,
+    SessionStats, TractPlanMode, validate_described, validate_inputs,
 };
 pub use ep::{EpConfig, ExecutionProvider, parse_ep_list};
 pub use error::{OnnxError, Result};
+pub use retained::Retained;
 pub use tensor::{DType, Diff, Dim, Outputs, Tensor, TensorElement, TensorInfo};
 
 /// Creates a backend of the given kind. `ort_library` is the configured ONNX Runtime library

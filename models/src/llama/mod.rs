@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use edgeinfer_onnx::{Backend, DType, ModelSource, Session, SessionOptions, Tensor};
+use edgeinfer_onnx::{Backend, DType, ModelSource, Retained, Session, SessionOptions, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use config::{LlamaLayout, ModelDir};
@@ -132,6 +132,9 @@ pub enum TokenEvent {
 pub struct Llama {
     session: Arc<dyn Session>,
     layout: LlamaLayout,
+    /// `logits`, then `present.{i}.key`, `present.{i}.value` for every layer: the outputs left
+    /// in the backend's memory (logits read in place, the rest fed back as the next step's past).
+    retained_outputs: Vec<String>,
     tokenizer: Tokenizer,
     model_dir: ModelDir,
     eos: Vec<u32>,
@@ -157,7 +160,10 @@ impl Llama {
             return Err(ModelError::Config(format!("EOS token id {bad} is outside the vocabulary of {vocab}")));
         }
         let bos = model_dir.bos_token_id();
-        Ok(Llama { session, layout, tokenizer, model_dir, eos, bos, max_prompt_tokens: None })
+        let retained_outputs = std::iter::once("logits".to_string())
+            .chain((0..layout.layers).flat_map(|i| [layout.present_key(i), layout.present_value(i)]))
+            .collect();
+        Ok(Llama { session, layout, retained_outputs, tokenizer, model_dir, eos, bos, max_prompt_tokens: None })
     }
 
     /// The tokenizer.
@@ -308,28 +314,35 @@ impl Llama {
         if let Some(name) = &self.layout.use_cache_branch {
             feed.push((name.clone(), Tensor::from_shape_vec(&[1], vec![past > 0])?));
         }
+        let mut past_values = Vec::with_capacity(2 * self.layout.layers);
         for (i, (k, v)) in cache.take().into_iter().enumerate() {
-            feed.push((self.layout.past_key(i), k));
-            feed.push((self.layout.past_value(i), v));
+            past_values.push((self.layout.past_key(i), k));
+            past_values.push((self.layout.past_value(i), v));
         }
-        let mut out = self.session.run(feed)?;
-        // Only the last position's row is needed: read it in place (the whole `[1, n, vocab]`
-        // block is 200 MB for 1024 prompt tokens of a 49k vocabulary; copying it cost more
-        // than a tenth of the prefill).
-        let logits = out.take("logits")?;
+        // The new cache stays in the backend's memory (ONNX Runtime's own buffers) and goes
+        // straight back in next step: copying it out and back cost ~8 ms per token at 1024
+        // tokens of context on a 135M model (bench/results/pipelines-2core.txt).
+        let (_, mut kept) = self.session.run_retaining(feed, past_values, &self.retained_outputs)?;
+        // Only the last position's logits are needed: read that row in place (the whole
+        // `[1, n, vocab]` block is 200 MB for 1024 prompt tokens of a 49k vocabulary; copying it
+        // cost more than a tenth of the prefill).
+        let logits = kept.remove(0);
         let shape = logits.shape().to_vec();
         if shape.len() != 3 || shape[1] != n {
             return Err(ModelError::Config(format!("logits have shape {shape:?}, expected [1, {n}, vocab]")));
         }
-        let row = |axis: usize| ndarray::Axis(axis);
-        let last: Vec<f32> = match &logits {
-            Tensor::F32(a) => a.index_axis(row(1), n - 1).iter().copied().collect(),
-            Tensor::F16(a) => a.index_axis(row(1), n - 1).iter().map(|v| v.to_f32()).collect(),
-            other => other.to_f32_array().index_axis(row(1), n - 1).iter().copied().collect(),
+        let row = ndarray::Axis(1);
+        let last: Vec<f32> = match logits.view_f32() {
+            Some(view) => view.index_axis(row, n - 1).iter().copied().collect(),
+            None => match logits.into_tensor()? {
+                Tensor::F16(a) => a.index_axis(row, n - 1).iter().map(|v| v.to_f32()).collect(),
+                other => other.to_f32_array().index_axis(row, n - 1).iter().copied().collect(),
+            },
         };
+        let mut present = kept.into_iter();
         let mut layers = Vec::with_capacity(self.layout.layers);
-        for i in 0..self.layout.layers {
-            layers.push((out.take(&self.layout.present_key(i))?, out.take(&self.layout.present_value(i))?));
+        while let (Some(k), Some(v)) = (present.next(), present.next()) {
+            layers.push((k, v));
         }
         cache.put(layers, past + n);
         Ok(last)
@@ -344,7 +357,7 @@ impl Llama {
 
 /// The KV cache between steps: each layer's key and value `[1, kv_heads, past, head_dim]`.
 struct KvCache {
-    layers: Vec<(Tensor, Tensor)>,
+    layers: Vec<(Retained, Retained)>,
     len: usize,
 }
 
@@ -353,16 +366,17 @@ impl KvCache {
         let shape = [1, layout.kv_heads, 0, layout.head_dim];
         let mut layers = Vec::with_capacity(layout.layers);
         for _ in 0..layout.layers {
-            layers.push((Tensor::zeros(layout.kv_dtype, &shape)?, Tensor::zeros(layout.kv_dtype, &shape)?));
+            layers
+                .push((Tensor::zeros(layout.kv_dtype, &shape)?.into(), Tensor::zeros(layout.kv_dtype, &shape)?.into()));
         }
         Ok(KvCache { layers, len: 0 })
     }
 
-    fn take(&mut self) -> Vec<(Tensor, Tensor)> {
+    fn take(&mut self) -> Vec<(Retained, Retained)> {
         std::mem::take(&mut self.layers)
     }
 
-    fn put(&mut self, layers: Vec<(Tensor, Tensor)>, len: usize) {
+    fn put(&mut self, layers: Vec<(Retained, Retained)>, len: usize) {
         self.layers = layers;
         self.len = len;
     }

@@ -22,11 +22,12 @@ use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    SessionStats, validate_inputs,
+    SessionStats, validate_described,
 };
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
+use crate::retained::{Held, Retained, check_unique};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 pub use library::{OrtRuntime, minimum_version};
@@ -340,25 +341,69 @@ impl Session for OrtSession {
     }
 
     fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs> {
-        validate_inputs(&self.inputs, &inputs)?;
-        // Inputs are passed as views of our arrays: no copy unless an array is not contiguous.
-        let standard: Vec<(&str, StandardInput<'_>)> =
-            inputs.iter().map(|(name, t)| (name.as_str(), StandardInput::of(t))).collect();
+        Ok(self.run_retaining(inputs, Vec::new(), &[])?.0)
+    }
+
+    // `inputs` are passed as views of our arrays (no copy unless an array is not contiguous),
+    // `retained` values as ORT's own values; the outputs named in `retain` stay ORT values, the
+    // others are copied into tensors.
+    fn run_retaining(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        retained: Vec<(String, Retained)>,
+        retain: &[String],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        check_unique(retain)?;
+        for name in retain {
+            if !self.outputs.iter().any(|o| &o.name == name) {
+                return Err(OnnxError::MissingOutput(name.clone()));
+            }
+        }
+        let described: Vec<(&str, DType, &[usize])> = inputs
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
+            .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
+            .collect();
+        validate_described(&self.inputs, &described)?;
+        let standard: Vec<(&str, StandardInput<'_>)> = inputs
+            .iter()
+            .map(|(name, t)| (name.as_str(), StandardInput::of(t)))
+            .chain(retained.iter().filter_map(|(name, r)| match r.held() {
+                Held::Tensor(t) => Some((name.as_str(), StandardInput::of(t))),
+                Held::Ort(_) => None,
+            }))
+            .collect();
         let mut values: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(standard.len());
+            Vec::with_capacity(described.len());
         for (name, input) in &standard {
             values.push((std::borrow::Cow::Borrowed(*name), input.to_value().map_err(|e| self.run_error(e))?));
         }
+        for (name, r) in &retained {
+            if let Held::Ort(v) = r.held() {
+                values.push((std::borrow::Cow::Borrowed(name.as_str()), v.into()));
+            }
+        }
         let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let results =
+        let mut results =
             session.run(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(|e| self.run_error(e))?;
+        let mut kept = Vec::with_capacity(retain.len());
+        for name in retain {
+            let value = results.remove(name).ok_or_else(|| OnnxError::MissingOutput(name.clone()))?;
+            let (dtype, shape) = match value.dtype() {
+                ValueType::Tensor { ty, shape, .. } => {
+                    (dtype_of(*ty), shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect())
+                }
+                other => return Err(self.run_error(format!("output '{name}' is not a tensor ({other:?})"))),
+            };
+            kept.push(Retained::from_ort(value, dtype, shape));
+        }
         let mut entries = Vec::with_capacity(self.outputs.len());
-        for info in &self.outputs {
+        for info in self.outputs.iter().filter(|o| !retain.contains(&o.name)) {
             let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
-            entries.push((info.name.clone(), from_value(value).map_err(|e| self.run_error(e))?));
+            entries.push((info.name.clone(), tensor_from_value(value).map_err(|e| self.run_error(e))?));
         }
         self.runs.fetch_add(1, Ordering::Relaxed);
-        Ok(Outputs::new(entries))
+        Ok((Outputs::new(entries), kept))
     }
 
     fn providers(&self) -> &ProviderReport {
@@ -408,7 +453,8 @@ impl<'a> StandardInput<'a> {
     }
 }
 
-fn from_value(value: &DynValue) -> std::result::Result<Tensor, String> {
+/// Copies an ONNX Runtime tensor value into a [`Tensor`].
+pub(crate) fn tensor_from_value(value: &DynValue) -> std::result::Result<Tensor, String> {
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
         other => return Err(format!("output is not a tensor ({other:?})")),

@@ -1,0 +1,110 @@
+//! Outputs a session keeps in the backend's own memory so they can be fed back as inputs of a
+//! later run without a copy: a decoder's KV cache, a recurrent state.
+//!
+//! [`Session::run`](crate::Session::run) hands every output back as an owned [`Tensor`]; for
+//! ONNX Runtime that is a copy out of ORT's buffer, and for a LLaMA decoder at 1024 tokens of
+//! context it is ~47 MB per generated token (plus as many fresh pages). With
+//! [`Session::run_retaining`](crate::Session::run_retaining) the named outputs come back as
+//! [`Retained`] values instead: ORT's own values, passed straight back to ORT next step. tract
+//! moves its tensors, so there a retained value is simply a tensor.
+
+use crate::error::{OnnxError, Result};
+use crate::tensor::{DType, Tensor};
+
+/// A session output kept for feeding back. Cheap to move; read it with [`Retained::to_tensor`]
+/// (a copy when the value lives in ONNX Runtime).
+#[derive(Debug)]
+pub struct Retained {
+    dtype: DType,
+    shape: Vec<usize>,
+    value: Held,
+}
+
+/// Where the data is.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// An ordinary tensor (tract outputs, initial values made by the caller).
+    Tensor(Tensor),
+    /// An ONNX Runtime value (shared, reference counted by ort).
+    #[cfg(feature = "ort")]
+    Ort(ort::value::DynValue),
+}
+
+impl Retained {
+    /// Wraps a tensor, e.g. an empty initial KV cache.
+    pub fn from_tensor(tensor: Tensor) -> Self {
+        Retained { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), value: Held::Tensor(tensor) }
+    }
+
+    /// Wraps an ONNX Runtime value whose element type and shape were read by the caller.
+    #[cfg(feature = "ort")]
+    pub(crate) fn from_ort(value: ort::value::DynValue, dtype: DType, shape: Vec<usize>) -> Self {
+        Retained { dtype, shape, value: Held::Ort(value) }
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Whether the data lives in the backend (ONNX Runtime) rather than in a [`Tensor`].
+    pub fn is_backend_owned(&self) -> bool {
+        !matches!(self.value, Held::Tensor(_))
+    }
+
+    #[cfg(feature = "ort")]
+    pub(crate) fn held(&self) -> &Held {
+        &self.value
+    }
+
+    /// The data in place, when it is `f32`: no copy, whichever backend holds it.
+    pub fn view_f32(&self) -> Option<ndarray::ArrayViewD<'_, f32>> {
+        match &self.value {
+            Held::Tensor(t) => t.as_f32().map(|a| a.view()),
+            #[cfg(feature = "ort")]
+            Held::Ort(v) => v.try_extract_array::<f32>().ok(),
+        }
+    }
+
+    /// A copy of the data as a tensor.
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        match &self.value {
+            Held::Tensor(t) => Ok(t.clone()),
+            #[cfg(feature = "ort")]
+            Held::Ort(v) => crate::ort::tensor_from_value(v).map_err(|reason| OnnxError::Run {
+                backend: "onnxruntime",
+                reason: format!("retained value: {reason}"),
+            }),
+        }
+    }
+
+    /// The data as a tensor: moved out when it is one, copied when the backend holds it.
+    pub fn into_tensor(self) -> Result<Tensor> {
+        match self.value {
+            Held::Tensor(t) => Ok(t),
+            #[cfg(feature = "ort")]
+            Held::Ort(_) => self.to_tensor(),
+        }
+    }
+}
+
+impl From<Tensor> for Retained {
+    fn from(tensor: Tensor) -> Self {
+        Retained::from_tensor(tensor)
+    }
+}
+
+/// Fails with a clear message if `retain` names an output twice.
+pub(crate) fn check_unique(retain: &[String]) -> Result<()> {
+    for (i, name) in retain.iter().enumerate() {
+        if retain[..i].contains(name) {
+            return Err(OnnxError::BadInput(format!("output '{name}' asked to be retained twice")));
+        }
+    }
+    Ok(())
+}

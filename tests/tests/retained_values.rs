@@ -1,0 +1,172 @@
+//! `Session::run_retaining` on both backends, with the LLaMA fixture's KV cache: retained outputs
+//! equal what `run` returns, feeding them back gives the same next step as feeding copies, ORT
+//! keeps them in its own memory, a value retained by one backend feeds the other, and misuse
+//! gets clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use edgeinfer_models::llama::{LlamaLayout, ModelDir};
+use edgeinfer_onnx::{Backend, BackendKind, ModelSource, Retained, Session, SessionOptions, Tensor};
+use edgeinfer_tests::{backends, fixtures};
+
+struct Model {
+    session: Box<dyn Session>,
+    layout: LlamaLayout,
+}
+
+fn load(backend: &Arc<dyn Backend>) -> Model {
+    let dir = fixtures().join("llama");
+    let model_dir = ModelDir::open(&dir).unwrap();
+    let session = backend.load(&ModelSource::File(model_dir.onnx.clone()), &SessionOptions::default()).unwrap();
+    let layout = model_dir.layout(session.as_ref()).unwrap();
+    Model { session, layout }
+}
+
+impl Model {
+    /// `input_ids`, `attention_mask` (and `position_ids`) for `ids` after `past` cached tokens.
+    fn token_inputs(&self, ids: &[i64], past: usize) -> Vec<(String, Tensor)> {
+        let n = ids.len();
+        let mut feed = vec![
+            ("input_ids".to_string(), Tensor::from_shape_vec(&[1, n], ids.to_vec()).unwrap()),
+            ("attention_mask".to_string(), Tensor::from_shape_vec(&[1, past + n], vec![1i64; past + n]).unwrap()),
+        ];
+        if self.layout.has_position_ids {
+            let positions = (past..past + n).map(|p| p as i64).collect();
+            feed.push(("position_ids".to_string(), Tensor::from_shape_vec(&[1, n], positions).unwrap()));
+        }
+        assert!(self.layout.use_cache_branch.is_none(), "the fixture is a plain KV-cache export");
+        feed
+    }
+
+    fn past_names(&self) -> Vec<String> {
+        (0..self.layout.layers).flat_map(|i| [self.layout.past_key(i), self.layout.past_value(i)]).collect()
+    }
+
+    fn present_names(&self) -> Vec<String> {
+        (0..self.layout.layers).flat_map(|i| [self.layout.present_key(i), self.layout.present_value(i)]).collect()
+    }
+
+    fn empty_past(&self) -> Vec<(String, Tensor)> {
+        let shape = [1, self.layout.kv_heads, 0, self.layout.head_dim];
+        self.past_names().into_iter().map(|name| (name, Tensor::zeros(self.layout.kv_dtype, &shape).unwrap())).collect()
+    }
+
+    fn empty_retained(&self) -> Vec<(String, Retained)> {
+        self.empty_past().into_iter().map(|(name, t)| (name, t.into())).collect()
+    }
+}
+
+fn assert_same(label: &str, ours: &Tensor, reference: &Tensor) {
+    let diff = ours.compare(reference).unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert!(diff.within(1e-6, 1e-5), "{label}: {diff:?}");
+}
+
+#[test]
+fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
+    for backend in backends() {
+        let kind = backend.kind();
+        let model = load(&backend);
+        let prompt = [1i64, 17, 42, 5];
+
+        // Prefill through plain `run`: every output copied out.
+        let mut inputs = model.token_inputs(&prompt, 0);
+        inputs.extend(model.empty_past());
+        let mut copied = model.session.run(inputs).unwrap();
+
+        // The same prefill, keeping the present values in the backend.
+        let past = model.empty_retained();
+        let present = model.present_names();
+        let (mut outputs, kept) = model.session.run_retaining(model.token_inputs(&prompt, 0), past, &present).unwrap();
+        assert_eq!(kept.len(), present.len(), "{kind}");
+        for name in &present {
+            assert!(outputs.get(name).is_none(), "{kind}: retained output '{name}' also returned as a tensor");
+        }
+        assert_same(&format!("{kind} logits"), &outputs.take("logits").unwrap(), copied.get("logits").unwrap());
+        let expected_shape = [1, model.layout.kv_heads, prompt.len(), model.layout.head_dim];
+        for (name, value) in present.iter().zip(&kept) {
+            assert_eq!(value.shape(), expected_shape, "{kind} {name}");
+            assert_eq!(value.dtype(), model.layout.kv_dtype, "{kind} {name}");
+            assert_eq!(value.is_backend_owned(), kind == BackendKind::Ort, "{kind} {name}: where the value lives");
+            assert_same(&format!("{kind} {name}"), &value.to_tensor().unwrap(), copied.get(name).unwrap());
+        }
+
+        // One decode step: past fed as copies through `run`, and as retained values.
+        let next = [7i64];
+        let mut inputs = model.token_inputs(&next, prompt.len());
+        for (past_name, present_name) in model.past_names().into_iter().zip(&present) {
+            inputs.push((past_name, copied.take(present_name).unwrap()));
+        }
+        let step_copied = model.session.run(inputs).unwrap();
+        // This time the logits stay in the backend too, read in place.
+        let retained: Vec<(String, Retained)> = model.past_names().into_iter().zip(kept).collect();
+        let retain: Vec<String> = std::iter::once("logits".to_string()).chain(present.iter().cloned()).collect();
+        let (step_retained, mut kept) =
+            model.session.run_retaining(model.token_inputs(&next, prompt.len()), retained, &retain).unwrap();
+        assert!(step_retained.is_empty(), "{kind}: every output was retained");
+        let logits = kept.remove(0);
+        let in_place = Tensor::F32(logits.view_f32().expect("f32 logits readable in place").to_owned());
+        assert_same(&format!("{kind} decode logits"), &in_place, step_copied.get("logits").unwrap());
+        for (name, value) in present.iter().zip(&kept) {
+            assert_eq!(value.shape()[2], prompt.len() + 1, "{kind} {name}: the cache grew by one");
+            assert_same(&format!("{kind} step {name}"), &value.to_tensor().unwrap(), step_copied.get(name).unwrap());
+        }
+    }
+}
+
+#[test]
+fn values_retained_by_one_backend_feed_the_other() {
+    let all = backends();
+    if all.len() < 2 {
+        return; // EDGEINFER_SKIP_ORT=1: nothing to cross.
+    }
+    let models: Vec<Model> = all.iter().map(load).collect();
+    let prompt = [3i64, 9, 11];
+    let next = [2i64];
+    let mut logits = Vec::new();
+    for (producer, consumer) in [(0, 1), (1, 0)] {
+        let (p, c) = (&models[producer], &models[consumer]);
+        let past = p.empty_retained();
+        let (_, kept) = p.session.run_retaining(p.token_inputs(&prompt, 0), past, &p.present_names()).unwrap();
+        let retained = c.past_names().into_iter().zip(kept).collect();
+        let (out, _) = c.session.run_retaining(c.token_inputs(&next, prompt.len()), retained, &[]).unwrap();
+        logits.push(out.get("logits").unwrap().clone());
+    }
+    let diff = logits[0].compare(&logits[1]).unwrap();
+    assert!(diff.within(1e-4, 1e-3), "tract→ort vs ort→tract decode logits: {diff:?}");
+}
+
+#[test]
+fn misuse_gets_clear_errors_on_both_backends() {
+    for backend in backends() {
+        let kind = backend.kind();
+        let model = load(&backend);
+        let prompt = [1i64, 2];
+        let past = || model.empty_retained();
+        let run = |inputs: Vec<(String, Tensor)>, retained: Vec<(String, Retained)>, retain: &[String]| {
+            model.session.run_retaining(inputs, retained, retain).map(|_| ()).unwrap_err().to_string()
+        };
+
+        let err = run(model.token_inputs(&prompt, 0), past(), &["present.99.key".to_string()]);
+        assert!(err.contains("present.99.key"), "{kind}: unknown output: {err}");
+
+        let twice = vec![model.layout.present_key(0), model.layout.present_key(0)];
+        let err = run(model.token_inputs(&prompt, 0), past(), &twice);
+        assert!(err.contains("retained twice"), "{kind}: same output twice: {err}");
+
+        let mut short = past();
+        let (dropped, _) = short.pop().unwrap();
+        let err = run(model.token_inputs(&prompt, 0), short, &[]);
+        assert!(err.contains(&format!("missing input '{dropped}'")), "{kind}: missing past: {err}");
+
+        let mut wrong = past();
+        wrong[0].1 = Tensor::zeros(edgeinfer_onnx::DType::I64, wrong[0].1.shape()).unwrap().into();
+        let err = run(model.token_inputs(&prompt, 0), wrong, &[]);
+        assert!(err.contains("must be float32"), "{kind}: wrong element type: {err}");
+
+        let mut doubled = past();
+        doubled.push(("input_ids".to_string(), Tensor::zeros(edgeinfer_onnx::DType::I64, &[1, 2]).unwrap().into()));
+        let err = run(model.token_inputs(&prompt, 0), doubled, &[]);
+        assert!(err.contains("given more than once"), "{kind}: input given twice: {err}");
+    }
+}
