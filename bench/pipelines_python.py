@@ -119,44 +119,56 @@ def dinov2(dir: Path, photos: list[Image.Image], threads: int, runs: int) -> dic
     }
 
 
-def llama(dir: Path, threads: int, runs: int) -> dict[str, float]:
-    model = session(dir / "model.onnx", threads)
-    inputs = {i.name: i for i in model.get_inputs()}
-    past = sorted(n for n in inputs if n.startswith("past_key_values."))
-    kv_heads, head_dim = inputs[past[0]].shape[1], inputs[past[0]].shape[3]
-    out_names = [o.name for o in model.get_outputs()]
-    config = json.loads((dir / "config.json").read_text())
-    context_length = config.get("max_position_embeddings", 2048)
+class LlamaBaseline:
+    """A LLaMA KV-cache export run as a Python service would: numpy feeds, the cache fed back."""
 
-    def step(ids: list[int], cache: dict[str, np.ndarray] | None, start: int):
+    def __init__(self, dir: Path, threads: int):
+        self.model = session(dir / "model.onnx", threads)
+        inputs = {i.name: i for i in self.model.get_inputs()}
+        self.past = sorted(n for n in inputs if n.startswith("past_key_values."))
+        self.kv_heads, self.head_dim = inputs[self.past[0]].shape[1], inputs[self.past[0]].shape[3]
+        self.out_names = [o.name for o in self.model.get_outputs()]
+        config = json.loads((dir / "config.json").read_text())
+        self.context_length = config.get("max_position_embeddings", 2048)
+
+    @staticmethod
+    def prompt(context: int) -> list[int]:
+        """The benchmark's prompt ids (as tests/benches/pipelines.rs makes them)."""
+        return [10 + (i * 7 % 200) for i in range(context)]
+
+    def step(self, ids: list[int], cache: dict[str, np.ndarray] | None, start: int):
         n = len(ids)
         feeds = {
             "input_ids": np.array([ids], dtype=np.int64),
             "attention_mask": np.ones((1, start + n), dtype=np.int64),
             "position_ids": np.arange(start, start + n, dtype=np.int64)[None],
         }
-        for name in past:
-            feeds[name] = cache[name] if cache else np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32)
-        outs = dict(zip(out_names, model.run(None, feeds)))
-        cache = {name: outs[name.replace("past_key_values", "present")] for name in past}
+        for name in self.past:
+            feeds[name] = cache[name] if cache else np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        outs = dict(zip(self.out_names, self.model.run(None, feeds)))
+        cache = {name: outs[name.replace("past_key_values", "present")] for name in self.past}
         return int(np.argmax(outs["logits"][0, -1])), cache
 
+    def decode_ms(self, context: int) -> float:
+        """Prefill `context` tokens, then the mean time of 8 greedy decode steps."""
+        token, cache = self.step(self.prompt(context), None, 0)
+        start = time.perf_counter()
+        for i in range(8):
+            token, cache = self.step([token], cache, context + i)
+        return (time.perf_counter() - start) * 1e3 / 8
+
+
+def llama(dir: Path, threads: int, runs: int) -> dict[str, float]:
+    model = LlamaBaseline(dir, threads)
     results = {}
     for context in (16, 256, 1024):
-        if context + 16 > context_length:
+        if context + 16 > model.context_length:
             continue
-        ids = [10 + (i * 7 % 200) for i in range(context)]
-        results[f"llama/prefill {context} tokens"] = timed(lambda: step(ids, None, 0), runs)
-
-        def decode():
-            token, cache = step(ids, None, 0)
-            start = time.perf_counter()
-            for i in range(8):
-                token, cache = step([token], cache, context + i)
-            return (time.perf_counter() - start) * 1e3 / 8
-
-        decode()
-        results[f"llama/decode step at {context}"] = float(np.median([decode() for _ in range(max(3, runs // 3))]))
+        ids = model.prompt(context)
+        results[f"llama/prefill {context} tokens"] = timed(lambda: model.step(ids, None, 0), runs)
+        model.decode_ms(context)
+        samples = [model.decode_ms(context) for _ in range(max(3, runs // 3))]
+        results[f"llama/decode step at {context}"] = float(np.median(samples))
     return results
 
 

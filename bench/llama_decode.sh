@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# LLaMA decode step, ours on the ort backend against Python onnxruntime, measured in alternation:
+# each round runs both sides in fresh processes one after the other (the order swapped every
+# round), so a slow spell of this VM hits both. Prints every round's ratio and the medians.
+# pipelines.sh runs all of criterion before all of Python, minutes apart; on a shared VM its
+# Python decode rows have moved by 50 % between runs, so use this one for decode ratios.
+#
+#   bench/llama_decode.sh [--rounds N] [--threads N] [--contexts 16,256,1024] [--runs N]
+# Needs the export environment for the model (EXPORT_PYTHON, see bench/common.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+rounds=5; threads=$(nproc); contexts=16,256,1024; runs=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;;
+    --contexts) contexts=$2; shift 2;; --runs) runs=$2; shift 2;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+out=$root/bench/out
+source bench/common.sh
+bench_ort
+[ -f "$out/llama-135m/model.onnx" ] || bench_export export_llama.py --random-weights --out "$out/llama-135m"
+cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$out/llama-135m/"
+ort_venv "$root/.venv-bench" "onnxruntime==1.32.0" "numpy==2.4.6" "pillow==13.0.0"
+cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
+
+results=$(mktemp)
+trap 'rm -rf "$results"' EXIT
+ours() { target/release/examples/llama_decode "$out/llama-135m" ort "$threads" "$contexts" "$runs"; }
+theirs() { (cd bench && "$root/.venv-bench/bin/python" llama_decode_python.py "$out/llama-135m" "$threads" "$contexts" "$runs"); }
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then first=ours; second=theirs; else first=theirs; second=ours; fi
+  { $first; $second; } | sed "s/^{/{\"round\": $round, /" | tee -a "$results"
+done
+
+"$root/.venv-bench/bin/python" - "$results" "$threads" <<'PY'
+import json, sys
+import numpy as np
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nLLaMA-135M decode step, ms ({sys.argv[2]} threads; median over rounds; ratio = ours/Python per round)")
+print("| context | Python ORT | ours, ort | ratio (median) | ratio per round |")
+print("|---|---|---|---|---|")
+for context in sorted({r["context"] for r in rows}):
+    by = lambda side: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["side"] == side}
+    py, ours = by("python"), by("ort")
+    ratios = [ours[k] / py[k] for k in sorted(py) if k in ours]
+    print(f"| {context} | {np.median(list(py.values())):.2f} | {np.median(list(ours.values())):.2f} "
+          f"| {np.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
+PY
