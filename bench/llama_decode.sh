@@ -38,7 +38,7 @@ done
 "$root/.venv-bench/bin/python" - "$results" "$threads" <<'PY'
 import json, sys
 import numpy as np
-rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 print(f"\nLLaMA-135M decode step, ms ({sys.argv[2]} threads; median over rounds; ratio = ours/Python per round)")
 print("| context | Python ORT | ours, ort | ratio (median) | ratio per round |")
 print("|---|---|---|---|---|")

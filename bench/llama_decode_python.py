@@ -18,6 +18,9 @@ def main() -> None:
     dir, threads, contexts, runs = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     model = LlamaBaseline(dir, threads)
     for context in (int(c) for c in contexts.split(",")):
+        if context + 16 > model.context_length:
+            print(f"context {context} is beyond this model's {model.context_length} positions; skipped", file=sys.stderr)
+            continue
         model.decode_ms(context)
         median = float(np.median([model.decode_ms(context) for _ in range(runs)]))
         print(json.dumps({"side": "python", "context": context, "decode_ms": round(median, 3)}))

@@ -11,6 +11,9 @@
                        over 2 GB (and Optimum's `model.onnx_data`) store them.
   weights.{x,y}.npy    input and the numpy result.
 
+  passthrough.onnx     x [2,3] -> outputs x (the graph input itself), y = Identity(x) and
+                       z = Add(x, x): outputs ONNX Runtime may hand back in the input's own buffer.
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -41,6 +44,20 @@ def main() -> None:
     np.save(args.out / "unsupported_op.x.npy", x)
     np.save(args.out / "unsupported_op.y.npy", np.array(np.linalg.det(np.maximum(x, 0)), dtype=np.float32))
     weights(args.out)
+    passthrough(args.out)
+
+
+def passthrough(out: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Add", ["x", "x"], ["z"])],
+        "passthrough",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "y", "z")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out / "passthrough.onnx")
 
 
 def weights(out: Path) -> None:
@@ -70,6 +87,8 @@ def weights(out: Path) -> None:
         return m
 
     onnx.save(model(), out / "weights.onnx")
+    # onnx appends to an existing external data file: start from none, so reruns are identical.
+    (out / "weights_external.onnx.data").unlink(missing_ok=True)
     onnx.save(
         model(),
         out / "weights_external.onnx",

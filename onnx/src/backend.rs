@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ep::EpConfig;
 use crate::error::{OnnxError, Result};
-use crate::retained::{Retained, check_unique};
+use crate::retained::{Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 /// Which backend implementation.
@@ -225,7 +225,7 @@ pub trait Session: Send + Sync {
         retained: Vec<(String, Retained)>,
         retain: &[String],
     ) -> Result<(Outputs, Vec<Retained>)> {
-        check_unique(retain)?;
+        check_retain(self.outputs(), retain)?;
         let mut all = inputs;
         for (name, value) in retained {
             all.push((name, value.into_tensor()?));

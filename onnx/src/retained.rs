@@ -9,7 +9,7 @@
 //! moves its tensors, so there a retained value is simply a tensor.
 
 use crate::error::{OnnxError, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorInfo};
 
 /// A session output kept for feeding back. Cheap to move; read it with [`Retained::to_tensor`]
 /// (a copy when the value lives in ONNX Runtime).
@@ -71,6 +71,16 @@ impl Retained {
         }
     }
 
+    /// The data in place, when it is `f16`.
+    pub fn view_f16(&self) -> Option<ndarray::ArrayViewD<'_, half::f16>> {
+        match &self.value {
+            Held::Tensor(Tensor::F16(a)) => Some(a.view()),
+            Held::Tensor(_) => None,
+            #[cfg(feature = "ort")]
+            Held::Ort(v) => v.try_extract_array::<half::f16>().ok(),
+        }
+    }
+
     /// A copy of the data as a tensor.
     pub fn to_tensor(&self) -> Result<Tensor> {
         match &self.value {
@@ -99,9 +109,16 @@ impl From<Tensor> for Retained {
     }
 }
 
-/// Fails with a clear message if `retain` names an output twice.
-pub(crate) fn check_unique(retain: &[String]) -> Result<()> {
+/// Checks `retain` before a run: every name a declared output, none twice.
+pub(crate) fn check_retain(outputs: &[TensorInfo], retain: &[String]) -> Result<()> {
     for (i, name) in retain.iter().enumerate() {
+        if !outputs.iter().any(|o| &o.name == name) {
+            let known: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(OnnxError::BadInput(format!(
+                "cannot retain unknown output '{name}'; the model's outputs are: {}",
+                known.join(", ")
+            )));
+        }
         if retain[..i].contains(name) {
             return Err(OnnxError::BadInput(format!("output '{name}' asked to be retained twice")));
         }

@@ -20,10 +20,15 @@ fn main() {
     let threads: usize = args[3].parse().expect(usage);
     let contexts: Vec<usize> = args[4].split(',').map(|c| c.parse().expect(usage)).collect();
     let runs: usize = args[5].parse().expect(usage);
+    assert!(runs > 0, "runs must be at least 1");
     let backend = edgeinfer_onnx::backend(kind, None).unwrap();
     let options = SessionOptions { intra_threads: Some(threads), ..Default::default() };
     let model = Llama::load(dir, backend.as_ref(), &options).unwrap();
     for context in contexts {
+        if context + 16 > model.layout().context_length {
+            eprintln!("context {context} is beyond this model's {} positions; skipped", model.layout().context_length);
+            continue;
+        }
         let request = GenerateRequest {
             input: PromptInput::Ids((0..context).map(|i| 10 + (i * 7 % 200) as u32).collect()),
             max_new_tokens: Some(9),
@@ -38,7 +43,9 @@ fn main() {
         decode_ms(0); // warm-up
         let mut samples: Vec<f64> = (0..runs).map(&mut decode_ms).collect();
         samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
+        let mid = samples.len() / 2;
+        let median =
+            if samples.len().is_multiple_of(2) { (samples[mid - 1] + samples[mid]) / 2.0 } else { samples[mid] };
         println!(r#"{{"side": "{kind}", "context": {context}, "decode_ms": {median:.3}}}"#);
     }
 }

@@ -107,10 +107,28 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         let logits = kept.remove(0);
         let in_place = Tensor::F32(logits.view_f32().expect("f32 logits readable in place").to_owned());
         assert_same(&format!("{kind} decode logits"), &in_place, step_copied.get("logits").unwrap());
+        // The values outlive their session, and feed another session of the same model.
+        drop(model.session);
         for (name, value) in present.iter().zip(&kept) {
             assert_eq!(value.shape()[2], prompt.len() + 1, "{kind} {name}: the cache grew by one");
             assert_same(&format!("{kind} step {name}"), &value.to_tensor().unwrap(), step_copied.get(name).unwrap());
         }
+        let other = load(&backend);
+        let next = [9i64];
+        let retained = other.past_names().into_iter().zip(kept).collect();
+        let (from_other, _) =
+            other.session.run_retaining(other.token_inputs(&next, prompt.len() + 1), retained, &[]).unwrap();
+        let mut inputs = other.token_inputs(&next, prompt.len() + 1);
+        let mut step_copied = step_copied;
+        for (past_name, present_name) in other.past_names().into_iter().zip(&present) {
+            inputs.push((past_name, step_copied.take(present_name).unwrap()));
+        }
+        let reference = other.session.run(inputs).unwrap();
+        assert_same(
+            &format!("{kind} next step in another session"),
+            from_other.get("logits").unwrap(),
+            reference.get("logits").unwrap(),
+        );
     }
 }
 
@@ -118,7 +136,8 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
 fn values_retained_by_one_backend_feed_the_other() {
     let all = backends();
     if all.len() < 2 {
-        return; // EDGEINFER_SKIP_ORT=1: nothing to cross.
+        eprintln!("EDGEINFER_SKIP_ORT=1: no second backend to cross with");
+        return;
     }
     let models: Vec<Model> = all.iter().map(load).collect();
     let prompt = [3i64, 9, 11];
@@ -132,8 +151,20 @@ fn values_retained_by_one_backend_feed_the_other() {
         let (out, _) = c.session.run_retaining(c.token_inputs(&next, prompt.len()), retained, &[]).unwrap();
         logits.push(out.get("logits").unwrap().clone());
     }
-    let diff = logits[0].compare(&logits[1]).unwrap();
-    assert!(diff.within(1e-4, 1e-3), "tract→ort vs ort→tract decode logits: {diff:?}");
+    // Reference: the same two steps on tract with plain `run`, the cache copied.
+    let tract = &models[0];
+    let mut inputs = tract.token_inputs(&prompt, 0);
+    inputs.extend(tract.empty_past());
+    let mut prefill = tract.session.run(inputs).unwrap();
+    let mut inputs = tract.token_inputs(&next, prompt.len());
+    for (past_name, present_name) in tract.past_names().into_iter().zip(tract.present_names()) {
+        inputs.push((past_name, prefill.take(&present_name).unwrap()));
+    }
+    let reference = tract.session.run(inputs).unwrap();
+    for (label, ours) in ["tract→ort", "ort→tract"].iter().zip(&logits) {
+        let diff = ours.compare(reference.get("logits").unwrap()).unwrap();
+        assert!(diff.within(1e-4, 1e-3), "{label} decode logits vs tract alone: {diff:?}");
+    }
 }
 
 #[test]
@@ -164,9 +195,43 @@ fn misuse_gets_clear_errors_on_both_backends() {
         let err = run(model.token_inputs(&prompt, 0), wrong, &[]);
         assert!(err.contains("must be float32"), "{kind}: wrong element type: {err}");
 
+        // A value ONNX Runtime holds is validated like a tensor.
+        let (_, held) =
+            model.session.run_retaining(model.token_inputs(&prompt, 0), past(), &model.present_names()).unwrap();
+        let mut misplaced = past();
+        misplaced.push(("input_ids".to_string(), held.into_iter().next().unwrap()));
+        let err = run(vec![model.token_inputs(&prompt, 0).swap_remove(1)], misplaced, &[]);
+        assert!(err.contains("input 'input_ids' must be int64"), "{kind}: cache value as input_ids: {err}");
+
         let mut doubled = past();
         doubled.push(("input_ids".to_string(), Tensor::zeros(edgeinfer_onnx::DType::I64, &[1, 2]).unwrap().into()));
         let err = run(model.token_inputs(&prompt, 0), doubled, &[]);
         assert!(err.contains("given more than once"), "{kind}: input given twice: {err}");
+    }
+}
+
+#[test]
+fn outputs_returned_in_an_input_buffer_are_copied_before_the_input_is_freed() {
+    // `x` is both the graph's input and an output, `y = Identity(x)`, `z = x + x`: ORT may hand
+    // back the first two in the buffer of the input tensor, which run_retaining frees on return.
+    // (ORT only: tract cannot load a graph whose input is also an output.)
+    let path = fixtures().join("probe/passthrough.onnx");
+    if let Some(backend) = edgeinfer_tests::ort_backend() {
+        let kind = backend.kind();
+        let session = backend.load(&ModelSource::File(path.clone()), &SessionOptions::default()).unwrap();
+        let x = Tensor::deterministic(edgeinfer_onnx::DType::F32, &[2, 3], 11).unwrap();
+        let retain: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
+        let (_, kept) = session.run_retaining(vec![("x".to_string(), x.clone())], Vec::new(), &retain).unwrap();
+        // Overwrite freed memory the way a busy process would before the values are read.
+        let scribble: Vec<Vec<f32>> = (0..64).map(|_| vec![-7.0f32; 6]).collect();
+        let doubled = Tensor::F32(x.as_f32().unwrap().mapv(|v| v + v));
+        for ((name, value), expected) in retain.iter().zip(&kept).zip([&x, &x, &doubled]) {
+            println!("{kind} {name}: held by the backend: {}", value.is_backend_owned());
+            assert_same(&format!("{kind} {name}"), &value.to_tensor().unwrap(), expected);
+        }
+        drop(scribble);
+        // ONNX Runtime 1.32 returns the graph input `x` in the lent buffer: it must have been copied.
+        assert!(!kept[0].is_backend_owned(), "{kind}: 'x' still points into the freed input");
+        assert!(kept[2].is_backend_owned(), "{kind}: 'z' is a fresh ORT buffer and stays there");
     }
 }

@@ -332,13 +332,20 @@ impl Llama {
             return Err(ModelError::Config(format!("logits have shape {shape:?}, expected [1, {n}, vocab]")));
         }
         let row = ndarray::Axis(1);
-        let last: Vec<f32> = match logits.view_f32() {
-            Some(view) => view.index_axis(row, n - 1).iter().copied().collect(),
-            None => match logits.into_tensor()? {
-                Tensor::F16(a) => a.index_axis(row, n - 1).iter().map(|v| v.to_f32()).collect(),
-                other => other.to_f32_array().index_axis(row, n - 1).iter().copied().collect(),
-            },
+        let last: Vec<f32> = if let Some(view) = logits.view_f32() {
+            view.index_axis(row, n - 1).iter().copied().collect()
+        } else if let Some(view) = logits.view_f16() {
+            view.index_axis(row, n - 1).iter().map(|v| v.to_f32()).collect()
+        } else {
+            logits.into_tensor()?.to_f32_array().index_axis(row, n - 1).iter().copied().collect()
         };
+        if kept.len() != 2 * self.layout.layers {
+            return Err(ModelError::Config(format!(
+                "the graph returned {} KV cache outputs for {} layers",
+                kept.len(),
+                self.layout.layers
+            )));
+        }
         let mut present = kept.into_iter();
         let mut layers = Vec::with_capacity(self.layout.layers);
         while let (Some(k), Some(v)) = (present.next(), present.next()) {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use ort::logging::LogLevel;
 use ort::session::Session as OrtInner;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+use ort::value::{DynTensorValueType, DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
@@ -27,7 +27,7 @@ use crate::backend::{
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
-use crate::retained::{Held, Retained, check_unique};
+use crate::retained::{Held, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 pub use library::{OrtRuntime, minimum_version};
@@ -353,12 +353,7 @@ impl Session for OrtSession {
         retained: Vec<(String, Retained)>,
         retain: &[String],
     ) -> Result<(Outputs, Vec<Retained>)> {
-        check_unique(retain)?;
-        for name in retain {
-            if !self.outputs.iter().any(|o| &o.name == name) {
-                return Err(OnnxError::MissingOutput(name.clone()));
-            }
-        }
+        check_retain(&self.outputs, retain)?;
         let described: Vec<(&str, DType, &[usize])> = inputs
             .iter()
             .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
@@ -386,16 +381,31 @@ impl Session for OrtSession {
         let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut results =
             session.run(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(|e| self.run_error(e))?;
+        // What ORT may hand back in an input's buffer (a graph output that is a graph input, a
+        // pass-through) points into memory we lent it, which is freed when this call returns.
+        let lent: Vec<std::ops::Range<usize>> = standard.iter().map(|(_, input)| input.byte_range()).collect();
         let mut kept = Vec::with_capacity(retain.len());
         for name in retain {
             let value = results.remove(name).ok_or_else(|| OnnxError::MissingOutput(name.clone()))?;
             let (dtype, shape) = match value.dtype() {
-                ValueType::Tensor { ty, shape, .. } => {
-                    (dtype_of(*ty), shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect())
-                }
+                ValueType::Tensor { ty, shape, .. } => (
+                    dtype_of(*ty),
+                    shape
+                        .iter()
+                        .map(|&d| usize::try_from(d))
+                        .collect::<std::result::Result<Vec<usize>, _>>()
+                        .map_err(|_| self.run_error(format!("output '{name}' has shape {shape:?}")))?,
+                ),
                 other => return Err(self.run_error(format!("output '{name}' is not a tensor ({other:?})"))),
             };
-            kept.push(Retained::from_ort(value, dtype, shape));
+            let aliased = data_address(&value).is_some_and(|a| lent.iter().any(|r| r.contains(&a)));
+            if aliased || !dtype.is_supported() {
+                // Copied now, while the lent buffer is alive (and converted like `run`'s outputs).
+                let tensor = tensor_from_value(&value).map_err(|e| self.run_error(e))?;
+                kept.push(Retained::from_tensor(tensor));
+            } else {
+                kept.push(Retained::from_ort(value, dtype, shape));
+            }
         }
         let mut entries = Vec::with_capacity(self.outputs.len());
         for info in self.outputs.iter().filter(|o| !retain.contains(&o.name)) {
@@ -441,6 +451,22 @@ impl<'a> StandardInput<'a> {
         }
     }
 
+    /// The addresses of the data lent to ORT.
+    fn byte_range(&self) -> std::ops::Range<usize> {
+        fn range<T>(a: &ndarray::CowArray<'_, T, ndarray::IxDyn>) -> std::ops::Range<usize> {
+            let start = a.as_ptr() as usize;
+            start..start + a.len() * std::mem::size_of::<T>()
+        }
+        match self {
+            StandardInput::F32(a) => range(a),
+            StandardInput::F16(a) => range(a),
+            StandardInput::I64(a) => range(a),
+            StandardInput::I32(a) => range(a),
+            StandardInput::Bool(a) => range(a),
+            StandardInput::U8(a) => range(a),
+        }
+    }
+
     fn to_value(&self) -> ort::Result<ort::session::SessionInputValue<'_>> {
         Ok(match self {
             StandardInput::F32(a) => TensorRef::from_array_view(a)?.into(),
@@ -451,6 +477,13 @@ impl<'a> StandardInput<'a> {
             StandardInput::U8(a) => TensorRef::from_array_view(a)?.into(),
         })
     }
+}
+
+/// Where a tensor value's data starts (`None` for non-tensors and empty tensors).
+fn data_address(value: &DynValue) -> Option<usize> {
+    let tensor = value.view().downcast::<DynTensorValueType>().ok()?;
+    let address = tensor.data_ptr() as usize;
+    (address != 0).then_some(address)
 }
 
 /// Copies an ONNX Runtime tensor value into a [`Tensor`].
