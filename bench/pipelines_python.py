@@ -133,7 +133,7 @@ class LlamaBaseline:
 
     @staticmethod
     def prompt(context: int) -> list[int]:
-        """The benchmark's prompt ids (as tests/benches/pipelines.rs makes them)."""
+        """The benchmark's prompt ids (as `edgeinfer_tests::bench_prompt_ids` makes them)."""
         return [10 + (i * 7 % 200) for i in range(context)]
 
     def step(self, ids: list[int], cache: dict[str, np.ndarray] | None, start: int):

@@ -96,11 +96,6 @@ fn dinov2(c: &mut Criterion) {
     group.finish();
 }
 
-/// A prompt of `n` token ids (ids 10.. of the tokenizer: valid for any vocabulary of the family).
-fn prompt_ids(n: usize) -> Vec<u32> {
-    (0..n).map(|i| 10 + (i * 7 % 200) as u32).collect()
-}
-
 fn llama(c: &mut Criterion) {
     let mut group = c.benchmark_group("llama");
     group.sample_size(10).warm_up_time(Duration::from_millis(500));
@@ -113,7 +108,7 @@ fn llama(c: &mut Criterion) {
                 eprintln!("llama: context {context} is beyond this model's {max_context} positions; skipped");
                 continue;
             }
-            let ids = prompt_ids(context);
+            let ids = edgeinfer_tests::bench_prompt_ids(context);
             group.bench_function(format!("prefill {context} tokens/{name}"), |b| {
                 b.iter(|| model.prefill_logits(&ids).unwrap())
             });

@@ -30,7 +30,7 @@ fn main() {
             continue;
         }
         let request = GenerateRequest {
-            input: PromptInput::Ids((0..context).map(|i| 10 + (i * 7 % 200) as u32).collect()),
+            input: PromptInput::Ids(edgeinfer_tests::bench_prompt_ids(context)),
             max_new_tokens: Some(9),
             ignore_eos: true,
             ..Default::default()

@@ -79,6 +79,12 @@ pub fn backends() -> Vec<Arc<dyn Backend>> {
     v
 }
 
+/// The LLaMA benchmarks' prompt of `n` token ids (ids 10..210 of the tokenizer: valid for any
+/// vocabulary of the family). `bench/pipelines_python.py` (`LlamaBaseline.prompt`) makes the same.
+pub fn bench_prompt_ids(n: usize) -> Vec<u32> {
+    (0..n).map(|i| 10 + (i * 7 % 200) as u32).collect()
+}
+
 /// A copy of SAM model folder `src` (symlinks to its files) whose `manifest.json` names `decoder`
 /// as the decoder: how a user switches a folder to another decoder export it holds.
 pub fn sam_folder_with_decoder(src: &Path, decoder: &str) -> tempfile::TempDir {

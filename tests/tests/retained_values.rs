@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use edgeinfer_models::llama::{LlamaLayout, ModelDir};
-use edgeinfer_onnx::{Backend, BackendKind, ModelSource, Retained, Session, SessionOptions, Tensor};
+use edgeinfer_onnx::{Backend, BackendKind, ModelSource, Outputs, Retained, Session, SessionOptions, Tensor};
 use edgeinfer_tests::{backends, fixtures};
 
 struct Model {
@@ -52,6 +52,21 @@ impl Model {
         self.past_names().into_iter().map(|name| (name, Tensor::zeros(self.layout.kv_dtype, &shape).unwrap())).collect()
     }
 
+    /// One step through plain `run`, every output copied out: the cache is taken from the
+    /// previous step's outputs, or empty for a prefill (`None`).
+    fn run_copied(&self, ids: &[i64], past: usize, previous: Option<&mut Outputs>) -> Outputs {
+        let mut inputs = self.token_inputs(ids, past);
+        match previous {
+            None => inputs.extend(self.empty_past()),
+            Some(previous) => {
+                for (past_name, present_name) in self.past_names().into_iter().zip(self.present_names()) {
+                    inputs.push((past_name, previous.take(&present_name).unwrap()));
+                }
+            }
+        }
+        self.session.run(inputs).unwrap()
+    }
+
     fn empty_retained(&self) -> Vec<(String, Retained)> {
         self.empty_past().into_iter().map(|(name, t)| (name, t.into())).collect()
     }
@@ -70,9 +85,7 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         let prompt = [1i64, 17, 42, 5];
 
         // Prefill through plain `run`: every output copied out.
-        let mut inputs = model.token_inputs(&prompt, 0);
-        inputs.extend(model.empty_past());
-        let mut copied = model.session.run(inputs).unwrap();
+        let mut copied = model.run_copied(&prompt, 0, None);
 
         // The same prefill, keeping the present values in the backend.
         let past = model.empty_retained();
@@ -93,11 +106,7 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
 
         // One decode step: past fed as copies through `run`, and as retained values.
         let next = [7i64];
-        let mut inputs = model.token_inputs(&next, prompt.len());
-        for (past_name, present_name) in model.past_names().into_iter().zip(&present) {
-            inputs.push((past_name, copied.take(present_name).unwrap()));
-        }
-        let step_copied = model.session.run(inputs).unwrap();
+        let mut step_copied = model.run_copied(&next, prompt.len(), Some(&mut copied));
         // This time the logits stay in the backend too, read in place.
         let retained: Vec<(String, Retained)> = model.past_names().into_iter().zip(kept).collect();
         let retain: Vec<String> = std::iter::once("logits".to_string()).chain(present.iter().cloned()).collect();
@@ -118,12 +127,7 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         let retained = other.past_names().into_iter().zip(kept).collect();
         let (from_other, _) =
             other.session.run_retaining(other.token_inputs(&next, prompt.len() + 1), retained, &[]).unwrap();
-        let mut inputs = other.token_inputs(&next, prompt.len() + 1);
-        let mut step_copied = step_copied;
-        for (past_name, present_name) in other.past_names().into_iter().zip(&present) {
-            inputs.push((past_name, step_copied.take(present_name).unwrap()));
-        }
-        let reference = other.session.run(inputs).unwrap();
+        let reference = other.run_copied(&next, prompt.len() + 1, Some(&mut step_copied));
         assert_same(
             &format!("{kind} next step in another session"),
             from_other.get("logits").unwrap(),
@@ -153,14 +157,8 @@ fn values_retained_by_one_backend_feed_the_other() {
     }
     // Reference: the same two steps on tract with plain `run`, the cache copied.
     let tract = &models[0];
-    let mut inputs = tract.token_inputs(&prompt, 0);
-    inputs.extend(tract.empty_past());
-    let mut prefill = tract.session.run(inputs).unwrap();
-    let mut inputs = tract.token_inputs(&next, prompt.len());
-    for (past_name, present_name) in tract.past_names().into_iter().zip(tract.present_names()) {
-        inputs.push((past_name, prefill.take(&present_name).unwrap()));
-    }
-    let reference = tract.session.run(inputs).unwrap();
+    let mut prefill = tract.run_copied(&prompt, 0, None);
+    let reference = tract.run_copied(&next, prompt.len(), Some(&mut prefill));
     for (label, ours) in ["tract→ort", "ort→tract"].iter().zip(&logits) {
         let diff = ours.compare(reference.get("logits").unwrap()).unwrap();
         assert!(diff.within(1e-4, 1e-3), "{label} decode logits vs tract alone: {diff:?}");
