@@ -4,6 +4,8 @@
 #                        is created (downloads ~5 GB of torch wheels).
 #   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
 #   bench_export SCRIPT ARGS...  run a models/export script in that environment.
+#   bench_cuda_libs PYTHON...  put the CUDA / cuDNN libraries of pip's nvidia-* wheels (in those
+#                        Pythons' site-packages) on LD_LIBRARY_PATH, for onnxruntime-gpu.
 bench_export() {
   local py=${EXPORT_PYTHON:-}
   if [ -z "$py" ]; then
@@ -22,4 +24,18 @@ bench_ort() {
   source "$root/scripts/ort-env.sh"
   ort_venv "$root/.venv" "onnxruntime==1.32.0"
   export ORT_DYLIB_PATH=$ORT_LIB
+}
+
+bench_cuda_libs() {
+  local find_libs='import glob, os, site
+for sp in site.getsitepackages():
+    for d in sorted(set(os.path.dirname(f) for f in glob.glob(os.path.join(sp, "nvidia", "**", "lib*.so*"), recursive=True))):
+        print(d)'
+  local libdirs="" p
+  for p in "$@"; do
+    if command -v "$p" >/dev/null 2>&1; then
+      libdirs="$libdirs:$("$p" -c "$find_libs" 2>/dev/null | paste -sd: - || true)"
+    fi
+  done
+  export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }

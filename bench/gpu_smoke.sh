@@ -31,18 +31,8 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   ort_venv "$root/.venv-gpu" "onnxruntime-gpu"
   export ORT_DYLIB_PATH=$ORT_LIB
 fi
-# CUDA runtime libraries shipped as pip wheels.
-find_libs='import glob, os, site
-for sp in site.getsitepackages():
-    for d in sorted(set(os.path.dirname(f) for f in glob.glob(os.path.join(sp, "nvidia", "**", "lib*.so*"), recursive=True))):
-        print(d)'
-libdirs=""
-for p in "$py" "$root/.venv-gpu/bin/python"; do
-  if command -v "$p" >/dev/null 2>&1; then
-    libdirs="$libdirs:$("$p" -c "$find_libs" 2>/dev/null | paste -sd: - || true)"
-  fi
-done
-export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source bench/common.sh
+bench_cuda_libs "$py" "$root/.venv-gpu/bin/python"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$out/env.txt"
 
 edgeinfer=${EDGEINFER:-$root/target/release/edgeinfer}

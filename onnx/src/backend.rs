@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ep::EpConfig;
 use crate::error::{OnnxError, Result};
-use crate::retained::{Retained, check_retain};
+use crate::retained::{Retain, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 /// Which backend implementation.
@@ -217,13 +217,14 @@ pub trait Session: Send + Sync {
     /// [`Outputs`]: they come back as [`Retained`] values, in `retain`'s order. Together the
     /// two inputs must give every declared input exactly once, as for [`Session::run`].
     ///
-    /// ONNX Runtime keeps retained outputs in its own buffers (no copy out, no copy back); the
+    /// ONNX Runtime keeps retained outputs in its own buffers (no copy out, no copy back), on the
+    /// GPU for [`Placement::Device`](crate::Placement::Device) when the graph runs there; the
     /// default implementation, used by tract, moves tensors through [`Session::run`].
     fn run_retaining(
         &self,
         inputs: Vec<(String, Tensor)>,
         retained: Vec<(String, Retained)>,
-        retain: &[String],
+        retain: &[Retain],
     ) -> Result<(Outputs, Vec<Retained>)> {
         check_retain(self.outputs(), retain)?;
         let mut all = inputs;
@@ -231,7 +232,7 @@ pub trait Session: Send + Sync {
             all.push((name, value.into_tensor()?));
         }
         let mut outputs = self.run(all)?;
-        let kept = retain.iter().map(|name| outputs.take(name).map(Retained::from)).collect::<Result<Vec<_>>>()?;
+        let kept = retain.iter().map(|r| outputs.take(&r.name).map(Retained::from)).collect::<Result<Vec<_>>>()?;
         Ok((outputs, kept))
     }
     /// Which execution providers run this session.

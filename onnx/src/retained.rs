@@ -7,9 +7,46 @@
 //! [`Session::run_retaining`](crate::Session::run_retaining) the named outputs come back as
 //! [`Retained`] values instead: ORT's own values, passed straight back to ORT next step. tract
 //! moves its tensors, so there a retained value is simply a tensor.
+//!
+//! Each output to keep is a [`Retain`]: its name and a [`Placement`]. On a session whose graph
+//! runs on a GPU (CUDA, TensorRT), [`Placement::Device`] keeps the value in GPU memory, so a KV
+//! cache never crosses the bus between steps; [`Placement::Host`] keeps it in CPU memory, where it
+//! can be read in place (the logits a sampler reads). On a CPU session both are host memory.
 
 use crate::error::{OnnxError, Result};
 use crate::tensor::{DType, Tensor, TensorInfo};
+
+/// Where a retained output is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// CPU memory: readable in place with [`Retained::view_f32`].
+    Host,
+    /// The memory of the device that runs the graph (GPU memory on a CUDA or TensorRT session;
+    /// CPU memory on a CPU session). Fed back without crossing the bus; reading it on the host
+    /// ([`Retained::to_tensor`]) copies it.
+    Device,
+}
+
+/// An output to keep from a run, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retain {
+    /// The output's name.
+    pub name: String,
+    /// Where to keep it.
+    pub placement: Placement,
+}
+
+impl Retain {
+    /// Keep `name` in CPU memory.
+    pub fn host(name: impl Into<String>) -> Self {
+        Retain { name: name.into(), placement: Placement::Host }
+    }
+
+    /// Keep `name` in the memory of the device that runs the graph.
+    pub fn device(name: impl Into<String>) -> Self {
+        Retain { name: name.into(), placement: Placement::Device }
+    }
+}
 
 /// A session output kept for feeding back. Cheap to move; read it with [`Retained::to_tensor`]
 /// (a copy when the value lives in ONNX Runtime).
@@ -57,12 +94,21 @@ impl Retained {
         !matches!(self.value, Held::Tensor(_))
     }
 
+    /// Where the data is: `"Cpu"`, or the device's name as ONNX Runtime gives it (`"Cuda"`).
+    pub fn memory_device(&self) -> String {
+        match &self.value {
+            Held::Tensor(_) => "Cpu".to_string(),
+            #[cfg(feature = "ort")]
+            Held::Ort(v) => crate::ort::memory_device(v),
+        }
+    }
+
     #[cfg(feature = "ort")]
     pub(crate) fn held(&self) -> &Held {
         &self.value
     }
 
-    /// The data in place, when it is `f32`: no copy, whichever backend holds it.
+    /// The data in place, when it is `f32` and in CPU memory: no copy, whichever backend holds it.
     pub fn view_f32(&self) -> Option<ndarray::ArrayViewD<'_, f32>> {
         match &self.value {
             Held::Tensor(t) => t.as_f32().map(|a| a.view()),
@@ -110,8 +156,8 @@ impl From<Tensor> for Retained {
 }
 
 /// Checks `retain` before a run: every name a declared output, none twice.
-pub(crate) fn check_retain(outputs: &[TensorInfo], retain: &[String]) -> Result<()> {
-    for (i, name) in retain.iter().enumerate() {
+pub(crate) fn check_retain(outputs: &[TensorInfo], retain: &[Retain]) -> Result<()> {
+    for (i, Retain { name, .. }) in retain.iter().enumerate() {
         if !outputs.iter().any(|o| &o.name == name) {
             let known: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
             return Err(OnnxError::BadInput(format!(
@@ -119,7 +165,7 @@ pub(crate) fn check_retain(outputs: &[TensorInfo], retain: &[String]) -> Result<
                 known.join(", ")
             )));
         }
-        if retain[..i].contains(name) {
+        if retain[..i].iter().any(|r| &r.name == name) {
             return Err(OnnxError::BadInput(format!("output '{name}' asked to be retained twice")));
         }
     }

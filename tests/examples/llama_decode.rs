@@ -3,18 +3,22 @@
 //! the first token), printed as one JSON line per context. `bench/llama_decode.sh` alternates it
 //! with the Python baseline (`bench/llama_decode_python.py`) so both see the same machine state.
 //!
-//!     cargo run --release --example llama_decode -- <model dir> <tract|ort> <threads> <contexts,...> <runs>
+//!     cargo run --release --example llama_decode -- <model dir> <tract|ort> <threads> <contexts,...> <runs> \
+//!         [<execution providers, e.g. cuda,cpu> [<kv cache placement: device|host>]]
+//!
+//! `bench/gpu_llama.sh` uses the last two on a GPU: the same model with the KV cache kept in GPU
+//! memory and in host memory.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 
 use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput};
-use edgeinfer_onnx::{BackendKind, SessionOptions};
+use edgeinfer_onnx::{BackendKind, Placement, Retain, SessionOptions, Tensor};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: llama_decode <model dir> <tract|ort> <threads> <contexts,...> <runs>";
-    assert_eq!(args.len(), 6, "{usage}");
+    let usage = "usage: llama_decode <model dir> <tract|ort> <threads> <contexts,...> <runs> [<eps> [device|host]]";
+    assert!((6..=8).contains(&args.len()), "{usage}");
     let dir = Path::new(&args[1]);
     let kind: BackendKind = args[2].parse().unwrap();
     let threads: usize = args[3].parse().expect(usage);
@@ -22,8 +26,19 @@ fn main() {
     let runs: usize = args[5].parse().expect(usage);
     assert!(runs > 0, "runs must be at least 1");
     let backend = edgeinfer_onnx::backend(kind, None).unwrap();
-    let options = SessionOptions { intra_threads: Some(threads), ..Default::default() };
-    let model = Llama::load(dir, backend.as_ref(), &options).unwrap();
+    let mut options = SessionOptions { intra_threads: Some(threads), ..Default::default() };
+    if let Some(eps) = args.get(6) {
+        options.execution_providers = edgeinfer_onnx::parse_ep_list(eps).unwrap();
+    }
+    let placement = match args.get(7).map(String::as_str) {
+        None | Some("device") => Placement::Device,
+        Some("host") => Placement::Host,
+        Some(other) => panic!("kv cache placement '{other}': {usage}"),
+    };
+    let mut model = Llama::load(dir, backend.as_ref(), &options).unwrap();
+    model.set_kv_placement(placement);
+    let eps = model.session().providers().active.join(",");
+    let kv_memory = kv_memory(&model, placement);
     for context in contexts {
         if context + 16 > model.layout().context_length {
             eprintln!("context {context} is beyond this model's {} positions; skipped", model.layout().context_length);
@@ -46,6 +61,32 @@ fn main() {
         let mid = samples.len() / 2;
         let median =
             if samples.len().is_multiple_of(2) { (samples[mid - 1] + samples[mid]) / 2.0 } else { samples[mid] };
-        println!(r#"{{"side": "{kind}", "context": {context}, "decode_ms": {median:.3}}}"#);
+        println!(
+            r#"{{"side": "{kind}", "providers": "{eps}", "kv": "{placement:?}", "kv_memory": "{kv_memory}", "context": {context}, "decode_ms": {median:.3}}}"#
+        );
     }
+}
+
+/// Where a one-token prefill leaves the KV cache with this placement, as ONNX Runtime names the
+/// memory (`Cpu`, `Cuda`): the proof that `device` really keeps it on the GPU.
+fn kv_memory(model: &Llama, placement: Placement) -> String {
+    let layout = model.layout();
+    let mut inputs = vec![
+        ("input_ids".to_string(), Tensor::from_shape_vec(&[1, 1], vec![1i64]).unwrap()),
+        ("attention_mask".to_string(), Tensor::from_shape_vec(&[1, 1], vec![1i64]).unwrap()),
+    ];
+    if layout.has_position_ids {
+        inputs.push(("position_ids".to_string(), Tensor::from_shape_vec(&[1, 1], vec![0i64]).unwrap()));
+    }
+    if let Some(name) = &layout.use_cache_branch {
+        inputs.push((name.clone(), Tensor::from_shape_vec(&[1], vec![false]).unwrap()));
+    }
+    let empty = [1, layout.kv_heads, 0, layout.head_dim];
+    let past = (0..layout.layers)
+        .flat_map(|i| [layout.past_key(i), layout.past_value(i)])
+        .map(|name| (name, Tensor::zeros(layout.kv_dtype, &empty).unwrap().into()))
+        .collect();
+    let retain = [Retain { name: layout.present_key(0), placement }];
+    let (_, kept) = model.session().run_retaining(inputs, past, &retain).unwrap();
+    kept[0].memory_device()
 }

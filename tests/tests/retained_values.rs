@@ -1,13 +1,17 @@
 //! `Session::run_retaining` on both backends, with the LLaMA fixture's KV cache: retained outputs
 //! equal what `run` returns, feeding them back gives the same next step as feeding copies, ORT
 //! keeps them in its own memory, a value retained by one backend feeds the other, and misuse
-//! gets clear errors.
+//! gets clear errors. Both placements run: `Host`, and `Device`, which on ONNX Runtime goes
+//! through an IoBinding (the path that keeps a KV cache in GPU memory; on these CPU sessions the
+//! device memory is host memory).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use edgeinfer_models::llama::{LlamaLayout, ModelDir};
-use edgeinfer_onnx::{Backend, BackendKind, ModelSource, Outputs, Retained, Session, SessionOptions, Tensor};
+use edgeinfer_onnx::{
+    Backend, BackendKind, ModelSource, Outputs, Placement, Retain, Retained, Session, SessionOptions, Tensor,
+};
 use edgeinfer_tests::{backends, fixtures};
 
 struct Model {
@@ -47,6 +51,10 @@ impl Model {
         (0..self.layout.layers).flat_map(|i| [self.layout.present_key(i), self.layout.present_value(i)]).collect()
     }
 
+    fn present_retain(&self, placement: Placement) -> Vec<Retain> {
+        self.present_names().into_iter().map(|name| Retain { name, placement }).collect()
+    }
+
     fn empty_past(&self) -> Vec<(String, Tensor)> {
         let shape = [1, self.layout.kv_heads, 0, self.layout.head_dim];
         self.past_names().into_iter().map(|name| (name, Tensor::zeros(self.layout.kv_dtype, &shape).unwrap())).collect()
@@ -79,8 +87,10 @@ fn assert_same(label: &str, ours: &Tensor, reference: &Tensor) {
 
 #[test]
 fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
-    for backend in backends() {
-        let kind = backend.kind();
+    for (backend, placement) in
+        backends().into_iter().flat_map(|b| [(b.clone(), Placement::Host), (b, Placement::Device)])
+    {
+        let kind = format!("{} {placement:?}", backend.kind());
         let model = load(&backend);
         let prompt = [1i64, 17, 42, 5];
 
@@ -90,7 +100,10 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         // The same prefill, keeping the present values in the backend.
         let past = model.empty_retained();
         let present = model.present_names();
-        let (mut outputs, kept) = model.session.run_retaining(model.token_inputs(&prompt, 0), past, &present).unwrap();
+        let (mut outputs, kept) = model
+            .session
+            .run_retaining(model.token_inputs(&prompt, 0), past, &model.present_retain(placement))
+            .unwrap();
         assert_eq!(kept.len(), present.len(), "{kind}");
         for name in &present {
             assert!(outputs.get(name).is_none(), "{kind}: retained output '{name}' also returned as a tensor");
@@ -100,7 +113,8 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         for (name, value) in present.iter().zip(&kept) {
             assert_eq!(value.shape(), expected_shape, "{kind} {name}");
             assert_eq!(value.dtype(), model.layout.kv_dtype, "{kind} {name}");
-            assert_eq!(value.is_backend_owned(), kind == BackendKind::Ort, "{kind} {name}: where the value lives");
+            assert_eq!(value.is_backend_owned(), backend.kind() == BackendKind::Ort, "{kind} {name}: who holds it");
+            assert_eq!(value.memory_device(), "Cpu", "{kind} {name}: a CPU session keeps it in host memory");
             assert_same(&format!("{kind} {name}"), &value.to_tensor().unwrap(), copied.get(name).unwrap());
         }
 
@@ -109,7 +123,8 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         let mut step_copied = model.run_copied(&next, prompt.len(), Some(&mut copied));
         // This time the logits stay in the backend too, read in place.
         let retained: Vec<(String, Retained)> = model.past_names().into_iter().zip(kept).collect();
-        let retain: Vec<String> = std::iter::once("logits".to_string()).chain(present.iter().cloned()).collect();
+        let retain: Vec<Retain> =
+            std::iter::once(Retain::host("logits")).chain(model.present_retain(placement)).collect();
         let (step_retained, mut kept) =
             model.session.run_retaining(model.token_inputs(&next, prompt.len()), retained, &retain).unwrap();
         assert!(step_retained.is_empty(), "{kind}: every output was retained");
@@ -150,7 +165,8 @@ fn values_retained_by_one_backend_feed_the_other() {
     for (producer, consumer) in [(0, 1), (1, 0)] {
         let (p, c) = (&models[producer], &models[consumer]);
         let past = p.empty_retained();
-        let (_, kept) = p.session.run_retaining(p.token_inputs(&prompt, 0), past, &p.present_names()).unwrap();
+        let present = p.present_retain(Placement::Device);
+        let (_, kept) = p.session.run_retaining(p.token_inputs(&prompt, 0), past, &present).unwrap();
         let retained = c.past_names().into_iter().zip(kept).collect();
         let (out, _) = c.session.run_retaining(c.token_inputs(&next, prompt.len()), retained, &[]).unwrap();
         logits.push(out.get("logits").unwrap().clone());
@@ -172,14 +188,14 @@ fn misuse_gets_clear_errors_on_both_backends() {
         let model = load(&backend);
         let prompt = [1i64, 2];
         let past = || model.empty_retained();
-        let run = |inputs: Vec<(String, Tensor)>, retained: Vec<(String, Retained)>, retain: &[String]| {
+        let run = |inputs: Vec<(String, Tensor)>, retained: Vec<(String, Retained)>, retain: &[Retain]| {
             model.session.run_retaining(inputs, retained, retain).map(|_| ()).unwrap_err().to_string()
         };
 
-        let err = run(model.token_inputs(&prompt, 0), past(), &["present.99.key".to_string()]);
+        let err = run(model.token_inputs(&prompt, 0), past(), &[Retain::device("present.99.key")]);
         assert!(err.contains("present.99.key"), "{kind}: unknown output: {err}");
 
-        let twice = vec![model.layout.present_key(0), model.layout.present_key(0)];
+        let twice = [Retain::host(model.layout.present_key(0)), Retain::device(model.layout.present_key(0))];
         let err = run(model.token_inputs(&prompt, 0), past(), &twice);
         assert!(err.contains("retained twice"), "{kind}: same output twice: {err}");
 
@@ -194,8 +210,8 @@ fn misuse_gets_clear_errors_on_both_backends() {
         assert!(err.contains("must be float32"), "{kind}: wrong element type: {err}");
 
         // A value ONNX Runtime holds is validated like a tensor.
-        let (_, held) =
-            model.session.run_retaining(model.token_inputs(&prompt, 0), past(), &model.present_names()).unwrap();
+        let present = model.present_retain(Placement::Host);
+        let (_, held) = model.session.run_retaining(model.token_inputs(&prompt, 0), past(), &present).unwrap();
         let mut misplaced = past();
         misplaced.push(("input_ids".to_string(), held.into_iter().next().unwrap()));
         let err = run(vec![model.token_inputs(&prompt, 0).swap_remove(1)], misplaced, &[]);
@@ -215,21 +231,26 @@ fn outputs_returned_in_an_input_buffer_are_copied_before_the_input_is_freed() {
     // (ORT only: tract cannot load a graph whose input is also an output.)
     let path = fixtures().join("probe/passthrough.onnx");
     if let Some(backend) = edgeinfer_tests::ort_backend() {
-        let kind = backend.kind();
         let session = backend.load(&ModelSource::File(path.clone()), &SessionOptions::default()).unwrap();
         let x = Tensor::deterministic(edgeinfer_onnx::DType::F32, &[2, 3], 11).unwrap();
-        let retain: Vec<String> = ["x", "y", "z"].map(String::from).to_vec();
-        let (_, kept) = session.run_retaining(vec![("x".to_string(), x.clone())], Vec::new(), &retain).unwrap();
-        // Overwrite freed memory the way a busy process would before the values are read.
-        let scribble: Vec<Vec<f32>> = (0..64).map(|_| vec![-7.0f32; 6]).collect();
-        let doubled = Tensor::F32(x.as_f32().unwrap().mapv(|v| v + v));
-        for ((name, value), expected) in retain.iter().zip(&kept).zip([&x, &x, &doubled]) {
-            println!("{kind} {name}: held by the backend: {}", value.is_backend_owned());
-            assert_same(&format!("{kind} {name}"), &value.to_tensor().unwrap(), expected);
+        for placement in [Placement::Host, Placement::Device] {
+            let kind = format!("{} {placement:?}", backend.kind());
+            let retain: Vec<Retain> = ["x", "y", "z"].map(|name| Retain { name: name.to_string(), placement }).to_vec();
+            let (_, kept) = session.run_retaining(vec![("x".to_string(), x.clone())], Vec::new(), &retain).unwrap();
+            // Overwrite freed memory the way a busy process would before the values are read.
+            let scribble: Vec<Vec<f32>> = (0..64).map(|_| vec![-7.0f32; 6]).collect();
+            let doubled = Tensor::F32(x.as_f32().unwrap().mapv(|v| v + v));
+            for ((r, value), expected) in retain.iter().zip(&kept).zip([&x, &x, &doubled]) {
+                println!("{kind} {}: held by the backend: {}", r.name, value.is_backend_owned());
+                assert_same(&format!("{kind} {}", r.name), &value.to_tensor().unwrap(), expected);
+            }
+            drop(scribble);
+            assert!(kept[2].is_backend_owned(), "{kind}: 'z' is a fresh ORT buffer and stays there");
+            if placement == Placement::Host {
+                // ONNX Runtime 1.32 returns the graph input `x` in the lent buffer: it must have
+                // been copied.
+                assert!(!kept[0].is_backend_owned(), "{kind}: 'x' still points into the freed input");
+            }
         }
-        drop(scribble);
-        // ONNX Runtime 1.32 returns the graph input `x` in the lent buffer: it must have been copied.
-        assert!(!kept[0].is_backend_owned(), "{kind}: 'x' still points into the freed input");
-        assert!(kept[2].is_backend_owned(), "{kind}: 'z' is a fresh ORT buffer and stays there");
     }
 }

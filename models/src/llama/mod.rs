@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use edgeinfer_onnx::{Backend, DType, ModelSource, Retained, Session, SessionOptions, Tensor};
+use edgeinfer_onnx::{Backend, DType, ModelSource, Placement, Retain, Retained, Session, SessionOptions, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use config::{LlamaLayout, ModelDir};
@@ -134,7 +134,7 @@ pub struct Llama {
     layout: LlamaLayout,
     /// `logits`, then `present.{i}.key`, `present.{i}.value` for every layer: the outputs left
     /// in the backend's memory (logits read in place, the rest fed back as the next step's past).
-    retained_outputs: Vec<String>,
+    retained_outputs: Vec<Retain>,
     tokenizer: Tokenizer,
     model_dir: ModelDir,
     eos: Vec<u32>,
@@ -160,8 +160,12 @@ impl Llama {
             return Err(ModelError::Config(format!("EOS token id {bad} is outside the vocabulary of {vocab}")));
         }
         let bos = model_dir.bos_token_id();
-        let retained_outputs = std::iter::once("logits".to_string())
-            .chain((0..layout.layers).flat_map(|i| [layout.present_key(i), layout.present_value(i)]))
+        // The logits are read in place on the host; the KV cache stays where the graph runs (GPU
+        // memory on a CUDA/TensorRT session), so it never crosses the bus between steps.
+        let retained_outputs = std::iter::once(Retain::host("logits"))
+            .chain(
+                (0..layout.layers).flat_map(|i| [layout.present_key(i), layout.present_value(i)]).map(Retain::device),
+            )
             .collect();
         Ok(Llama { session, layout, retained_outputs, tokenizer, model_dir, eos, bos, max_prompt_tokens: None })
     }
@@ -189,6 +193,16 @@ impl Llama {
     /// Refuse prompts longer than this (in addition to the context length).
     pub fn set_max_prompt_tokens(&mut self, limit: Option<usize>) {
         self.max_prompt_tokens = limit;
+    }
+
+    /// Where the KV cache is kept between steps on a GPU session: [`Placement::Device`] (the
+    /// default: it never leaves GPU memory) or [`Placement::Host`] (GPU memory is spared, at the
+    /// cost of copying the whole cache to the GPU and back every step). On a CPU session both
+    /// are host memory.
+    pub fn set_kv_placement(&mut self, placement: Placement) {
+        for r in self.retained_outputs.iter_mut().skip(1) {
+            r.placement = placement;
+        }
     }
 
     fn vocab_size(&self) -> usize {
@@ -319,8 +333,8 @@ impl Llama {
             past_values.push((self.layout.past_key(i), k));
             past_values.push((self.layout.past_value(i), v));
         }
-        // The new cache stays in the backend's memory (ONNX Runtime's own buffers) and goes
-        // straight back in next step: copying it out and back cost ~8 ms per token at 1024
+        // The new cache stays in the backend's memory (ONNX Runtime's own buffers, on the GPU
+        // when the graph runs there) and goes straight back in next step: copying it out and back cost ~8 ms per token at 1024
         // tokens of context on a 135M model (bench/results/pipelines-2core.txt).
         let (_, mut kept) = self.session.run_retaining(feed, past_values, &self.retained_outputs)?;
         // Only the last position's logits are needed: read that row in place (the whole

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ort::logging::LogLevel;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session as OrtInner;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{DynTensorValueType, DynValue, TensorElementType, TensorRef, ValueType};
@@ -27,7 +28,7 @@ use crate::backend::{
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
-use crate::retained::{Held, Retained, check_retain};
+use crate::retained::{Held, Placement, Retain, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 pub use library::{OrtRuntime, minimum_version};
@@ -78,6 +79,9 @@ pub struct OrtSession {
     outputs: Vec<TensorInfo>,
     report: ProviderReport,
     runs: AtomicU64,
+    /// The CUDA device the graph runs on (a registered CUDA or TensorRT provider), where
+    /// [`Placement::Device`] outputs are kept.
+    cuda_device: Option<i32>,
 }
 
 /// Log lines one session's loading produced that matter to us.
@@ -150,6 +154,12 @@ impl OrtSession {
                     tracing::info!(model = %source.label(), active = %report.active.join(","),
                         placement = ?report.node_placement, "ONNX Runtime session ready");
                     let (inputs, outputs) = describe(&inner);
+                    let cuda_device = registered.iter().find_map(|e| match e.provider {
+                        ExecutionProvider::Cuda { device_id } | ExecutionProvider::TensorRt { device_id, .. } => {
+                            i32::try_from(device_id).ok()
+                        }
+                        _ => None,
+                    });
                     return Ok(OrtSession {
                         label: source.label(),
                         inner: Mutex::new(inner),
@@ -157,6 +167,7 @@ impl OrtSession {
                         outputs,
                         report,
                         runs: AtomicU64::new(0),
+                        cuda_device,
                     });
                 }
                 Err(reason) if options.disable_cpu_fallback => {
@@ -187,6 +198,99 @@ impl OrtSession {
 
     fn run_error(&self, e: impl std::fmt::Display) -> OnnxError {
         OnnxError::Run { backend: "onnxruntime", reason: format!("{}: {e}", self.label) }
+    }
+
+    /// A run through an IoBinding: every output is bound to a memory, host or the CUDA device
+    /// (for outputs retained with [`Placement::Device`] on a CUDA/TensorRT session), so a KV
+    /// cache stays on the GPU between steps. Our tensors are bound as ORT-owned copies (an
+    /// IoBinding copies borrowed data anyway); retained ORT values are bound as they are.
+    fn run_bound(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        retained: Vec<(String, Retained)>,
+        retain: &[Retain],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        let err = |e: ort::Error| self.run_error(e);
+        let owned: Vec<(&str, DynValue, usize)> = inputs
+            .iter()
+            .map(|(name, t)| (name.as_str(), t))
+            .chain(retained.iter().filter_map(|(name, r)| match r.held() {
+                Held::Tensor(t) => Some((name.as_str(), t)),
+                Held::Ort(_) => None,
+            }))
+            .map(|(name, t)| {
+                let input = StandardInput::of(t);
+                Ok((name, input.to_owned_value()?, input.byte_range().len()))
+            })
+            .collect::<ort::Result<_>>()
+            .map_err(err)?;
+        let host =
+            MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default).map_err(err)?;
+        let device = match self.cuda_device {
+            Some(id) => {
+                MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default).map_err(err)?
+            }
+            None => host.clone(),
+        };
+        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut binding = session.create_binding().map_err(err)?;
+        for (name, value, _) in &owned {
+            binding.bind_input(*name, value).map_err(err)?;
+        }
+        for (name, r) in &retained {
+            if let Held::Ort(v) = r.held() {
+                binding.bind_input(name.as_str(), v).map_err(err)?;
+            }
+        }
+        for info in &self.outputs {
+            let on_device = retain.iter().any(|r| r.name == info.name && r.placement == Placement::Device);
+            binding.bind_output_to_device(info.name.as_str(), if on_device { &device } else { &host }).map_err(err)?;
+        }
+        let results = session.run_binding(&binding).map_err(err)?;
+        // The owned copies die with the binding at the end of this call, like lent buffers.
+        let lent: Vec<std::ops::Range<usize>> =
+            owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
+        self.collect(results, retain, &lent)
+    }
+
+    /// Splits a run's results: the outputs in `retain` become [`Retained`] values (copied when
+    /// they live in `lent` memory, or have a type a [`Tensor`] can't hold), the rest tensors.
+    fn collect(
+        &self,
+        mut results: ort::session::SessionOutputs<'_>,
+        retain: &[Retain],
+        lent: &[std::ops::Range<usize>],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        let mut kept = Vec::with_capacity(retain.len());
+        for Retain { name, .. } in retain {
+            let value = results.remove(name).ok_or_else(|| OnnxError::MissingOutput(name.clone()))?;
+            let (dtype, shape) = match value.dtype() {
+                ValueType::Tensor { ty, shape, .. } => (
+                    dtype_of(*ty),
+                    shape
+                        .iter()
+                        .map(|&d| usize::try_from(d))
+                        .collect::<std::result::Result<Vec<usize>, _>>()
+                        .map_err(|_| self.run_error(format!("output '{name}' has shape {shape:?}")))?,
+                ),
+                other => return Err(self.run_error(format!("output '{name}' is not a tensor ({other:?})"))),
+            };
+            let aliased = data_address(&value).is_some_and(|a| lent.iter().any(|r| r.contains(&a)));
+            if aliased || !dtype.is_supported() {
+                // Copied now, while the lent buffer is alive (and converted like `run`'s outputs).
+                let tensor = tensor_from_value(&value).map_err(|e| self.run_error(e))?;
+                kept.push(Retained::from_tensor(tensor));
+            } else {
+                kept.push(Retained::from_ort(value, dtype, shape));
+            }
+        }
+        let mut entries = Vec::with_capacity(self.outputs.len());
+        for info in self.outputs.iter().filter(|o| !retain.iter().any(|r| r.name == o.name)) {
+            let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
+            entries.push((info.name.clone(), tensor_from_value(value).map_err(|e| self.run_error(e))?));
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        Ok((Outputs::new(entries), kept))
     }
 }
 
@@ -346,12 +450,13 @@ impl Session for OrtSession {
 
     // `inputs` are passed as views of our arrays (no copy unless an array is not contiguous),
     // `retained` values as ORT's own values; the outputs named in `retain` stay ORT values, the
-    // others are copied into tensors.
+    // others are copied into tensors. With an output placed on the device, the run goes through
+    // an IoBinding instead (see `run_bound`).
     fn run_retaining(
         &self,
         inputs: Vec<(String, Tensor)>,
         retained: Vec<(String, Retained)>,
-        retain: &[String],
+        retain: &[Retain],
     ) -> Result<(Outputs, Vec<Retained>)> {
         check_retain(&self.outputs, retain)?;
         let described: Vec<(&str, DType, &[usize])> = inputs
@@ -360,6 +465,9 @@ impl Session for OrtSession {
             .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
             .collect();
         validate_described(&self.inputs, &described)?;
+        if retain.iter().any(|r| r.placement == Placement::Device) {
+            return self.run_bound(inputs, retained, retain);
+        }
         let standard: Vec<(&str, StandardInput<'_>)> = inputs
             .iter()
             .map(|(name, t)| (name.as_str(), StandardInput::of(t)))
@@ -379,41 +487,12 @@ impl Session for OrtSession {
             }
         }
         let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut results =
+        let results =
             session.run(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(|e| self.run_error(e))?;
         // What ORT may hand back in an input's buffer (a graph output that is a graph input, a
         // pass-through) points into memory we lent it, which is freed when this call returns.
         let lent: Vec<std::ops::Range<usize>> = standard.iter().map(|(_, input)| input.byte_range()).collect();
-        let mut kept = Vec::with_capacity(retain.len());
-        for name in retain {
-            let value = results.remove(name).ok_or_else(|| OnnxError::MissingOutput(name.clone()))?;
-            let (dtype, shape) = match value.dtype() {
-                ValueType::Tensor { ty, shape, .. } => (
-                    dtype_of(*ty),
-                    shape
-                        .iter()
-                        .map(|&d| usize::try_from(d))
-                        .collect::<std::result::Result<Vec<usize>, _>>()
-                        .map_err(|_| self.run_error(format!("output '{name}' has shape {shape:?}")))?,
-                ),
-                other => return Err(self.run_error(format!("output '{name}' is not a tensor ({other:?})"))),
-            };
-            let aliased = data_address(&value).is_some_and(|a| lent.iter().any(|r| r.contains(&a)));
-            if aliased || !dtype.is_supported() {
-                // Copied now, while the lent buffer is alive (and converted like `run`'s outputs).
-                let tensor = tensor_from_value(&value).map_err(|e| self.run_error(e))?;
-                kept.push(Retained::from_tensor(tensor));
-            } else {
-                kept.push(Retained::from_ort(value, dtype, shape));
-            }
-        }
-        let mut entries = Vec::with_capacity(self.outputs.len());
-        for info in self.outputs.iter().filter(|o| !retain.contains(&o.name)) {
-            let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
-            entries.push((info.name.clone(), tensor_from_value(value).map_err(|e| self.run_error(e))?));
-        }
-        self.runs.fetch_add(1, Ordering::Relaxed);
-        Ok((Outputs::new(entries), kept))
+        self.collect(results, retain, &lent)
     }
 
     fn providers(&self) -> &ProviderReport {
@@ -467,6 +546,18 @@ impl<'a> StandardInput<'a> {
         }
     }
 
+    /// An ORT-owned copy of the data.
+    fn to_owned_value(&self) -> ort::Result<DynValue> {
+        Ok(match self {
+            StandardInput::F32(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::F16(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::I64(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::I32(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::Bool(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::U8(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+        })
+    }
+
     fn to_value(&self) -> ort::Result<ort::session::SessionInputValue<'_>> {
         Ok(match self {
             StandardInput::F32(a) => TensorRef::from_array_view(a)?.into(),
@@ -486,8 +577,23 @@ fn data_address(value: &DynValue) -> Option<usize> {
     (address != 0).then_some(address)
 }
 
-/// Copies an ONNX Runtime tensor value into a [`Tensor`].
+/// The device a tensor value's memory is on, as ONNX Runtime names it (`Cpu`, `Cuda`, ...).
+pub(crate) fn memory_device(value: &DynValue) -> String {
+    match value.view().downcast::<DynTensorValueType>() {
+        Ok(tensor) => tensor.memory_info().allocation_device().as_str().to_string(),
+        Err(_) => "Cpu".to_string(),
+    }
+}
+
+/// Copies an ONNX Runtime tensor value into a [`Tensor`] (from device memory through a copy to
+/// the host).
 pub(crate) fn tensor_from_value(value: &DynValue) -> std::result::Result<Tensor, String> {
+    if let Ok(tensor) = value.view().downcast::<DynTensorValueType>()
+        && !tensor.memory_info().is_cpu_accessible()
+    {
+        let host = tensor.to(AllocationDevice::CPU, 0).map_err(|e| format!("copy to the host: {e}"))?;
+        return tensor_from_value(&host.into_dyn());
+    }
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
         other => return Err(format!("output is not a tensor ({other:?})")),
