@@ -7,13 +7,16 @@
 # 2. Speed: a SmolLM-135M-sized model with random weights, generated here, decoded through
 #    `tests/examples/llama_decode.rs` on CUDA with the KV cache kept in GPU memory (`device`)
 #    and in host memory (`host`, copied to the GPU and back every step), in alternating fresh
-#    processes; prints decode ms per token at each context and the host/device ratio.
+#    processes; prints decode ms per token at each context and the host/device ratio. With
+#    PYTHON_ORT, the same model through Python onnxruntime-gpu with the cache in GPU memory
+#    (IoBinding; bench/llama_decode_python.py) joins the rounds as the raw-ONNX-Runtime baseline.
 #
 # Environment:
 #   EDGEINFER       edgeinfer binary (default: target/release/edgeinfer, built if missing)
 #   LLAMA_DECODE    the llama_decode example (default: target/release/examples/llama_decode)
 #   ORT_DYLIB_PATH  a GPU build of ONNX Runtime (default: .venv-gpu, `pip install onnxruntime-gpu`)
 #   EXPORT_PYTHON   python with torch and transformers (default: python3)
+#   PYTHON_ORT      python that imports onnxruntime-gpu (the same build as ORT_DYLIB_PATH), optional
 #   OUT             results folder (default: bench/out/gpu-llama)
 #   ROUNDS          alternating rounds (default: 3); CONTEXTS (default: 16,256,1024); RUNS (default: 5)
 #   EP              the provider list measured (default: cuda; `cpu` dry-runs the script without a GPU)
@@ -69,23 +72,43 @@ if [ ! -f "$model/model.onnx" ]; then
   cp "$fx/tokenizer.json" "$fx/tokenizer_config.json" "$model/"
 fi
 : >"$out/decode.jsonl"
+sides=(device host); [ -n "${PYTHON_ORT:-}" ] && sides+=(python)
 for round in $(seq 1 "$rounds"); do
-  order="device host"; [ $((round % 2)) -eq 0 ] && order="host device"
-  for kv in $order; do
-    "$decode" "$model" ort 4 "$contexts" "$runs" "$ep" "$kv" 2>>"$out/decode.log" \
-      | sed "s/^{/{\"round\": $round, /" >>"$out/decode.jsonl"
+  n=${#sides[@]}
+  for k in $(seq 0 $((n - 1))); do
+    side=${sides[$(((k + round) % n))]}  # the order rotates every round
+    if [ "$side" = python ]; then
+      python_ep=(); [ "$ep" = cuda ] && python_ep=(cuda)
+      # A baseline that fails is reported (decode.log) without losing our rows.
+      (cd bench && $PYTHON_ORT llama_decode_python.py "$model" 4 "$contexts" "$runs" "${python_ep[@]}") ||
+        echo "round $round: the Python baseline failed" >&2
+    else
+      "$decode" "$model" ort 4 "$contexts" "$runs" "$ep" "$side"
+    fi 2>>"$out/decode.log" | sed "s/^{/{\"round\": $round, /" >>"$out/decode.jsonl"
   done
 done
 "$py" - "$out/decode.jsonl" <<'PY' | tee "$out/summary.md"
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"providers: {rows[0]['providers']}")
+ours = [r for r in rows if r["side"] == "ort"]
+python = [r for r in rows if r["side"] == "python"]
+print(f"providers: {ours[0]['providers']}")
 for kv in ("Device", "Host"):
-    print(f"KV cache placed {kv}: kept in {sorted({r['kv_memory'] for r in rows if r['kv'] == kv})} memory")
-print("\n| context | KV placed on the device, ms/token | KV on the host, ms/token | host / device |")
-print("|---|---|---|---|")
+    print(f"KV cache placed {kv}: kept in {sorted({r['kv_memory'] for r in ours if r['kv'] == kv})} memory")
+print(f"rounds: {len({r['round'] for r in rows})}; ms per decode step, median over rounds")
+head = "| context | ours, KV on the device | ours, KV on the host | host / device |"
+if python:
+    head += " Python ORT, KV on the device (IoBinding) | ours / Python (paired) |"
+print("\n" + head)
+print("|---" * (head.count("|") - 1) + "|")
 for context in sorted({r["context"] for r in rows}):
-    ms = lambda kv: statistics.median(r["decode_ms"] for r in rows if r["context"] == context and r["kv"] == kv)
-    d, h = ms("Device"), ms("Host")
-    print(f"| {context} | {d:.2f} | {h:.2f} | {h / d:.2f} |")
+    by = lambda rs: {r["round"]: r["decode_ms"] for r in rs if r["context"] == context}
+    dev, host = by(r for r in ours if r["kv"] == "Device"), by(r for r in ours if r["kv"] == "Host")
+    d, h = statistics.median(dev.values()), statistics.median(host.values())
+    line = f"| {context} | {d:.2f} | {h:.2f} | {h / d:.2f} |"
+    if python:
+        py = by(python)
+        pairs = [dev[k] / py[k] for k in dev if k in py]
+        line += f" {statistics.median(py.values()):.2f} | {statistics.median(pairs):.2f} |" if pairs else " - | - |"
+    print(line)
 PY

@@ -33,11 +33,11 @@ def timed(fn, runs: int) -> float:
     return float(np.median(samples))
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
+def session(path: Path, threads: int, providers: list[str] | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def sam(dir: Path, photo: Image.Image, threads: int, runs: int) -> dict[str, float]:
@@ -120,10 +120,17 @@ def dinov2(dir: Path, photos: list[Image.Image], threads: int, runs: int) -> dic
 
 
 class LlamaBaseline:
-    """A LLaMA KV-cache export run as a Python service would: numpy feeds, the cache fed back."""
+    """A LLaMA KV-cache export run as a Python service would: numpy feeds, the cache fed back.
+    With `cuda`, on the CUDA provider with the cache kept in GPU memory through an IoBinding (the
+    way onnxruntime's own GPU generation loops keep it), the logits copied to the host."""
 
-    def __init__(self, dir: Path, threads: int):
-        self.model = session(dir / "model.onnx", threads)
+    def __init__(self, dir: Path, threads: int, cuda: bool = False):
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None
+        self.model = session(dir / "model.onnx", threads, providers)
+        self.cuda = cuda
+        self.kv_device = "cuda" if cuda else "cpu"
+        if cuda and self.model.get_providers()[0] != "CUDAExecutionProvider":
+            raise SystemExit(f"CUDA provider not active: {self.model.get_providers()}")
         inputs = {i.name: i for i in self.model.get_inputs()}
         self.past = sorted(n for n in inputs if n.startswith("past_key_values."))
         self.kv_heads, self.head_dim = inputs[self.past[0]].shape[1], inputs[self.past[0]].shape[3]
@@ -136,7 +143,9 @@ class LlamaBaseline:
         """The benchmark's prompt ids (as `edgeinfer_tests::bench_prompt_ids` makes them)."""
         return [10 + (i * 7 % 200) for i in range(context)]
 
-    def step(self, ids: list[int], cache: dict[str, np.ndarray] | None, start: int):
+    def step(self, ids: list[int], cache: dict | None, start: int):
+        if self.cuda:
+            return self.step_bound(ids, cache, start)
         n = len(ids)
         feeds = {
             "input_ids": np.array([ids], dtype=np.int64),
@@ -148,6 +157,25 @@ class LlamaBaseline:
         outs = dict(zip(self.out_names, self.model.run(None, feeds)))
         cache = {name: outs[name.replace("past_key_values", "present")] for name in self.past}
         return int(np.argmax(outs["logits"][0, -1])), cache
+
+    def step_bound(self, ids: list[int], cache: dict | None, start: int):
+        """One step through an IoBinding: the cache stays an OrtValue in `kv_device` memory."""
+        n = len(ids)
+        binding = self.model.io_binding()
+        binding.bind_cpu_input("input_ids", np.array([ids], dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None])
+        for name in self.past:
+            if cache:
+                binding.bind_ortvalue_input(name, cache[name])
+            else:
+                binding.bind_cpu_input(name, np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32))
+        binding.bind_output("logits", "cpu")
+        for name in self.past:
+            binding.bind_output(name.replace("past_key_values", "present"), self.kv_device)
+        self.model.run_with_iobinding(binding)
+        logits, *present = binding.get_outputs()
+        return int(np.argmax(logits.numpy()[0, -1])), dict(zip(self.past, present))
 
     def decode_ms(self, context: int) -> float:
         """Prefill `context` tokens, then the mean time of 8 greedy decode steps."""
