@@ -8,10 +8,12 @@
 //! [`Retained`] values instead: ORT's own values, passed straight back to ORT next step. tract
 //! moves its tensors, so there a retained value is simply a tensor.
 //!
-//! Each output to keep is a [`Retain`]: its name and a [`Placement`]. On a session whose graph
-//! runs on a GPU (CUDA, TensorRT), [`Placement::Device`] keeps the value in GPU memory, so a KV
-//! cache never crosses the bus between steps; [`Placement::Host`] keeps it in CPU memory, where it
-//! can be read in place (the logits a sampler reads). On a CPU session both are host memory.
+//! Each output to keep is a [`Retain`]: its name and a [`Placement`]. On a CUDA or TensorRT
+//! session, [`Placement::Device`] keeps the value in GPU memory, so a KV cache never crosses the
+//! bus between steps; [`Placement::Host`] keeps it in CPU memory, where it can be read in place
+//! (the logits a sampler reads). On any other session both are host memory. A value in GPU
+//! memory fed to a session that cannot read it (no CUDA, another GPU, tract) is copied to the
+//! host first.
 
 use crate::error::{OnnxError, Result};
 use crate::tensor::{DType, Tensor, TensorInfo};
@@ -21,9 +23,8 @@ use crate::tensor::{DType, Tensor, TensorInfo};
 pub enum Placement {
     /// CPU memory: readable in place with [`Retained::view_f32`].
     Host,
-    /// The memory of the device that runs the graph (GPU memory on a CUDA or TensorRT session;
-    /// CPU memory on a CPU session). Fed back without crossing the bus; reading it on the host
-    /// ([`Retained::to_tensor`]) copies it.
+    /// GPU memory on a CUDA or TensorRT session, host memory on any other. Fed back without
+    /// crossing the bus; reading it on the host ([`Retained::to_tensor`]) copies it.
     Device,
 }
 
@@ -117,7 +118,7 @@ impl Retained {
         }
     }
 
-    /// The data in place, when it is `f16`.
+    /// The data in place, when it is `f16` and in CPU memory.
     pub fn view_f16(&self) -> Option<ndarray::ArrayViewD<'_, half::f16>> {
         match &self.value {
             Held::Tensor(Tensor::F16(a)) => Some(a.view()),

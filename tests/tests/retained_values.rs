@@ -20,9 +20,13 @@ struct Model {
 }
 
 fn load(backend: &Arc<dyn Backend>) -> Model {
+    load_with(backend, &SessionOptions::default())
+}
+
+fn load_with(backend: &Arc<dyn Backend>, options: &SessionOptions) -> Model {
     let dir = fixtures().join("llama");
     let model_dir = ModelDir::open(&dir).unwrap();
-    let session = backend.load(&ModelSource::File(model_dir.onnx.clone()), &SessionOptions::default()).unwrap();
+    let session = backend.load(&ModelSource::File(model_dir.onnx.clone()), options).unwrap();
     let layout = model_dir.layout(session.as_ref()).unwrap();
     Model { session, layout }
 }
@@ -246,11 +250,49 @@ fn outputs_returned_in_an_input_buffer_are_copied_before_the_input_is_freed() {
             }
             drop(scribble);
             assert!(kept[2].is_backend_owned(), "{kind}: 'z' is a fresh ORT buffer and stays there");
-            if placement == Placement::Host {
-                // ONNX Runtime 1.32 returns the graph input `x` in the lent buffer: it must have
-                // been copied.
-                assert!(!kept[0].is_backend_owned(), "{kind}: 'x' still points into the freed input");
-            }
+            // ONNX Runtime 1.32 returns the graph input `x` in the buffer it was given (ours for
+            // Host, the binding's copy for Device), freed on return: it must have been copied.
+            assert!(!kept[0].is_backend_owned(), "{kind}: 'x' still points into the freed input");
         }
+    }
+}
+
+/// On a GPU machine only (`EDGEINFER_TEST_CUDA=1`, `ORT_DYLIB_PATH` naming an onnxruntime-gpu
+/// build, CUDA libraries on the library path): values placed on the device really live in CUDA
+/// memory, read back equal to a CPU session's outputs, and feed the next step on the CUDA
+/// session, on a CPU ORT session and on tract (both copy them to the host first).
+#[test]
+fn device_values_live_in_cuda_memory_and_feed_any_session() {
+    if std::env::var("EDGEINFER_TEST_CUDA").as_deref() != Ok("1") {
+        eprintln!("EDGEINFER_TEST_CUDA is not 1: this test needs an NVIDIA GPU and onnxruntime-gpu");
+        return;
+    }
+    let ort = edgeinfer_tests::ort_backend().expect("ONNX Runtime");
+    let options =
+        SessionOptions { execution_providers: edgeinfer_onnx::parse_ep_list("cuda!").unwrap(), ..Default::default() };
+    let cuda = load_with(&ort, &options);
+    let cpu = load(&ort);
+    let tract = load(&edgeinfer_onnx::backend(BackendKind::Tract, None).unwrap());
+    let prompt = [1i64, 17, 42, 5];
+    let next = [7i64];
+    let prefill_on_gpu = || {
+        let present = cuda.present_retain(Placement::Device);
+        cuda.session.run_retaining(cuda.token_inputs(&prompt, 0), cuda.empty_retained(), &present).unwrap().1
+    };
+
+    let mut reference = cpu.run_copied(&prompt, 0, None);
+    for (name, value) in cuda.present_names().iter().zip(prefill_on_gpu()) {
+        assert_eq!(value.memory_device(), "Cuda", "{name}: where the value lives");
+        assert!(value.view_f32().is_none(), "{name}: GPU memory is not readable in place");
+        let diff = value.to_tensor().unwrap().compare(reference.get(name).unwrap()).unwrap();
+        assert!(diff.within(1e-4, 1e-3), "{name} copied from the GPU: {diff:?}");
+    }
+    let step = cpu.run_copied(&next, prompt.len(), Some(&mut reference));
+    for (label, consumer) in [("cuda", &cuda), ("cpu", &cpu), ("tract", &tract)] {
+        let retained = consumer.past_names().into_iter().zip(prefill_on_gpu()).collect();
+        let (out, _) =
+            consumer.session.run_retaining(consumer.token_inputs(&next, prompt.len()), retained, &[]).unwrap();
+        let diff = out.get("logits").unwrap().compare(step.get("logits").unwrap()).unwrap();
+        assert!(diff.within(1e-4, 1e-3), "GPU cache fed to {label}: next logits {diff:?}");
     }
 }

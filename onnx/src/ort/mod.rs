@@ -200,10 +200,28 @@ impl OrtSession {
         OnnxError::Run { backend: "onnxruntime", reason: format!("{}: {e}", self.label) }
     }
 
+    /// Retained values in device memory this session has no transfer for (a GPU value fed to a
+    /// session without CUDA, or one on another GPU) are copied to the host first.
+    fn readable(&self, retained: Vec<(String, Retained)>) -> Result<Vec<(String, Retained)>> {
+        retained
+            .into_iter()
+            .map(|(name, r)| {
+                let foreign = match r.held() {
+                    Held::Ort(v) => device_of(v).is_some_and(|(device, id)| {
+                        !(device == AllocationDevice::CUDA.as_str() && self.cuda_device == Some(id))
+                    }),
+                    Held::Tensor(_) => false,
+                };
+                Ok((name, if foreign { Retained::from_tensor(r.to_tensor()?) } else { r }))
+            })
+            .collect()
+    }
+
     /// A run through an IoBinding: every output is bound to a memory, host or the CUDA device
     /// (for outputs retained with [`Placement::Device`] on a CUDA/TensorRT session), so a KV
-    /// cache stays on the GPU between steps. Our tensors are bound as ORT-owned copies (an
-    /// IoBinding copies borrowed data anyway); retained ORT values are bound as they are.
+    /// cache stays on the GPU between steps. Our tensors are bound as copies owned by `ort`
+    /// values (an IoBinding copies borrowed data anyway), whose buffers count as lent memory;
+    /// retained ORT values are bound as they are.
     fn run_bound(
         &self,
         inputs: Vec<(String, Tensor)>,
@@ -226,12 +244,13 @@ impl OrtSession {
             .map_err(err)?;
         let host =
             MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default).map_err(err)?;
-        let device = match self.cuda_device {
-            Some(id) => {
-                MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default).map_err(err)?
-            }
-            None => host.clone(),
+        let cuda = match self.cuda_device {
+            Some(id) => Some(
+                MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default).map_err(err)?,
+            ),
+            None => None,
         };
+        let device = cuda.as_ref().unwrap_or(&host);
         let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut binding = session.create_binding().map_err(err)?;
         for (name, value, _) in &owned {
@@ -244,7 +263,7 @@ impl OrtSession {
         }
         for info in &self.outputs {
             let on_device = retain.iter().any(|r| r.name == info.name && r.placement == Placement::Device);
-            binding.bind_output_to_device(info.name.as_str(), if on_device { &device } else { &host }).map_err(err)?;
+            binding.bind_output_to_device(info.name.as_str(), if on_device { device } else { &host }).map_err(err)?;
         }
         let results = session.run_binding(&binding).map_err(err)?;
         // The owned copies die with the binding at the end of this call, like lent buffers.
@@ -459,6 +478,7 @@ impl Session for OrtSession {
         retain: &[Retain],
     ) -> Result<(Outputs, Vec<Retained>)> {
         check_retain(&self.outputs, retain)?;
+        let retained = self.readable(retained)?;
         let described: Vec<(&str, DType, &[usize])> = inputs
             .iter()
             .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
@@ -575,6 +595,13 @@ fn data_address(value: &DynValue) -> Option<usize> {
     let tensor = value.view().downcast::<DynTensorValueType>().ok()?;
     let address = tensor.data_ptr() as usize;
     (address != 0).then_some(address)
+}
+
+/// The device and device id of a tensor value's memory when the host cannot read it.
+fn device_of(value: &DynValue) -> Option<(String, i32)> {
+    let tensor = value.view().downcast::<DynTensorValueType>().ok()?;
+    let info = tensor.memory_info();
+    (!info.is_cpu_accessible()).then(|| (info.allocation_device().as_str().to_string(), info.device_id()))
 }
 
 /// The device a tensor value's memory is on, as ONNX Runtime names it (`Cpu`, `Cuda`, ...).
