@@ -143,15 +143,20 @@ class LlamaBaseline:
         """The benchmark's prompt ids (as `edgeinfer_tests::bench_prompt_ids` makes them)."""
         return [10 + (i * 7 % 200) for i in range(context)]
 
-    def step(self, ids: list[int], cache: dict | None, start: int):
-        if self.cuda:
-            return self.step_bound(ids, cache, start)
+    @staticmethod
+    def token_feeds(ids: list[int], start: int) -> dict[str, np.ndarray]:
+        """`input_ids`, `attention_mask` and `position_ids` for `ids` after `start` cached tokens."""
         n = len(ids)
-        feeds = {
+        return {
             "input_ids": np.array([ids], dtype=np.int64),
             "attention_mask": np.ones((1, start + n), dtype=np.int64),
             "position_ids": np.arange(start, start + n, dtype=np.int64)[None],
         }
+
+    def step(self, ids: list[int], cache: dict | None, start: int):
+        if self.cuda:
+            return self.step_bound(ids, cache, start)
+        feeds = self.token_feeds(ids, start)
         for name in self.past:
             feeds[name] = cache[name] if cache else np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
         outs = dict(zip(self.out_names, self.model.run(None, feeds)))
@@ -160,11 +165,9 @@ class LlamaBaseline:
 
     def step_bound(self, ids: list[int], cache: dict | None, start: int):
         """One step through an IoBinding: the cache stays an OrtValue in `kv_device` memory."""
-        n = len(ids)
         binding = self.model.io_binding()
-        binding.bind_cpu_input("input_ids", np.array([ids], dtype=np.int64))
-        binding.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None])
+        for name, array in self.token_feeds(ids, start).items():
+            binding.bind_cpu_input(name, array)
         for name in self.past:
             if cache:
                 binding.bind_ortvalue_input(name, cache[name])

@@ -334,8 +334,9 @@ impl Llama {
             past_values.push((self.layout.past_value(i), v));
         }
         // The new cache stays in the backend's memory (ONNX Runtime's own buffers; on the GPU
-        // with the default placement on a CUDA session) and goes straight back in next step: copying it out and back cost ~8 ms per token at 1024
-        // tokens of context on a 135M model (bench/results/pipelines-2core.txt).
+        // with the default placement on a CUDA session) and goes straight back in next step:
+        // copying it out and back cost ~8 ms per token at 1024 tokens of context on a 135M model
+        // (bench/results/pipelines-2core.txt).
         let (_, mut kept) = self.session.run_retaining(feed, past_values, &self.retained_outputs)?;
         // Only the last position's logits are needed: read that row in place (the whole
         // `[1, n, vocab]` block is 200 MB for 1024 prompt tokens of a 49k vocabulary; copying it

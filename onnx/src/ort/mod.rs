@@ -229,13 +229,7 @@ impl OrtSession {
         retain: &[Retain],
     ) -> Result<(Outputs, Vec<Retained>)> {
         let err = |e: ort::Error| self.run_error(e);
-        let owned: Vec<(&str, DynValue, usize)> = inputs
-            .iter()
-            .map(|(name, t)| (name.as_str(), t))
-            .chain(retained.iter().filter_map(|(name, r)| match r.held() {
-                Held::Tensor(t) => Some((name.as_str(), t)),
-                Held::Ort(_) => None,
-            }))
+        let owned: Vec<(&str, DynValue, usize)> = tensor_inputs(&inputs, &retained)
             .map(|(name, t)| {
                 let input = StandardInput::of(t);
                 Ok((name, input.to_owned_value()?, input.byte_range().len()))
@@ -488,14 +482,8 @@ impl Session for OrtSession {
         if retain.iter().any(|r| r.placement == Placement::Device) {
             return self.run_bound(inputs, retained, retain);
         }
-        let standard: Vec<(&str, StandardInput<'_>)> = inputs
-            .iter()
-            .map(|(name, t)| (name.as_str(), StandardInput::of(t)))
-            .chain(retained.iter().filter_map(|(name, r)| match r.held() {
-                Held::Tensor(t) => Some((name.as_str(), StandardInput::of(t))),
-                Held::Ort(_) => None,
-            }))
-            .collect();
+        let standard: Vec<(&str, StandardInput<'_>)> =
+            tensor_inputs(&inputs, &retained).map(|(name, t)| (name, StandardInput::of(t))).collect();
         let mut values: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
             Vec::with_capacity(described.len());
         for (name, input) in &standard {
@@ -588,6 +576,18 @@ impl<'a> StandardInput<'a> {
             StandardInput::U8(a) => TensorRef::from_array_view(a)?.into(),
         })
     }
+}
+
+/// The inputs a run holds as our [`Tensor`]s: the plain ones, then retained values that are
+/// tensors (the rest are ORT values, passed as they are).
+fn tensor_inputs<'a>(
+    inputs: &'a [(String, Tensor)],
+    retained: &'a [(String, Retained)],
+) -> impl Iterator<Item = (&'a str, &'a Tensor)> {
+    inputs.iter().map(|(name, t)| (name.as_str(), t)).chain(retained.iter().filter_map(|(name, r)| match r.held() {
+        Held::Tensor(t) => Some((name.as_str(), t)),
+        Held::Ort(_) => None,
+    }))
 }
 
 /// Where a tensor value's data starts (`None` for non-tensors and empty tensors).
