@@ -332,16 +332,33 @@ impl Config {
         Ok(())
     }
 
-    /// The node name: configured, else the host name.
-    pub fn node(&self) -> String {
-        self.daemon.node.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "edge".into())
-        })
+    /// The node name: configured, else the host name from `uname(2)` (the system call, not
+    /// `/proc/sys/kernel/hostname`, which the unit's `ProcSubset=pid` hides). A host name that
+    /// every unconfigured device shares (empty, `(none)`, `localhost`) is refused: two devices
+    /// with one name would take each other's topics and MQTT client id.
+    pub fn node(&self) -> Result<String, String> {
+        if let Some(node) = &self.daemon.node {
+            return Ok(node.clone());
+        }
+        let uname = rustix::system::uname();
+        let host = uname.nodename().to_string_lossy().trim().to_string();
+        node_from_hostname(&host)
     }
+}
+
+/// The node name for host name `host`, unless it is one that devices share.
+fn node_from_hostname(host: &str) -> Result<String, String> {
+    let shared = ["", "(none)", "localhost", "localhost.localdomain"];
+    if shared.contains(&host) {
+        return Err(format!(
+            "the host name is '{host}', which devices share; set [daemon] node (or the host name) to a name unique \
+             to this device"
+        ));
+    }
+    if host.contains(['/', '+', '#']) || host.chars().any(char::is_control) {
+        return Err(format!("the host name '{host}' cannot be an MQTT topic level; set [daemon] node"));
+    }
+    Ok(host.to_string())
 }
 
 /// Every key a `[[models]]` table may have (its own and the flattened engine options).
@@ -406,6 +423,21 @@ mod tests {
         assert_eq!(c.models[0].keep_alive, KeepAlive::Pinned);
         assert!(Config::parse("[daemon]\nnode = 1\n").is_err());
         assert!(Config::parse("[[models]]\nid = 'a'\npath = '/x'\ntypo = 1\n").is_err());
+    }
+
+    #[test]
+    fn the_node_name_comes_from_uname_and_shared_names_are_refused() {
+        let config = Config::parse("[daemon]\n[dbus]\nenabled = true\n").unwrap_or_else(|_| Config::default());
+        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        if node_from_hostname(&host).is_ok() {
+            assert_eq!(config.node().unwrap(), host);
+        }
+        for shared in ["", "(none)", "localhost"] {
+            let e = node_from_hostname(shared).unwrap_err();
+            assert!(e.contains("set [daemon] node"), "{e}");
+        }
+        assert!(node_from_hostname("a/b").is_err());
+        assert_eq!(node_from_hostname("robot-7").unwrap(), "robot-7");
     }
 
     #[test]

@@ -80,6 +80,17 @@ pub fn read_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<(B
 /// than `max_bytes`, and maps it when it is a sealed memfd. Only system calls that do not wait on
 /// I/O (fstat, fcntl, mmap without pre-faulting): fine on an async thread.
 pub fn open_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<FdImage, ApiError> {
+    open_image_fd_racing(fd, range, max_bytes, || {})
+}
+
+/// [`open_image_fd`] with `meanwhile` run between the first inspection and the seal check: what
+/// a racing client can do there (tests).
+fn open_image_fd_racing(
+    fd: OwnedFd,
+    range: FdRange,
+    max_bytes: usize,
+    meanwhile: impl FnOnce(),
+) -> Result<FdImage, ApiError> {
     let stat = rustix::fs::fstat(&fd).map_err(|e| bad(format!("the image fd cannot be inspected: {e}")))?;
     match FileType::from_raw_mode(stat.st_mode) {
         FileType::RegularFile => {}
@@ -95,6 +106,16 @@ pub fn open_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<Fd
     if flags.contains(OFlags::WRONLY) || flags.contains(OFlags::PATH) {
         return Err(bad("the image fd is not open for reading"));
     }
+    meanwhile();
+    // Seals first, size second: a client may shrink the memfd and then seal it between two
+    // calls. The size read after the seals are in place is final; one read before could be
+    // larger than the file and map pages past its end (SIGBUS on the first read).
+    let sealed = rustix::fs::fcntl_get_seals(&fd).map(|s| s.contains(REQUIRED_SEALS)).unwrap_or(false);
+    let stat = if sealed {
+        rustix::fs::fstat(&fd).map_err(|e| bad(format!("the image fd cannot be inspected: {e}")))?
+    } else {
+        stat
+    };
     let file_len = u64::try_from(stat.st_size).unwrap_or(0);
     if range.offset > file_len {
         return Err(bad(format!("offset {} is past the end of the file ({file_len} bytes)", range.offset)));
@@ -116,7 +137,6 @@ pub fn open_image_fd(fd: OwnedFd, range: FdRange, max_bytes: usize) -> Result<Fd
     if len == 0 {
         return Err(bad("the image fd is empty"));
     }
-    let sealed = rustix::fs::fcntl_get_seals(&fd).map(|s| s.contains(REQUIRED_SEALS)).unwrap_or(false);
     let file = File::from(fd);
     if sealed {
         // SAFETY: the memfd is sealed against shrinking, growing and writing (checked above, and
@@ -158,6 +178,25 @@ mod tests {
         std::io::Write::write_all(&mut f, b"abcdef").unwrap();
         let (b, access) = read_image_fd(f.into(), FdRange { offset: 1, size: Some(3) }, 100).unwrap();
         assert_eq!((&b[..], access), (&b"bcd"[..], FdAccess::Copied));
+    }
+
+    /// Regression: the size was taken before the seal check, so a client that shrank and then
+    /// sealed its memfd in between got a mapping past the end of the file, and the daemon died
+    /// of SIGBUS reading it.
+    #[test]
+    fn a_memfd_shrunk_and_sealed_during_the_checks_is_mapped_at_its_final_size() {
+        let fd = rustix::fs::memfd_create("racy", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        rustix::fs::ftruncate(&fd, 1 << 20).unwrap();
+        let client = fd.try_clone().unwrap();
+        let image = open_image_fd_racing(fd, FdRange::default(), 2 << 20, move || {
+            rustix::fs::ftruncate(&client, 4096).unwrap();
+            rustix::fs::fcntl_add_seals(&client, REQUIRED_SEALS).unwrap();
+        })
+        .unwrap();
+        let (bytes, access) = image.into_bytes().unwrap();
+        assert_eq!((bytes.len(), access), (4096, FdAccess::Mapped));
+        // Every byte is readable (with the stale size this read was past the end: SIGBUS).
+        assert_eq!(bytes.iter().map(|&b| u64::from(b)).sum::<u64>(), 0);
     }
 
     #[test]

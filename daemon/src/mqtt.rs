@@ -70,23 +70,18 @@ impl Topics {
 type Running = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
 
 /// Connects to the broker and serves until `shutdown` turns true; then publishes `offline` and
-/// disconnects.
+/// disconnects. Connection failures are retried with backoff for ever; an error return means
+/// the configuration cannot work (TLS files, URL), which retrying would not fix.
 pub async fn serve(
     config: MqttConfig,
     node: String,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<()>,
-) {
+) -> Result<(), String> {
     let mut ready = Some(ready);
     let topics = Topics::new(&config.prefix, &node);
-    let options = match options(&config, &node, &topics) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "MQTT is not usable; not serving MQTT");
-            return;
-        }
-    };
+    let options = options(&config, &node, &topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let started = Instant::now();
@@ -181,6 +176,7 @@ pub async fn serve(
             _ => {}
         }
     }
+    Ok(())
 }
 
 fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptions, String> {
@@ -192,29 +188,79 @@ fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptio
     if config.persistent_session {
         o.set_session_expiry_interval(Some(7 * 24 * 3600));
     }
-    o.set_max_packet_size(Some(config.max_packet_bytes as u32));
+    o.set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
     let will = json!({"state": "offline", "node": node, "reason": "connection lost"}).to_string();
     o.set_last_will(LastWill::new(topics.status(), will.into_bytes(), QoS::AtLeastOnce, true, None));
     if let (Some(u), p) = (&config.username, &config.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
     if tls {
-        let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let client_auth = match (&config.client_cert, &config.client_key) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
-        let transport = match &config.ca_file {
-            Some(ca) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-                ca: read(ca)?,
-                alpn: None,
-                client_auth,
-            }),
-            None => rumqttc::Transport::tls_with_default_config(),
-        };
-        o.set_transport(transport);
+        o.set_transport(tls_transport(config)?);
     }
     Ok(o)
+}
+
+/// Where Debian, Fedora/RHEL and Alpine/OpenEmbedded keep the system's CA bundle (PEM).
+const SYSTEM_CA_BUNDLES: [&str; 3] =
+    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/// The TLS transport: the CA from `ca_file`, else the system bundle (`SSL_CERT_FILE`, else the
+/// first of [`SYSTEM_CA_BUNDLES`] that can be read), and the client certificate when configured.
+/// Everything is read and checked here, at start: a missing or unreadable CA is a configuration
+/// error with the path in it, never a panic in the TLS library nor a silent retry loop.
+fn tls_transport(config: &MqttConfig) -> Result<rumqttc::Transport, String> {
+    let read =
+        |p: &std::path::Path, what: &str| std::fs::read(p).map_err(|e| format!("mqtt.{what} {}: {e}", p.display()));
+    let ca = match &config.ca_file {
+        Some(ca) => read(ca, "ca_file")?,
+        None => {
+            let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+            let candidates = from_env.into_iter().chain(SYSTEM_CA_BUNDLES.iter().map(std::path::PathBuf::from));
+            let mut tried = Vec::new();
+            let mut found = None;
+            for path in candidates {
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        tracing::info!(ca = %path.display(), "MQTT over TLS: trusting the system CA bundle (set mqtt.ca_file to pin a CA)");
+                        found = Some(bytes);
+                        break;
+                    }
+                    Err(e) => tried.push(format!("{}: {e}", path.display())),
+                }
+            }
+            found.ok_or_else(|| {
+                format!(
+                    "mqtts:// needs a CA: set mqtt.ca_file (no system CA bundle could be read: {})",
+                    tried.join("; ")
+                )
+            })?
+        }
+    };
+    if !contains_pem(&ca, "CERTIFICATE") {
+        return Err("the MQTT CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    let client_auth = match (&config.client_cert, &config.client_key) {
+        (Some(c), Some(k)) => {
+            let (cert, key) = (read(c, "client_cert")?, read(k, "client_key")?);
+            if !contains_pem(&cert, "CERTIFICATE") {
+                return Err(format!("mqtt.client_cert {}: no PEM certificate in it", c.display()));
+            }
+            if !contains_pem(&key, "PRIVATE KEY") {
+                return Err(format!("mqtt.client_key {}: no PEM private key in it", k.display()));
+            }
+            Some((cert, key))
+        }
+        (None, None) => None,
+        _ => return Err("mqtt.client_cert and mqtt.client_key go together".into()),
+    };
+    Ok(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth }))
+}
+
+/// Whether `pem` has a `-----BEGIN ...<kind>-----` block.
+fn contains_pem(pem: &[u8], kind: &str) -> bool {
+    String::from_utf8_lossy(pem)
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")))
 }
 
 /// The retained status payload.

@@ -525,11 +525,16 @@ impl Registry {
         }
     }
 
-    /// Whether a worker has been running one request for longer than `limit` (a hung model).
-    pub fn stuck(&self, limit: Duration) -> bool {
-        lock(&self.slots)
-            .values()
-            .any(|s| s.worker.as_ref().is_some_and(|w| w.running_for().is_some_and(|d| d > limit)))
+    /// The model whose worker has been running one request for longer than twice that model's
+    /// own request timeout (at least 1 s): a hung model. Answers and cancellations come at the
+    /// timeout, so twice it is only reached by a graph call that does not return.
+    pub fn stuck(&self) -> Option<String> {
+        let default_ms = lock(&self.daemon).request_timeout_ms;
+        lock(&self.slots).values().find_map(|s| {
+            let limit = Duration::from_millis(s.config.timeout_ms.unwrap_or(default_ms).max(1000).saturating_mul(2));
+            let w = s.worker.as_ref()?;
+            w.running_for().is_some_and(|d| d > limit).then(|| s.config.id.clone())
+        })
     }
 
     /// Whether any request is queued or running.

@@ -45,14 +45,18 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// Pings the watchdog at half its interval, but only while the runtime is alive *and* the model
-/// workers answer: a worker stuck beyond `stuck_after` stops the pings, so systemd restarts us.
-pub async fn watchdog(interval: Duration, registry: Arc<Registry>, stuck_after: Duration) {
+/// workers answer: a worker stuck beyond twice its model's request timeout stops the pings, so
+/// systemd restarts us.
+pub async fn watchdog(interval: Duration, registry: Arc<Registry>) {
     let period = interval / 2;
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
-        if registry.stuck(stuck_after) {
-            tracing::error!("a model worker is stuck; withholding the watchdog ping so systemd restarts the daemon");
+        if let Some(model) = registry.stuck() {
+            tracing::error!(
+                model,
+                "a model worker is stuck; withholding the watchdog ping so systemd restarts the daemon"
+            );
             continue;
         }
         send(&[NotifyState::Watchdog]);

@@ -198,38 +198,67 @@ impl Drop for Worker {
 fn run(engine: &Engine, rx: &Receiver<Job>, shared: &Shared, micro_batch: MicroBatch) {
     while let Ok(job) = rx.recv() {
         // Count the job as running before it stops counting as queued, so admission never sees
-        // a free slot that is not there.
-        set_running(shared, true);
+        // a free slot that is not there. The guard clears it however the job ends: answered,
+        // refused early (deadline passed, cancelled while queued) or panicked — a `running` flag
+        // left set would read as a hung model to the watchdog and to keep-alive and eviction.
+        let _running = RunningGuard::new(shared);
         shared.queued.fetch_sub(1, Ordering::SeqCst);
-        // DINOv2 micro-batching: embed requests that arrive together share one graph call.
-        if micro_batch.max_batch > 1 && matches!(job.task, Task::Embed { .. }) {
-            let mut batch = vec![job];
-            let until = Instant::now() + Duration::from_millis(micro_batch.max_wait_ms);
-            let mut images: usize = batch.iter().map(images_of).sum();
-            while images < micro_batch.max_batch {
-                let left = until.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(next) => {
-                        shared.queued.fetch_sub(1, Ordering::SeqCst);
-                        if matches!(next.task, Task::Embed { .. }) && images + images_of(&next) <= micro_batch.max_batch
-                        {
-                            images += images_of(&next);
-                            batch.push(next);
-                        } else {
-                            run_batch(engine, std::mem::take(&mut batch), shared);
-                            execute(engine, next, shared);
-                            break;
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            if !batch.is_empty() {
-                run_batch(engine, batch, shared);
-            }
-            continue;
+        // A panic outside the per-request catch (in the batching code itself) drops that job's
+        // reply sender, which its caller sees as an `internal` answer; the worker lives on.
+        let survived = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            take_job(engine, rx, shared, micro_batch, job);
+        }));
+        if survived.is_err() {
+            tracing::error!(model = engine.id(), "the worker panicked outside a request; it keeps serving");
         }
-        execute(engine, job, shared);
+    }
+}
+
+/// Runs one dequeued job: alone, or with the embed jobs that arrive with it as one graph call
+/// (DINOv2 micro-batching).
+fn take_job(engine: &Engine, rx: &Receiver<Job>, shared: &Shared, micro_batch: MicroBatch, job: Job) {
+    if micro_batch.max_batch > 1 && matches!(job.task, Task::Embed { .. }) {
+        let mut batch = vec![job];
+        let until = Instant::now() + Duration::from_millis(micro_batch.max_wait_ms);
+        let mut images: usize = batch.iter().map(images_of).sum();
+        while images < micro_batch.max_batch {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(next) => {
+                    shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    if matches!(next.task, Task::Embed { .. }) && images + images_of(&next) <= micro_batch.max_batch {
+                        images += images_of(&next);
+                        batch.push(next);
+                    } else {
+                        run_batch(engine, std::mem::take(&mut batch), shared);
+                        execute(engine, next, shared);
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(engine, batch, shared);
+        }
+        return;
+    }
+    execute(engine, job, shared);
+}
+
+/// Marks the worker as running for as long as it lives.
+struct RunningGuard<'a>(&'a Shared);
+
+impl<'a> RunningGuard<'a> {
+    fn new(shared: &'a Shared) -> RunningGuard<'a> {
+        set_running(shared, true);
+        RunningGuard(shared)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        set_running(self.0, false);
     }
 }
 
@@ -262,15 +291,18 @@ fn execute(engine: &Engine, job: Job, shared: &Shared) {
     let _span = job.span.enter();
     let started = Instant::now();
     if Instant::now() > job.deadline {
+        tracing::debug!("the request timed out while queued; not running it");
         let _ = job.reply.send(Err(ApiError::new(ErrorCode::Timeout, "the request timed out while queued")));
         finish(shared, started, false);
         return;
     }
     if job.cancel.load(Ordering::Relaxed) {
+        tracing::debug!("the request was cancelled while queued; not running it");
         let _ = job.reply.send(Err(ApiError::new(ErrorCode::Cancelled, "cancelled before it started")));
         finish(shared, started, false);
         return;
     }
+    // The clock of the stuck check starts with each request (a batch's jobs run one by one).
     set_running(shared, true);
     let events = job.events.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -281,7 +313,6 @@ fn execute(engine: &Engine, job: Job, shared: &Shared) {
         })
     }))
     .unwrap_or_else(|_| Err(ApiError::internal("the model panicked while running this request")));
-    set_running(shared, false);
     let ok = result.is_ok();
     match &result {
         Ok(_) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "request done"),
@@ -329,8 +360,8 @@ fn run_batch(engine: &Engine, batch: Vec<Job>, shared: &Shared) {
     }
     set_running(shared, true);
     let merged = Task::Embed { images, params: first_params };
-    let result = engine.execute(&merged, None, &mut |_| {});
-    set_running(shared, false);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.execute(&merged, None, &mut |_| {})))
+        .unwrap_or_else(|_| Err(ApiError::internal("the model panicked while running a micro-batch")));
     tracing::debug!(requests = live.len(), ms = started.elapsed().as_millis() as u64, "micro-batch done");
     match result {
         Ok(Response::Embeddings { embeddings, dim }) => {
@@ -351,5 +382,59 @@ fn run_batch(engine: &Engine, batch: Vec<Job>, shared: &Shared) {
     }
     for j in other {
         execute(engine, j, shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dino_worker() -> Worker {
+        let dir = edgeinfer_models::fixtures::fixtures_dir().join("dinov2");
+        let engine = Engine::load("dino", &dir, None, &crate::engine::EngineOptions::default(), None).unwrap();
+        Worker::start(engine, 2, MicroBatch::default()).unwrap()
+    }
+
+    fn job(deadline: Instant, cancelled: bool) -> (Job, oneshot::Receiver<Result<Response, ApiError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            task: Task::GalleryList,
+            cancel: Arc::new(AtomicBool::new(cancelled)),
+            events: None,
+            reply,
+            deadline,
+            span: tracing::Span::none(),
+        };
+        (job, answer)
+    }
+
+    /// Regression: the early answers (deadline passed while queued, cancelled before starting)
+    /// left `running` set, so the watchdog saw a hung model and systemd killed a healthy daemon.
+    #[test]
+    fn requests_answered_without_running_leave_the_worker_idle() {
+        let worker = dino_worker();
+        for (deadline, cancelled, code) in [
+            (Instant::now(), false, ErrorCode::Timeout),
+            (Instant::now() + Duration::from_secs(60), true, ErrorCode::Cancelled),
+        ] {
+            let (j, answer) = job(deadline, cancelled);
+            worker.submit(j).unwrap();
+            let e = answer.blocking_recv().unwrap().unwrap_err();
+            assert_eq!(e.code, code, "{e}");
+            // The answer is sent before the guard drops: wait (bounded) for the flag to clear.
+            let until = Instant::now() + Duration::from_secs(5);
+            while worker.is_busy() && Instant::now() < until {
+                std::thread::yield_now();
+            }
+            assert!(!worker.is_busy(), "worker still marked busy after a {code:?} answer");
+            assert_eq!(worker.running_for(), None);
+        }
+        // And the slot is free again: a full queue's worth is admitted.
+        for _ in 0..3 {
+            let (j, _answer) = job(Instant::now(), false);
+            worker.submit(j).unwrap();
+        }
+        worker.stop(Some(Duration::from_secs(10)));
     }
 }

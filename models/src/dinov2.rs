@@ -13,7 +13,7 @@ use ndarray::{Array3, Array4, Axis, s};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result, read_json};
-use crate::image::{self, Resample, RgbImage};
+use crate::image::{self, ImageError, Resample, RgbImage};
 
 /// How a `preprocessor_config.json` resizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -141,29 +141,34 @@ impl Preprocessor {
     }
 
     /// Output size (width, height) for an input of `width` × `height` before cropping, as HF's
-    /// `get_resize_output_image_size` computes it.
-    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
-        match self.resize {
-            None => (width, height),
-            Some(ResizeTo::Exact { width, height }) => (width, height),
+    /// `get_resize_output_image_size` computes it; refused (not saturated) when the target or
+    /// the resize's buffers would exceed [`image::MAX_RESIZE_PIXELS`].
+    pub fn resized_size(&self, width: u32, height: u32) -> Result<(u32, u32), ImageError> {
+        let target = match self.resize {
+            None => return Ok((width, height)),
+            Some(ResizeTo::Exact { width, height }) => (u64::from(width), u64::from(height)),
             Some(ResizeTo::ShortestEdge { shortest, longest }) => {
                 let (short, long) = if width <= height { (width, height) } else { (height, width) };
-                let mut new_short = shortest;
-                let mut new_long = (f64::from(shortest) * f64::from(long) / f64::from(short)) as u32;
+                if short == 0 {
+                    return Err(ImageError::Empty { width, height });
+                }
+                let mut new_short = u64::from(shortest);
+                let mut new_long = image::resize_side(f64::from(shortest) * f64::from(long) / f64::from(short));
                 if let Some(max) = longest
-                    && new_long > max
+                    && new_long > u64::from(max)
                 {
-                    new_short = (f64::from(max) * f64::from(new_short) / f64::from(new_long)) as u32;
-                    new_long = max;
+                    new_short = image::resize_side(f64::from(max) * new_short as f64 / new_long as f64);
+                    new_long = u64::from(max);
                 }
                 if width <= height { (new_short, new_long) } else { (new_long, new_short) }
             }
-        }
+        };
+        image::check_resize((width, height), target)
     }
 
     /// Resize → centre crop → rescale → normalise, to `[1, 3, H, W]`.
     pub fn apply(&self, image: &RgbImage) -> Result<Array4<f32>> {
-        let (w, h) = self.resized_size(image.width, image.height);
+        let (w, h) = self.resized_size(image.width, image.height)?;
         let resized = image::resize(image, w, h, self.resample)?;
         let cropped = match self.crop {
             Some((cw, ch)) => image::center_crop(&resized, cw, ch),
@@ -451,11 +456,15 @@ mod tests {
     #[test]
     fn resize_sizes_follow_hf() {
         let p = Preprocessor::default();
-        assert_eq!(p.resized_size(451, 300), (384, 256)); // int(256*451/300) = 384
-        assert_eq!(p.resized_size(300, 200), (384, 256));
-        assert_eq!(p.resized_size(180, 250), (256, 355)); // int(256*250/180) = 355
+        assert_eq!(p.resized_size(451, 300).unwrap(), (384, 256)); // int(256*451/300) = 384
+        assert_eq!(p.resized_size(300, 200).unwrap(), (384, 256));
+        assert_eq!(p.resized_size(180, 250).unwrap(), (256, 355)); // int(256*250/180) = 355
         let capped = Preprocessor { resize: Some(ResizeTo::ShortestEdge { shortest: 256, longest: Some(300) }), ..p };
-        assert_eq!(capped.resized_size(1000, 100), (300, 30));
+        assert_eq!(capped.resized_size(1000, 100).unwrap(), (300, 30));
+        // A 40,000,000 x 1 image would need a 10,240,000,000 x 256 target: refused, not
+        // saturated to u32::MAX and allocated.
+        assert!(matches!(p.resized_size(40_000_000, 1), Err(ImageError::ResizeTooLarge { to_w: 10_240_000_000, .. })));
+        assert!(matches!(p.resized_size(1, 40_000_000), Err(ImageError::ResizeTooLarge { .. })));
     }
 
     #[test]

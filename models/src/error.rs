@@ -59,6 +59,8 @@ impl ModelError {
             ModelError::TooLarge(_)
                 | ModelError::Image(ImageError::TooManyBytes { .. })
                 | ModelError::Image(ImageError::TooManyPixels { .. })
+                | ModelError::Image(ImageError::AspectRatio { .. })
+                | ModelError::Image(ImageError::ResizeTooLarge { .. })
         )
     }
 }

@@ -46,6 +46,31 @@ pub enum ImageError {
         /// Declared height.
         height: u32,
     },
+    /// One side much longer than the other (a "geometry bomb": few pixels, but a resize to the
+    /// model's input would need a huge buffer).
+    #[error("image is {width}x{height}, more elongated than the limit of {limit}:1 (image_limits.max_aspect_ratio)")]
+    AspectRatio {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// The limit (longest side ÷ shortest side).
+        limit: u32,
+    },
+    /// A resize whose output, or the buffer between its two passes, would be too large.
+    #[error("resizing {from_w}x{from_h} to {to_w}x{to_h} needs a buffer of more than {limit} pixels; refused")]
+    ResizeTooLarge {
+        /// Input width.
+        from_w: u32,
+        /// Input height.
+        from_h: u32,
+        /// Output width.
+        to_w: u64,
+        /// Output height.
+        to_h: u64,
+        /// [`MAX_RESIZE_PIXELS`].
+        limit: u64,
+    },
     /// Zero width or height.
     #[error("image has an empty dimension ({width}x{height})")]
     Empty {
@@ -64,12 +89,54 @@ pub struct ImageLimits {
     pub max_bytes: usize,
     /// Largest decoded image, in pixels (width × height).
     pub max_pixels: u64,
+    /// Most elongated image accepted: longest side ÷ shortest side (0: no limit). A 40,000,000
+    /// × 1 PNG is small on the wire and within `max_pixels`, but resizing it to a model's input
+    /// size is not.
+    pub max_aspect_ratio: u32,
 }
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        ImageLimits { max_bytes: 32 * 1024 * 1024, max_pixels: 40_000_000 }
+        ImageLimits { max_bytes: 32 * 1024 * 1024, max_pixels: 40_000_000, max_aspect_ratio: 100 }
     }
+}
+
+/// The most pixels a resize may produce, or hold between its horizontal and vertical passes
+/// (128 Mi: 384 MiB of RGB8, 512 MiB per float plane). Resize targets come from the input's
+/// geometry and the model's configuration; both are checked against this before allocating.
+pub const MAX_RESIZE_PIXELS: u64 = 1 << 27;
+
+/// Checks that resizing `from` to `to` (width, height) stays within [`MAX_RESIZE_PIXELS`], for
+/// the output and for the horizontal pass's buffer (`to.0 × from.1`), with checked arithmetic;
+/// returns the target as `u32`s.
+pub fn check_resize(from: (u32, u32), to: (u64, u64)) -> Result<(u32, u32), ImageError> {
+    let too_large = || ImageError::ResizeTooLarge {
+        from_w: from.0,
+        from_h: from.1,
+        to_w: to.0,
+        to_h: to.1,
+        limit: MAX_RESIZE_PIXELS,
+    };
+    if to.0 == 0 || to.1 == 0 {
+        return Err(ImageError::Empty {
+            width: to.0.min(u64::from(u32::MAX)) as u32,
+            height: to.1.min(u64::from(u32::MAX)) as u32,
+        });
+    }
+    let out = to.0.checked_mul(to.1).ok_or_else(too_large)?;
+    let between = to.0.checked_mul(u64::from(from.1)).ok_or_else(too_large)?;
+    if out > MAX_RESIZE_PIXELS || between > MAX_RESIZE_PIXELS {
+        return Err(too_large());
+    }
+    // Both sides are at most MAX_RESIZE_PIXELS here, which fits in u32.
+    Ok((u32::try_from(to.0).map_err(|_| too_large())?, u32::try_from(to.1).map_err(|_| too_large())?))
+}
+
+/// A resize target side from a floating-point computation, truncated like Python's `int()` and
+/// at least 1. Not finite or beyond `u64` gives `u64::MAX`, which [`check_resize`] refuses: a
+/// side is never saturated into a size that is then allocated.
+pub fn resize_side(value: f64) -> u64 {
+    if value.is_finite() && value < u64::MAX as f64 { (value.max(0.0) as u64).max(1) } else { u64::MAX }
 }
 
 /// An image as a caller hands it over.
@@ -168,6 +235,10 @@ fn check_pixels(width: u32, height: u32, limits: &ImageLimits) -> Result<(), Ima
     if pixels > limits.max_pixels {
         return Err(ImageError::TooManyPixels { width, height, pixels, limit: limits.max_pixels });
     }
+    let (short, long) = (width.min(height), width.max(height));
+    if limits.max_aspect_ratio > 0 && u64::from(long) > u64::from(short) * u64::from(limits.max_aspect_ratio) {
+        return Err(ImageError::AspectRatio { width, height, limit: limits.max_aspect_ratio });
+    }
     Ok(())
 }
 
@@ -207,6 +278,7 @@ pub fn resize(image: &RgbImage, width: u32, height: u32, resample: Resample) -> 
     if width == image.width && height == image.height {
         return Ok(image.clone());
     }
+    check_resize((image.width, image.height), (u64::from(width), u64::from(height)))?;
     let (iw, ih, ow, oh) = (image.width as usize, image.height as usize, width as usize, height as usize);
     let data = match resample {
         Resample::Nearest => crate::resample::resize_nearest_rgb8(&image.data, iw, ih, ow, oh),
@@ -267,6 +339,7 @@ pub fn to_hwc_f32(image: &RgbImage) -> Array3<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::ImageEncoder;
 
     fn png(width: u32, height: u32) -> Vec<u8> {
         let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
@@ -288,12 +361,12 @@ mod tests {
 
     #[test]
     fn limits_and_bad_input_are_typed_errors() {
-        let limits = ImageLimits { max_bytes: 100_000, max_pixels: 19 };
+        let limits = ImageLimits { max_bytes: 100_000, max_pixels: 19, ..ImageLimits::default() };
         assert!(matches!(
             decode(ImageInput::Encoded(&png(5, 4)), &limits),
             Err(ImageError::TooManyPixels { pixels: 20, .. })
         ));
-        let small = ImageLimits { max_bytes: 10, max_pixels: 1000 };
+        let small = ImageLimits { max_bytes: 10, max_pixels: 1000, ..ImageLimits::default() };
         assert!(matches!(decode(ImageInput::Encoded(&png(5, 4)), &small), Err(ImageError::TooManyBytes { .. })));
         let mut truncated = png(64, 64);
         truncated.truncate(truncated.len() / 2);
@@ -311,6 +384,45 @@ mod tests {
             decode(ImageInput::Rgb8 { width: 0, height: 2, data: &[] }, &ImageLimits::default()),
             Err(ImageError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn elongated_images_are_refused_from_the_header_before_decoding() {
+        // 40,000,000 x 1: about 120 KB as a PNG, within max_pixels, and the geometry that made a
+        // DINOv2 resize allocate 32 GiB. The header is enough to refuse it.
+        let limits = ImageLimits::default();
+        let mut bomb = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut bomb)
+            .write_image(&vec![0u8; 40_000_000 * 3], 40_000_000, 1, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let e = decode(ImageInput::Encoded(&bomb), &limits).unwrap_err();
+        assert!(matches!(e, ImageError::AspectRatio { width: 40_000_000, height: 1, limit: 100 }), "{e}");
+        assert!(e.to_string().contains("max_aspect_ratio"), "{e}");
+        // Raw buffers too, and exactly at the limit is fine.
+        let raw = vec![0u8; 101 * 3];
+        assert!(matches!(
+            decode(ImageInput::Rgb8 { width: 1, height: 101, data: &raw }, &limits),
+            Err(ImageError::AspectRatio { .. })
+        ));
+        assert!(decode(ImageInput::Rgb8 { width: 1, height: 100, data: &raw[..300] }, &limits).is_ok());
+        let unlimited = ImageLimits { max_aspect_ratio: 0, ..limits };
+        assert!(decode(ImageInput::Rgb8 { width: 1, height: 101, data: &raw }, &unlimited).is_ok());
+    }
+
+    #[test]
+    fn resize_targets_and_their_buffers_are_bounded_with_checked_arithmetic() {
+        assert_eq!(check_resize((640, 480), (1024, 768)).unwrap(), (1024, 768));
+        // The horizontal pass holds to_w x from_h pixels: a 1024-wide pass over a tall image.
+        assert!(matches!(check_resize((1, 200_000_000), (1024, 1024)), Err(ImageError::ResizeTooLarge { .. })));
+        assert!(matches!(check_resize((1, 1), (u64::MAX, 2)), Err(ImageError::ResizeTooLarge { .. })));
+        assert!(matches!(check_resize((1, 1), (0, 2)), Err(ImageError::Empty { .. })));
+        assert_eq!(resize_side(f64::NAN), u64::MAX);
+        assert_eq!(resize_side(1e30), u64::MAX);
+        assert_eq!(resize_side(0.2), 1);
+        assert_eq!(resize_side(355.9), 355);
+        let img = RgbImage { width: 1, height: 1, data: vec![1, 2, 3] };
+        assert!(matches!(resize(&img, 100_000, 100_000, Resample::Bilinear), Err(ImageError::ResizeTooLarge { .. })));
     }
 
     #[test]

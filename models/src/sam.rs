@@ -369,13 +369,14 @@ impl Sam {
 
     /// The encoder input SAM 2 expects: `SAM2Transforms` (to 0..1, antialiased bilinear resize
     /// to S × S, ImageNet normalisation), as `[1, 3, S, S]`.
-    pub fn sam2_input(&self, image: &RgbImage) -> Array4<f32> {
+    pub fn sam2_input(&self, image: &RgbImage) -> Result<Array4<f32>> {
+        image::check_resize((image.width, image.height), (u64::from(self.image_size), u64::from(self.image_size)))?;
         let s = self.image_size as usize;
         let planes = image::to_nchw(image, 1.0, self.pixel_mean, self.pixel_std);
         let (w, h) = (image.width as usize, image.height as usize);
         let flat = planes.as_slice().map(<[f32]>::to_vec).unwrap_or_else(|| planes.iter().copied().collect());
         let resized = crate::resample::resize_planes_f32(&flat, 3, (w, h), (s, s), crate::resample::BILINEAR);
-        Array4::from_shape_vec((1, 3, s, s), resized).unwrap_or_else(|_| Array4::zeros((1, 3, s, s)))
+        Ok(Array4::from_shape_vec((1, 3, s, s), resized).unwrap_or_else(|_| Array4::zeros((1, 3, s, s))))
     }
 
     /// Runs the encoder on an image.
@@ -384,7 +385,7 @@ impl Sam {
             let EncoderLayout::Plain { input } = &self.layout else {
                 return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
             };
-            let mut out = self.encoder.run(vec![(input.clone(), Tensor::F32(self.sam2_input(image).into_dyn()))])?;
+            let mut out = self.encoder.run(vec![(input.clone(), Tensor::F32(self.sam2_input(image)?.into_dyn()))])?;
             let mut high_res_features = Vec::with_capacity(2);
             for name in &SAM2_FEATURES[1..] {
                 high_res_features.push(out.take(name)?.into_f32()?);

@@ -194,7 +194,7 @@ fn sam2_preprocessing_matches_sam2_transforms() {
     let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
     let sam = Sam::load(&fixtures().join(SAM2), tract.as_ref(), &SessionOptions::default()).unwrap();
     assert_eq!(sam.generation(), Generation::Sam2);
-    let ours = sam.sam2_input(&photo());
+    let ours = sam.sam2_input(&photo()).unwrap();
     let reference = Tensor::read_npy(&fixtures().join("sam2/e2e/input_image.npy")).unwrap().into_f32().unwrap();
     assert_eq!(ours.shape(), reference.shape());
     let worst = ours.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

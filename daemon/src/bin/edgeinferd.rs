@@ -54,8 +54,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     if args.check_config {
+        let node = match config.node() {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: invalid configuration: no node name: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
         println!(
-            "{}: OK ({} models: {})",
+            "{}: OK (node '{node}'; {} models: {})",
             args.config.display(),
             config.models.len(),
             config.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
@@ -84,8 +91,39 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Runs a transport; its end while the daemon runs — an error, a panic, or a plain return — is
+/// reported on `fatal`.
+fn supervise(
+    name: &'static str,
+    serve: impl Future<Output = Result<(), String>> + Send + 'static,
+    fatal: tokio::sync::mpsc::Sender<String>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let inner = tokio::spawn(serve);
+    tokio::spawn(async move {
+        let why = match inner.await {
+            Ok(Ok(())) if *shutdown.borrow() => return,
+            Ok(Ok(())) => format!("the {name} transport stopped unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("the {name} transport panicked: {message}")
+                }
+                Err(e) => format!("the {name} transport was cancelled: {e}"),
+            },
+        };
+        tracing::error!(transport = name, "{why}");
+        let _ = fatal.send(why).await;
+    })
+}
+
 async fn run(path: PathBuf, config: Config) -> Result<(), String> {
-    let node = config.node();
+    let node = config.node().map_err(|e| format!("no node name: {e}"))?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), %node, config = %path.display(), "edgeinferd starting");
     let registry = Registry::new(&config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -101,36 +139,41 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     systemd::status("loading models");
     registry.preload().await;
 
+    // A transport that cannot serve for a reason retrying will not fix (bad TLS files, the D-Bus
+    // name owned by another process), or that ends or panics while the daemon runs, stops the
+    // daemon with a non-zero exit, saying why: systemd restarts it, and nothing stays READY
+    // with a dead transport.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
     let mut transports = Vec::new();
     if config.mqtt.enabled {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        transports.push(tokio::spawn(mqtt::serve(
-            config.mqtt.clone(),
-            node.clone(),
-            registry.clone(),
+        transports.push(supervise(
+            "MQTT",
+            mqtt::serve(config.mqtt.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), ready_tx),
+            fatal_tx.clone(),
             shutdown_rx.clone(),
-            ready_tx,
-        )));
+        ));
         // READY means requests are routed to us: wait (bounded) for the broker subscription. An
         // unreachable broker does not keep the service from starting; the adapter keeps retrying.
         systemd::status("connecting to the MQTT broker");
-        if tokio::time::timeout(Duration::from_secs(15), ready_rx).await.is_err() {
-            tracing::warn!(url = %config.mqtt.url, "MQTT broker not reachable yet; starting anyway and retrying in the background");
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(15), ready_rx) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::warn!(url = %config.mqtt.url, "MQTT broker not reachable yet; starting anyway and retrying in the background");
+                }
+            }
+            Some(e) = fatal_rx.recv() => return Err(e),
         }
     }
 
-    // A transport that cannot serve for a reason retrying will not fix (the D-Bus name is owned by
-    // another process) stops the daemon, saying why.
-    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
     if config.dbus.enabled {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (dbus_config, node, registry, shutdown, fatal) =
-            (config.dbus.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), fatal_tx.clone());
-        transports.push(tokio::spawn(async move {
-            if let Err(e) = dbus::serve(dbus_config, node, registry, shutdown, ready_tx).await {
-                let _ = fatal.send(e).await;
-            }
-        }));
+        transports.push(supervise(
+            "D-Bus",
+            dbus::serve(config.dbus.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), ready_tx),
+            fatal_tx.clone(),
+            shutdown_rx.clone(),
+        ));
         systemd::status("connecting to D-Bus");
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(15), ready_rx) => {
@@ -155,8 +198,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     };
     let watchdog = systemd::watchdog_interval().map(|interval| {
         tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
-        let stuck = Duration::from_millis(config.daemon.request_timeout_ms.max(1000) * 2);
-        tokio::spawn(systemd::watchdog(interval, registry.clone(), stuck))
+        tokio::spawn(systemd::watchdog(interval, registry.clone()))
     });
 
     let summary = |r: &Registry| {

@@ -137,13 +137,26 @@ impl Daemon {
 
     /// Starts it without waiting for readiness.
     pub fn spawn(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_wrapped(config, env, &[])
+    }
+
+    /// Starts it through `wrapper` (a command that ends by executing its arguments, e.g.
+    /// `unshare ... sh -c '...; exec "$0" "$@"'`), without waiting for readiness.
+    pub fn spawn_wrapped(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("edgeinferd.toml");
         std::fs::write(&config_path, config).unwrap();
         let socket = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&socket).unwrap();
         let log = std::fs::File::create(dir.path().join("edgeinferd.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeinferd"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_edgeinferd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_edgeinferd")),
+        };
         cmd.arg("--config").arg(&config_path).arg("--log").arg("debug");
         cmd.env("NOTIFY_SOCKET", &socket).env_remove("JOURNAL_STREAM");
         for (k, v) in env {

@@ -1,0 +1,190 @@
+//! Faults an unattended device meets, against the real `edgeinferd`, a real Mosquitto and a
+//! private `dbus-daemon`: hostile image geometry over both transports, requests that time out
+//! while queued followed by idleness (the watchdog must keep being fed), a host name hidden the
+//! way the shipped unit hides `/proc/sys`, and transport configurations that cannot work. In each
+//! case the daemon answers on the channel the request came from and lives on, or, where it cannot
+//! serve at all, exits non-zero saying why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use edgeinfer_daemon::dbus::proxy::{Embedder1Proxy, Segmenter1Proxy};
+use edgeinfer_daemon::dbus::{NAME, ROOT};
+use edgeinfer_daemon::frame::sealed_memfd;
+use image::ImageEncoder;
+use serde_json::json;
+use support::*;
+use zbus::zvariant::{Fd, StructureBuilder, Value};
+
+fn topic(d: &Daemon, model: &str, task: &str) -> String {
+    format!("edgeinfer/{}/models/{model}/{task}", d.node)
+}
+
+/// A `width` × `height` black PNG: about 120 KB for 40,000,000 × 1, within `max_pixels`.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        Cursor::new(&mut out),
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::NoFilter,
+    )
+    .write_image(&vec![0u8; width as usize * height as usize * 3], width, height, image::ExtendedColorType::Rgb8)
+    .unwrap();
+    out
+}
+
+fn b64(bytes: &[u8]) -> String {
+    edgeinfer_daemon::api::b64::encode(bytes)
+}
+
+/// Regression: a 40,000,000 × 1 PNG sent to DINOv2 aborted the process (a 32 GiB allocation
+/// from a saturated resize target); 1 × 40,000,000 to SAM answered `backend`. Both are refused
+/// up front as `too_large`, over MQTT and over D-Bus, and the daemon serves on.
+#[test]
+fn geometry_bombs_are_refused_over_mqtt_and_dbus_and_the_daemon_lives_on() {
+    let broker = Mosquitto::start();
+    let bus = DbusBus::start();
+    let daemon = Daemon::start(&dbus_config(&bus.address, Some(&broker.url()), "bombs"));
+    let (wide, tall) = (png(40_000_000, 1), png(1, 40_000_000));
+    assert!(wide.len() < 1 << 20 && tall.len() < 1 << 20, "{} / {} bytes", wide.len(), tall.len());
+
+    let mut c = Client::connect(broker.port);
+    for (model, task, body) in [
+        ("dino", "embed", json!({"images": [b64(&wide)]})),
+        ("dino", "embed", json!({"images": [b64(&tall)]})),
+        ("dino", "classify", json!({"image": b64(&wide)})),
+        ("sam", "segment", json!({"image": b64(&tall), "points": [{"x": 0, "y": 0}]})),
+        ("sam", "segment", json!({"image": b64(&wide), "points": [{"x": 0, "y": 0}]})),
+    ] {
+        let r = c.call(&topic(&daemon, model, task), body.to_string());
+        assert_eq!(r["error"]["code"], "too_large", "{model}/{task}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("max_aspect_ratio"), "{r}");
+    }
+
+    support_rt().block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap();
+        let embedder: Embedder1Proxy =
+            zbus::proxy::Builder::new(&conn).destination(NAME).unwrap().path(ROOT).unwrap().build().await.unwrap();
+        let segmenter: Segmenter1Proxy =
+            zbus::proxy::Builder::new(&conn).destination(NAME).unwrap().path(ROOT).unwrap().build().await.unwrap();
+        let name = |e: zbus::Error| match e {
+            zbus::Error::MethodError(name, message, _) => format!("{name}: {}", message.unwrap_or_default()),
+            other => format!("not a method error: {other}"),
+        };
+        let e = name(embedder.embed("dino", &wide, Default::default()).await.unwrap_err());
+        assert!(e.starts_with("org.edgeinfer.Error.TooLarge") && e.contains("max_aspect_ratio"), "{e}");
+        let frame = sealed_memfd("bomb", &tall).unwrap();
+        let e = name(embedder.embed_fd("dino", Fd::from(&frame), Default::default()).await.unwrap_err());
+        assert!(e.starts_with("org.edgeinfer.Error.TooLarge"), "{e}");
+        let point = Value::Structure(
+            StructureBuilder::new().add_field(0.0f64).add_field(0.0f64).add_field(true).build().unwrap(),
+        );
+        let points = Value::Array(vec![point].try_into().unwrap());
+        let options = std::collections::HashMap::from([("points", &points)]);
+        let e = name(segmenter.segment("sam", &tall, options).await.unwrap_err());
+        assert!(e.starts_with("org.edgeinfer.Error.TooLarge"), "{e}");
+        // Still serving, on both transports.
+        let photo = std::fs::read(fixtures().join("photos").join("coffee.png")).unwrap();
+        assert_eq!(embedder.embed("dino", &photo, Default::default()).await.unwrap().len(), 48);
+    });
+    let r = c.call(
+        &topic(&daemon, "dino", "embed"),
+        json!({"images": [photo_b64(&fixtures().join("photos/coffee.png"))]}).to_string(),
+    );
+    assert_eq!(r["result"]["dim"], 48, "{r}");
+    assert!(!daemon.log().contains("memory allocation"), "{}", daemon.log());
+}
+
+fn support_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Regression: a request that timed out while queued (or was cancelled before it started) left
+/// its worker marked as running, so after twice the request timeout the watchdog pings stopped
+/// and systemd killed a healthy, idle daemon.
+#[test]
+fn after_requests_time_out_in_the_queue_the_idle_daemon_keeps_feeding_the_watchdog() {
+    let broker = Mosquitto::start();
+    // Every llm request gets 40 ms: the first one runs (and is cancelled at its timeout), the
+    // ones queued behind it are past their deadline when their turn comes.
+    let cfg = with_model_key(&config(&broker.url(), "idle", ""), "llm", "timeout_ms", "40");
+    let cfg = with_model_key(&cfg, "llm", "queue_depth", "8");
+    let mut daemon = Daemon::spawn(&cfg, &[("WATCHDOG_USEC", "400000")]);
+    daemon.wait_notify("READY=1", Duration::from_secs(60));
+    let mut c = Client::connect(broker.port);
+    let _ = c.call(&topic(&daemon, "llm", "load"), "{}");
+    let request = json!({"prompt": "Once upon a time", "max_new_tokens": 200, "ignore_eos": true, "stream": false});
+    let corrs: Vec<String> =
+        (0..6).map(|_| c.send(&topic(&daemon, "llm", "generate"), request.to_string(), &[])).collect();
+    let replies = c.replies(&corrs, Duration::from_secs(60));
+    assert!(replies.iter().any(|(_, v)| v["error"]["code"] == "timeout"), "{replies:?}");
+    let log = daemon.log();
+    assert!(
+        log.contains("timed out while queued") || log.contains("cancelled while queued"),
+        "no request ended in the queue, the case under test:\n{log}"
+    );
+    // Idle now. The stuck check trips after 2 × max(40 ms, 1 s) = 2 s: pings (every 200 ms) must
+    // go on well past that.
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(3) {
+        daemon.notifications.clear();
+        daemon.wait_notify("WATCHDOG=1", Duration::from_secs(1));
+    }
+    assert!(!daemon.log().contains("a model worker is stuck"), "{}", daemon.log());
+}
+
+/// Regression: the node name was read from /proc/sys/kernel/hostname, which the shipped unit's
+/// `ProcSubset=pid` hides, so every device called itself "edge" and they took each other's
+/// topics and MQTT client id. Run as the unit runs it: /proc/sys hidden, in a UTS namespace with
+/// a host name of its own.
+#[test]
+fn the_node_name_is_the_host_name_even_with_proc_sys_hidden() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: namespaces need root (CI runs as root)");
+        return;
+    }
+    let broker = Mosquitto::start();
+    let cfg = config(&broker.url(), "unused", "").replace("node = \"unused\"\n", "");
+    assert!(!cfg.contains("node ="));
+    let mut c = Client::connect(broker.port);
+    let script = "hostname unit-host-7 && mount -t tmpfs none /proc/sys && \
+                  ! test -e /proc/sys/kernel/hostname && exec \"$0\" \"$@\"";
+    let mut daemon = Daemon::spawn_wrapped(
+        &cfg,
+        &[],
+        &["unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c", script],
+    );
+    daemon.wait_notify("READY=1", Duration::from_secs(60));
+    let status = c.wait_message("edgeinfer/unit-host-7/status", Duration::from_secs(10), |v| v["state"] == "online");
+    assert_eq!(status["node"], "unit-host-7");
+    assert!(daemon.log().lines().any(|l| l.contains("edgeinferd starting") && l.contains("unit-host-7")));
+}
+
+/// A transport configuration that cannot work stops the daemon with a non-zero exit and the
+/// reason, instead of running READY with MQTT dead (before, the adapter logged and returned, and
+/// nothing watched it).
+#[test]
+fn an_unusable_mqtt_tls_configuration_fails_the_daemon_visibly() {
+    let port = free_port();
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
+    for (extra, expect) in [
+        ("ca_file = \"/nonexistent/ca.pem\"".to_string(), "mqtt.ca_file /nonexistent/ca.pem"),
+        (format!("ca_file = \"{}\"", not_pem.path().display()), "no PEM certificate"),
+    ] {
+        let cfg = config(&format!("mqtts://127.0.0.1:{port}"), "tls", "").replacen(
+            "[mqtt]\n",
+            &format!("[mqtt]\n{extra}\n"),
+            1,
+        );
+        let mut daemon = Daemon::spawn(&cfg, &[]);
+        let child = &mut daemon.child;
+        let exit = wait_for("edgeinferd to exit", Duration::from_secs(30), || child.try_wait().unwrap());
+        assert_eq!(exit.code(), Some(1), "{}", daemon.log());
+        assert!(daemon.log().contains(expect), "{}", daemon.log());
+        assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    }
+}
