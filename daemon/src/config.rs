@@ -86,8 +86,15 @@ pub struct MqttConfig {
     pub client_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS.
     pub client_key: Option<PathBuf>,
-    /// Keep the session (subscriptions, queued QoS-1 messages) across reconnects.
+    /// Keep the session across reconnects and restarts (clean start off): the broker keeps our
+    /// subscriptions and re-sends the QoS 1 requests we had not acknowledged — which, since a
+    /// request is acknowledged only once its final reply is published, are the ones a crash,
+    /// an OOM kill or a broker outage interrupted (docs/reliability.md).
     pub persistent_session: bool,
+    /// How long the broker keeps that session while we are away, in seconds.
+    pub session_expiry_s: u32,
+    /// Most requests handled at once over MQTT; beyond it a request is answered `busy` at once.
+    pub max_inflight: usize,
     /// Keep-alive in seconds.
     pub keep_alive_s: u64,
     /// Seconds between `stats` messages (0 = off).
@@ -110,7 +117,9 @@ impl Default for MqttConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
-            persistent_session: false,
+            persistent_session: true,
+            session_expiry_s: 3600,
+            max_inflight: 64,
             keep_alive_s: 30,
             stats_interval_s: 30,
             max_packet_bytes: 64 * 1024 * 1024,

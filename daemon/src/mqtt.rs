@@ -9,7 +9,7 @@
 //! `<prefix>/<node>/errors` — never silently dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
 
 use crate::api::{ApiError, ErrorCode, Event, Task};
 use crate::config::{MqttConfig, parse_broker_url};
@@ -83,18 +84,24 @@ pub async fn serve(
     let topics = Topics::new(&config.prefix, &node);
     let options = options(&config, &node, &topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let out = Outbox {
+        client: client.clone(),
+        topics: topics.clone(),
+        max_packet: Arc::new(AtomicU32::new(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX))),
+    };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let inflight = Arc::new(Semaphore::new(config.max_inflight.max(1)));
     let started = Instant::now();
+    let mut connected_before = false;
 
     // Model state changes → retained state topics.
     let mut events = registry.subscribe();
-    let state_client = client.clone();
-    let state_topics = topics.clone();
+    let state_out = out.clone();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
-            let topic = state_topics.model_state(&e.status.id);
+            let topic = state_out.topics.model_state(&e.status.id);
             let payload = if e.removed { Vec::new() } else { serde_json::to_vec(&e.status).unwrap_or_default() };
-            let _ = state_client.publish(topic, QoS::AtLeastOnce, true, payload).await;
+            state_out.publish(topic, true, payload).await;
         }
     });
 
@@ -129,9 +136,21 @@ pub async fn serve(
                         let _ = r.send(());
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
-                    tracing::info!(url = %config.url, "connected to the MQTT broker");
+                    // The broker's Maximum Packet Size: a larger reply would fail in the codec and
+                    // drop the connection (and, kept in a persistent session, again on every
+                    // reconnect). Replies are checked against it before they are queued.
+                    let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
+                    let ours = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
+                    out.max_packet.store(broker_max.min(ours), Ordering::Relaxed);
+                    tracing::info!(url = %config.url, session_present = ack.session_present, max_packet_bytes = broker_max.min(ours), "connected to the MQTT broker");
+                    if config.persistent_session && !ack.session_present && connected_before {
+                        tracing::warn!("the broker kept no session for us (it expired or the broker lost it): requests it had delivered but we had not answered will not be re-sent");
+                    } else if !config.persistent_session && connected_before {
+                        tracing::warn!("reconnected with a clean session (mqtt.persistent_session = false): requests and replies in flight when the connection dropped are lost");
+                    }
+                    connected_before = true;
                     let filters = [topics.requests(), topics.list()]
                         .into_iter()
                         .map(|t| Filter { nolocal: true, ..Filter::new(t, QoS::AtLeastOnce) })
@@ -139,15 +158,35 @@ pub async fn serve(
                     if let Err(e) = client.subscribe_many(filters).await {
                         tracing::warn!(error = %e, "subscribe failed");
                     }
-                    let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, status_json(&registry, &node, "online").to_string()).await;
+                    out.publish(topics.status(), true, status_json(&registry, &node, "online").to_string()).await;
                     for status in registry.statuses() {
                         let payload = serde_json::to_vec(&status).unwrap_or_default();
-                        let _ = client.publish(topics.model_state(&status.id), QoS::AtLeastOnce, true, payload).await;
+                        out.publish(topics.model_state(&status.id), true, payload).await;
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let (client, registry, topics, running) = (client.clone(), registry.clone(), topics.clone(), running.clone());
-                    tokio::spawn(async move { handle(p, client, registry, topics, running).await });
+                    let (out, registry, running) = (out.clone(), registry.clone(), running.clone());
+                    // Bounded: beyond max_inflight a request is answered `busy` at once instead
+                    // of holding its payload in yet another task.
+                    match inflight.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(async move {
+                                if handle(&p, &out, registry, running).await != Handled::Duplicate {
+                                    out.ack(&p).await;
+                                }
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            let limit = config.max_inflight;
+                            tokio::spawn(async move {
+                                let reply = ReplyTo::of(&p);
+                                let busy = ApiError::new(ErrorCode::Busy, format!("{limit} MQTT requests are in flight (mqtt.max_inflight); retry later"));
+                                out.reply(&reply, error_body(&busy)).await;
+                                out.ack(&p).await;
+                            });
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -165,9 +204,7 @@ pub async fn serve(
         }
     }
     // Graceful: say offline (the will covers crashes), then disconnect.
-    let _ = client
-        .publish(topics.status(), QoS::AtLeastOnce, true, status_json(&registry, &node, "offline").to_string())
-        .await;
+    out.publish(topics.status(), true, status_json(&registry, &node, "offline").to_string()).await;
     let _ = client.disconnect().await;
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
@@ -186,8 +223,10 @@ fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptio
     o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
     o.set_clean_start(!config.persistent_session);
     if config.persistent_session {
-        o.set_session_expiry_interval(Some(7 * 24 * 3600));
+        o.set_session_expiry_interval(Some(config.session_expiry_s));
     }
+    // A request is acknowledged when its final reply has been published (see `serve`).
+    o.set_manual_acks(true);
     o.set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
     let will = json!({"state": "offline", "node": node, "reason": "connection lost"}).to_string();
     o.set_last_will(LastWill::new(topics.status(), will.into_bytes(), QoS::AtLeastOnce, true, None));
@@ -283,7 +322,39 @@ struct ReplyTo {
     id: Option<Value>,
 }
 
+/// The envelope fields of a JSON request (MQTT 3.1.1 clients), read without copying the rest.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    id: Option<Value>,
+    reply_to: Option<String>,
+}
+
 impl ReplyTo {
+    /// Where to answer `p`: the MQTT 5 response topic and correlation data, else the `reply_to`
+    /// and `id` of its JSON body, or of its `params` user property for binary payloads.
+    fn of(p: &Publish) -> ReplyTo {
+        let props = p.properties.as_ref();
+        let mut reply = ReplyTo {
+            topic: props.and_then(|pp| pp.response_topic.clone()),
+            correlation: props.and_then(|pp| pp.correlation_data.clone()),
+            id: None,
+        };
+        let envelope: Option<Envelope> = if p.payload.first() == Some(&b'{') {
+            serde_json::from_slice(&p.payload).ok()
+        } else {
+            props
+                .and_then(|pp| pp.user_properties.iter().find(|(k, _)| k == "params"))
+                .and_then(|(_, v)| serde_json::from_str(v).ok())
+        };
+        if let Some(e) = envelope {
+            reply.id = e.id;
+            if reply.topic.is_none() {
+                reply.topic = e.reply_to;
+            }
+        }
+        reply
+    }
+
     /// The key a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
     /// the correlation data as text.
     fn key(&self) -> Option<String> {
@@ -296,26 +367,83 @@ impl ReplyTo {
     }
 }
 
-async fn publish_reply(client: &AsyncClient, reply: &ReplyTo, topics: &Topics, mut body: Value) {
-    if let (Some(id), Some(obj)) = (&reply.id, body.as_object_mut()) {
-        obj.insert("id".into(), id.clone());
+/// The way out to the broker: every publish is checked against the largest packet the broker
+/// takes (its CONNACK Maximum Packet Size, capped by our `max_packet_bytes`) before it is queued.
+#[derive(Clone)]
+struct Outbox {
+    client: AsyncClient,
+    topics: Topics,
+    max_packet: Arc<AtomicU32>,
+}
+
+/// Bytes of a PUBLISH packet beyond its topic, payload and correlation data, rounded up: fixed
+/// header, topic length, packet id, property lengths, the content type property.
+const PUBLISH_OVERHEAD: usize = 64;
+
+impl Outbox {
+    fn fits(&self, topic: &str, payload: usize, correlation: usize) -> Result<(), usize> {
+        let size = topic.len().saturating_add(payload).saturating_add(correlation).saturating_add(PUBLISH_OVERHEAD);
+        let max = self.max_packet.load(Ordering::Relaxed) as usize;
+        if size <= max { Ok(()) } else { Err(max) }
     }
-    let payload = body.to_string();
-    match &reply.topic {
-        Some(topic) => {
-            let props = PublishProperties {
-                correlation_data: reply.correlation.clone(),
-                content_type: Some("application/json".into()),
-                ..Default::default()
-            };
-            if let Err(e) = client.publish_with_properties(topic.clone(), QoS::AtLeastOnce, false, payload, props).await
-            {
-                tracing::warn!(error = %e, "cannot publish a reply");
+
+    /// Publishes a status/state/stats message (QoS 1), or logs why it cannot.
+    async fn publish(&self, topic: String, retain: bool, payload: impl Into<bytes::Bytes>) {
+        let payload: bytes::Bytes = payload.into();
+        if let Err(max) = self.fits(&topic, payload.len(), 0) {
+            tracing::error!(%topic, bytes = payload.len(), max, "message larger than the broker accepts; not published");
+            return;
+        }
+        if let Err(e) = self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await {
+            tracing::warn!(error = %e, "cannot publish");
+        }
+    }
+
+    /// Publishes `body` as the answer to a request: on its reply topic, or on the errors topic
+    /// when it named none. A body larger than the broker takes becomes a `too_large` error.
+    async fn reply(&self, reply: &ReplyTo, mut body: Value) {
+        if let (Some(id), Some(obj)) = (&reply.id, body.as_object_mut()) {
+            obj.insert("id".into(), id.clone());
+        }
+        // Nowhere to answer: report it on the errors topic, never drop it silently.
+        let topic = reply.topic.clone().unwrap_or_else(|| self.topics.errors());
+        let correlation = reply.correlation.as_ref().map_or(0, |c| c.len());
+        let mut payload = body.to_string();
+        if let Err(max) = self.fits(&topic, payload.len(), correlation) {
+            tracing::warn!(%topic, bytes = payload.len(), max, "reply larger than the broker accepts; answering too_large");
+            let e = ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the answer is {} bytes, over the {max} bytes the broker accepts in one packet \
+                     (its maximum packet size, or mqtt.max_packet_bytes); ask for less (fewer \
+                     masks or tokens, RLE instead of PNG masks) or raise the limit",
+                    payload.len()
+                ),
+            );
+            let mut small = error_body(&e);
+            if let (Some(id), Some(obj)) = (&reply.id, small.as_object_mut()) {
+                obj.insert("id".into(), id.clone());
+            }
+            payload = small.to_string();
+            if self.fits(&topic, payload.len(), correlation).is_err() {
+                tracing::error!(%topic, "even the too_large error does not fit in the broker's packet size; not answered");
+                return;
             }
         }
-        None => {
-            // Nowhere to answer: report it, never drop it silently.
-            let _ = client.publish(topics.errors(), QoS::AtLeastOnce, false, payload).await;
+        let props = PublishProperties {
+            correlation_data: reply.correlation.clone(),
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        if let Err(e) = self.client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props).await {
+            tracing::warn!(error = %e, "cannot publish a reply");
+        }
+    }
+
+    /// Acknowledges a request (QoS 1 PUBACK), queued after its final reply.
+    async fn ack(&self, p: &Publish) {
+        if let Err(e) = self.client.ack(p).await {
+            tracing::warn!(error = %e, "cannot acknowledge a request");
         }
     }
 }
@@ -324,92 +452,87 @@ fn error_body(e: &ApiError) -> Value {
     json!({"done": true, "error": {"code": e.code, "message": e.message}})
 }
 
-async fn handle(p: Publish, client: AsyncClient, registry: Arc<Registry>, topics: Topics, running: Running) {
+/// Whether a request was answered (and may be acknowledged) or left to another handler.
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    /// Its final answer is published.
+    Answered,
+    /// Not a request: our own retained model state (acknowledged, not answered).
+    NotARequest,
+    /// A redelivery of a request still running here: the first handler answers and acks it.
+    Duplicate,
+}
+
+async fn handle(p: &Publish, out: &Outbox, registry: Arc<Registry>, running: Running) -> Handled {
     let topic = String::from_utf8_lossy(&p.topic).into_owned();
     let props = p.properties.clone().unwrap_or_default();
-    let mut reply =
-        ReplyTo { topic: props.response_topic.clone(), correlation: props.correlation_data.clone(), id: None };
-    // JSON envelope fields (MQTT 3.1.1 clients: reply_to + id).
+    let reply = ReplyTo::of(p);
+    let span = tracing::info_span!("mqtt", topic = %topic);
+    async move {
+        if out.topics.parse(&topic).is_some_and(|(_, task)| task == "state") {
+            return Handled::NotARequest; // no-local should keep these away anyway
+        }
+        if p.dup
+            && let Some(k) = reply.key()
+            && running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&k)
+        {
+            tracing::info!(key = %k, "redelivered request is still running; answering it once");
+            return Handled::Duplicate;
+        }
+        let body = answer(&topic, p, &props, out, &reply, &registry, &running).await;
+        out.reply(&reply, body).await;
+        Handled::Answered
+    }
+    .instrument(span)
+    .await
+}
+
+/// The final answer to one request (streamed deltas go out on the way).
+async fn answer(
+    topic: &str,
+    p: &Publish,
+    props: &PublishProperties,
+    out: &Outbox,
+    reply: &ReplyTo,
+    registry: &Arc<Registry>,
+    running: &Running,
+) -> Value {
+    let topics = &out.topics;
+    if topic == topics.list() {
+        return json!({"done": true, "result": {"kind": "models", "models": registry.statuses()}});
+    }
+    // Topic and model first: a request for nothing we serve is refused before its payload is
+    // parsed.
+    let Some((model, task_name)) = topics.parse(topic) else {
+        return error_body(&ApiError::bad_input(format!("unknown topic {topic}")));
+    };
+    let model = model.to_string();
+    if registry.status(&model).is_none() {
+        let known = registry.ids().join(", ");
+        return error_body(&ApiError::new(
+            ErrorCode::UnknownModel,
+            format!("no model '{model}' (configured: {known})"),
+        ));
+    }
+    // JSON body (images as base64 allowed), or a binary image with the parameters in `params`.
     let json: Option<Value> = if p.payload.first() == Some(&b'{') {
         match serde_json::from_slice::<Value>(&p.payload) {
             Ok(v) => Some(v),
-            Err(e) => {
-                publish_reply(
-                    &client,
-                    &reply,
-                    &topics,
-                    error_body(&ApiError::bad_input(format!("malformed JSON: {e}"))),
-                )
-                .await;
-                return;
-            }
+            Err(e) => return error_body(&ApiError::bad_input(format!("malformed JSON: {e}"))),
         }
     } else {
         None
     };
-    // The envelope (id, reply_to) is in the JSON body, or for binary payloads in the `params`
-    // user property.
-    let envelope: Option<Value> = json.clone().or_else(|| {
-        props.user_properties.iter().find(|(k, _)| k == "params").and_then(|(_, v)| serde_json::from_str(v).ok())
-    });
-    if let Some(v) = &envelope {
-        reply.id = v.get("id").cloned();
-        if reply.topic.is_none() {
-            reply.topic = v.get("reply_to").and_then(|t| t.as_str()).map(str::to_string);
-        }
-    }
-    let span = tracing::info_span!("mqtt", topic = %topic);
-    let _enter = span.enter();
-
-    if topic == topics.list() {
-        let statuses = registry.statuses();
-        publish_reply(
-            &client,
-            &reply,
-            &topics,
-            json!({"done": true, "result": {"kind": "models", "models": statuses}}),
-        )
-        .await;
-        return;
-    }
-    let Some((model, task_name)) = topics.parse(&topic) else {
-        publish_reply(&client, &reply, &topics, error_body(&ApiError::bad_input(format!("unknown topic {topic}"))))
-            .await;
-        return;
-    };
-    if task_name == "state" {
-        return; // our own retained state (no-local should keep it away anyway)
-    }
-    let model = model.to_string();
-    if registry.status(&model).is_none() {
-        let known = registry.ids().join(", ");
-        publish_reply(
-            &client,
-            &reply,
-            &topics,
-            error_body(&ApiError::new(ErrorCode::UnknownModel, format!("no model '{model}' (configured: {known})"))),
-        )
-        .await;
-        return;
-    }
     match task_name {
         "load" => {
-            let body = match registry.ensure_loaded(&model).await {
+            return match registry.ensure_loaded(&model).await {
                 Ok(_) => json!({"done": true, "result": {"kind": "model", "model": registry.status(&model)}}),
                 Err(e) => error_body(&e),
             };
-            publish_reply(&client, &reply, &topics, body).await;
-            return;
         }
         "unload" => {
-            let body = if registry.status(&model).is_none() {
-                error_body(&ApiError::new(ErrorCode::UnknownModel, format!("no model '{model}'")))
-            } else {
-                let was = registry.unload(&model).await;
-                json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}})
-            };
-            publish_reply(&client, &reply, &topics, body).await;
-            return;
+            let was = registry.unload(&model).await;
+            return json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}});
         }
         "cancel" => {
             let key = json.as_ref().and_then(|v| v.get("cancel")).map(|c| match c {
@@ -417,24 +540,19 @@ async fn handle(p: Publish, client: AsyncClient, registry: Arc<Registry>, topics
                 other => other.to_string(),
             });
             let found = key.and_then(|k| running.lock().unwrap_or_else(|p| p.into_inner()).get(&k).cloned());
-            let body = match found {
+            return match found {
                 Some(flag) => {
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    flag.store(true, Ordering::Relaxed);
                     json!({"done": true, "result": {"kind": "cancelled"}})
                 }
                 None => error_body(&ApiError::bad_input("no running request with that id")),
             };
-            publish_reply(&client, &reply, &topics, body).await;
-            return;
         }
         _ => {}
     }
-    let task = match parse_task(task_name, json, &p.payload, &props) {
+    let task = match parse_task(task_name, json, &p.payload, props) {
         Ok(t) => t,
-        Err(e) => {
-            publish_reply(&client, &reply, &topics, error_body(&e)).await;
-            return;
-        }
+        Err(e) => return error_body(&e),
     };
     let stream = matches!(&task, Task::Generate(g) if g.stream.unwrap_or(true));
     let cancel = Arc::new(AtomicBool::new(false));
@@ -444,20 +562,14 @@ async fn handle(p: Publish, client: AsyncClient, registry: Arc<Registry>, topics
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let forwarder = {
-        let (client, topics) = (client.clone(), topics.clone());
+        let out = out.clone();
         let reply =
             ReplyTo { topic: reply.topic.clone(), correlation: reply.correlation.clone(), id: reply.id.clone() };
         tokio::spawn(async move {
             while let Some(Event::Token(edgeinfer_models::llama::TokenEvent::Delta { seq, text, token_ids })) =
                 rx.recv().await
             {
-                publish_reply(
-                    &client,
-                    &reply,
-                    &topics,
-                    json!({"done": false, "seq": seq, "delta": text, "token_ids": token_ids}),
-                )
-                .await;
+                out.reply(&reply, json!({"done": false, "seq": seq, "delta": text, "token_ids": token_ids})).await;
             }
         })
     };
@@ -466,11 +578,10 @@ async fn handle(p: Publish, client: AsyncClient, registry: Arc<Registry>, topics
     if let Some(k) = &key {
         running.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
     }
-    let body = match result {
+    match result {
         Ok(response) => json!({"done": true, "result": response}),
         Err(e) => error_body(&e),
-    };
-    publish_reply(&client, &reply, &topics, body).await;
+    }
 }
 
 /// Builds a task from a request: JSON fields (images as base64 strings allowed), or a binary

@@ -188,3 +188,60 @@ fn an_unusable_mqtt_tls_configuration_fails_the_daemon_visibly() {
         assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
     }
 }
+
+/// Regression: requests were acknowledged as soon as they were read, so a crash lost every
+/// accepted request. Now a request is acknowledged after its final reply: `kill -9` in the middle
+/// of a generation, a restart, and the broker re-sends it to the new process (same client id,
+/// persistent session — the default), which answers it. At least once: the client sees the
+/// deltas of the interrupted run, then the whole answer.
+#[test]
+fn a_request_interrupted_by_kill_9_is_answered_after_the_restart() {
+    let broker = Mosquitto::start();
+    let cfg = config(&broker.url(), "crash", "");
+    let mut daemon = Daemon::start(&cfg);
+    let mut c = Client::connect(broker.port);
+    let _ = c.call(&topic(&daemon, "llm", "load"), "{}");
+    let corr = c.send(
+        &topic(&daemon, "llm", "generate"),
+        json!({"prompt": "Once upon a time", "max_new_tokens": 240, "ignore_eos": true}).to_string(),
+        &[],
+    );
+    let (first, delta) = c.next_reply(Duration::from_secs(30));
+    assert_eq!((first.as_str(), &delta["done"]), (corr.as_str(), &json!(false)), "{delta}");
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+
+    let restarted = Daemon::start(&cfg);
+    let replies = c.replies(std::slice::from_ref(&corr), Duration::from_secs(60));
+    let done = &replies.last().unwrap().1;
+    assert_eq!(done["result"]["usage"]["generated_tokens"], 240, "{done}");
+    // The generation ran again from the start (it was not finished before the kill).
+    let mut seqs: Vec<u64> =
+        std::iter::once(&delta).chain(replies.iter().map(|(_, v)| v)).filter_map(|v| v["seq"].as_u64()).collect();
+    let all = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert!(seqs.len() < all, "no delta was sent twice: the first run had finished before the kill");
+    assert!(restarted.log().contains("session_present=true") || restarted.log().contains("session_present"));
+}
+
+/// Regression: a reply larger than the broker's Maximum Packet Size failed in the codec, which
+/// dropped the connection (and, kept in the session, again at every reconnect). Now the reply
+/// becomes a small `too_large` error on the same reply topic and the connection stays up.
+#[test]
+fn a_reply_larger_than_the_broker_takes_becomes_a_too_large_error() {
+    let broker = Mosquitto::start_conf(false, "max_packet_size 600");
+    let daemon = Daemon::start(&config(&broker.url(), "small", ""));
+    let mut c = Client::connect(broker.port);
+    // The model list (three models with their status) is well over 600 bytes.
+    let r = c.call(&format!("edgeinfer/{}/list", daemon.node), "{}");
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("600"), "{r}");
+    let r = c.call(
+        &topic(&daemon, "llm", "generate"),
+        json!({"prompt": "hi", "max_new_tokens": 2, "stream": false}).to_string(),
+    );
+    assert_eq!(r["result"]["usage"]["generated_tokens"], 2, "{r}");
+    assert_eq!(daemon.log().matches("connected to the MQTT broker").count(), 1, "{}", daemon.log());
+    assert!(!daemon.log().contains("MQTT connection lost"));
+}

@@ -43,6 +43,7 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistent: bool,
+    extra: String,
 }
 
 impl Mosquitto {
@@ -52,8 +53,13 @@ impl Mosquitto {
 
     /// `persistent`: sessions and queued QoS-1 messages survive a restart.
     pub fn start_with(persistent: bool) -> Mosquitto {
+        Mosquitto::start_conf(persistent, "")
+    }
+
+    /// With `extra` lines in mosquitto.conf (e.g. `max_packet_size 1024`).
+    pub fn start_conf(persistent: bool, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto { port: free_port(), dir, child: None, persistent };
+        let mut m = Mosquitto { port: free_port(), dir, child: None, persistent, extra: extra.to_string() };
         m.spawn();
         m
     }
@@ -72,6 +78,8 @@ impl Mosquitto {
         } else {
             text.push_str("persistence false\n");
         }
+        text.push_str(&self.extra);
+        text.push('\n');
         std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
         let child = Command::new("mosquitto")
