@@ -489,8 +489,15 @@ impl Registry {
             }
             return;
         }
-        let ort_library = lock(&self.daemon).ort_library.clone();
-        match load_worker(m.clone(), ort_library).await {
+        // Both versions are in memory during the swap: the new one must fit beside the old.
+        let load = match self.make_room(id, estimate_bytes(m.family, &m.path)).await {
+            Ok(()) => {
+                let ort_library = lock(&self.daemon).ort_library.clone();
+                load_worker(m.clone(), ort_library).await
+            }
+            Err(e) => Err(e),
+        };
+        match load {
             Ok(worker) => {
                 let old = {
                     let mut slots = lock(&self.slots);

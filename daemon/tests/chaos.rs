@@ -245,3 +245,37 @@ fn a_reply_larger_than_the_broker_takes_becomes_a_too_large_error() {
     assert_eq!(daemon.log().matches("connected to the MQTT broker").count(), 1, "{}", daemon.log());
     assert!(!daemon.log().contains("MQTT connection lost"));
 }
+
+/// Regression: a SIGHUP reload ran inside the signal loop, so a SIGTERM during a slow reload
+/// waited for it, and systemd's stop timeout then SIGKILLed the daemon. Here the reload adds a
+/// DINOv2 model whose gallery file is a FIFO, so its load never returns (like a file on a hung
+/// network mount): SIGTERM still stops the daemon cleanly, within its grace.
+#[test]
+fn sigterm_during_a_reload_that_hangs_stops_the_daemon_cleanly() {
+    let broker = Mosquitto::start();
+    let cfg = config(&broker.url(), "hup", "");
+    let mut daemon = Daemon::start(&cfg);
+    let mut c = Client::connect(broker.port);
+    let hung = daemon.dir.path().join("hung-model");
+    std::fs::create_dir(&hung).unwrap();
+    std::fs::copy(fixtures().join("dinov2/model.onnx"), hung.join("model.onnx")).unwrap();
+    let fifo = hung.join("gallery.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    daemon.rewrite_config(&format!(
+        "{cfg}\n[[models]]\nid = \"hung\"\npath = \"{}\"\nfamily = \"dinov2\"\npreload = true\ngallery = \"{}\"\n",
+        hung.display(),
+        fifo.display()
+    ));
+    daemon.signal("HUP");
+    daemon.wait_notify("RELOADING=1", Duration::from_secs(10));
+    c.wait_message("edgeinfer/hup/models/hung/state", Duration::from_secs(10), |v| v["state"] == "loading");
+    let asked = Instant::now();
+    daemon.signal("TERM");
+    let child = &mut daemon.child;
+    let exit = wait_for("edgeinferd to exit after SIGTERM during a reload", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    assert!(exit.success(), "{exit}: {}", daemon.log());
+    assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", asked.elapsed());
+    assert!(daemon.log().contains("stopping during a reload"), "{}", daemon.log());
+}

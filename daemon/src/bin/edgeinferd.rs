@@ -81,7 +81,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(3);
         }
     };
-    match runtime.block_on(run(args.config, config)) {
+    let result = runtime.block_on(run(args.config, config));
+    // A model load that never returns (a weight file on a hung network mount, a FIFO) holds a
+    // blocking thread: do not wait for it at exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -219,16 +223,51 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     tracing::info!("{line}");
     systemd::ready(&line);
 
+    // A reload runs beside the signal loop, so SIGTERM is handled at once even while a reload
+    // waits on a slow (or hung) model load; the reload is then abandoned.
+    let mut current = config.clone();
+    let mut reload: Option<tokio::task::JoinHandle<Config>> = None;
     loop {
         tokio::select! {
             _ = sighup.recv() => {
+                if reload.is_some() {
+                    tracing::warn!("SIGHUP during a reload: ignored; send it again once this reload is done");
+                    continue;
+                }
                 systemd::reloading();
                 tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
                 match Config::load(&path) {
-                    Ok(new) => registry.reconfigure(&new).await,
-                    Err(e) => tracing::error!(error = %e, "the new configuration is invalid; keeping the current one"),
+                    Ok(new) => {
+                        for (section, changed) in [("[mqtt]", new.mqtt != current.mqtt), ("[dbus]", new.dbus != current.dbus), ("[daemon] node", new.daemon.node != current.daemon.node)] {
+                            if changed {
+                                tracing::warn!("{section} changed: a reload does not apply it; restart the daemon for that");
+                            }
+                        }
+                        let registry = registry.clone();
+                        reload = Some(tokio::spawn(async move {
+                            registry.reconfigure(&new).await;
+                            new
+                        }));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new configuration is invalid; keeping the current one");
+                        systemd::ready(&summary(&registry));
+                    }
+                }
+            }
+            done = async {
+                match reload.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reload = None;
+                match done {
+                    Ok(new) => current = new,
+                    Err(e) => tracing::error!(error = %e, "the reload task failed"),
                 }
                 let line = summary(&registry);
+                tracing::info!("reload done: {line}");
                 systemd::ready(&line);
             }
             _ = sigterm.recv() => break,
@@ -240,6 +279,10 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 return Err(e);
             }
         }
+    }
+    if let Some(r) = reload.take() {
+        tracing::warn!("stopping during a reload: abandoning it");
+        r.abort();
     }
 
     tracing::info!("stopping: no new requests, finishing in-flight ones");
