@@ -45,11 +45,16 @@ pub struct EngineOptions {
     pub gallery_pooling: edgeinfer_models::dinov2::Pooling,
     /// DINOv2: most images per graph call.
     pub max_batch: usize,
+    /// DINOv2: most images in one embed request (MQTT `images`, D-Bus `EmbedBatch`).
+    pub max_images: usize,
     /// LLM: longest prompt in tokens.
     pub max_prompt_tokens: Option<usize>,
     /// LLM: most new tokens per request (requests asking for more are refused).
     pub max_new_tokens: usize,
 }
+
+/// An embed request's decoded images may hold this many times `image_limits.max_pixels` in all.
+pub const MAX_DECODED_IMAGES_PER_REQUEST: u64 = 4;
 
 /// The session settings a config may set (a subset of [`SessionOptions`] with config names).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -82,6 +87,7 @@ impl Default for EngineOptions {
             gallery_max_entries: 10_000,
             gallery_pooling: edgeinfer_models::dinov2::Pooling::Cls,
             max_batch: 8,
+            max_images: 32,
             max_prompt_tokens: None,
             max_new_tokens: 1024,
         }
@@ -284,7 +290,35 @@ impl Engine {
                 if images.is_empty() {
                     return Err(ApiError::bad_input("no images to embed"));
                 }
-                let rgb: Vec<RgbImage> = images.iter().map(|i| self.decode(i)).collect::<Result<_, _>>()?;
+                if images.len() > self.options.max_images {
+                    return Err(ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "{} images in one request; this model takes at most {} (max_images)",
+                            images.len(),
+                            self.options.max_images
+                        ),
+                    ));
+                }
+                // Decoded one by one against a budget for the whole request, so a request of
+                // many large images is refused before it holds them all.
+                let budget = self.options.image_limits.max_pixels.saturating_mul(MAX_DECODED_IMAGES_PER_REQUEST);
+                let mut pixels = 0u64;
+                let mut rgb: Vec<RgbImage> = Vec::with_capacity(images.len());
+                for image in images {
+                    let decoded = self.decode(image)?;
+                    pixels = pixels.saturating_add(u64::from(decoded.width) * u64::from(decoded.height));
+                    if pixels > budget {
+                        return Err(ApiError::new(
+                            ErrorCode::TooLarge,
+                            format!(
+                                "the images of this request decode to more than {budget} pixels \
+                                 ({MAX_DECODED_IMAGES_PER_REQUEST} x image_limits.max_pixels); send fewer or smaller images"
+                            ),
+                        ));
+                    }
+                    rgb.push(decoded);
+                }
                 let options = EmbedOptions { pooling: params.pooling, normalize: params.normalize, patch_grid: false };
                 let embeddings: Vec<Vec<f32>> = model.embed(&rgb, &options)?.into_iter().map(|e| e.vector).collect();
                 let dim = embeddings.first().map(Vec::len).unwrap_or(0);

@@ -64,6 +64,12 @@ fn geometry_bombs_are_refused_over_mqtt_and_dbus_and_the_daemon_lives_on() {
         assert!(r["error"]["message"].as_str().unwrap().contains("max_aspect_ratio"), "{r}");
     }
 
+    // Too many images in one request: refused before any is decoded.
+    let tiny = b64(&png(2, 2));
+    let r = c.call(&topic(&daemon, "dino", "embed"), json!({"images": vec![tiny; 33]}).to_string());
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("max_images"), "{r}");
+
     support_rt().block_on(async {
         let conn = zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap();
         let embedder: Embedder1Proxy =
