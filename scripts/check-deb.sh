@@ -89,9 +89,18 @@ ln -s "$PWD/models/fixtures/sam" "$models/sam"
 ln -s "$PWD/models/fixtures/dinov2" "$models/dinov2-small"
 ln -s "$PWD/models/fixtures/llama" "$models/smollm2-135m"
 sed "s|/var/lib/edgeinfer/models/|$models/|" "$config" >"$work/edgeinferd.toml"
-out=$("$root/usr/bin/edgeinferd" --config "$work/edgeinferd.toml" --check-config 2>&1) \
-  || fail "installed edgeinferd rejects the installed config: $out"
+# The installed config names no node: the daemon takes the host name, and refuses one that
+# devices share (localhost). Give the check a host name of its own where namespaces are allowed,
+# so the result does not depend on this machine's name.
+check=("$root/usr/bin/edgeinferd" --config "$work/edgeinferd.toml" --check-config)
+if unshare --uts true 2>/dev/null; then
+  out=$(unshare --uts sh -c 'hostname deb-check && exec "$0" "$@"' "${check[@]}" 2>&1) \
+    || fail "installed edgeinferd rejects the installed config: $out"
+  grep -q "OK (node 'deb-check'; 3 models: sam, dino, llm)" <<<"$out" || fail "unexpected --check-config output: $out"
+else
+  out=$("${check[@]}" 2>&1) || fail "installed edgeinferd rejects the installed config: $out"
+  grep -q "OK (node '[^']*'; 3 models: sam, dino, llm)" <<<"$out" || fail "unexpected --check-config output: $out"
+fi
 echo "check-deb: $out"
-grep -q 'OK (3 models: sam, dino, llm)' <<<"$out" || fail "unexpected --check-config output: $out"
 "$root/usr/bin/edgeinfer" --version >/dev/null || fail "installed edgeinfer does not run"
 echo "check-deb: OK"
