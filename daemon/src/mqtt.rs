@@ -84,10 +84,11 @@ pub async fn serve(
     let topics = Topics::new(&config.prefix, &node);
     let options = options(&config, &node, &topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let ours_max_packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
     let out = Outbox {
         client: client.clone(),
         topics: topics.clone(),
-        max_packet: Arc::new(AtomicU32::new(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX))),
+        max_packet: Arc::new(AtomicU32::new(ours_max_packet)),
     };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let inflight = Arc::new(Semaphore::new(config.max_inflight.max(1)));
@@ -142,9 +143,9 @@ pub async fn serve(
                     // drop the connection (and, kept in a persistent session, again on every
                     // reconnect). Replies are checked against it before they are queued.
                     let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
-                    let ours = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
-                    out.max_packet.store(broker_max.min(ours), Ordering::Relaxed);
-                    tracing::info!(url = %config.url, session_present = ack.session_present, max_packet_bytes = broker_max.min(ours), "connected to the MQTT broker");
+                    let max_packet = broker_max.min(ours_max_packet);
+                    out.max_packet.store(max_packet, Ordering::Relaxed);
+                    tracing::info!(url = %config.url, session_present = ack.session_present, max_packet_bytes = max_packet, "connected to the MQTT broker");
                     if config.persistent_session && !ack.session_present && connected_before {
                         tracing::warn!("the broker kept no session for us (it expired or the broker lost it): requests it had delivered but we had not answered will not be re-sent");
                     } else if !config.persistent_session && connected_before {
@@ -355,6 +356,14 @@ impl ReplyTo {
         reply
     }
 
+    /// `body` with the request's JSON `id` echoed, as text.
+    fn stamp(&self, mut body: Value) -> String {
+        if let (Some(id), Some(obj)) = (&self.id, body.as_object_mut()) {
+            obj.insert("id".into(), id.clone());
+        }
+        body.to_string()
+    }
+
     /// The key a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
     /// the correlation data as text.
     fn key(&self) -> Option<String> {
@@ -401,14 +410,11 @@ impl Outbox {
 
     /// Publishes `body` as the answer to a request: on its reply topic, or on the errors topic
     /// when it named none. A body larger than the broker takes becomes a `too_large` error.
-    async fn reply(&self, reply: &ReplyTo, mut body: Value) {
-        if let (Some(id), Some(obj)) = (&reply.id, body.as_object_mut()) {
-            obj.insert("id".into(), id.clone());
-        }
+    async fn reply(&self, reply: &ReplyTo, body: Value) {
         // Nowhere to answer: report it on the errors topic, never drop it silently.
         let topic = reply.topic.clone().unwrap_or_else(|| self.topics.errors());
         let correlation = reply.correlation.as_ref().map_or(0, |c| c.len());
-        let mut payload = body.to_string();
+        let mut payload = reply.stamp(body);
         if let Err(max) = self.fits(&topic, payload.len(), correlation) {
             tracing::warn!(%topic, bytes = payload.len(), max, "reply larger than the broker accepts; answering too_large");
             let e = ApiError::new(
@@ -420,11 +426,7 @@ impl Outbox {
                     payload.len()
                 ),
             );
-            let mut small = error_body(&e);
-            if let (Some(id), Some(obj)) = (&reply.id, small.as_object_mut()) {
-                obj.insert("id".into(), id.clone());
-            }
-            payload = small.to_string();
+            payload = reply.stamp(error_body(&e));
             if self.fits(&topic, payload.len(), correlation).is_err() {
                 tracing::error!(%topic, "even the too_large error does not fit in the broker's packet size; not answered");
                 return;

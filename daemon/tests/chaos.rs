@@ -187,8 +187,7 @@ fn an_unusable_mqtt_tls_configuration_fails_the_daemon_visibly() {
             1,
         );
         let mut daemon = Daemon::spawn(&cfg, &[]);
-        let child = &mut daemon.child;
-        let exit = wait_for("edgeinferd to exit", Duration::from_secs(30), || child.try_wait().unwrap());
+        let exit = daemon.wait_exit("edgeinferd to exit", Duration::from_secs(30));
         assert_eq!(exit.code(), Some(1), "{}", daemon.log());
         assert!(daemon.log().contains(expect), "{}", daemon.log());
         assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
@@ -277,10 +276,7 @@ fn sigterm_during_a_reload_that_hangs_stops_the_daemon_cleanly() {
     c.wait_message("edgeinfer/hup/models/hung/state", Duration::from_secs(10), |v| v["state"] == "loading");
     let asked = Instant::now();
     daemon.signal("TERM");
-    let child = &mut daemon.child;
-    let exit = wait_for("edgeinferd to exit after SIGTERM during a reload", Duration::from_secs(20), || {
-        child.try_wait().unwrap()
-    });
+    let exit = daemon.wait_exit("edgeinferd to exit after SIGTERM during a reload", Duration::from_secs(20));
     assert!(exit.success(), "{exit}: {}", daemon.log());
     assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", asked.elapsed());
     assert!(daemon.log().contains("stopping during a reload"), "{}", daemon.log());

@@ -555,8 +555,7 @@ fn the_daemon_survives_the_bus_restarting_and_a_second_daemon_says_why_it_exits(
     let mut daemon = Daemon::start(&dbus_config(&bus.address, None, "restart"));
     // Another daemon for the same name on the same bus: a clear error, not a silent second server.
     let mut second = Daemon::spawn(&dbus_config(&bus.address, None, "second"), &[]);
-    let status =
-        wait_for("the second edgeinferd to exit", Duration::from_secs(30), || second.child.try_wait().unwrap());
+    let status = second.wait_exit("the second edgeinferd to exit", Duration::from_secs(30));
     assert!(!status.success());
     assert!(second.log().contains("already owned"), "{}", second.log());
 

@@ -173,10 +173,7 @@ fn sigterm_finishes_in_flight_work_says_offline_and_exits_0() {
     assert_eq!(done["result"]["usage"]["generated_tokens"], 200, "the in-flight request finished: {done}");
     let status = c.wait_message("edgeinfer/term/status", Duration::from_secs(10), state_is("offline"));
     assert_eq!(status["node"], "term");
-    let exit = {
-        let child = &mut daemon.child;
-        wait_for("edgeinferd to exit", Duration::from_secs(30), || child.try_wait().unwrap())
-    };
+    let exit = daemon.wait_exit("edgeinferd to exit", Duration::from_secs(30));
     assert!(exit.success(), "{exit}");
     daemon.wait_notify("STOPPING=1", Duration::from_secs(1));
 }

@@ -220,8 +220,13 @@ impl Daemon {
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait_exit("edgeinferd to exit after SIGTERM", Duration::from_secs(30))
+    }
+
+    /// Waits (bounded) for the daemon to exit; its status.
+    pub fn wait_exit(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("edgeinferd to exit after SIGTERM", Duration::from_secs(30), || child.try_wait().unwrap())
+        wait_for(what, timeout, || child.try_wait().unwrap())
     }
 
     pub fn rewrite_config(&self, config: &str) {
