@@ -3,12 +3,12 @@
 //! transport-free.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use edgeinfer_models::cache::{ByteLru, CacheStats, content_hash};
 use edgeinfer_models::dinov2::{Dinov2, EmbedOptions};
-use edgeinfer_models::gallery::Gallery;
+use edgeinfer_models::gallery::{Gallery, Opened, SharedGallery};
 use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
 use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput, SamplingParams, TokenEvent};
 use edgeinfer_models::manifest::Family;
@@ -111,8 +111,8 @@ impl EngineOptions {
 }
 
 enum Kind {
-    Sam { model: Sam, cache: ByteLru<String, ImageEmbedding>, masks: ByteLru<String, LowResMask>, seq: AtomicU64 },
-    Dinov2 { model: Dinov2, gallery: Option<Mutex<Gallery>> },
+    Sam { model: Box<Sam>, cache: ByteLru<String, ImageEmbedding>, masks: ByteLru<String, LowResMask>, seq: AtomicU64 },
+    Dinov2 { model: Dinov2, gallery: Option<SharedGallery> },
     Llama { model: Box<Llama> },
 }
 
@@ -153,7 +153,7 @@ impl Engine {
                 let providers = model.encoder().providers().clone();
                 (
                     Kind::Sam {
-                        model,
+                        model: Box::new(model),
                         cache: ByteLru::new(options.embedding_cache_bytes),
                         masks: ByteLru::new(options.embedding_cache_bytes / 8),
                         seq: AtomicU64::new(0),
@@ -166,7 +166,18 @@ impl Engine {
                 model.set_max_batch(options.max_batch);
                 let gallery = match &options.gallery {
                     Some(path) => {
-                        Some(Mutex::new(Gallery::open(path, id, options.gallery_max_entries).map_err(load_err)?))
+                        // One instance per file in the process: a reload's new engine shares the
+                        // old engine's gallery, so adds made while both exist are kept.
+                        let (gallery, opened) =
+                            Gallery::shared(path, id, options.gallery_max_entries).map_err(load_err)?;
+                        if let Opened::Quarantined { moved_to, reason } = opened {
+                            tracing::error!(
+                                model = %id,
+                                moved_to = %moved_to.display(),
+                                "{reason}: moved the gallery aside and started an empty one"
+                            );
+                        }
+                        Some(gallery)
                     }
                     None => None,
                 };
@@ -411,5 +422,65 @@ impl Engine {
             add_special_tokens: None,
             ignore_eos: p.ignore_eos,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dino(gallery: &Path) -> Engine {
+        let dir = edgeinfer_models::fixtures::fixtures_dir().join("dinov2");
+        let options = EngineOptions { gallery: Some(gallery.to_path_buf()), ..EngineOptions::default() };
+        Engine::load("dino", &dir, None, &options, None).unwrap()
+    }
+
+    fn add(engine: &Engine, label: &str) -> Response {
+        let photo = std::fs::read(edgeinfer_models::fixtures::fixtures_dir().join("photos/coffee.png")).unwrap();
+        let task = Task::GalleryAdd { label: label.into(), image: ImageData::Encoded(photo.into()) };
+        engine.execute(&task, None, &mut |_| {}).unwrap()
+    }
+
+    fn labels(engine: &Engine) -> Vec<(String, usize)> {
+        match engine.execute(&Task::GalleryList, None, &mut |_| {}).unwrap() {
+            Response::GalleryLabels { labels } => labels,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Regression: a reload loaded the model (and its gallery) anew while the old engine still
+    /// served, so adds made on the old one in that window were lost when it was dropped.
+    #[test]
+    fn an_add_on_the_old_engine_during_a_reload_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.json");
+        let old = dino(&path);
+        add(&old, "before");
+        let new = dino(&path);
+        add(&old, "during");
+        drop(old);
+        assert_eq!(labels(&new), [("before".to_string(), 1), ("during".to_string(), 1)]);
+        drop(new);
+        assert_eq!(labels(&dino(&path)).len(), 2, "and on disk");
+    }
+
+    /// Regression: a corrupt gallery file failed the whole model. Now it is moved aside and the
+    /// model serves (embedding and an empty gallery).
+    #[test]
+    fn a_corrupt_gallery_is_quarantined_and_the_model_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.json");
+        std::fs::write(&path, b"\x00\x01 not a gallery").unwrap();
+        let engine = dino(&path);
+        assert!(labels(&engine).is_empty());
+        add(&engine, "fresh");
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("gallery.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(dir.path().join(&aside[0])).unwrap(), b"\x00\x01 not a gallery");
     }
 }

@@ -2,6 +2,7 @@
 //! answers checked against the PyTorch references, bad input as exit code 2 with the API code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -100,10 +101,35 @@ fn embed_classify_and_the_gallery_work_from_the_cli() {
     assert_eq!(r["labels"], serde_json::json!([["cat", 1], ["mug", 1]]));
     let r = json(&local("dinov2", &["--gallery", g, "gallery", "remove", "--label", "cat", "--json"]));
     assert_eq!(r["removed"], 1);
-    // The gallery file is the documented format.
-    let file: Value = serde_json::from_slice(&std::fs::read(&gallery).unwrap()).unwrap();
-    assert_eq!(file["format"], "edgeinfer-gallery");
-    assert_eq!(file["entries"].as_array().unwrap().len(), 1);
+    // The gallery files are the documented format, read here by NumPy (the ONNX Runtime venv of
+    // the test command has it): a JSON Lines index whose live entries name rows of the .npy.
+    let reader = r#"
+import json, sys, numpy
+lines = [json.loads(l) for l in open(sys.argv[1])]
+header, ops = lines[0], lines[1:]
+assert header["format"] == "edgeinfer-gallery" and header["version"] == 2, header
+vectors = numpy.load(sys.argv[1].rsplit("/", 1)[0] + "/" + header["vectors"])
+assert vectors.dtype == numpy.float32 and vectors.shape[1] == header["dim"], vectors.shape
+live = {}
+for op in ops:
+    if "add" in op:
+        live[op["add"]] = (op["label"], op["row"])
+    else:
+        live.pop(op["remove"])
+print(json.dumps({l: vectors[r].tolist() for l, r in live.values()}))
+"#;
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let out = std::process::Command::new(&python).args(["-c", reader, g]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mug: Vec<f64> = stored["mug"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(stored.as_object().unwrap().len(), 1, "{stored}");
+    let expected = json(&local("dinov2", &["embed", &photo("coffee"), "--normalize", "--json"]));
+    let expected: Vec<f64> =
+        expected["embeddings"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(mug.len(), 48);
+    let dot: f64 = mug.iter().zip(&expected).map(|(a, b)| a * b).sum();
+    assert!((dot - 1.0).abs() < 1e-4, "the stored row is the photo's normalised embedding (cosine {dot})");
 }
 
 #[test]

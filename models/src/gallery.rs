@@ -1,27 +1,24 @@
 //! Teach-by-example recognition on top of image embeddings: a labelled set of vectors,
-//! classified by cosine similarity, persisted to disk.
+//! classified by cosine similarity, persisted to disk (see [`crate::gallery_store`] for the
+//! files: an append-only JSON Lines index and a `.npy` of vectors).
 //!
-//! File format (JSON, UTF-8), written whole to a temporary file in the same folder, fsynced and
-//! renamed over the old one — a crash leaves either the old or the new gallery, never half of one:
+//! Vectors are stored L2-normalised. The model id in the files guards against mixing
+//! embeddings of different models.
 //!
-//! ```json
-//! { "format": "edgeinfer-gallery", "version": 1, "model": "dino", "dim": 384, "next_id": 3,
-//!   "entries": [ { "id": 1, "label": "wrench", "vector": [0.01, ...] }, ... ] }
-//! ```
-//!
-//! Vectors are stored L2-normalised. `model` and `dim` guard against mixing embeddings of
-//! different models.
+//! One process holds one [`Gallery`] per file: [`Gallery::shared`] hands every engine that opens
+//! the same path (the old and the new one during a reload) the same instance, so no add is made
+//! on a copy that is then thrown away, and two writers never race on the files.
 
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dinov2::{cosine, l2_normalize};
 use crate::error::{ModelError, Result};
+use crate::gallery_store::{OpenError, Store};
 
-const FORMAT: &str = "edgeinfer-gallery";
-const VERSION: u32 = 1;
 /// Longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 128;
 
@@ -47,20 +44,10 @@ pub struct Match {
     pub id: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct File {
-    format: String,
-    version: u32,
-    model: String,
-    dim: usize,
-    next_id: u64,
-    entries: Vec<GalleryEntry>,
-}
-
 /// A gallery of labelled embeddings.
 #[derive(Debug)]
 pub struct Gallery {
-    path: Option<PathBuf>,
+    store: Option<Store>,
     model: String,
     dim: Option<usize>,
     max_entries: usize,
@@ -68,36 +55,87 @@ pub struct Gallery {
     entries: Vec<GalleryEntry>,
 }
 
+/// How [`Gallery::shared`] found the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Read as they were (or not there yet).
+    Clean,
+    /// Already open in this process: the same gallery is shared.
+    Shared,
+    /// They did not parse and were moved aside to this path; the gallery starts empty.
+    Quarantined {
+        /// Where the corrupt index now is.
+        moved_to: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A gallery shared by the engines of one process.
+pub type SharedGallery = Arc<Mutex<Gallery>>;
+
 impl Gallery {
     /// An empty in-memory gallery.
     pub fn in_memory(model: &str, max_entries: usize) -> Gallery {
-        Gallery { path: None, model: model.to_string(), dim: None, max_entries, next_id: 1, entries: Vec::new() }
+        Gallery { store: None, model: model.to_string(), dim: None, max_entries, next_id: 1, entries: Vec::new() }
     }
 
-    /// Opens the gallery stored at `path` (an empty one if the file does not exist yet).
+    /// Opens the gallery stored at `path` (an empty one if the file does not exist yet). Corrupt
+    /// files are an error here; [`Gallery::shared`] quarantines them instead.
     pub fn open(path: &Path, model: &str, max_entries: usize) -> Result<Gallery> {
-        let mut g = Gallery::in_memory(model, max_entries);
-        g.path = Some(path.to_path_buf());
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(g),
-            Err(source) => return Err(ModelError::Io { path: path.to_path_buf(), source }),
+        Gallery::from_files(path, model, max_entries).map_err(|e| match e {
+            OpenError::Corrupt(why) => ModelError::Config(why),
+            OpenError::Refused(e) => e,
+        })
+    }
+
+    fn from_files(path: &Path, model: &str, max_entries: usize) -> std::result::Result<Gallery, OpenError> {
+        let (store, loaded) = Store::open(path, model)?;
+        Ok(Gallery {
+            store: Some(store),
+            model: model.to_string(),
+            dim: loaded.dim,
+            max_entries,
+            next_id: loaded.next_id,
+            entries: loaded.entries,
+        })
+    }
+
+    /// The gallery at `path` for this process: the instance already open (its `max_entries`
+    /// updated), or the files opened now. Files that do not parse are moved aside and an empty
+    /// gallery is used, so that the model keeps serving; files of another model, locked by
+    /// another process or unreadable are an error and are left alone.
+    pub fn shared(path: &Path, model: &str, max_entries: usize) -> Result<(SharedGallery, Opened)> {
+        static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Mutex<Gallery>>>>> = Mutex::new(None);
+        let key = std::path::absolute(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let open = open.get_or_insert_with(HashMap::new);
+        open.retain(|_, g| g.strong_count() > 0);
+        if let Some(g) = open.get(&key).and_then(Weak::upgrade) {
+            {
+                let mut gallery = g.lock().unwrap_or_else(|p| p.into_inner());
+                if gallery.model != model {
+                    return Err(ModelError::Config(format!(
+                        "gallery {} is already used by model '{}'",
+                        path.display(),
+                        gallery.model
+                    )));
+                }
+                gallery.max_entries = max_entries;
+            }
+            return Ok((g, Opened::Shared));
+        }
+        let (gallery, opened) = match Gallery::from_files(path, model, max_entries) {
+            Ok(g) => (g, Opened::Clean),
+            Err(OpenError::Corrupt(reason)) => {
+                let moved_to = crate::gallery_store::quarantine(path)?;
+                (Gallery::open(path, model, max_entries)?, Opened::Quarantined { moved_to, reason })
+            }
+            Err(OpenError::Refused(e)) => return Err(e),
         };
-        let bad = |why: String| ModelError::Config(format!("gallery {}: {why}", path.display()));
-        let file: File = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if file.format != FORMAT || file.version != VERSION {
-            return Err(bad(format!("not an {FORMAT} v{VERSION} file")));
-        }
-        if file.model != model {
-            return Err(bad(format!("holds embeddings of model '{}', not '{model}'", file.model)));
-        }
-        if file.entries.iter().any(|e| e.vector.len() != file.dim) {
-            return Err(bad("an entry's vector length differs from 'dim'".into()));
-        }
-        g.dim = Some(file.dim);
-        g.next_id = file.next_id.max(file.entries.iter().map(|e| e.id + 1).max().unwrap_or(1));
-        g.entries = file.entries;
-        Ok(g)
+        let g = Arc::new(Mutex::new(gallery));
+        open.insert(key, Arc::downgrade(&g));
+        Ok((g, opened))
     }
 
     /// Adds an example; returns its id. Persists if the gallery has a file.
@@ -130,35 +168,31 @@ impl Gallery {
         l2_normalize(&mut v);
         let id = self.next_id;
         self.next_id += 1;
-        self.dim = Some(v.len());
-        self.entries.push(GalleryEntry { id, label: label.to_string(), vector: v });
-        if let Err(e) = self.save() {
-            self.entries.pop();
-            return Err(e);
+        let entry = GalleryEntry { id, label: label.to_string(), vector: v };
+        if let Some(store) = &mut self.store {
+            store.append(&entry)?;
         }
+        self.dim = Some(entry.vector.len());
+        self.entries.push(entry);
         Ok(id)
     }
 
     /// Removes every example with this label; returns how many.
     pub fn remove_label(&mut self, label: &str) -> Result<usize> {
-        let before = self.entries.len();
-        let kept: Vec<GalleryEntry> = self.entries.iter().filter(|e| e.label != label).cloned().collect();
-        let removed = before - kept.len();
-        if removed > 0 {
-            let old = std::mem::replace(&mut self.entries, kept);
-            if let Err(e) = self.save() {
-                self.entries = old;
-                return Err(e);
-            }
+        let ids: Vec<u64> = self.entries.iter().filter(|e| e.label == label).map(|e| e.id).collect();
+        for &id in &ids {
+            self.remove_id(id)?;
         }
-        Ok(removed)
+        Ok(ids.len())
     }
 
     /// Removes one example by id; returns whether it existed.
     pub fn remove_id(&mut self, id: u64) -> Result<bool> {
         let Some(pos) = self.entries.iter().position(|e| e.id == id) else { return Ok(false) };
         let entry = self.entries.remove(pos);
-        if let Err(e) = self.save() {
+        if let Some(store) = &mut self.store
+            && let Err(e) = store.remove(id, &self.entries)
+        {
             self.entries.insert(pos, entry);
             return Err(e);
         }
@@ -216,42 +250,6 @@ impl Gallery {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Writes the gallery to its file atomically (no-op for in-memory galleries).
-    pub fn save(&self) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let file = File {
-            format: FORMAT.into(),
-            version: VERSION,
-            model: self.model.clone(),
-            dim: self.dim.unwrap_or(0),
-            next_id: self.next_id,
-            entries: self.entries.clone(),
-        };
-        let json = serde_json::to_vec(&file).map_err(|e| ModelError::Config(e.to_string()))?;
-        write_atomically(path, &json)
-    }
-}
-
-/// Writes `bytes` to `path` via a temporary file in the same folder, fsync and rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error| ModelError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "gallery".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
 }
 
 #[cfg(test)]
@@ -272,28 +270,159 @@ mod tests {
         assert_eq!(g.labels(), vec![("hammer".to_string(), 1), ("wrench".to_string(), 2)]);
     }
 
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn persists_atomically_and_reloads() {
+    fn persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.json");
         let mut g = Gallery::open(&path, "dino", 3).unwrap();
         assert!(g.is_empty());
+        assert!(files(dir.path()).is_empty(), "nothing written before the first add");
         let id = g.add("cat", &[3.0, 4.0]).unwrap();
         g.add("dog", &[4.0, 3.0]).unwrap();
-        let h = Gallery::open(&path, "dino", 3).unwrap();
+        // The index is locked while open: a second opener (another process) is refused.
+        let e = Gallery::open(&path, "dino", 3).unwrap_err().to_string();
+        assert!(e.contains("in use by another process"), "{e}");
+        drop(g);
+        let mut h = Gallery::open(&path, "dino", 3).unwrap();
         assert_eq!(h.len(), 2);
         assert!((h.entries()[0].vector[0] - 0.6).abs() < 1e-6);
         // Ids are never reused, also after reloading.
-        let mut h = h;
         assert!(h.remove_id(id).unwrap());
         assert_eq!(h.add("cow", &[1.0, 1.0]).unwrap(), 3);
-        // No temporary file left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        // Wrong model, corrupt file.
-        assert!(Gallery::open(&path, "other", 3).unwrap_err().to_string().contains("model 'dino'"));
+        drop(h);
+        let h = Gallery::open(&path, "dino", 3).unwrap();
+        assert_eq!(h.labels(), vec![("cow".to_string(), 1), ("dog".to_string(), 1)]);
+        assert_eq!(files(dir.path()), ["g-vectors-1.npy", "g.json"], "no temporary file left behind");
+        drop(h);
+        let e = Gallery::open(&path, "other", 3).unwrap_err().to_string();
+        assert!(e.contains("model 'dino'"), "{e}");
+    }
+
+    #[test]
+    fn adds_append_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let vectors = dir.path().join("g-vectors-1.npy");
+        let mut g = Gallery::open(&path, "dino", 1000).unwrap();
+        g.add("first", &[1.0; 384]).unwrap();
+        let (index_inode, vectors_inode) =
+            (std::fs::metadata(&path).unwrap().ino(), std::fs::metadata(&vectors).unwrap().ino());
+        for i in 0..200 {
+            let before = (std::fs::metadata(&path).unwrap().len(), std::fs::metadata(&vectors).unwrap().len());
+            g.add(&format!("label-{i}"), &[0.5; 384]).unwrap();
+            let after = (std::fs::metadata(&path).unwrap().len(), std::fs::metadata(&vectors).unwrap().len());
+            assert_eq!(after.1 - before.1, 384 * 4, "one row appended");
+            assert!(after.0 - before.0 < 64, "one short index line appended");
+        }
+        // Same files (no rewrite-and-rename per add).
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), index_inode);
+        assert_eq!(std::fs::metadata(&vectors).unwrap().ino(), vectors_inode);
+    }
+
+    #[test]
+    fn crash_leftovers_are_recovered() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let mut g = Gallery::open(&path, "dino", 10).unwrap();
+        g.add("a", &[1.0, 0.0]).unwrap();
+        g.add("b", &[0.0, 1.0]).unwrap();
+        drop(g);
+        // A torn index line (the crash came mid-write) and an unreferenced vectors generation
+        // (the crash came mid-compaction).
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"add":3,"lab"#).unwrap();
+        std::fs::write(dir.path().join("g-vectors-2.npy"), b"partial").unwrap();
+        let mut g = Gallery::open(&path, "dino", 10).unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(std::fs::read(&path).unwrap().ends_with(b"\n"), "torn line cut off");
+        assert_eq!(files(dir.path()), ["g-vectors-1.npy", "g.json"]);
+        assert_eq!(g.add("c", &[1.0, 1.0]).unwrap(), 3);
+        drop(g);
+        assert_eq!(Gallery::open(&path, "dino", 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn removed_rows_are_compacted_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let mut g = Gallery::open(&path, "dino", 1000).unwrap();
+        for i in 0..100 {
+            g.add(if i < 10 { "keep" } else { "drop" }, &[i as f32 + 1.0, 1.0]).unwrap();
+        }
+        assert_eq!(g.remove_label("drop").unwrap(), 90);
+        // Compacted as soon as removed rows outnumber the live ones (past 64), not only at open.
+        assert_eq!(files(dir.path()), ["g-vectors-2.npy", "g.json"]);
+        drop(g);
+        let g = Gallery::open(&path, "dino", 1000).unwrap();
+        assert_eq!(g.labels(), vec![("keep".to_string(), 10)]);
+        // 65 removals triggered it (35 rows left); the 25 after are only index lines.
+        assert_eq!(files(dir.path()), ["g-vectors-2.npy", "g.json"]);
+        assert_eq!(std::fs::metadata(dir.path().join("g-vectors-2.npy")).unwrap().len(), 128 + 35 * 2 * 4);
+        let ids: Vec<u64> = g.entries().iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=10).collect::<Vec<u64>>());
+        drop(g);
+        assert_eq!(Gallery::open(&path, "dino", 1000).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn version_1_files_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let v1 = r#"{"format":"edgeinfer-gallery","version":1,"model":"dino","dim":2,"next_id":9,
+            "entries":[{"id":4,"label":"cup","vector":[0.6,0.8]},{"id":7,"label":"pen","vector":[1.0,0.0]}]}"#;
+        std::fs::write(&path, v1).unwrap();
+        let mut g = Gallery::open(&path, "dino", 10).unwrap();
+        assert_eq!(g.labels(), vec![("cup".to_string(), 1), ("pen".to_string(), 1)]);
+        assert_eq!(g.add("mug", &[0.0, 2.0]).unwrap(), 9);
+        drop(g);
+        let g = Gallery::open(&path, "dino", 10).unwrap();
+        assert_eq!(g.len(), 3);
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with(r#"{"format":"edgeinfer-gallery","version":2"#));
+    }
+
+    #[test]
+    fn corrupt_files_are_quarantined_by_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
         std::fs::write(&path, b"{ half a file").unwrap();
         assert!(Gallery::open(&path, "dino", 3).is_err());
+        let (g, opened) = Gallery::shared(&path, "dino", 3).unwrap();
+        let Opened::Quarantined { moved_to, .. } = opened else { panic!("{opened:?}") };
+        assert_eq!(std::fs::read(&moved_to).unwrap(), b"{ half a file");
+        assert!(g.lock().unwrap().is_empty());
+        g.lock().unwrap().add("a", &[1.0]).unwrap();
+        // A vectors file that lost rows the index points to is corruption too.
+        drop(g);
+        std::fs::write(dir.path().join("g-vectors-1.npy"), b"\x93NUMPY").unwrap();
+        let (g, opened) = Gallery::shared(&path, "dino", 3).unwrap();
+        assert!(matches!(opened, Opened::Quarantined { .. }), "{opened:?}");
+        assert!(g.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn shared_galleries_are_one_instance_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let (old, opened) = Gallery::shared(&path, "dino", 3).unwrap();
+        assert_eq!(opened, Opened::Clean);
+        // A reload opens the file again while the old engine still serves.
+        let (new, opened) = Gallery::shared(&dir.path().join(".").join("g.json"), "dino", 5).unwrap();
+        assert_eq!(opened, Opened::Shared);
+        old.lock().unwrap().add("late", &[1.0, 0.0]).unwrap();
+        assert_eq!(new.lock().unwrap().len(), 1, "an add on the old engine is seen by the new one");
+        assert!(Gallery::shared(&path, "other", 3).is_err());
+        drop((old, new));
+        let (g, opened) = Gallery::shared(&path, "dino", 3).unwrap();
+        assert_eq!(opened, Opened::Clean);
+        assert_eq!(g.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod dinov2;
 pub mod error;
 pub mod fixtures;
 pub mod gallery;
+pub mod gallery_store;
 pub mod image;
 pub mod llama;
 pub mod manifest;
