@@ -95,8 +95,10 @@ async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
                 Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acked = true,
                 Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
                     let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    // A node's status can come twice (retained, then republished): count it once.
                     if v["state"] == "online"
                         && let Some(n) = v["node"].as_str()
+                        && !online.iter().any(|o| o == n)
                     {
                         online.push(n.to_string());
                     }

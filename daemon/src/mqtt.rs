@@ -106,6 +106,25 @@ pub async fn serve(
         }
     });
 
+    // Another transport's state changed (the D-Bus connection lost or back) → the status topic.
+    let mut transports = registry.watch_transports();
+    let (status_out, status_registry, status_node) = (out.clone(), registry.clone(), node.clone());
+    tokio::spawn(async move {
+        let mut dbus_was = None;
+        while transports.changed().await.is_ok() {
+            // Our own connection's changes are published at connect; here, the others'.
+            let (online, dbus) = {
+                let now = transports.borrow_and_update();
+                (now.get("mqtt") == Some(&"connected"), now.get("dbus").copied())
+            };
+            let dbus_changed = std::mem::replace(&mut dbus_was, dbus) != dbus;
+            if online && dbus_changed {
+                let payload = status_json(&status_registry, &status_node, "online").to_string();
+                status_out.publish(status_out.topics.status(), true, payload).await;
+            }
+        }
+    });
+
     // Periodic stats.
     if config.stats_interval_s > 0 {
         let stats_client = client.clone();
@@ -122,6 +141,7 @@ pub async fn serve(
         });
     }
 
+    registry.set_transport("mqtt", "connecting");
     let mut backoff = Duration::from_millis(100);
     loop {
         tokio::select! {
@@ -139,6 +159,7 @@ pub async fn serve(
                 }
                 Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
+                    registry.set_transport("mqtt", "connected");
                     // The broker's Maximum Packet Size: a larger reply would fail in the codec and
                     // drop the connection (and, kept in a persistent session, again on every
                     // reconnect). Replies are checked against it before they are queued.
@@ -191,6 +212,7 @@ pub async fn serve(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    registry.set_transport("mqtt", "reconnecting");
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -204,6 +226,7 @@ pub async fn serve(
             }
         }
     }
+    registry.set_transport("mqtt", "stopped");
     // Graceful: say offline (the will covers crashes), then disconnect.
     out.publish(topics.status(), true, status_json(&registry, &node, "offline").to_string()).await;
     let _ = client.disconnect().await;
@@ -312,12 +335,13 @@ pub fn status_json(registry: &Registry, node: &str, state: &str) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "models": registry.statuses().iter().map(|s| json!({"id": s.id, "state": s.state, "family": s.family})).collect::<Vec<_>>(),
+        "transports": registry.transports(),
         "execution_providers": providers,
     })
 }
 
 /// Where and how to answer one request.
-struct ReplyTo {
+pub struct ReplyTo {
     topic: Option<String>,
     correlation: Option<bytes::Bytes>,
     id: Option<Value>,
@@ -333,7 +357,7 @@ struct Envelope {
 impl ReplyTo {
     /// Where to answer `p`: the MQTT 5 response topic and correlation data, else the `reply_to`
     /// and `id` of its JSON body, or of its `params` user property for binary payloads.
-    fn of(p: &Publish) -> ReplyTo {
+    pub fn of(p: &Publish) -> ReplyTo {
         let props = p.properties.as_ref();
         let mut reply = ReplyTo {
             topic: props.and_then(|pp| pp.response_topic.clone()),
@@ -366,7 +390,7 @@ impl ReplyTo {
 
     /// The key a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
     /// the correlation data as text.
-    fn key(&self) -> Option<String> {
+    pub fn key(&self) -> Option<String> {
         match (&self.id, &self.correlation) {
             (Some(Value::String(s)), _) => Some(s.clone()),
             (Some(id), _) => Some(id.to_string()),
@@ -499,48 +523,29 @@ async fn answer(
     registry: &Arc<Registry>,
     running: &Running,
 ) -> Value {
-    let topics = &out.topics;
-    if topic == topics.list() {
-        return json!({"done": true, "result": {"kind": "models", "models": registry.statuses()}});
-    }
-    // Topic and model first: a request for nothing we serve is refused before its payload is
-    // parsed.
-    let Some((model, task_name)) = topics.parse(topic) else {
-        return error_body(&ApiError::bad_input(format!("unknown topic {topic}")));
-    };
-    let model = model.to_string();
-    if registry.status(&model).is_none() {
-        let known = registry.ids().join(", ");
-        return error_body(&ApiError::new(
+    let decoded = decode_request(&out.topics, topic, &p.payload, props, |model| match registry.status(model) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
             ErrorCode::UnknownModel,
-            format!("no model '{model}' (configured: {known})"),
-        ));
-    }
-    // JSON body (images as base64 allowed), or a binary image with the parameters in `params`.
-    let json: Option<Value> = if p.payload.first() == Some(&b'{') {
-        match serde_json::from_slice::<Value>(&p.payload) {
-            Ok(v) => Some(v),
-            Err(e) => return error_body(&ApiError::bad_input(format!("malformed JSON: {e}"))),
+            format!("no model '{model}' (configured: {})", registry.ids().join(", ")),
+        )),
+    });
+    let (model, task) = match decoded {
+        Err(e) => return error_body(&e),
+        Ok(Request::List) => {
+            return json!({"done": true, "result": {"kind": "models", "models": registry.statuses()}});
         }
-    } else {
-        None
-    };
-    match task_name {
-        "load" => {
+        Ok(Request::Load(model)) => {
             return match registry.ensure_loaded(&model).await {
                 Ok(_) => json!({"done": true, "result": {"kind": "model", "model": registry.status(&model)}}),
                 Err(e) => error_body(&e),
             };
         }
-        "unload" => {
+        Ok(Request::Unload(model)) => {
             let was = registry.unload(&model).await;
             return json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}});
         }
-        "cancel" => {
-            let key = json.as_ref().and_then(|v| v.get("cancel")).map(|c| match c {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
+        Ok(Request::Cancel { key }) => {
             let found = key.and_then(|k| running.lock().unwrap_or_else(|p| p.into_inner()).get(&k).cloned());
             return match found {
                 Some(flag) => {
@@ -550,11 +555,7 @@ async fn answer(
                 None => error_body(&ApiError::bad_input("no running request with that id")),
             };
         }
-        _ => {}
-    }
-    let task = match parse_task(task_name, json, &p.payload, props) {
-        Ok(t) => t,
-        Err(e) => return error_body(&e),
+        Ok(Request::Task { model, task }) => (model, task),
     };
     let stream = matches!(&task, Task::Generate(g) if g.stream.unwrap_or(true));
     let cancel = Arc::new(AtomicBool::new(false));
@@ -583,6 +584,73 @@ async fn answer(
     match result {
         Ok(response) => json!({"done": true, "result": response}),
         Err(e) => error_body(&e),
+    }
+}
+
+/// What one publish asks for, read without touching the registry.
+#[derive(Debug)]
+pub enum Request {
+    /// `<prefix>/<node>/models/list`.
+    List,
+    /// Load a model now.
+    Load(String),
+    /// Unload a model.
+    Unload(String),
+    /// Cancel the running request with this id (or correlation data).
+    Cancel {
+        /// The `cancel` field, as a string.
+        key: Option<String>,
+    },
+    /// A task for a model's worker.
+    Task {
+        /// The model id from the topic.
+        model: String,
+        /// The request.
+        task: Task,
+    },
+}
+
+/// Decodes one publish: the topic first, then whether the model exists (`known_model`), and
+/// only then the payload (JSON, or a binary image with its parameters in the `params` user
+/// property). Everything a client can send goes through here; it never panics (fuzzed by
+/// `fuzz/fuzz_targets/mqtt_request.rs`).
+pub fn decode_request(
+    topics: &Topics,
+    topic: &str,
+    payload: &[u8],
+    props: &PublishProperties,
+    known_model: impl FnOnce(&str) -> Result<(), ApiError>,
+) -> Result<Request, ApiError> {
+    if topic == topics.list() {
+        return Ok(Request::List);
+    }
+    // Topic and model first: a request for nothing we serve is refused before its payload is
+    // parsed.
+    let Some((model, task_name)) = topics.parse(topic) else {
+        return Err(ApiError::bad_input(format!("unknown topic {topic}")));
+    };
+    known_model(model)?;
+    let model = model.to_string();
+    // JSON body (images as base64 allowed), or a binary image with the parameters in `params`.
+    let json: Option<Value> = if payload.first() == Some(&b'{') {
+        Some(
+            serde_json::from_slice::<Value>(payload)
+                .map_err(|e| ApiError::bad_input(format!("malformed JSON: {e}")))?,
+        )
+    } else {
+        None
+    };
+    match task_name {
+        "load" => Ok(Request::Load(model)),
+        "unload" => Ok(Request::Unload(model)),
+        "cancel" => {
+            let key = json.as_ref().and_then(|v| v.get("cancel")).map(|c| match c {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            Ok(Request::Cancel { key })
+        }
+        _ => Ok(Request::Task { task: parse_task(task_name, json, payload, props)?, model }),
     }
 }
 

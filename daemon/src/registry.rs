@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeinfer_models::cache::CacheStats;
 use edgeinfer_models::manifest::Family;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::api::{ApiError, ErrorCode, Event, Response, Task};
 use crate::config::{Config, DaemonConfig, KeepAlive, ModelConfig};
@@ -83,6 +83,17 @@ struct Slot {
     estimate: u64,
     last_used: Instant,
     load_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Requests waiting for this model to load (bounded like its queue).
+    waiting_for_load: Arc<AtomicUsize>,
+}
+
+/// Holds one of a model's waiting-for-load places; gives it back when dropped.
+struct LoadWaiter(Arc<AtomicUsize>);
+
+impl Drop for LoadWaiter {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A task accepted by a worker; [`Pending::wait`] gives its answer.
@@ -118,6 +129,7 @@ pub struct Registry {
     daemon: Mutex<DaemonConfig>,
     events: broadcast::Sender<ModelEvent>,
     accepting: AtomicBool,
+    transports: watch::Sender<BTreeMap<&'static str, &'static str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,6 +189,7 @@ impl Registry {
             daemon: Mutex::new(config.daemon.clone()),
             events,
             accepting: AtomicBool::new(true),
+            transports: watch::Sender::new(BTreeMap::new()),
         })
     }
 
@@ -189,10 +202,27 @@ impl Registry {
             estimate: estimate_bytes(m.family, &m.path),
             last_used: Instant::now(),
             load_lock: Arc::new(tokio::sync::Mutex::new(())),
+            waiting_for_load: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// State change notifications.
+    /// Records a transport's state (`mqtt`, `dbus`: `connecting`, `connected`, `reconnecting`,
+    /// `stopped`), shown in the status topic and the `Transports` D-Bus property.
+    pub fn set_transport(&self, name: &'static str, state: &'static str) {
+        self.transports.send_if_modified(|all| all.insert(name, state) != Some(state));
+    }
+
+    /// Every transport's state.
+    pub fn transports(&self) -> BTreeMap<String, String> {
+        self.transports.borrow().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Notified when a transport's state changes.
+    pub fn watch_transports(&self) -> watch::Receiver<BTreeMap<&'static str, &'static str>> {
+        self.transports.subscribe()
+    }
+
+    /// Model state changes (loads, unloads, failures, removals).
     pub fn subscribe(&self) -> broadcast::Receiver<ModelEvent> {
         self.events.subscribe()
     }
@@ -405,11 +435,56 @@ impl Registry {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
         }
-        let worker = self.ensure_loaded(id).await?;
-        let timeout = {
+        let (timeout, waiter) = {
             let slots = lock(&self.slots);
             let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
-            Duration::from_millis(slot.config.timeout_ms.unwrap_or(lock(&self.daemon).request_timeout_ms))
+            let timeout =
+                Duration::from_millis(slot.config.timeout_ms.unwrap_or(lock(&self.daemon).request_timeout_ms));
+            // While the model loads, requests wait here instead of in its queue: as many as the
+            // queue would take (the running one plus queue_depth), the rest are busy.
+            let waiter = match slot.worker {
+                Some(_) => None,
+                None => {
+                    let room = slot.config.queue_depth.saturating_add(1);
+                    let taken = slot.waiting_for_load.fetch_add(1, Ordering::SeqCst);
+                    let waiter = LoadWaiter(slot.waiting_for_load.clone());
+                    if taken >= room {
+                        return Err(ApiError::new(
+                            ErrorCode::Busy,
+                            format!(
+                                "{taken} requests already wait for model '{id}' to load (queue_depth {}); retry later",
+                                slot.config.queue_depth
+                            ),
+                        ));
+                    }
+                    Some(waiter)
+                }
+            };
+            (timeout, waiter)
+        };
+        let worker = match waiter {
+            None => self.ensure_loaded(id).await?,
+            Some(waiter) => {
+                // The load runs in its own task: a request that stops waiting (its timeout) must
+                // not abandon a load half done.
+                let load = tokio::spawn({
+                    let registry = self.clone();
+                    let id = id.to_string();
+                    async move { registry.ensure_loaded(&id).await }
+                });
+                let loaded = tokio::time::timeout(timeout, load).await;
+                drop(waiter);
+                match loaded {
+                    Ok(Ok(result)) => result?,
+                    Ok(Err(join)) => return Err(ApiError::internal(format!("loading model '{id}' failed: {join}"))),
+                    Err(_) => {
+                        return Err(ApiError::new(
+                            ErrorCode::Timeout,
+                            format!("model '{id}' was still loading after {} ms", timeout.as_millis()),
+                        ));
+                    }
+                }
+            }
         };
         let (reply, answer) = oneshot::channel();
         let span = tracing::info_span!("request", model = id, task = task.name());

@@ -36,6 +36,20 @@ fn png(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// Starts a 240-token generation on `llm` and waits for its first delta (it is running then);
+/// returns its correlation and that delta.
+fn start_long_generation(c: &mut Client, daemon: &Daemon) -> (String, serde_json::Value) {
+    let _ = c.call(&topic(daemon, "llm", "load"), "{}");
+    let corr = c.send(
+        &topic(daemon, "llm", "generate"),
+        json!({"prompt": "Once upon a time", "max_new_tokens": 240, "ignore_eos": true}).to_string(),
+        &[],
+    );
+    let (first, delta) = c.next_reply(Duration::from_secs(30));
+    assert_eq!((first.as_str(), &delta["done"]), (corr.as_str(), &json!(false)), "{delta}");
+    (corr, delta)
+}
+
 fn b64(bytes: &[u8]) -> String {
     edgeinfer_daemon::api::b64::encode(bytes)
 }
@@ -205,14 +219,7 @@ fn a_request_interrupted_by_kill_9_is_answered_after_the_restart() {
     let cfg = config(&broker.url(), "crash", "");
     let mut daemon = Daemon::start(&cfg);
     let mut c = Client::connect(broker.port);
-    let _ = c.call(&topic(&daemon, "llm", "load"), "{}");
-    let corr = c.send(
-        &topic(&daemon, "llm", "generate"),
-        json!({"prompt": "Once upon a time", "max_new_tokens": 240, "ignore_eos": true}).to_string(),
-        &[],
-    );
-    let (first, delta) = c.next_reply(Duration::from_secs(30));
-    assert_eq!((first.as_str(), &delta["done"]), (corr.as_str(), &json!(false)), "{delta}");
+    let (corr, delta) = start_long_generation(&mut c, &daemon);
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
 
@@ -280,4 +287,121 @@ fn sigterm_during_a_reload_that_hangs_stops_the_daemon_cleanly() {
     assert!(exit.success(), "{exit}: {}", daemon.log());
     assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", asked.elapsed());
     assert!(daemon.log().contains("stopping during a reload"), "{}", daemon.log());
+}
+
+/// The broker stops and comes back while a generation runs: the daemon reconnects with its
+/// persistent session and the client (persistent too) gets the whole answer; the status topic
+/// says the MQTT transport is connected again.
+#[test]
+fn a_generation_running_while_the_broker_restarts_is_answered() {
+    let mut broker = Mosquitto::start_with(true);
+    let daemon = Daemon::start(&config(&broker.url(), "outage", ""));
+    let mut c = Client::connect_with(broker.port, true);
+    let (corr, _) = start_long_generation(&mut c, &daemon);
+    broker.stop();
+    broker.restart();
+    let replies = c.replies(std::slice::from_ref(&corr), Duration::from_secs(60));
+    let done = &replies.last().unwrap().1;
+    assert_eq!(done["result"]["usage"]["generated_tokens"], 240, "{done}");
+    assert!(daemon.log().contains("MQTT connection lost; reconnecting"), "{}", daemon.log());
+    let status = c.wait_message("edgeinfer/outage/status", Duration::from_secs(10), |v| {
+        v["state"] == "online" && v["transports"]["mqtt"] == "connected"
+    });
+    assert_eq!(status["node"], "outage");
+}
+
+/// The system bus restarts while a D-Bus generation job runs: the daemon reconnects and serves
+/// again (its caller is gone; the job runs to its end with nobody to tell), nothing crashes, and
+/// the transport state goes `reconnecting` → `connected` in the MQTT status topic and in the
+/// `Transports` property as `busctl` reads it.
+#[test]
+fn a_job_running_while_the_bus_restarts_leaves_the_daemon_serving() {
+    use edgeinfer_daemon::dbus::proxy::Generator1Proxy;
+    let broker = Mosquitto::start();
+    let mut bus = DbusBus::start();
+    let mut daemon = Daemon::start(&dbus_config(&bus.address, Some(&broker.url()), "busjob"));
+    let mut c = Client::connect(broker.port);
+    let status = "edgeinfer/busjob/status";
+    c.wait_message(status, Duration::from_secs(10), |v| v["transports"]["dbus"] == "connected");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let address = bus.address.clone();
+    let job = runtime.block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+        let generator =
+            Generator1Proxy::builder(&conn).destination(NAME).unwrap().path(ROOT).unwrap().build().await.unwrap();
+        let (tokens, eos) = (Value::U32(240), Value::Bool(true));
+        let options = std::collections::HashMap::from([("max_new_tokens", &tokens), ("ignore_eos", &eos)]);
+        let job = generator.generate("llm", "Once upon a time", options).await.unwrap();
+        (conn, job)
+    });
+    bus.restart();
+    c.wait_message(status, Duration::from_secs(30), |v| v["transports"]["dbus"] == "reconnecting");
+    c.wait_message(status, Duration::from_secs(30), |v| v["transports"]["dbus"] == "connected");
+    drop(job);
+
+    // Serving again: a generation over the new bus, and the transport states through busctl.
+    let (address, generated) = (
+        bus.address.clone(),
+        runtime.block_on(async {
+            let conn = zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap();
+            let generator =
+                Generator1Proxy::builder(&conn).destination(NAME).unwrap().path(ROOT).unwrap().build().await.unwrap();
+            let tokens = Value::U32(3);
+            generator
+                .complete("llm", "hi", std::collections::HashMap::from([("max_new_tokens", &tokens)]))
+                .await
+                .unwrap()
+                .4
+        }),
+    );
+    assert_eq!(generated, 3);
+    let out = std::process::Command::new("busctl")
+        .args([&format!("--address={address}"), "get-property", NAME, ROOT, NAME, "Transports"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.trim(), r#"a{ss} 2 "dbus" "connected" "mqtt" "connected""#);
+    assert!(daemon.log().contains("the D-Bus connection was lost; reconnecting"), "{}", daemon.log());
+    assert!(daemon.child.try_wait().unwrap().is_none(), "edgeinferd died with the bus");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+/// Regression: requests for a model still loading waited outside any bound, and without a time
+/// limit (a load that never returns kept them for ever). Now as many wait as its queue takes
+/// (queue_depth 1: the running one plus one), each at most its timeout, and the rest are `busy`
+/// at once. The model here never finishes loading (its gallery file is a FIFO).
+#[test]
+fn requests_waiting_for_a_load_are_bounded_and_time_out() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures().join("dinov2/model.onnx"), dir.path().join("model.onnx")).unwrap();
+    let fifo = dir.path().join("gallery.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let cfg = format!(
+        "{}\n[[models]]\nid = \"slow\"\npath = \"{}\"\nfamily = \"dinov2\"\nqueue_depth = 1\ntimeout_ms = 3000\ngallery = \"{}\"\n",
+        config(&broker.url(), "waiters", ""),
+        dir.path().display(),
+        fifo.display()
+    );
+    let mut daemon = Daemon::start(&cfg);
+    let mut c = Client::connect(broker.port);
+    let image = photo_b64(&fixtures().join("photos/coffee.png"));
+    let body = json!({"images": [image]}).to_string();
+    let corrs: Vec<String> = (0..4).map(|_| c.send(&topic(&daemon, "slow", "embed"), body.clone(), &[])).collect();
+    let replies = c.replies(&corrs, Duration::from_secs(30));
+    let mut codes: Vec<String> =
+        replies.iter().map(|(_, v)| v["error"]["code"].as_str().unwrap_or("none").to_string()).collect();
+    codes.sort();
+    assert_eq!(codes, ["busy", "busy", "timeout", "timeout"], "{replies:?}");
+    let timeout = replies.iter().find(|(_, v)| v["error"]["code"] == "timeout").unwrap();
+    assert!(timeout.1["error"]["message"].as_str().unwrap().contains("still loading"), "{timeout:?}");
+    // The other models are not held up, and stopping does not wait for the hung load.
+    assert_eq!(
+        c.call(&topic(&daemon, "llm", "generate"), r#"{"prompt": "hi", "max_new_tokens": 2, "stream": false}"#)["done"],
+        true
+    );
+    daemon.signal("TERM");
+    let exit = daemon.wait_exit("edgeinferd to exit with a load hung", Duration::from_secs(20));
+    assert!(exit.success(), "{exit}: {}", daemon.log());
 }

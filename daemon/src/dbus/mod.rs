@@ -80,25 +80,39 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     ready: oneshot::Sender<()>,
 ) -> Result<(), String> {
+    registry.set_transport("dbus", "connecting");
     let shared = Arc::new(Shared { registry, node, started: Instant::now(), jobs: Default::default() });
+    let result = serve_shared(&config, &shared, &mut shutdown, ready).await;
+    shared.registry.set_transport("dbus", "stopped");
+    result
+}
+
+async fn serve_shared(
+    config: &DbusConfig,
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+) -> Result<(), String> {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        match connect(&config.bus, &shared).await {
+        match connect(&config.bus, shared).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
+                shared.registry.set_transport("dbus", "connected");
                 tracing::info!(bus = %config.bus, name = NAME, unique_name = ?conn.unique_name().map(|n| n.to_string()), "serving on D-Bus");
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
-                let lost = run_connection(&conn, &shared, &mut shutdown).await;
+                let lost = run_connection(&conn, shared, shutdown).await;
                 if !lost {
                     let _ = conn.release_name(NAME).await;
                     return Ok(());
                 }
+                shared.registry.set_transport("dbus", "reconnecting");
                 tracing::warn!(bus = %config.bus, "the D-Bus connection was lost; reconnecting");
             }
             Err(zbus::Error::NameTaken) => {

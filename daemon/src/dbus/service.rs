@@ -158,6 +158,12 @@ impl DaemonIface {
     async fn execution_providers(&self) -> Vec<String> {
         crate::status::loaded_execution_providers()
     }
+
+    /// Each transport's state (mqtt, dbus: connecting, connected, reconnecting, stopped).
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn transports(&self) -> std::collections::HashMap<String, String> {
+        self.0.registry.transports().into_iter().collect()
+    }
 }
 
 /// `org.edgeinfer.Models1`.
