@@ -11,7 +11,8 @@ max=2.0
 [ -x "$bin" ] || { echo "error: $bin is not built" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sed "s#/usr/bin/edgeinferd#$bin#" systemd/edgeinferd.service > "$work/edgeinferd.service"
+cli=$(dirname "$bin")/edgeinfer   # ExecReload= runs the CLI built beside it
+sed -e "s#/usr/bin/edgeinferd#$bin#" -e "s#/usr/bin/edgeinfer #$cli #" systemd/edgeinferd.service > "$work/edgeinferd.service"
 if ! out=$(systemd-analyze verify "$work/edgeinferd.service" 2>&1) || [ -n "$out" ]; then
   echo "systemd-analyze verify is not clean:" >&2
   echo "$out" >&2

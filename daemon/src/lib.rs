@@ -16,6 +16,7 @@ pub mod local;
 pub mod logging;
 pub mod mqtt;
 pub mod registry;
+pub mod reload;
 pub mod remote;
 pub mod status;
 pub mod systemd;

@@ -292,3 +292,43 @@ fn the_edgeinfer_client_talks_to_the_daemon() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_model"));
 }
+
+/// `systemctl reload` runs `edgeinfer reload --pid $MAINPID` (Type=notify-reload needs systemd
+/// ≥ 253): it returns only once the reload is applied — a model the new configuration adds is
+/// loaded when it exits — and exits non-zero, saying why, when the new configuration is refused.
+#[test]
+fn edgeinfer_reload_returns_once_the_reload_is_applied() {
+    let broker = Mosquitto::start();
+    let runtime_dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_dir.path().to_str().unwrap();
+    let cfg = config(&broker.url(), "sync", "");
+    let daemon = Daemon::start_with_env(&cfg, &[("RUNTIME_DIRECTORY", runtime)]);
+    let mut c = Client::connect(broker.port);
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+            .args(["reload", "--pid", &daemon.child.id().to_string(), "--wait", "60"])
+            .env("RUNTIME_DIRECTORY", runtime)
+            .output()
+            .unwrap()
+    };
+    daemon.rewrite_config(&format!(
+        "{cfg}\n[[models]]\nid = \"late\"\npath = \"{}\"\npreload = true\n",
+        fixtures().join("dinov2").display()
+    ));
+    let out = reload();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("reloaded: "), "{out:?}");
+    // Asked right after it returned: no waiting here.
+    let list = c.call(&format!("edgeinfer/{}/list", daemon.node), "{}");
+    let models = list["result"]["models"].as_array().unwrap_or_else(|| panic!("{list}"));
+    let late = models.iter().find(|m| m["id"] == "late").cloned();
+    assert_eq!(late.unwrap()["state"], "loaded", "{list}");
+
+    daemon.rewrite_config("this is [not toml");
+    let out = reload();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the new configuration is invalid"), "{out:?}");
+    // A second reload of a good file counts from where the failed one left off.
+    daemon.rewrite_config(&cfg);
+    assert!(reload().status.success());
+}

@@ -102,6 +102,19 @@ enum Command {
         #[command(subcommand)]
         command: GalleryCommand,
     },
+    /// Reload a local edgeinferd's configuration and wait until it is applied (the unit's
+    /// ExecReload=): exits non-zero when the new configuration is refused.
+    Reload {
+        /// The daemon's pid (`$MAINPID` in the unit).
+        #[arg(long)]
+        pid: u32,
+        /// The daemon's state folder, where it reports reloads unless `$RUNTIME_DIRECTORY` is set.
+        #[arg(long, default_value = "/var/lib/edgeinfer")]
+        state_dir: std::path::PathBuf,
+        /// Seconds to wait for the reload (models it adds or changes are loaded by then).
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
     /// Benchmarks against a running daemon.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -194,7 +207,7 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
             Command::Classify { model, args } => (model, TaskCommand::Classify(args.clone())),
             Command::Gallery { model, command } => (model, TaskCommand::Gallery(command.clone())),
             Command::Generate { model, args } => (model, TaskCommand::Generate(args.clone())),
-            Command::Check(_) | Command::Local(_) => return Ok(ExitCode::Ok),
+            Command::Check(_) | Command::Local(_) | Command::Reload { .. } => return Ok(ExitCode::Ok),
         };
         let json = task.json();
         let built = task.to_task().map_err(api_error)?;
@@ -206,6 +219,17 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
     })
 }
 
+fn reload(pid: u32, state_dir: &std::path::Path, wait: u64) -> Result<ExitCode, CliError> {
+    let path = edgeinfer_daemon::reload::status_path(state_dir);
+    let status = edgeinfer_daemon::reload::request(pid, &path, Duration::from_secs(wait))
+        .map_err(|message| CliError { code: ExitCode::Unavailable, message })?;
+    if !status.ok {
+        return Err(CliError { code: ExitCode::Failure, message: status.message });
+    }
+    println!("reloaded: {}", status.message);
+    Ok(ExitCode::Ok)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     logging::init_cli(cli.log.as_deref(), "warn");
@@ -213,6 +237,7 @@ fn main() -> std::process::ExitCode {
     let result: Result<ExitCode, CliError> = match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Local(args) => local::run(args).map(|()| ExitCode::Ok).map_err(api_error),
+        Command::Reload { pid, state_dir, wait } => reload(*pid, state_dir, *wait),
         _ => run_remote(&cli),
     };
     match result {

@@ -227,6 +227,16 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     // waits on a slow (or hung) model load; the reload is then abandoned.
     let mut current = config.clone();
     let mut reload: Option<tokio::task::JoinHandle<Config>> = None;
+    // `edgeinfer reload` (the unit's ExecReload=) waits for this file to count the reload.
+    let reload_status = edgeinfer_daemon::reload::status_path(&config.daemon.state_dir);
+    let mut reloads = 0u64;
+    let mut report = |ok: bool, message: String| {
+        reloads += 1;
+        let status = edgeinfer_daemon::reload::ReloadStatus { pid: std::process::id(), reloads, ok, message };
+        if let Err(e) = edgeinfer_daemon::reload::record(&reload_status, &status) {
+            tracing::warn!(path = %reload_status.display(), error = %e, "cannot record the reload's outcome");
+        }
+    };
     loop {
         tokio::select! {
             _ = sighup.recv() => {
@@ -252,6 +262,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                     Err(e) => {
                         tracing::error!(error = %e, "the new configuration is invalid; keeping the current one");
                         systemd::ready(&summary(&registry));
+                        report(false, format!("the new configuration is invalid; keeping the current one: {e}"));
                     }
                 }
             }
@@ -269,6 +280,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 let line = summary(&registry);
                 tracing::info!("reload done: {line}");
                 systemd::ready(&line);
+                report(true, line);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
