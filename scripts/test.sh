@@ -61,6 +61,13 @@ log "cargo test"
 cargo test --workspace --locked "$@"
 
 if [ $# -eq 0 ]; then
+  # Everything a client, a bus peer or a model file hands the daemon, under libFuzzer: 30 s per
+  # target on the committed seeds (scripts/fuzz.sh 600 for the 10-minute runs).
+  log "fuzz: cargo-fuzz targets, 30 s each"
+  scripts/fuzz.sh 30
+fi
+
+if [ $# -eq 0 ]; then
   # Deployment paths that can be checked without bitbake or a booted systemd (the unit file itself
   # is checked by daemon/tests/deployment.rs through systemd/check-unit.sh).
   log "deployment: Yocto layer (structure, crate list, oelint-adv)"

@@ -197,7 +197,9 @@ pub fn decode_counts(s: &str) -> Result<Vec<u32>> {
         let mut k = 0;
         loop {
             let c = i64::from(bytes[p]) - 48;
-            if !(0..64).contains(&c) || k > 12 {
+            // 7 characters carry 35 bits: any u32 count or difference. More would shift past
+            // the i64 (a fuzzer found that pycocotools' bound of 13 overflows).
+            if !(0..64).contains(&c) || k >= 7 {
                 return Err(ModelError::BadInput("malformed RLE counts string".into()));
             }
             x |= (c & 0x1f) << (5 * k);
@@ -235,6 +237,17 @@ mod tests {
             }
         }
         BinaryMask { width: w, height: h, data }
+    }
+
+    #[test]
+    fn overlong_rle_values_are_refused_not_overflowed() {
+        // Found by fuzz/fuzz_targets/mask_encoding.rs: 13 continuation characters shifted a
+        // sign extension by 65 bits.
+        let e = decode_counts("20oooooooooooo@ooo").unwrap_err();
+        assert!(e.is_input_error(), "{e}");
+        assert!(decode_counts(&"o".repeat(6)).is_err(), "truncated");
+        let big = [u32::MAX, 0, u32::MAX, 1, u32::MAX];
+        assert_eq!(decode_counts(&encode_counts(&big)).unwrap(), big);
     }
 
     #[test]

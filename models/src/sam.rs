@@ -379,6 +379,24 @@ impl Sam {
         Ok(Array4::from_shape_vec((1, 3, s, s), resized).unwrap_or_else(|_| Array4::zeros((1, 3, s, s))))
     }
 
+    /// The encoder feed for SAM / SAM 1-style encoders: the image resized so its longest side is
+    /// the encoder size, as HWC pixels or normalised and zero-padded NCHW, and the resized size.
+    pub fn encoder_input(&self, image: &RgbImage) -> Result<((String, Tensor), (u32, u32))> {
+        let (rw, rh) = self.preprocess_shape(image.width, image.height);
+        let resized = image::resize(image, rw, rh, Resample::Bilinear)?;
+        let feed = match &self.layout {
+            EncoderLayout::Hwc { input } => (input.clone(), Tensor::F32(image::to_hwc_f32(&resized).into_dyn())),
+            EncoderLayout::Plain { input } => {
+                let s = self.image_size as usize;
+                let normalised = image::to_nchw(&resized, 1.0, self.pixel_mean, self.pixel_std);
+                let mut padded = Array4::<f32>::zeros((1, 3, s, s));
+                padded.slice_mut(ndarray::s![.., .., ..rh as usize, ..rw as usize]).assign(&normalised);
+                (input.clone(), Tensor::F32(padded.into_dyn()))
+            }
+        };
+        Ok((feed, (rw, rh)))
+    }
+
     /// Runs the encoder on an image.
     pub fn embed(&self, image: &RgbImage) -> Result<ImageEmbedding> {
         if self.generation == Generation::Sam2 {
@@ -397,18 +415,7 @@ impl Sam {
                 resized: (self.image_size, self.image_size),
             });
         }
-        let (rw, rh) = self.preprocess_shape(image.width, image.height);
-        let resized = image::resize(image, rw, rh, Resample::Bilinear)?;
-        let feed = match &self.layout {
-            EncoderLayout::Hwc { input } => (input.clone(), Tensor::F32(image::to_hwc_f32(&resized).into_dyn())),
-            EncoderLayout::Plain { input } => {
-                let s = self.image_size as usize;
-                let normalised = image::to_nchw(&resized, 1.0, self.pixel_mean, self.pixel_std);
-                let mut padded = Array4::<f32>::zeros((1, 3, s, s));
-                padded.slice_mut(ndarray::s![.., .., ..rh as usize, ..rw as usize]).assign(&normalised);
-                (input.clone(), Tensor::F32(padded.into_dyn()))
-            }
-        };
+        let (feed, (rw, rh)) = self.encoder_input(image)?;
         let mut out = self.encoder.run(vec![feed])?;
         Ok(ImageEmbedding {
             image_embeddings: out.take("image_embeddings")?.into_f32()?,
