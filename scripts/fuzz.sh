@@ -27,6 +27,20 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz (crates.io)"
   cargo install --locked cargo-fuzz --version 0.13.2
 fi
+# The fuzzed code must be the shipped code: every package both lock files name must have the
+# same versions in both (fuzz/Cargo.lock is the main one plus libfuzzer-sys and arbitrary).
+python3 - <<'PY'
+import re, sys
+def versions(path):
+    out = {}
+    for name, version in re.findall(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', open(path).read()):
+        out.setdefault(name, set()).add(version)
+    return out
+main, fuzz = versions("../Cargo.lock"), versions("Cargo.lock")
+drift = [f"{n}: fuzz {sorted(v)} vs main {sorted(main[n])}" for n, v in fuzz.items() if n in main and not v <= main[n]]
+if drift:
+    sys.exit("fuzz/Cargo.lock has drifted from Cargo.lock (copy Cargo.lock over it, then cargo fuzz build):\n  " + "\n  ".join(drift))
+PY
 target_dir=${EDGEINFER_FUZZ_TARGET_DIR:-$HOME/.cache/edgeinfer/fuzz-target}
 mkdir -p "$target_dir"
 cargo fuzz build --sanitizer none --target-dir "$target_dir"

@@ -109,7 +109,7 @@ pub async fn serve(
     // Another transport's state changed (the D-Bus connection lost or back) → the status topic.
     let mut transports = registry.watch_transports();
     let (status_out, status_registry, status_node) = (out.clone(), registry.clone(), node.clone());
-    tokio::spawn(async move {
+    let republish = tokio::spawn(async move {
         let mut dbus_was = None;
         while transports.changed().await.is_ok() {
             // Our own connection's changes are published at connect; here, the others'.
@@ -226,6 +226,8 @@ pub async fn serve(
             }
         }
     }
+    // Nothing may publish "online" after the "offline" below.
+    republish.abort();
     registry.set_transport("mqtt", "stopped");
     // Graceful: say offline (the will covers crashes), then disconnect.
     out.publish(topics.status(), true, status_json(&registry, &node, "offline").to_string()).await;

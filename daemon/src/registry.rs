@@ -435,6 +435,7 @@ impl Registry {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
         }
+        let started = Instant::now();
         let (timeout, waiter) = {
             let slots = lock(&self.slots);
             let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
@@ -466,14 +467,20 @@ impl Registry {
             None => self.ensure_loaded(id).await?,
             Some(waiter) => {
                 // The load runs in its own task: a request that stops waiting (its timeout) must
-                // not abandon a load half done.
+                // not abandon a load half done. The task keeps the waiting place until the load
+                // attempt ends, so a hung load cannot gather tasks without bound.
                 let load = tokio::spawn({
                     let registry = self.clone();
                     let id = id.to_string();
-                    async move { registry.ensure_loaded(&id).await }
+                    async move {
+                        let _waiter = waiter;
+                        if !registry.accepting.load(Ordering::SeqCst) {
+                            return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
+                        }
+                        registry.ensure_loaded(&id).await
+                    }
                 });
                 let loaded = tokio::time::timeout(timeout, load).await;
-                drop(waiter);
                 match loaded {
                     Ok(Ok(result)) => result?,
                     Ok(Err(join)) => return Err(ApiError::internal(format!("loading model '{id}' failed: {join}"))),
@@ -488,7 +495,9 @@ impl Registry {
         };
         let (reply, answer) = oneshot::channel();
         let span = tracing::info_span!("request", model = id, task = task.name());
-        worker.submit(Job { task, cancel: cancel.clone(), events, reply, deadline: Instant::now() + timeout, span })?;
+        // One deadline from arrival: time spent waiting for the load counts.
+        worker.submit(Job { task, cancel: cancel.clone(), events, reply, deadline: started + timeout, span })?;
+        let timeout = timeout.saturating_sub(started.elapsed());
         Ok(Pending { registry: self.clone(), id: id.to_string(), answer, timeout, cancel })
     }
 

@@ -167,11 +167,14 @@ impl Gallery {
         let mut v = vector.to_vec();
         l2_normalize(&mut v);
         let id = self.next_id;
-        self.next_id += 1;
+        let next_id = id.checked_add(1).filter(|&n| n < u64::MAX).ok_or_else(|| {
+            ModelError::TooLarge("gallery ids are exhausted; export the gallery and start a new one".into())
+        })?;
         let entry = GalleryEntry { id, label: label.to_string(), vector: v };
         if let Some(store) = &mut self.store {
-            store.append(&entry)?;
+            store.append(&entry, next_id)?;
         }
+        self.next_id = next_id;
         self.dim = Some(entry.vector.len());
         self.entries.push(entry);
         Ok(id)
@@ -191,7 +194,7 @@ impl Gallery {
         let Some(pos) = self.entries.iter().position(|e| e.id == id) else { return Ok(false) };
         let entry = self.entries.remove(pos);
         if let Some(store) = &mut self.store
-            && let Err(e) = store.remove(id, &self.entries)
+            && let Err(e) = store.remove(id, &self.entries, self.next_id)
         {
             self.entries.insert(pos, entry);
             return Err(e);
@@ -270,9 +273,13 @@ mod tests {
         assert_eq!(g.labels(), vec![("hammer".to_string(), 1), ("wrench".to_string(), 2)]);
     }
 
+    /// The folder's files, but the lock file.
     fn files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
         names.sort();
         names
     }
@@ -299,7 +306,7 @@ mod tests {
         drop(h);
         let h = Gallery::open(&path, "dino", 3).unwrap();
         assert_eq!(h.labels(), vec![("cow".to_string(), 1), ("dog".to_string(), 1)]);
-        assert_eq!(files(dir.path()), ["g-vectors-1.npy", "g.json"], "no temporary file left behind");
+        assert_eq!(files(dir.path()), ["g.json", "g.json-vectors-1.npy"], "no temporary file left behind");
         drop(h);
         let e = Gallery::open(&path, "other", 3).unwrap_err().to_string();
         assert!(e.contains("model 'dino'"), "{e}");
@@ -310,7 +317,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.json");
-        let vectors = dir.path().join("g-vectors-1.npy");
+        let vectors = dir.path().join("g.json-vectors-1.npy");
         let mut g = Gallery::open(&path, "dino", 1000).unwrap();
         g.add("first", &[1.0; 384]).unwrap();
         let (index_inode, vectors_inode) =
@@ -339,11 +346,17 @@ mod tests {
         // A torn index line (the crash came mid-write) and an unreferenced vectors generation
         // (the crash came mid-compaction).
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"add":3,"lab"#).unwrap();
-        std::fs::write(dir.path().join("g-vectors-2.npy"), b"partial").unwrap();
+        std::fs::write(dir.path().join("g.json-vectors-2.npy"), b"partial").unwrap();
+        // And a header that counts a row the file does not hold (it reached the disk first).
+        let vectors = dir.path().join("g.json-vectors-1.npy");
+        let mut header = std::fs::read(&vectors).unwrap()[..128].to_vec();
+        let at = header.windows(6).position(|w| w == b"(2, 2)").unwrap();
+        header[at..at + 6].copy_from_slice(b"(3, 2)");
+        std::fs::OpenOptions::new().write(true).open(&vectors).unwrap().write_all(&header).unwrap();
         let mut g = Gallery::open(&path, "dino", 10).unwrap();
         assert_eq!(g.len(), 2);
         assert!(std::fs::read(&path).unwrap().ends_with(b"\n"), "torn line cut off");
-        assert_eq!(files(dir.path()), ["g-vectors-1.npy", "g.json"]);
+        assert_eq!(files(dir.path()), ["g.json", "g.json-vectors-1.npy"]);
         assert_eq!(g.add("c", &[1.0, 1.0]).unwrap(), 3);
         drop(g);
         assert_eq!(Gallery::open(&path, "dino", 10).unwrap().len(), 3);
@@ -359,17 +372,20 @@ mod tests {
         }
         assert_eq!(g.remove_label("drop").unwrap(), 90);
         // Compacted as soon as removed rows outnumber the live ones (past 64), not only at open.
-        assert_eq!(files(dir.path()), ["g-vectors-2.npy", "g.json"]);
+        assert_eq!(files(dir.path()), ["g.json", "g.json-vectors-2.npy"]);
         drop(g);
         let g = Gallery::open(&path, "dino", 1000).unwrap();
         assert_eq!(g.labels(), vec![("keep".to_string(), 10)]);
         // 65 removals triggered it (35 rows left); the 25 after are only index lines.
-        assert_eq!(files(dir.path()), ["g-vectors-2.npy", "g.json"]);
-        assert_eq!(std::fs::metadata(dir.path().join("g-vectors-2.npy")).unwrap().len(), 128 + 35 * 2 * 4);
+        assert_eq!(files(dir.path()), ["g.json", "g.json-vectors-2.npy"]);
+        assert_eq!(std::fs::metadata(dir.path().join("g.json-vectors-2.npy")).unwrap().len(), 128 + 35 * 2 * 4);
         let ids: Vec<u64> = g.entries().iter().map(|e| e.id).collect();
         assert_eq!(ids, (1..=10).collect::<Vec<u64>>());
         drop(g);
-        assert_eq!(Gallery::open(&path, "dino", 1000).unwrap().len(), 10);
+        let mut g = Gallery::open(&path, "dino", 1000).unwrap();
+        assert_eq!(g.len(), 10);
+        // The compaction dropped the lines of ids 11..=100; they are still never handed out again.
+        assert_eq!(g.add("new", &[1.0, 2.0]).unwrap(), 101);
     }
 
     #[test]
@@ -401,7 +417,7 @@ mod tests {
         g.lock().unwrap().add("a", &[1.0]).unwrap();
         // A vectors file that lost rows the index points to is corruption too.
         drop(g);
-        std::fs::write(dir.path().join("g-vectors-1.npy"), b"\x93NUMPY").unwrap();
+        std::fs::write(dir.path().join("g.json-vectors-1.npy"), b"\x93NUMPY").unwrap();
         let (g, opened) = Gallery::shared(&path, "dino", 3).unwrap();
         assert!(matches!(opened, Opened::Quarantined { .. }), "{opened:?}");
         assert!(g.lock().unwrap().is_empty());

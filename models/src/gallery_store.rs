@@ -2,9 +2,9 @@
 //! a rewrite of the whole gallery (device flash wears out):
 //!
 //! - the **index** (the configured path): JSON Lines, append-only. The first line is a header,
-//!   `{"format":"edgeinfer-gallery","version":2,"model":"dino","dim":384,"vectors":"<file>"}`;
+//!   `{"format":"edgeinfer-gallery","version":2,"model":"dino","dim":384,"next_id":8,"vectors":"<file>"}`;
 //!   each later line is an operation, `{"add":7,"label":"cup","row":6}` or `{"remove":7}`.
-//! - the **vectors**: a NumPy `.npy` file (`<index stem>-vectors-<generation>.npy`, float32
+//! - the **vectors**: a NumPy `.npy` file (`<index file name>-vectors-<generation>.npy`, float32
 //!   little-endian, shape `(rows, dim)`, L2-normalised rows) beside the index, readable with
 //!   `numpy.load`. Rows are appended in place and the shape in its 128-byte header rewritten.
 //!
@@ -15,8 +15,11 @@
 //! compaction (a new vectors generation, then the index replaced by rename) when they outnumber
 //! the live ones. Version 1 galleries (one JSON document) are converted the same way.
 //!
-//! The index file holds an exclusive advisory lock (`flock`) while the gallery is open, so a
-//! second process (a CLI run with `--gallery`) is refused instead of interleaving writes.
+//! A lock file beside the index (`.<index file name>.lock`) holds an exclusive advisory lock
+//! (`flock`) while the gallery is open, so a second process (a CLI run with `--gallery`) is
+//! refused instead of interleaving writes. A row count in the `.npy` header larger than the file
+//! holds (the header reached the disk before the row at a power cut) is read as the rows
+//! present; only rows that index lines name must exist.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -60,6 +63,10 @@ struct Header {
     version: u32,
     model: String,
     dim: usize,
+    /// The next id to hand out (ids of removed entries are never reused, also after a
+    /// compaction dropped their lines).
+    #[serde(default)]
+    next_id: u64,
     vectors: String,
 }
 
@@ -85,6 +92,8 @@ struct V1 {
 pub(crate) struct Store {
     index_path: PathBuf,
     model: String,
+    /// Held (flock) while the gallery is open.
+    _lock: File,
     /// Open for appending, locked; `None` until the first add creates the files.
     files: Option<Files>,
 }
@@ -110,9 +119,12 @@ fn folder(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "gallery".into())
+}
+
 fn vectors_name(index: &Path, generation: u64) -> String {
-    let stem = index.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "gallery".into());
-    format!("{stem}-vectors-{generation}.npy")
+    format!("{}-vectors-{generation}.npy", file_name(index))
 }
 
 fn npy_header(rows: u64, dim: usize) -> [u8; NPY_HEADER] {
@@ -139,26 +151,38 @@ fn parse_npy_header(h: &[u8]) -> Option<(u64, usize)> {
     Some((rows.trim().parse().ok()?, dim.trim().parse().ok()?))
 }
 
-fn lock(file: &File, path: &Path) -> std::result::Result<(), OpenError> {
+/// Opens and locks `.<index name>.lock` beside the index.
+fn lock(path: &Path) -> std::result::Result<File, OpenError> {
+    let dir = folder(path);
+    std::fs::create_dir_all(dir).map_err(|e| OpenError::Refused(io_err(dir)(e)))?;
+    let lock_path = dir.join(format!(".{}.lock", file_name(path)));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| OpenError::Refused(io_err(&lock_path)(e)))?;
     file.try_lock().map_err(|e| {
         OpenError::Refused(ModelError::Config(format!(
             "gallery {} is in use by another process ({e}); stop it or use another gallery file",
             path.display()
         )))
-    })
+    })?;
+    Ok(file)
 }
 
 impl Store {
     /// Opens (or, when the index does not exist, prepares) the gallery at `path` for `model`.
     pub(crate) fn open(path: &Path, model: &str) -> std::result::Result<(Store, Loaded), OpenError> {
-        let mut store = Store { index_path: path.to_path_buf(), model: model.to_string(), files: None };
+        let _lock = lock(path)?;
+        let mut store = Store { index_path: path.to_path_buf(), model: model.to_string(), _lock, files: None };
         let empty = Loaded { entries: Vec::new(), next_id: 1, dim: None };
         let mut index = match OpenOptions::new().read(true).append(true).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((store, empty)),
             Err(e) => return Err(OpenError::Refused(io_err(path)(e))),
         };
-        lock(&index, path)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut index, &mut bytes).map_err(|e| OpenError::Refused(io_err(path)(e)))?;
         if bytes.is_empty() {
@@ -180,11 +204,14 @@ impl Store {
             if v1.entries.iter().any(|e| Some(e.vector.len()) != dim || e.vector.iter().any(|v| !v.is_finite())) {
                 return Err(corrupt("vectors of different lengths, or not finite".into()));
             }
+            if v1.entries.iter().any(|e| e.id == u64::MAX) {
+                return Err(corrupt("an id out of range".into()));
+            }
             let next_id = v1.next_id.max(v1.entries.iter().map(|e| e.id + 1).max().unwrap_or(1));
             let entries = v1.entries;
             drop(index);
             if let Some(dim) = dim {
-                store.compact(dim, &entries, 0).map_err(OpenError::Refused)?;
+                store.compact(dim, &entries, 0, next_id).map_err(OpenError::Refused)?;
             }
             tracing::info!(path = %path.display(), entries = entries.len(), "converted a version 1 gallery");
             return Ok((store, Loaded { entries, next_id, dim }));
@@ -211,37 +238,40 @@ impl Store {
             .filter(|&g| header.vectors == vectors_name(path, g))
             .ok_or_else(|| corrupt(format!("unexpected vectors file name '{}'", header.vectors)))?;
         let vectors_path = folder(path).join(&header.vectors);
-        let vectors = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&vectors_path)
-            .map_err(|e| corrupt(format!("vectors file {}: {e}", vectors_path.display())))?;
+        let vectors = match OpenOptions::new().read(true).write(true).open(&vectors_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(corrupt(format!("its vectors file {} is missing", vectors_path.display())));
+            }
+            Err(e) => return Err(OpenError::Refused(io_err(&vectors_path)(e))),
+        };
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut &vectors, &mut data).map_err(|e| OpenError::Refused(io_err(path)(e)))?;
-        let (rows, dim) = parse_npy_header(&data).ok_or_else(|| corrupt("vectors file header".into()))?;
-        let row_bytes = dim.checked_mul(4).filter(|&b| b > 0 && dim == header.dim);
-        let needed = row_bytes
-            .and_then(|b| usize::try_from(rows).ok()?.checked_mul(b)?.checked_add(NPY_HEADER))
-            .ok_or_else(|| corrupt(format!("vectors file shape ({rows}, {dim}) vs dim {}", header.dim)))?;
-        if data.len() < needed {
-            return Err(corrupt(format!("vectors file holds {} bytes, its header says {needed}", data.len())));
+        let (header_rows, dim) = parse_npy_header(&data).ok_or_else(|| corrupt("vectors file header".into()))?;
+        if dim == 0 || dim != header.dim || dim > (1 << 20) {
+            return Err(corrupt(format!("vectors of {dim} values, the index says {}", header.dim)));
         }
+        // Rows present: the header's count, or fewer when the header reached the disk before
+        // the last row did (a power cut during an add). Index lines only name synced rows.
+        let rows = header_rows.min(((data.len() - NPY_HEADER) / (dim * 4)) as u64);
         let row = |r: u64| -> Vec<f32> {
             let at = NPY_HEADER + r as usize * dim * 4;
             data[at..at + dim * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         };
 
         let mut entries: Vec<GalleryEntry> = Vec::new();
-        let (mut next_id, mut adds) = (1u64, 0usize);
+        let (mut next_id, mut adds) = (header.next_id.max(1), 0usize);
+        let mut last_add = 0u64;
         for (n, line) in lines.enumerate() {
             match serde_json::from_slice::<Op>(line) {
-                Ok(Op::Add { add, label, row: r }) if r < rows && add >= next_id => {
+                Ok(Op::Add { add, label, row: r }) if r < rows && add > last_add && add < u64::MAX => {
                     let vector = row(r);
                     if vector.iter().any(|v| !v.is_finite()) {
                         return Err(corrupt(format!("row {r} is not finite")));
                     }
                     entries.push(GalleryEntry { id: add, label, vector });
-                    next_id = add + 1;
+                    last_add = add;
+                    next_id = next_id.max(add + 1);
                     adds += 1;
                 }
                 Ok(Op::Remove { remove }) => entries.retain(|e| e.id != remove),
@@ -255,7 +285,7 @@ impl Store {
         let dead = adds - entries.len();
         store.files = Some(Files { index, vectors, vectors_path, generation, dim, rows, dead });
         if store.compaction_due(entries.len()) {
-            store.compact(dim, &entries, generation).map_err(OpenError::Refused)?;
+            store.compact(dim, &entries, generation, next_id).map_err(OpenError::Refused)?;
         }
         store.remove_stray_vectors();
         Ok((store, Loaded { next_id, dim: Some(dim), entries }))
@@ -273,10 +303,11 @@ impl Store {
         }
     }
 
-    /// Appends one entry: its row to the vectors, then its line to the index.
-    pub(crate) fn append(&mut self, entry: &GalleryEntry) -> Result<u64> {
+    /// Appends one entry: its row to the vectors, then its line to the index. `next_id` is the
+    /// id after this one (recorded in the header when this add creates the files).
+    pub(crate) fn append(&mut self, entry: &GalleryEntry, next_id: u64) -> Result<()> {
         if self.files.is_none() {
-            self.compact(entry.vector.len(), &[], 0)?;
+            self.compact(entry.vector.len(), &[], 0, next_id)?;
         }
         let index_path = self.index_path.clone();
         let files = self.files.as_mut().ok_or_else(|| ModelError::Config("gallery files not open".into()))?;
@@ -296,22 +327,22 @@ impl Store {
         files.vectors.sync_data().map_err(&vio)?;
         files.rows = row + 1;
         let line = json!({"add": entry.id, "label": entry.label, "row": row}).to_string() + "\n";
-        files.index.write_all(line.as_bytes()).map_err(io_err(&index_path))?;
-        files.index.sync_data().map_err(io_err(&index_path))?;
-        Ok(row)
+        append_line(&mut files.index, &line).map_err(io_err(&index_path))
     }
 
     /// Records that entry `id` is gone; `live` are the entries left, written anew (compacted)
     /// when removed rows outnumber them.
-    pub(crate) fn remove(&mut self, id: u64, live: &[GalleryEntry]) -> Result<()> {
+    pub(crate) fn remove(&mut self, id: u64, live: &[GalleryEntry], next_id: u64) -> Result<()> {
         let Some(files) = self.files.as_mut() else { return Ok(()) };
         let line = json!({ "remove": id }).to_string() + "\n";
-        files.index.write_all(line.as_bytes()).map_err(io_err(&self.index_path))?;
-        files.index.sync_data().map_err(io_err(&self.index_path))?;
+        append_line(&mut files.index, &line).map_err(io_err(&self.index_path))?;
         files.dead += 1;
         let (dim, generation) = (files.dim, files.generation);
-        if self.compaction_due(live.len()) {
-            self.compact(dim, live, generation)?;
+        if self.compaction_due(live.len())
+            && let Err(e) = self.compact(dim, live, generation, next_id)
+        {
+            // The removal is on disk; compaction is retried at the next removal or start.
+            tracing::warn!(path = %self.index_path.display(), error = %e, "gallery compaction failed");
         }
         Ok(())
     }
@@ -322,7 +353,13 @@ impl Store {
 
     /// Writes `entries` as a new vectors generation and a new index (temporary file, fsync,
     /// rename), then deletes the old vectors. Rows are renumbered 0.. in order.
-    pub(crate) fn compact(&mut self, dim: usize, entries: &[GalleryEntry], generation: u64) -> Result<()> {
+    pub(crate) fn compact(
+        &mut self,
+        dim: usize,
+        entries: &[GalleryEntry],
+        generation: u64,
+        next_id: u64,
+    ) -> Result<()> {
         static TMP: AtomicU64 = AtomicU64::new(0);
         let dir = folder(&self.index_path).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -339,7 +376,8 @@ impl Store {
         vectors.write_all(&npy).map_err(&vio)?;
         vectors.sync_all().map_err(&vio)?;
 
-        let header = Header { format: FORMAT.into(), version: VERSION, model: self.model.clone(), dim, vectors: name };
+        let header =
+            Header { format: FORMAT.into(), version: VERSION, model: self.model.clone(), dim, next_id, vectors: name };
         let mut text = serde_json::to_string(&header).map_err(|e| ModelError::Config(e.to_string()))? + "\n";
         for (row, e) in entries.iter().enumerate() {
             text += &(json!({"add": e.id, "label": e.label, "row": row}).to_string() + "\n");
@@ -351,22 +389,22 @@ impl Store {
             let mut f = File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            // Lock the new index before it replaces the old one, so the lock is never absent.
-            f.try_lock().map_err(std::io::Error::other)?;
-            std::fs::rename(&tmp, &self.index_path)?;
-            File::open(&dir)?.sync_all()?;
             Ok(f)
         })();
-        let index = match written {
+        let index = match written.and_then(|f| std::fs::rename(&tmp, &self.index_path).map(|()| f)) {
             Ok(f) => f,
             Err(e) => {
+                // Nothing names the new generation yet: remove it.
                 let _ = std::fs::remove_file(&tmp);
                 let _ = std::fs::remove_file(&vectors_path);
                 return Err(iio(e));
             }
         };
-        // Reopen for appending (the handle from `File::create` writes at its own offset, which
-        // is the end: keep it, the lock is on it).
+        // From here the new index is live: use it whatever happens.
+        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the gallery folder after a compaction");
+        }
+        // The handle from `File::create` writes at its offset, the end: appends go on there.
         if let Some(old) = self.files.take()
             && old.vectors_path != vectors_path
         {
@@ -376,6 +414,17 @@ impl Store {
             Some(Files { index, vectors, vectors_path, generation: next, dim, rows: entries.len() as u64, dead: 0 });
         Ok(())
     }
+}
+
+/// Appends `line` and syncs; on failure cuts the file back, so a half-written line never ends
+/// up in the middle of the index.
+fn append_line(index: &mut File, line: &str) -> std::io::Result<()> {
+    let before = index.metadata()?.len();
+    let result = index.write_all(line.as_bytes()).and_then(|()| index.sync_data());
+    if result.is_err() {
+        let _ = index.set_len(before);
+    }
+    result
 }
 
 /// The vectors files (every generation) beside the index at `path`.

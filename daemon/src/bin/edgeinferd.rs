@@ -237,33 +237,18 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
             tracing::warn!(path = %reload_status.display(), error = %e, "cannot record the reload's outcome");
         }
     };
+    // A SIGHUP during a reload is queued: it runs when the current one is done, so that the
+    // newest file is always read (and `edgeinfer reload` never reports an older reload).
+    let mut queued = false;
     loop {
+        let mut start = false;
         tokio::select! {
             _ = sighup.recv() => {
                 if reload.is_some() {
-                    tracing::warn!("SIGHUP during a reload: ignored; send it again once this reload is done");
-                    continue;
-                }
-                systemd::reloading();
-                tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-                match Config::load(&path) {
-                    Ok(new) => {
-                        for (section, changed) in [("[mqtt]", new.mqtt != current.mqtt), ("[dbus]", new.dbus != current.dbus), ("[daemon] node", new.daemon.node != current.daemon.node)] {
-                            if changed {
-                                tracing::warn!("{section} changed: a reload does not apply it; restart the daemon for that");
-                            }
-                        }
-                        let registry = registry.clone();
-                        reload = Some(tokio::spawn(async move {
-                            registry.reconfigure(&new).await;
-                            new
-                        }));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the new configuration is invalid; keeping the current one");
-                        systemd::ready(&summary(&registry));
-                        report(false, format!("the new configuration is invalid; keeping the current one: {e}"));
-                    }
+                    tracing::info!("SIGHUP during a reload: another reload follows this one");
+                    queued = true;
+                } else {
+                    start = true;
                 }
             }
             done = async {
@@ -273,14 +258,21 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 }
             } => {
                 reload = None;
-                match done {
-                    Ok(new) => current = new,
-                    Err(e) => tracing::error!(error = %e, "the reload task failed"),
-                }
+                let ok = match done {
+                    Ok(new) => {
+                        current = new;
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the reload task failed");
+                        false
+                    }
+                };
                 let line = summary(&registry);
                 tracing::info!("reload done: {line}");
                 systemd::ready(&line);
-                report(true, line);
+                report(ok, if ok { line } else { format!("the reload failed: {line}") });
+                start = std::mem::take(&mut queued);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -289,6 +281,34 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 let _ = shutdown_tx.send(true);
                 registry.shutdown().await;
                 return Err(e);
+            }
+        }
+        if !start {
+            continue;
+        }
+        systemd::reloading();
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        match Config::load(&path) {
+            Ok(new) => {
+                for (section, changed) in [
+                    ("[mqtt]", new.mqtt != current.mqtt),
+                    ("[dbus]", new.dbus != current.dbus),
+                    ("[daemon] node", new.daemon.node != current.daemon.node),
+                ] {
+                    if changed {
+                        tracing::warn!("{section} changed: a reload does not apply it; restart the daemon for that");
+                    }
+                }
+                let registry = registry.clone();
+                reload = Some(tokio::spawn(async move {
+                    registry.reconfigure(&new).await;
+                    new
+                }));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the new configuration is invalid; keeping the current one");
+                systemd::ready(&summary(&registry));
+                report(false, format!("the new configuration is invalid; keeping the current one: {e}"));
             }
         }
     }
