@@ -35,7 +35,10 @@ fn tokenizers() -> &'static [Tokenizer; 2] {
         std::fs::copy(fixture.join("tokenizer.json"), upstream.join("tokenizer.json")).unwrap();
         let config = serde_json::json!({"chat_template": UPSTREAM_STYLE, "bos_token": "<s>", "eos_token": "</s>"});
         std::fs::write(upstream.join("tokenizer_config.json"), config.to_string()).unwrap();
-        [Tokenizer::load(&fixture).unwrap(), Tokenizer::load(&upstream).unwrap()]
+        let loaded = [Tokenizer::load(&fixture).unwrap(), Tokenizer::load(&upstream).unwrap()];
+        // Read into memory: the folder is not needed any more.
+        let _ = std::fs::remove_dir_all(&upstream);
+        loaded
     })
 }
 
