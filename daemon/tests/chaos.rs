@@ -128,9 +128,10 @@ fn support_rt() -> tokio::runtime::Runtime {
 #[test]
 fn after_requests_time_out_in_the_queue_the_idle_daemon_keeps_feeding_the_watchdog() {
     let broker = Mosquitto::start();
-    // Every llm request gets 40 ms: the first one runs (and is cancelled at its timeout), the
-    // ones queued behind it are past their deadline when their turn comes.
-    let cfg = with_model_key(&config(&broker.url(), "idle", ""), "llm", "timeout_ms", "40");
+    // Every llm request gets 400 ms: the first one runs (and is cancelled at its timeout), the
+    // ones queued behind it are past their deadline when their turn comes. (400 ms, not less:
+    // all eight must arrive within one timeout, also on a loaded 2-core CI machine.)
+    let cfg = with_model_key(&config(&broker.url(), "idle", ""), "llm", "timeout_ms", "400");
     let cfg = with_model_key(&cfg, "llm", "queue_depth", "8");
     let mut daemon = Daemon::spawn(&cfg, &[("WATCHDOG_USEC", "400000")]);
     daemon.wait_notify("READY=1", Duration::from_secs(60));
@@ -138,7 +139,7 @@ fn after_requests_time_out_in_the_queue_the_idle_daemon_keeps_feeding_the_watchd
     let _ = c.call(&topic(&daemon, "llm", "load"), "{}");
     let request = json!({"prompt": "Once upon a time", "max_new_tokens": 200, "ignore_eos": true, "stream": false});
     let corrs: Vec<String> =
-        (0..6).map(|_| c.send(&topic(&daemon, "llm", "generate"), request.to_string(), &[])).collect();
+        (0..8).map(|_| c.send(&topic(&daemon, "llm", "generate"), request.to_string(), &[])).collect();
     let replies = c.replies(&corrs, Duration::from_secs(60));
     assert!(replies.iter().any(|(_, v)| v["error"]["code"] == "timeout"), "{replies:?}");
     let log = daemon.log();
@@ -146,7 +147,7 @@ fn after_requests_time_out_in_the_queue_the_idle_daemon_keeps_feeding_the_watchd
         log.contains("timed out while queued") || log.contains("cancelled while queued"),
         "no request ended in the queue, the case under test:\n{log}"
     );
-    // Idle now. The stuck check trips after 2 × max(40 ms, 1 s) = 2 s: pings (every 200 ms) must
+    // Idle now. The stuck check trips after 2 × max(400 ms, 1 s) = 2 s: pings (every 200 ms) must
     // go on well past that.
     let idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(3) {
