@@ -35,25 +35,13 @@ ANSWER_TIMEOUT = 120.0
 
 
 def png(width, height):
+    """A black RGB8 PNG. png(40_000_000, 1) is the geometry bomb: about 120 KB on the wire."""
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     raw = b"".join(b"\0" + bytes(width * 3) for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-
-
-def bomb():
-    """40,000,000 x 1 black PNG, streamed through zlib (about 40 KB)."""
-    z = zlib.compressobj(9)
-    row = b"\0" + bytes(120_000_000)
-    data = z.compress(row) + z.flush()
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", 40_000_000, 1, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 class Results:
@@ -165,7 +153,7 @@ def main():
 
     photos = [open(os.path.join(args.photos, f), "rb").read() for f in sorted(os.listdir(args.photos))]
     small = png(64, 48)
-    big_bomb = bomb()
+    big_bomb = png(40_000_000, 1)
     too_big = os.urandom(3 * 1024 * 1024)  # over the soak config's 2 MiB max_bytes
     b64 = lambda b: base64.b64encode(b).decode()
     results = Results()

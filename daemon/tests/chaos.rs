@@ -50,6 +50,17 @@ fn start_long_generation(c: &mut Client, daemon: &Daemon) -> (String, serde_json
     (corr, delta)
 }
 
+/// A DINOv2 model folder under `parent` whose load never returns: its gallery file (also
+/// returned) is a FIFO nobody writes, like a file on a hung network mount.
+fn hung_dinov2(parent: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = parent.join("hung-model");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(fixtures().join("dinov2/model.onnx"), dir.join("model.onnx")).unwrap();
+    let fifo = dir.join("gallery.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    (dir, fifo)
+}
+
 fn b64(bytes: &[u8]) -> String {
     edgeinfer_daemon::api::b64::encode(bytes)
 }
@@ -269,11 +280,7 @@ fn sigterm_during_a_reload_that_hangs_stops_the_daemon_cleanly() {
     let cfg = config(&broker.url(), "hup", "");
     let mut daemon = Daemon::start(&cfg);
     let mut c = Client::connect(broker.port);
-    let hung = daemon.dir.path().join("hung-model");
-    std::fs::create_dir(&hung).unwrap();
-    std::fs::copy(fixtures().join("dinov2/model.onnx"), hung.join("model.onnx")).unwrap();
-    let fifo = hung.join("gallery.json");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (hung, fifo) = hung_dinov2(daemon.dir.path());
     daemon.rewrite_config(&format!(
         "{cfg}\n[[models]]\nid = \"hung\"\npath = \"{}\"\nfamily = \"dinov2\"\npreload = true\ngallery = \"{}\"\n",
         hung.display(),
@@ -375,14 +382,12 @@ fn a_job_running_while_the_bus_restarts_leaves_the_daemon_serving() {
 #[test]
 fn requests_waiting_for_a_load_are_bounded_and_time_out() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixtures().join("dinov2/model.onnx"), dir.path().join("model.onnx")).unwrap();
-    let fifo = dir.path().join("gallery.json");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let parent = tempfile::tempdir().unwrap();
+    let (dir, fifo) = hung_dinov2(parent.path());
     let cfg = format!(
         "{}\n[[models]]\nid = \"slow\"\npath = \"{}\"\nfamily = \"dinov2\"\nqueue_depth = 1\ntimeout_ms = 3000\ngallery = \"{}\"\n",
         config(&broker.url(), "waiters", ""),
-        dir.path().display(),
+        dir.display(),
         fifo.display()
     );
     let mut daemon = Daemon::start(&cfg);
