@@ -64,7 +64,7 @@ class Mqtt:
 
     def __init__(self, port, node):
         self.node = node
-        self.reply_topic = f"soak/{uuid.uuid4().hex}/reply"
+        self.reply_topic = f"edgeinfer/replies/soak-{uuid.uuid4().hex}"
         self.waiters = {}
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"soak-{os.getpid()}", protocol=mqtt.MQTTv5)

@@ -67,11 +67,26 @@ async fn connect(remote: &Remote) -> Result<Conn, ApiError> {
             return Err(ApiError::new(ErrorCode::Timeout, format!("no answer from the MQTT broker at {}", remote.url)));
         }
     }
-    let reply_topic = format!("{}/clients/{id}/reply", remote.prefix);
+    let reply_topic = reply_topic(&remote.prefix, std::env::var("EDGEINFER_MQTT_USERNAME").ok().as_deref(), &id);
     Ok(Conn { client, eventloop, reply_topic })
 }
 
+/// Where our answers come: `<prefix>/replies/<user name>/<client id>` when we log in with a
+/// user name (so a broker ACL like `pattern read <prefix>/replies/%u/#` lets only us read it),
+/// else `<prefix>/replies/<client id>`. The client id ends in 64 random bits.
+fn reply_topic(prefix: &str, username: Option<&str>, id: &str) -> String {
+    match username {
+        Some(u) if !u.is_empty() && !u.contains(['/', '+', '#']) => format!("{prefix}/replies/{u}/{id}"),
+        _ => format!("{prefix}/replies/{id}"),
+    }
+}
+
+/// 64 random bits (the clock when the system has no randomness to give).
 fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (t as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }

@@ -1,6 +1,9 @@
 //! The one TOML configuration of edgeinferd (default `/etc/edgeinfer/edgeinferd.toml`). Every key
-//! and its default is documented in `daemon/edgeinferd.example.toml`; secrets can come from the
-//! environment (`EDGEINFER_MQTT_PASSWORD`, `EDGEINFER_MQTT_USERNAME`).
+//! and its default is documented in `daemon/edgeinferd.example.toml`. The MQTT password comes
+//! from, first found: the environment (`EDGEINFER_MQTT_PASSWORD`), systemd credentials
+//! (`$CREDENTIALS_DIRECTORY/mqtt-password`), `mqtt.password_file` (which others may not read), or
+//! `mqtt.password`; the client key from `$CREDENTIALS_DIRECTORY/mqtt-client-key` or
+//! `mqtt.client_key`. Secrets never appear in logs or in `--check-config` (docs/security.md).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -78,8 +81,13 @@ pub struct MqttConfig {
     pub prefix: String,
     /// Username (env `EDGEINFER_MQTT_USERNAME` overrides).
     pub username: Option<String>,
-    /// Password (env `EDGEINFER_MQTT_PASSWORD` overrides; prefer the environment).
+    /// Password in the config itself (prefer `password_file` or systemd credentials).
     pub password: Option<String>,
+    /// A file holding the password (one line), readable only by root and the service user.
+    pub password_file: Option<PathBuf>,
+    /// Topic patterns (MQTT filters) replies may go to besides `<prefix>/replies/#`. Any other
+    /// reply topic is refused (`bad_input` on `<prefix>/<node>/errors`).
+    pub reply_topics: Vec<String>,
     /// CA certificate (PEM) for TLS; system roots when unset.
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
@@ -114,6 +122,8 @@ impl Default for MqttConfig {
             prefix: "edgeinfer".into(),
             username: None,
             password: None,
+            password_file: None,
+            reply_topics: Vec::new(),
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -136,11 +146,21 @@ pub struct DbusConfig {
     pub enabled: bool,
     /// `system` (production) or `session` (development), or a bus address.
     pub bus: String,
+    /// Members may call inference methods (segment, embed, classify, generate, gallery list).
+    pub client_group: String,
+    /// Members may also load and unload models and change galleries. Root and the daemon's own
+    /// user may do everything.
+    pub admin_group: String,
 }
 
 impl Default for DbusConfig {
     fn default() -> Self {
-        DbusConfig { enabled: false, bus: "system".into() }
+        DbusConfig {
+            enabled: false,
+            bus: "system".into(),
+            client_group: "edgeinfer-clients".into(),
+            admin_group: "edgeinfer-admin".into(),
+        }
     }
 }
 
@@ -257,7 +277,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
-        config.apply_env();
+        config.load_secrets()?;
         config.validate()?;
         Ok(config)
     }
@@ -302,14 +322,29 @@ impl Config {
         }
     }
 
-    /// Environment overrides for secrets.
-    pub fn apply_env(&mut self) {
-        if let Ok(p) = std::env::var("EDGEINFER_MQTT_PASSWORD") {
-            self.mqtt.password = Some(p);
-        }
+    /// Fills in the MQTT secrets from the environment, systemd credentials or the password file
+    /// (the module comment gives the order).
+    pub fn load_secrets(&mut self) -> Result<(), String> {
         if let Ok(u) = std::env::var("EDGEINFER_MQTT_USERNAME") {
             self.mqtt.username = Some(u);
         }
+        if self.mqtt.password.is_some() && self.mqtt.password_file.is_some() {
+            return Err("mqtt.password and mqtt.password_file are both set: keep one (the file)".into());
+        }
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let credential = |name: &str| credentials.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
+        if let Some(key) = credential("mqtt-client-key") {
+            self.mqtt.client_key = Some(key);
+        }
+        if let Ok(p) = std::env::var("EDGEINFER_MQTT_PASSWORD") {
+            self.mqtt.password = Some(p);
+        } else if let Some(file) = credential("mqtt-password") {
+            // systemd made it readable by the service only; no mode check needed.
+            self.mqtt.password = Some(read_secret(&file, false)?);
+        } else if let Some(file) = &self.mqtt.password_file {
+            self.mqtt.password = Some(read_secret(file, true)?);
+        }
+        Ok(())
     }
 
     /// Checks what can be checked without loading models.
@@ -329,8 +364,14 @@ impl Config {
                 return Err(format!("model '{}': queue_depth must be at least 1", m.id));
             }
         }
+        if let Some(node) = &self.daemon.node {
+            check_node_name(node)?;
+        }
         if self.mqtt.enabled {
             parse_broker_url(&self.mqtt.url)?;
+            for pattern in &self.mqtt.reply_topics {
+                crate::reply_topics::check_pattern(pattern)?;
+            }
             if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
                 return Err("mqtt.client_cert and mqtt.client_key go together".into());
             }
@@ -364,10 +405,42 @@ fn node_from_hostname(host: &str) -> Result<String, String> {
              to this device"
         ));
     }
-    if host.contains(['/', '+', '#']) || host.chars().any(char::is_control) {
-        return Err(format!("the host name '{host}' cannot be an MQTT topic level; set [daemon] node"));
-    }
+    check_node_name(host).map_err(|e| format!("{e}; set [daemon] node"))?;
     Ok(host.to_string())
+}
+
+/// A node name must be one MQTT topic level, and not `replies` (`<prefix>/replies/...` is where
+/// clients get their answers).
+fn check_node_name(node: &str) -> Result<(), String> {
+    if node.is_empty() || node.contains(['/', '+', '#']) || node.chars().any(char::is_control) {
+        return Err(format!("the node name '{node}' cannot be an MQTT topic level"));
+    }
+    if node == "replies" {
+        return Err("the node name 'replies' is taken: <prefix>/replies/ holds the clients' reply topics".into());
+    }
+    Ok(())
+}
+
+/// Reads a one-line secret. With `private`, a file that users other than its owner and group
+/// may read is refused: the password would be readable by every local user.
+fn read_secret(path: &Path, private: bool) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("mqtt.password_file {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if private && mode & 0o007 != 0 {
+        return Err(format!(
+            "mqtt.password_file {}: readable by other users (mode {:o}); make it root:edgeinfer 0640 or 0600",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() || secret.contains('\n') {
+        return Err(format!("secret {}: expected one non-empty line", path.display()));
+    }
+    Ok(secret.to_string())
 }
 
 /// Every key a `[[models]]` table may have (its own and the flattened engine options).
@@ -447,6 +520,29 @@ mod tests {
         }
         assert!(node_from_hostname("a/b").is_err());
         assert_eq!(node_from_hostname("robot-7").unwrap(), "robot-7");
+    }
+
+    #[test]
+    fn password_files_must_be_private_and_hold_one_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mqtt-password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(&file, true).unwrap_err();
+        assert!(e.contains("readable by other users") && !e.contains("s3cret"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(read_secret(&file, true).unwrap(), "s3cret");
+        std::fs::write(&file, "s3cret").unwrap();
+        assert_eq!(read_secret(&file, true).unwrap(), "s3cret");
+        std::fs::write(&file, "two\nlines\n").unwrap();
+        assert!(read_secret(&file, true).unwrap_err().contains("one non-empty line"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(read_secret(&file, true).is_err());
+        // Both ways at once is a mistake to point out, not to resolve silently.
+        let mut c =
+            Config::parse(&format!("[mqtt]\npassword = \"inline\"\npassword_file = \"{}\"\n", file.display())).unwrap();
+        assert!(c.load_secrets().unwrap_err().contains("both set"));
     }
 
     #[test]

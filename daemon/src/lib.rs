@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod registry;
 pub mod reload;
 pub mod remote;
+pub mod reply_topics;
 pub mod status;
 pub mod systemd;
 pub mod tasks;

@@ -5,8 +5,11 @@
 //! Requests arrive on `<prefix>/<node>/models/<id>/<task>` (QoS 1). Replies go to the MQTT 5
 //! response topic with the correlation data echoed, or, for MQTT 3.1.1 clients, to the JSON
 //! `reply_to` with its `id`. Generation streams deltas with a sequence number, then a final
-//! `done: true` message. A request that cannot be answered on a reply topic is reported on
-//! `<prefix>/<node>/errors` — never silently dropped.
+//! `done: true` message. A request that names no reply topic, or one that is not allowed, is
+//! not run; the refusal goes to `<prefix>/<node>/errors` — never silently dropped. Replies only go to allowed topics
+//! (`reply_topics`: `<prefix>/replies/#` and the configured patterns); a request naming any other
+//! is refused there too. Cancellation is scoped to the (reply topic, id) pair that started the
+//! request, so one client cannot cancel another's work.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -23,6 +26,7 @@ use tracing::Instrument;
 use crate::api::{ApiError, ErrorCode, Event, Task};
 use crate::config::{MqttConfig, parse_broker_url};
 use crate::registry::Registry;
+use crate::reply_topics::ReplyTopics;
 use crate::status::stats_json;
 
 /// Topic names for one node.
@@ -67,7 +71,7 @@ impl Topics {
     }
 }
 
-/// Running requests that can be cancelled, by request key.
+/// Running requests that can be cancelled, by [`ReplyTo::scoped_key`].
 type Running = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
 
 /// Connects to the broker and serves until `shutdown` turns true; then publishes `offline` and
@@ -83,17 +87,25 @@ pub async fn serve(
     let mut ready = Some(ready);
     let topics = Topics::new(&config.prefix, &node);
     let options = options(&config, &node, &topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
+    let replies =
+        ReplyTopics::new(&config.prefix, &config.reply_topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
+    tracing::info!(patterns = ?replies.patterns(), "MQTT replies are published only on these topics");
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let ours_max_packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
     let out = Outbox {
         client: client.clone(),
         topics: topics.clone(),
+        replies,
         max_packet: Arc::new(AtomicU32::new(ours_max_packet)),
     };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let inflight = Arc::new(Semaphore::new(config.max_inflight.max(1)));
     let started = Instant::now();
     let mut connected_before = false;
+    // The last connection error logged: the same one again is logged at debug level only, so a
+    // wrong password or an untrusted certificate gives one clear line, not one per retry.
+    let mut last_error: Option<String> = None;
+    let mut connected_now = false;
 
     // Model state changes → retained state topics.
     let mut events = registry.subscribe();
@@ -159,6 +171,8 @@ pub async fn serve(
                 }
                 Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
+                    last_error = None;
+                    connected_now = true;
                     registry.set_transport("mqtt", "connected");
                     // The broker's Maximum Packet Size: a larger reply would fail in the codec and
                     // drop the connection (and, kept in a persistent session, again on every
@@ -213,12 +227,33 @@ pub async fn serve(
                 Ok(_) => {}
                 Err(e) => {
                     registry.set_transport("mqtt", "reconnecting");
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                    let (why, refused) = describe_connection_error(&e);
+                    let why = if refused {
+                        why
+                    } else if std::mem::take(&mut connected_now) {
+                        format!("MQTT connection lost ({why})")
+                    } else {
+                        format!("cannot reach the MQTT broker ({why})")
+                    };
+                    let retry_in_ms = backoff.as_millis() as u64;
+                    // Compared without digits: TLS errors carry the time, socket errors ports.
+                    let key: String = why.chars().filter(|c| !c.is_ascii_digit()).collect();
+                    if last_error.as_deref() == Some(key.as_str()) {
+                        tracing::debug!(retry_in_ms, "{why}");
+                    } else if refused {
+                        tracing::error!(url = %config.url, retry_in_ms, "{why}; retrying with backoff");
+                    } else {
+                        tracing::warn!(url = %config.url, retry_in_ms, "{why}; reconnecting");
+                    }
+                    last_error = Some(key);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // A refusal (credentials, certificates) will not heal in seconds: back off
+                    // further than for a dropped connection.
+                    let cap = if refused { Duration::from_secs(60) } else { Duration::from_secs(10) };
+                    backoff = (backoff * 2).min(cap);
                     if *shutdown.borrow() {
                         break;
                     }
@@ -238,6 +273,56 @@ pub async fn serve(
             Ok(Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => break,
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// One line saying why a connection attempt failed, and whether the broker or the TLS handshake
+/// refused us (a configuration or credential problem) rather than the network failing.
+fn describe_connection_error(e: &rumqttc::v5::ConnectionError) -> (String, bool) {
+    use rumqttc::v5::ConnectionError as E;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    match e {
+        E::ConnectionRefused(code @ (Code::BadUserNamePassword | Code::NotAuthorized)) => (
+            format!(
+                "the MQTT broker refused the connection ({code:?}): check mqtt.username and the password \
+                 (mqtt.password_file, $CREDENTIALS_DIRECTORY/mqtt-password or EDGEINFER_MQTT_PASSWORD)"
+            ),
+            true,
+        ),
+        E::ConnectionRefused(code) => (format!("the MQTT broker refused the connection ({code:?})"), true),
+        E::Tls(tls) => {
+            let text = tls.to_string();
+            let lower = text.to_lowercase().replace(' ', "");
+            let hint = if lower.contains("unknownissuer") {
+                ": the broker's certificate is not signed by a trusted CA (mqtt.ca_file, or the system CA bundle)"
+            } else if lower.contains("expired") {
+                ": the broker's certificate has expired (or the clock is wrong)"
+            } else if lower.contains("notvalidforname") {
+                ": the broker's certificate is not valid for the host name in mqtt.url"
+            } else if text.contains("No valid key")
+                || text.contains("private key")
+                || text.contains("certificate for client")
+            {
+                ": mqtt.client_cert / mqtt.client_key"
+            } else {
+                ""
+            };
+            (format!("TLS with the MQTT broker failed: {text}{hint}"), true)
+        }
+        E::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            (format!("TLS with the MQTT broker failed: {io}"), true)
+        }
+        other => (other.to_string(), false),
+    }
+}
+
+/// Checks the MQTT settings that can be checked offline: the URL and the TLS files (readable,
+/// PEM). `edgeinferd --check-config` runs it.
+pub fn check_settings(config: &MqttConfig) -> Result<(), String> {
+    let (tls, _, _) = parse_broker_url(&config.url)?;
+    if tls {
+        tls_transport(config)?;
     }
     Ok(())
 }
@@ -279,26 +364,33 @@ fn tls_transport(config: &MqttConfig) -> Result<rumqttc::Transport, String> {
     let ca = match &config.ca_file {
         Some(ca) => read(ca, "ca_file")?,
         None => {
-            let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-            let candidates = from_env.into_iter().chain(SYSTEM_CA_BUNDLES.iter().map(std::path::PathBuf::from));
-            let mut tried = Vec::new();
-            let mut found = None;
-            for path in candidates {
-                match std::fs::read(&path) {
-                    Ok(bytes) => {
-                        tracing::info!(ca = %path.display(), "MQTT over TLS: trusting the system CA bundle (set mqtt.ca_file to pin a CA)");
-                        found = Some(bytes);
-                        break;
+            // SSL_CERT_FILE, when set, is the trust store: unreadable is an error, not a reason
+            // to quietly trust another bundle.
+            if let Some(file) = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from) {
+                let ca = std::fs::read(&file).map_err(|e| format!("SSL_CERT_FILE {}: {e}", file.display()))?;
+                tracing::info!(ca = %file.display(), "MQTT over TLS: trusting SSL_CERT_FILE");
+                ca
+            } else {
+                let candidates = SYSTEM_CA_BUNDLES.iter().map(std::path::PathBuf::from);
+                let mut tried = Vec::new();
+                let mut found = None;
+                for path in candidates {
+                    match std::fs::read(&path) {
+                        Ok(bytes) => {
+                            tracing::info!(ca = %path.display(), "MQTT over TLS: trusting the system CA bundle (set mqtt.ca_file to pin a CA)");
+                            found = Some(bytes);
+                            break;
+                        }
+                        Err(e) => tried.push(format!("{}: {e}", path.display())),
                     }
-                    Err(e) => tried.push(format!("{}: {e}", path.display())),
                 }
+                found.ok_or_else(|| {
+                    format!(
+                        "mqtts:// needs a CA: set mqtt.ca_file (no system CA bundle could be read: {})",
+                        tried.join("; ")
+                    )
+                })?
             }
-            found.ok_or_else(|| {
-                format!(
-                    "mqtts:// needs a CA: set mqtt.ca_file (no system CA bundle could be read: {})",
-                    tried.join("; ")
-                )
-            })?
         }
     };
     if !contains_pem(&ca, "CERTIFICATE") {
@@ -390,7 +482,7 @@ impl ReplyTo {
         body.to_string()
     }
 
-    /// The key a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
+    /// The id a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
     /// the correlation data as text.
     pub fn key(&self) -> Option<String> {
         match (&self.id, &self.correlation) {
@@ -400,6 +492,13 @@ impl ReplyTo {
             _ => None,
         }
     }
+
+    /// What identifies a running request for cancellation: its reply topic and its id (or
+    /// correlation data). A client can only name requests answered on its own reply topic —
+    /// which the broker's ACL can make private to it (docs/security.md).
+    pub fn scoped_key(&self, id: &str) -> Option<String> {
+        self.topic.as_ref().map(|t| format!("{t}\n{id}"))
+    }
 }
 
 /// The way out to the broker: every publish is checked against the largest packet the broker
@@ -408,6 +507,7 @@ impl ReplyTo {
 struct Outbox {
     client: AsyncClient,
     topics: Topics,
+    replies: ReplyTopics,
     max_packet: Arc<AtomicU32>,
 }
 
@@ -435,10 +535,17 @@ impl Outbox {
     }
 
     /// Publishes `body` as the answer to a request: on its reply topic, or on the errors topic
-    /// when it named none. A body larger than the broker takes becomes a `too_large` error.
+    /// when it named none or one that is not allowed (then the answer is that refusal). A body
+    /// larger than the broker takes becomes a `too_large` error.
     async fn reply(&self, reply: &ReplyTo, body: Value) {
         // Nowhere to answer: report it on the errors topic, never drop it silently.
-        let topic = reply.topic.clone().unwrap_or_else(|| self.topics.errors());
+        let (topic, body) = match &reply.topic {
+            None => (self.topics.errors(), body),
+            Some(t) => match self.replies.check(t) {
+                Ok(()) => (t.clone(), body),
+                Err(why) => (self.topics.errors(), error_body(&ApiError::bad_input(why))),
+            },
+        };
         let correlation = reply.correlation.as_ref().map_or(0, |c| c.len());
         let mut payload = reply.stamp(body);
         if let Err(max) = self.fits(&topic, payload.len(), correlation) {
@@ -500,8 +607,25 @@ async fn handle(p: &Publish, out: &Outbox, registry: Arc<Registry>, running: Run
         if out.topics.parse(&topic).is_some_and(|(_, task)| task == "state") {
             return Handled::NotARequest; // no-local should keep these away anyway
         }
+        // A request without a reply topic is not run: its answer would go to the errors topic,
+        // which every reader of the node's errors could see.
+        if reply.topic.is_none() {
+            let e = ApiError::bad_input(
+                "no reply topic: set the MQTT 5 response topic, or \"reply_to\" in the JSON, under <prefix>/replies/",
+            );
+            out.reply(&reply, error_body(&e)).await;
+            return Handled::Answered;
+        }
+        // The confused-deputy guard: a request whose reply topic is not allowed is not run.
+        if let Some(t) = &reply.topic
+            && let Err(why) = out.replies.check(t)
+        {
+            tracing::warn!(reply_topic = %t.chars().take(200).collect::<String>(), "request refused: {why}");
+            out.reply(&reply, error_body(&ApiError::bad_input(why))).await;
+            return Handled::Answered;
+        }
         if p.dup
-            && let Some(k) = reply.key()
+            && let Some(k) = reply.key().and_then(|k| reply.scoped_key(&k))
             && running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&k)
         {
             tracing::info!(key = %k, "redelivered request is still running; answering it once");
@@ -548,22 +672,39 @@ async fn answer(
             return json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}});
         }
         Ok(Request::Cancel { key }) => {
-            let found = key.and_then(|k| running.lock().unwrap_or_else(|p| p.into_inner()).get(&k).cloned());
+            let Some(id) = key else {
+                return error_body(&ApiError::bad_input("a cancel names the request's id: {\"cancel\": \"<id>\"}"));
+            };
+            let Some(scoped) = reply.scoped_key(&id) else {
+                return error_body(&ApiError::bad_input(
+                    "a cancel is answered on the reply topic of the request it cancels: give it that response topic (or reply_to)",
+                ));
+            };
+            let found = running.lock().unwrap_or_else(|p| p.into_inner()).get(&scoped).cloned();
             return match found {
                 Some(flag) => {
                     flag.store(true, Ordering::Relaxed);
                     json!({"done": true, "result": {"kind": "cancelled"}})
                 }
-                None => error_body(&ApiError::bad_input("no running request with that id")),
+                None => error_body(&ApiError::bad_input(
+                    "no running request with that id answered on this reply topic (a cancel only reaches requests \
+                     with the same reply topic)",
+                )),
             };
         }
         Ok(Request::Task { model, task }) => (model, task),
     };
     let stream = matches!(&task, Task::Generate(g) if g.stream.unwrap_or(true));
     let cancel = Arc::new(AtomicBool::new(false));
-    let key = reply.key();
+    let key = reply.key().and_then(|k| reply.scoped_key(&k));
     if let Some(k) = &key {
-        running.lock().unwrap_or_else(|p| p.into_inner()).insert(k.clone(), cancel.clone());
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(k) {
+            return error_body(&ApiError::bad_input(
+                "a request with this id (or correlation data) is already running for this reply topic; use a new id",
+            ));
+        }
+        running.insert(k.clone(), cancel.clone());
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let forwarder = {

@@ -112,7 +112,7 @@ fn mqtt_311_clients_use_reply_to_and_id_and_binary_payloads_work() {
     let broker = Mosquitto::start();
     let daemon = Daemon::start(&config(&broker.url(), "v311", ""));
     let port = broker.port.to_string();
-    let reply = "v311/replies";
+    let reply = "edgeinfer/replies/v311";
     // mosquitto_sub also subscribes to a retained probe: seeing it proves the subscription is
     // in place before any request is sent. Then it waits for the 2 answers.
     let probe = "v311/probe";

@@ -61,6 +61,12 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         };
+        if config.mqtt.enabled
+            && let Err(e) = edgeinfer_daemon::mqtt::check_settings(&config.mqtt)
+        {
+            eprintln!("error: invalid configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
         println!(
             "{}: OK (node '{node}'; {} models: {})",
             args.config.display(),
@@ -73,6 +79,8 @@ fn main() -> std::process::ExitCode {
         .worker_threads(2)
         .enable_all()
         .thread_name("edgeinferd-io")
+        // Under the unit's TasksMax=256: blocking work (file reads, model loads) queues beyond this.
+        .max_blocking_threads(64)
         .build()
     {
         Ok(r) => r,
@@ -93,6 +101,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// SIGTERM while a transport is still connecting (a broker that refuses us keeps the start
+/// waiting up to 15 s): stop at once, cleanly.
+async fn stop_while_starting(
+    shutdown: &watch::Sender<bool>,
+    transports: Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), String> {
+    tracing::info!("stopping while starting");
+    systemd::stopping();
+    let _ = shutdown.send(true);
+    for t in transports {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
 }
 
 /// Runs a transport; its end while the daemon runs — an error, a panic, or a plain return — is
@@ -167,6 +190,8 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 }
             }
             Some(e) = fatal_rx.recv() => return Err(e),
+            _ = sigterm.recv() => return stop_while_starting(&shutdown_tx, transports).await,
+            _ = sigint.recv() => return stop_while_starting(&shutdown_tx, transports).await,
         }
     }
 
@@ -186,6 +211,8 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 }
             }
             Some(e) = fatal_rx.recv() => return Err(e),
+            _ = sigterm.recv() => return stop_while_starting(&shutdown_tx, transports).await,
+            _ = sigint.recv() => return stop_while_starting(&shutdown_tx, transports).await,
         }
     }
 

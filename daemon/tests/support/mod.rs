@@ -44,6 +44,7 @@ pub struct Mosquitto {
     child: Option<Child>,
     persistent: bool,
     extra: String,
+    raw: bool,
 }
 
 impl Mosquitto {
@@ -59,15 +60,38 @@ impl Mosquitto {
     /// With `extra` lines in mosquitto.conf (e.g. `max_packet_size 1024`).
     pub fn start_conf(persistent: bool, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto { port: free_port(), dir, child: None, persistent, extra: extra.to_string() };
+        let mut m = Mosquitto { port: free_port(), dir, child: None, persistent, extra: extra.to_string(), raw: false };
         m.spawn();
         m
     }
 
+    /// With a whole mosquitto.conf written by `conf(dir, port)` (listeners, TLS, auth: the
+    /// files it names go in `dir`); `port` is the first listener's, waited for.
+    pub fn start_raw(conf: impl FnOnce(&Path, u16) -> String) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let extra = conf(dir.path(), port);
+        let mut m = Mosquitto { port, dir, child: None, persistent: false, extra, raw: true };
+        m.spawn();
+        m
+    }
+
+    /// The broker's folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        let mut text = format!("listener {} 127.0.0.1\nallow_anonymous true\n", self.port);
-        if self.persistent {
+        let mut text =
+            if self.raw { String::new() } else { format!("listener {} 127.0.0.1\nallow_anonymous true\n", self.port) };
+        if self.raw {
+        } else if self.persistent {
             // Mosquitto started as root drops to the `mosquitto` user: let it write its database.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -329,7 +353,7 @@ impl Client {
         o.set_max_packet_size(Some(64 * 1024 * 1024));
         o.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = AsyncClient::new(o, 64);
-        let reply_topic = format!("test/{id}/reply");
+        let reply_topic = format!("edgeinfer/replies/test-{id}");
         runtime.block_on(async {
             client.subscribe(reply_topic.clone(), QoS::AtLeastOnce).await.unwrap();
             tokio::time::timeout(Duration::from_secs(10), async {
@@ -471,6 +495,7 @@ pub struct DbusBus {
     pub address: String,
     config: PathBuf,
     child: Option<Child>,
+    wrapper: Vec<String>,
 }
 
 impl DbusBus {
@@ -481,6 +506,11 @@ impl DbusBus {
 
     /// `policy`: a D-Bus policy file to include, under system-bus default rules.
     pub fn start_with(policy: Option<&Path>) -> DbusBus {
+        DbusBus::start_wrapped(policy, &[])
+    }
+
+    /// `start_with`, the bus run through `wrapper` (see [`Daemon::spawn_wrapped`]).
+    pub fn start_wrapped(policy: Option<&Path>, wrapper: &[&str]) -> DbusBus {
         let dir = tempfile::tempdir().unwrap();
         // Reachable by other users (the policy test calls as `nobody`).
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -532,7 +562,8 @@ impl DbusBus {
         )
         .unwrap();
         let address = format!("unix:path={}", socket.display());
-        let mut bus = DbusBus { dir, address, config, child: None };
+        let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        let mut bus = DbusBus { dir, address, config, child: None, wrapper };
         bus.spawn();
         bus
     }
@@ -541,7 +572,15 @@ impl DbusBus {
         let socket = self.dir.path().join("bus");
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(self.dir.path().join("dbus-daemon.log")).unwrap();
-        let mut child = Command::new("dbus-daemon")
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("dbus-daemon");
+                c
+            }
+            None => Command::new("dbus-daemon"),
+        };
+        let mut child = cmd
             .arg(format!("--config-file={}", self.config.display()))
             .arg("--nofork")
             .arg("--print-address")
@@ -602,4 +641,22 @@ pub fn dbus_config(bus: &str, broker: Option<&str>, node: &str) -> String {
 /// The path of a file in the repository.
 pub fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// `line` without ANSI colour codes (the daemon's log colours its fields).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
