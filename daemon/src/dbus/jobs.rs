@@ -1,16 +1,23 @@
 //! Generation jobs: one `org.edgeinfer.Job1` object per `Generate` call, at
-//! `/org/edgeinfer/Daemon1/jobs/<n>`. The job streams `Token` signals, ends with `Finished`, keeps
-//! its final state readable as properties for [`LINGER`], then its object goes away. A job whose
-//! caller leaves the bus is cancelled.
+//! `/org/edgeinfer/jobs/<128 random bits, hex>`. The job streams `Token` signals, ends with
+//! `Finished`, keeps its final state readable as properties for [`LINGER`], then its object goes
+//! away. A job whose caller leaves the bus is cancelled.
+//!
+//! A job belongs to the caller that started it: its signals (and `PropertiesChanged`) are unicast
+//! to that caller's unique name, and only that caller may cancel it or read its properties. The
+//! jobs live outside the ObjectManager at `/org/edgeinfer/Daemon1`, so no `InterfacesAdded` or
+//! `GetManagedObjects` announces them to other peers either.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgeinfer_models::llama::{FinishReason, TokenEvent};
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use zbus::message::Header;
+use zbus::names::{BusName, UniqueName};
 use zbus::object_server::{InterfaceRef, SignalEmitter};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, interface};
@@ -22,8 +29,8 @@ use crate::api::{ApiError, ErrorCode, Event, GenerateParams, Response, Task};
 /// How long a finished job's object stays on the bus.
 pub const LINGER: Duration = Duration::from_secs(60);
 
-/// Where jobs live.
-pub const JOBS: &str = "/org/edgeinfer/Daemon1/jobs";
+/// Where jobs live (outside the ObjectManager's tree at `/org/edgeinfer/Daemon1`).
+pub const JOBS: &str = "/org/edgeinfer/jobs";
 
 #[derive(Default)]
 struct Progress {
@@ -38,7 +45,7 @@ struct Progress {
 pub struct JobState {
     path: String,
     model: String,
-    owner: Option<String>,
+    owner: String,
     cancel: Arc<AtomicBool>,
     progress: Mutex<Progress>,
 }
@@ -50,6 +57,16 @@ impl JobState {
 
     fn is_done(&self) -> bool {
         self.progress().state != "running"
+    }
+
+    /// Refuses `sender` unless it started the job. `None` is the daemon itself (a property read
+    /// to emit `PropertiesChanged`).
+    fn owned_by(&self, sender: Option<&str>) -> Result<(), Error> {
+        match sender {
+            None => Ok(()),
+            Some(s) if s == self.owner => Ok(()),
+            Some(_) => Err(super::access::denied("this job belongs to another caller")),
+        }
     }
 
     fn cancel(&self) -> Result<(), Error> {
@@ -65,7 +82,6 @@ impl JobState {
 /// The jobs of this daemon.
 #[derive(Default)]
 pub struct Jobs {
-    next: AtomicU64,
     map: Mutex<HashMap<String, Arc<JobState>>>,
 }
 
@@ -74,11 +90,14 @@ impl Jobs {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Cancels the job at `path`.
-    pub fn cancel(&self, path: &str) -> Result<(), Error> {
+    /// Cancels the job at `path`, if `sender` started it.
+    pub fn cancel(&self, path: &str, sender: Option<&str>) -> Result<(), Error> {
         let job = self.map().get(path).cloned();
         match job {
-            Some(job) => job.cancel(),
+            Some(job) => {
+                job.owned_by(Some(sender.unwrap_or_default()))?;
+                job.cancel()
+            }
             None => Err(Error::BadInput(format!("no job {path} (finished jobs are kept for {} s)", LINGER.as_secs()))),
         }
     }
@@ -86,7 +105,7 @@ impl Jobs {
     /// Cancels the running jobs started by a bus peer that has left.
     pub fn cancel_owned_by(&self, unique_name: &str) -> usize {
         let jobs: Vec<Arc<JobState>> =
-            self.map().values().filter(|j| j.owner.as_deref() == Some(unique_name) && !j.is_done()).cloned().collect();
+            self.map().values().filter(|j| j.owner == unique_name && !j.is_done()).cloned().collect();
         for j in &jobs {
             tracing::info!(job = %j.path, peer = unique_name, "the caller left the bus; cancelling its generation");
             j.cancel.store(true, Ordering::Relaxed);
@@ -105,8 +124,9 @@ pub struct JobIface(Arc<JobState>);
 
 #[interface(name = "org.edgeinfer.Job1")]
 impl JobIface {
-    /// Stops the generation after the current token.
-    async fn cancel(&self) -> Result<(), Error> {
+    /// Stops the generation after the current token (only the caller that started it).
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        self.0.owned_by(Some(header.sender().map(|s| s.as_str()).unwrap_or_default()))?;
         self.0.cancel()
     }
 
@@ -134,39 +154,64 @@ impl JobIface {
 
     /// The model.
     #[zbus(property)]
-    async fn model(&self) -> String {
-        self.0.model.clone()
+    async fn model(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.model.clone())
     }
 
     /// running, finished, cancelled or failed.
     #[zbus(property)]
-    async fn state(&self) -> String {
-        self.0.progress().state.to_string()
+    async fn state(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.progress().state.to_string())
     }
 
     /// The text so far.
     #[zbus(property)]
-    async fn text(&self) -> String {
-        self.0.progress().text.clone()
+    async fn text(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.progress().text.clone())
     }
 
     /// Why it finished.
     #[zbus(property)]
-    async fn finish_reason(&self) -> String {
-        self.0.progress().finish_reason.clone()
+    async fn finish_reason(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.progress().finish_reason.clone())
     }
 
     /// The error name, if it failed.
     #[zbus(property)]
-    async fn error_name(&self) -> String {
-        self.0.progress().error_name.clone()
+    async fn error_name(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.progress().error_name.clone())
     }
 
     /// The error message, if it failed.
     #[zbus(property)]
-    async fn error_message(&self) -> String {
-        self.0.progress().error_message.clone()
+    async fn error_message(&self, #[zbus(header)] header: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        self.0.owned_by(sender(&header)).map_err(to_fdo)?;
+        Ok(self.0.progress().error_message.clone())
     }
+}
+
+fn sender<'a>(header: &'a Option<Header<'_>>) -> Option<&'a str> {
+    // A read from a peer always has a sender; only the daemon's own reads have no header.
+    header.as_ref().map(|h| h.sender().map(|s| s.as_str()).unwrap_or_default())
+}
+
+fn to_fdo(e: Error) -> zbus::fdo::Error {
+    match e {
+        Error::ZBus(zbus::Error::FDO(e)) => *e,
+        other => zbus::fdo::Error::Failed(format!("{other:?}")),
+    }
+}
+
+/// 128 random bits as hex: a job path nobody can guess.
+fn random_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness for a job id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Admits a generation on the model's worker (busy, unknown model... are the method's error) and
@@ -176,8 +221,11 @@ pub async fn start(
     connection: &Connection,
     model: String,
     mut params: GenerateParams,
-    owner: Option<String>,
+    owner: Option<UniqueName<'_>>,
 ) -> Result<OwnedObjectPath, Error> {
+    let Some(owner) = owner.map(|o| o.to_owned()) else {
+        return Err(super::access::denied("a generation needs a caller to send its tokens to"));
+    };
     params.stream = Some(true);
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -187,12 +235,11 @@ pub async fn start(
         .admit(&model, Task::Generate(params), cancel.clone(), Some(tx))
         .instrument(span.clone())
         .await?;
-    let n = shared.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let path = format!("{JOBS}/{n}");
+    let path = format!("{JOBS}/{}", random_id()?);
     let job = Arc::new(JobState {
         path: path.clone(),
         model,
-        owner,
+        owner: owner.to_string(),
         cancel: cancel.clone(),
         progress: Mutex::new(Progress { state: "running", ..Progress::default() }),
     });
@@ -200,12 +247,14 @@ pub async fn start(
     let object = OwnedObjectPath::try_from(path.clone()).map_err(|e| Error::Internal(e.to_string()))?;
     server.at(object.clone(), JobIface(job.clone())).await?;
     let iface: InterfaceRef<JobIface> = server.interface(object.clone()).await?;
+    // Signals go to the caller only (unicast), never to every peer on the bus.
+    let emitter = SignalEmitter::new(connection, object.clone())?.into_owned().set_destination(BusName::Unique(owner));
     shared.jobs.map().insert(path.clone(), job.clone());
     tracing::info!(parent: &span, job = %path, "generation started");
 
     let (shared, connection) = (shared.clone(), connection.clone());
     tokio::spawn(async move {
-        drive(&iface, &job, rx, pending).await;
+        drive(&iface, &emitter, &job, rx, pending).await;
         tokio::time::sleep(LINGER).await;
         let _ = connection.object_server().remove::<JobIface, _>(job.path.as_str()).await;
         shared.jobs.map().remove(&job.path);
@@ -215,11 +264,11 @@ pub async fn start(
 
 async fn drive(
     iface: &InterfaceRef<JobIface>,
+    emitter: &SignalEmitter<'_>,
     job: &JobState,
     mut rx: mpsc::UnboundedReceiver<Event>,
     pending: crate::registry::Pending,
 ) {
-    let emitter = iface.signal_emitter();
     let answer = pending.wait();
     tokio::pin!(answer);
     let result = loop {
@@ -303,6 +352,7 @@ async fn drive(
     if let Err(e) = finished {
         tracing::debug!(job = %job.path, error = %e, "cannot emit Finished (bus gone?)");
     }
+    tracing::info!(job = %job.path, state = job.progress().state, "generation ended");
     let object = iface.get().await;
     let _ = object.state_changed(emitter).await;
     let _ = object.text_changed(emitter).await;

@@ -5,10 +5,12 @@
 //! with backoff and publishes everything again. Another owner of the name is fatal (two daemons
 //! must not serve one bus): the daemon exits saying so, and systemd restarts it.
 //!
-//! Modules: `service` (root interfaces), `jobs` (generation job objects), `objects` (model
-//! objects), `options` (the `a{sv}` arguments), `error` (error names), `client` (the CLI side),
-//! `proxy` (client proxies generated from the XML).
+//! Modules: `service` (root interfaces), `access` (who may call what), `jobs` (generation job
+//! objects, private to their caller), `objects` (model objects), `options` (the `a{sv}`
+//! arguments), `error` (error names), `client` (the CLI side), `proxy` (client proxies generated
+//! from the XML).
 
+pub mod access;
 pub mod client;
 pub mod error;
 // The interface macro derives an undocumented `JobIfaceSignals` trait from the Job1 signals.
@@ -81,7 +83,8 @@ pub async fn serve(
     ready: oneshot::Sender<()>,
 ) -> Result<(), String> {
     registry.set_transport("dbus", "connecting");
-    let shared = Arc::new(Shared { registry, node, started: Instant::now(), jobs: Default::default() });
+    let access = access::Access::new(&config);
+    let shared = Arc::new(Shared { registry, node, started: Instant::now(), jobs: Default::default(), access });
     let result = serve_shared(&config, &shared, &mut shutdown, ready).await;
     shared.registry.set_transport("dbus", "stopped");
     result
@@ -175,6 +178,7 @@ async fn run_connection(conn: &Connection, shared: &Arc<Shared>, shutdown: &mut 
                         && args.name().starts_with(':')
                     {
                         shared.jobs.cancel_owned_by(args.name());
+                        shared.access.forget(args.name());
                     }
                 }
                 None => break true,

@@ -1,7 +1,9 @@
 //! The interfaces at `/org/edgeinfer/Daemon1`: `Daemon1`, `Models1`, `Segmenter1`, `Embedder1`
 //! and `Generator1`. Each method reads its D-Bus arguments into one [`Task`], hands it to the
 //! registry like every transport does, and writes the [`Response`] back as D-Bus values. No model
-//! logic here; the wire contract is daemon/dbus/org.edgeinfer.Daemon1.xml.
+//! logic here; the wire contract is daemon/dbus/org.edgeinfer.Daemon1.xml. Every method first
+//! checks the caller's right ([`Access`]): inference for the client group, model control and
+//! gallery changes for the admin group.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,6 +15,7 @@ use zbus::message::Header;
 use zbus::zvariant::{ObjectPath, OwnedFd, OwnedObjectPath};
 use zbus::{Connection, interface};
 
+use super::access::{Access, Right};
 use super::error::Error;
 use super::jobs::{self, Jobs};
 use super::objects::model_path;
@@ -31,6 +34,8 @@ pub struct Shared {
     pub started: Instant,
     /// Running and recently finished generations.
     pub jobs: Jobs,
+    /// Who may call what.
+    pub access: Access,
 }
 
 /// One mask: score, COCO box, area, mask id, RLE counts, PNG bytes.
@@ -137,8 +142,13 @@ pub struct DaemonIface(pub Arc<Shared>);
 impl DaemonIface {
     /// Uptime, memory and per-model counters as JSON.
     #[zbus(out_args("stats_json"))]
-    async fn stats(&self) -> String {
-        crate::status::stats_json(&self.0.registry, self.0.started).to_string()
+    async fn stats(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<String, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Stats").await?;
+        Ok(crate::status::stats_json(&self.0.registry, self.0.started).to_string())
     }
 
     /// edgeinferd's version.
@@ -173,8 +183,14 @@ pub struct ModelsIface(pub Arc<Shared>);
 impl ModelsIface {
     /// id, family, state, object path of every configured model.
     #[zbus(out_args("models"))]
-    async fn list(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
-        self.0
+    async fn list(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<(String, String, String, OwnedObjectPath)>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "List").await?;
+        Ok(self
+            .0
             .registry
             .statuses()
             .into_iter()
@@ -182,12 +198,18 @@ impl ModelsIface {
                 let path = model_path(&s.id);
                 (s.id, s.family.unwrap_or_default(), super::objects::state_name(s.state), path)
             })
-            .collect()
+            .collect())
     }
 
     /// Loads a model; its object path.
     #[zbus(out_args("object"))]
-    async fn load(&self, model: String) -> Result<OwnedObjectPath, Error> {
+    async fn load(
+        &self,
+        model: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.0.access.check(connection, &header, Right::Admin, "Load").await?;
         let span = tracing::info_span!("dbus", method = "Load", model = model.as_str());
         self.0.registry.ensure_loaded(&model).instrument(span).await?;
         Ok(model_path(&model))
@@ -195,7 +217,13 @@ impl ModelsIface {
 
     /// Unloads a model; whether it was loaded.
     #[zbus(out_args("was_loaded"))]
-    async fn unload(&self, model: String) -> Result<bool, Error> {
+    async fn unload(
+        &self,
+        model: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<bool, Error> {
+        self.0.access.check(connection, &header, Right::Admin, "Unload").await?;
         if self.0.registry.status(&model).is_none() {
             let known = self.0.registry.ids().join(", ");
             return Err(Error::UnknownModel(format!("no model '{model}' (configured: {known})")));
@@ -223,7 +251,10 @@ impl SegmenterIface {
         model: String,
         image: Vec<u8>,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(u32, u32, String, bool, Vec<MaskTuple>), Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Segment").await?;
         let data = self.0.image_from_bytes(&model, &image, &options::image(&options)?)?;
         self.segment_image(&model, ImageRef::Data(data), &options).await
     }
@@ -235,7 +266,10 @@ impl SegmenterIface {
         model: String,
         image: OwnedFd,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(u32, u32, String, bool, Vec<MaskTuple>), Error> {
+        self.0.access.check(connection, &header, Right::Infer, "SegmentFd").await?;
         let data = self.0.image_from_fd(&model, image, &options::image(&options)?).await?;
         self.segment_image(&model, ImageRef::Data(data), &options).await
     }
@@ -247,7 +281,10 @@ impl SegmenterIface {
         model: String,
         image_hash: String,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(u32, u32, String, bool, Vec<MaskTuple>), Error> {
+        self.0.access.check(connection, &header, Right::Infer, "SegmentCached").await?;
         self.segment_image(&model, ImageRef::Cached(image_hash), &options).await
     }
 }
@@ -259,7 +296,15 @@ pub struct EmbedderIface(pub Arc<Shared>);
 impl EmbedderIface {
     /// One embedding.
     #[zbus(out_args("embedding"))]
-    async fn embed(&self, model: String, image: Vec<u8>, options: Options) -> Result<Vec<f64>, Error> {
+    async fn embed(
+        &self,
+        model: String,
+        image: Vec<u8>,
+        options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<f64>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Embed").await?;
         let params = options::embed(&options)?;
         let image = self.0.image_from_bytes(&model, &image, &options::image(&options)?)?;
         first_embedding(self.0.run("Embed", &model, Task::Embed { images: vec![image], params }).await?)
@@ -267,7 +312,15 @@ impl EmbedderIface {
 
     /// One embedding of an image given as a file descriptor.
     #[zbus(out_args("embedding"))]
-    async fn embed_fd(&self, model: String, image: OwnedFd, options: Options) -> Result<Vec<f64>, Error> {
+    async fn embed_fd(
+        &self,
+        model: String,
+        image: OwnedFd,
+        options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<f64>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "EmbedFd").await?;
         let params = options::embed(&options)?;
         let image = self.0.image_from_fd(&model, image, &options::image(&options)?).await?;
         first_embedding(self.0.run("EmbedFd", &model, Task::Embed { images: vec![image], params }).await?)
@@ -275,7 +328,15 @@ impl EmbedderIface {
 
     /// Embeddings of several encoded images.
     #[zbus(out_args("embeddings"))]
-    async fn embed_batch(&self, model: String, images: Vec<Vec<u8>>, options: Options) -> Result<Vec<Vec<f64>>, Error> {
+    async fn embed_batch(
+        &self,
+        model: String,
+        images: Vec<Vec<u8>>,
+        options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<Vec<f64>>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "EmbedBatch").await?;
         let params = options::embed(&options)?;
         let image_options = options::image(&options)?;
         let images =
@@ -295,7 +356,10 @@ impl EmbedderIface {
         model: String,
         image: Vec<u8>,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<(String, f64, u64)>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Classify").await?;
         let k = options::classify(&options)?;
         let image = self.0.image_from_bytes(&model, &image, &options::image(&options)?)?;
         matches(self.0.run("Classify", &model, Task::Classify { image, k }).await?)
@@ -308,7 +372,10 @@ impl EmbedderIface {
         model: String,
         image: OwnedFd,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<(String, f64, u64)>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "ClassifyFd").await?;
         let k = options::classify(&options)?;
         let image = self.0.image_from_fd(&model, image, &options::image(&options)?).await?;
         matches(self.0.run("ClassifyFd", &model, Task::Classify { image, k }).await?)
@@ -322,7 +389,10 @@ impl EmbedderIface {
         label: String,
         image: Vec<u8>,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(u64, u32), Error> {
+        self.0.access.check(connection, &header, Right::Admin, "GalleryAdd").await?;
         options::image_only(&options)?;
         let image = self.0.image_from_bytes(&model, &image, &options::image(&options)?)?;
         added(self.0.run("GalleryAdd", &model, Task::GalleryAdd { label, image }).await?)
@@ -336,7 +406,10 @@ impl EmbedderIface {
         label: String,
         image: OwnedFd,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(u64, u32), Error> {
+        self.0.access.check(connection, &header, Right::Admin, "GalleryAddFd").await?;
         options::image_only(&options)?;
         let image = self.0.image_from_fd(&model, image, &options::image(&options)?).await?;
         added(self.0.run("GalleryAddFd", &model, Task::GalleryAdd { label, image }).await?)
@@ -344,19 +417,39 @@ impl EmbedderIface {
 
     /// Forgets a label.
     #[zbus(out_args("removed"))]
-    async fn gallery_remove(&self, model: String, label: String) -> Result<u32, Error> {
+    async fn gallery_remove(
+        &self,
+        model: String,
+        label: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<u32, Error> {
+        self.0.access.check(connection, &header, Right::Admin, "GalleryRemove").await?;
         removed(self.0.run("GalleryRemove", &model, Task::GalleryRemove { label: Some(label), id: None }).await?)
     }
 
     /// Forgets one example.
     #[zbus(out_args("removed"))]
-    async fn gallery_remove_example(&self, model: String, id: u64) -> Result<u32, Error> {
+    async fn gallery_remove_example(
+        &self,
+        model: String,
+        id: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<u32, Error> {
+        self.0.access.check(connection, &header, Right::Admin, "GalleryRemoveExample").await?;
         removed(self.0.run("GalleryRemoveExample", &model, Task::GalleryRemove { label: None, id: Some(id) }).await?)
     }
 
     /// Labels and counts.
     #[zbus(out_args("labels"))]
-    async fn gallery_list(&self, model: String) -> Result<Vec<(String, u32)>, Error> {
+    async fn gallery_list(
+        &self,
+        model: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<(String, u32)>, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "GalleryList").await?;
         match self.0.run("GalleryList", &model, Task::GalleryList).await? {
             Response::GalleryLabels { labels } => {
                 Ok(labels.into_iter().map(|(l, n)| (l, u32::try_from(n).unwrap_or(u32::MAX))).collect())
@@ -381,10 +474,10 @@ impl GeneratorIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Generate").await?;
         let mut params = options::generate(&options)?;
         params.prompt = Some(prompt);
-        let owner = header.sender().map(|s| s.to_string());
-        jobs::start(&self.0, connection, model, params, owner).await
+        jobs::start(&self.0, connection, model, params, header.sender().cloned()).await
     }
 
     /// Starts a chat generation; its job object.
@@ -397,12 +490,12 @@ impl GeneratorIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "GenerateChat").await?;
         let mut params = options::generate(&options)?;
         params.messages = Some(
             messages.into_iter().map(|(role, content)| edgeinfer_models::llama::Message { role, content }).collect(),
         );
-        let owner = header.sender().map(|s| s.to_string());
-        jobs::start(&self.0, connection, model, params, owner).await
+        jobs::start(&self.0, connection, model, params, header.sender().cloned()).await
     }
 
     /// Generates and returns the whole completion.
@@ -421,7 +514,10 @@ impl GeneratorIface {
         model: String,
         prompt: String,
         options: Options,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<(String, Vec<u32>, String, u32, u32, f64, f64, f64), Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Complete").await?;
         let mut params = options::generate(&options)?;
         params.prompt = Some(prompt);
         params.stream = Some(false);
@@ -441,7 +537,13 @@ impl GeneratorIface {
     }
 
     /// Cancels a running job.
-    async fn cancel(&self, job: ObjectPath<'_>) -> Result<(), Error> {
-        self.0.jobs.cancel(job.as_str())
+    async fn cancel(
+        &self,
+        job: ObjectPath<'_>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Cancel").await?;
+        self.0.jobs.cancel(job.as_str(), header.sender().map(|s| s.as_str()))
     }
 }
