@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds the edgeinfer .deb with cargo-deb and checks it the way a user's machine would see it:
 # control fields (dpkg-deb -I), file list (dpkg-deb -c), maintainer scripts (sh -n), then unpacks
-# it into a throwaway root and runs the installed edgeinferd on the installed config.
+# it into a throwaway root and runs the installed edgeinferd on the installed config. In that root
+# it also applies the packaged sysusers.d/tmpfiles.d files (the service user, the groups
+# edgeinfer-clients and edgeinfer-admin, /etc/edgeinfer/credentials root:root 0700).
 #
 #   scripts/check-deb.sh            # package the debug build (what the test run just built)
 #   scripts/check-deb.sh --release  # build and package release binaries (what you ship)
+#   scripts/check-deb.sh --install  # also dpkg -i it for real, check the result, then purge it:
+#                                   # as root, on a throwaway machine or container only
 #
 # The test run packages the debug build, stripped, so CI does not compile the workspace twice;
 # cargo-deb warns that dev-profile packages are for testing only, which is what this one is.
@@ -23,7 +27,21 @@ command -v dpkg-deb >/dev/null || fail "dpkg-deb not found (Debian package dpkg)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if [ "${1:-}" = "--release" ]; then
+release=0 install=0
+for arg in "$@"; do
+  case "$arg" in
+    --release) release=1 ;;
+    --install) install=1 ;;
+    *) fail "unknown argument $arg (--release, --install)" ;;
+  esac
+done
+if ((install)); then
+  [ "$(id -u)" -eq 0 ] || fail "--install needs root (and a throwaway machine or container)"
+  ! dpkg-query -W -f='${Status}' edgeinfer 2>/dev/null | grep -q 'installed' \
+    || fail "--install: edgeinfer is already installed here; it would be upgraded, then purged"
+fi
+
+if ((release)); then
   cargo deb --locked -p edgeinfer-daemon -o "$work/"
 else
   cargo build --locked -p edgeinfer-daemon --bins --quiet
@@ -50,6 +68,18 @@ for script in postinst postrm prerm; do
 done
 grep -q 'deb-systemd-helper' "$work/control/postinst" || fail "postinst does not register the unit"
 grep -q 'systemd-sysusers' "$work/control/postinst" || fail "postinst does not create the service user"
+grep -q 'addgroup --system' "$work/control/postinst" \
+  || fail "postinst does not create the groups where systemd-sysusers is missing (addgroup --system)"
+for group in edgeinfer-clients edgeinfer-admin; do
+  grep -q "$group" "$work/control/postinst" || fail "postinst does not create group $group"
+done
+grep -q 'chown root:edgeinfer .*/etc/edgeinfer/edgeinferd.toml' "$work/control/postinst" \
+  && grep -q 'chmod 0640 /etc/edgeinfer/edgeinferd.toml' "$work/control/postinst" \
+  || fail "postinst does not make the config root:edgeinfer 0640"
+grep -q 'install -d -m 0700 -o root -g root /etc/edgeinfer/credentials' "$work/control/postinst" \
+  || fail "postinst does not create /etc/edgeinfer/credentials root:root 0700"
+grep -q 'usermod -aG edgeinfer\( \|$\)' "$work/control/postinst" "$work/control/postrm" \
+  && fail "a maintainer script tells clients to join the service's group edgeinfer (edgeinfer-clients)"
 
 # --- files ---------------------------------------------------------------------------------
 listing=$(dpkg-deb -c "$deb")
@@ -59,7 +89,9 @@ for path in \
   ./usr/share/dbus-1/system.d/org.edgeinfer.Daemon1.conf \
   ./usr/share/dbus-1/interfaces/org.edgeinfer.Daemon1.xml \
   ./usr/lib/sysusers.d/edgeinfer.conf ./usr/lib/tmpfiles.d/edgeinfer.conf \
-  ./usr/share/doc/edgeinfer/copyright ./usr/share/doc/edgeinfer/dbus.md ./usr/share/doc/edgeinfer/mqtt.md; do
+  ./usr/share/doc/edgeinfer/copyright ./usr/share/doc/edgeinfer/dbus.md ./usr/share/doc/edgeinfer/mqtt.md \
+  ./usr/share/doc/edgeinfer/edgeinferd-gpu.conf.example \
+  ./usr/share/doc/edgeinfer/edgeinferd-credentials.conf.example; do
   grep -q " $path\$" <<<"$listing" || fail "$path is not in the package"
 done
 grep -Eq ' \./(usr/)?lib/systemd/system/edgeinferd\.service$' <<<"$listing" \
@@ -73,6 +105,38 @@ dpkg-deb -x "$deb" "$root"
 cmp -s "$root/lib/systemd/system/edgeinferd.service" systemd/edgeinferd.service 2>/dev/null \
   || cmp -s "$root/usr/lib/systemd/system/edgeinferd.service" systemd/edgeinferd.service \
   || fail "the packaged unit differs from systemd/edgeinferd.service"
+cmp -s "$root/usr/share/doc/edgeinfer/edgeinferd-credentials.conf.example" systemd/edgeinferd-credentials.conf.example \
+  || fail "the packaged credentials drop-in example differs from systemd/edgeinferd-credentials.conf.example"
+grep -q '^LoadCredential=mqtt-password:' "$root/usr/share/doc/edgeinfer/edgeinferd-credentials.conf.example" \
+  || fail "the credentials drop-in example has no LoadCredential=mqtt-password:"
+grep -q 'LoadCredential' "$root"/{usr/,}lib/systemd/system/edgeinferd.service 2>/dev/null \
+  && fail "the unit must not load credentials itself (a missing source file fails it on systemd 252)"
+
+# Users, groups and directories as the packaged sysusers.d/tmpfiles.d files make them, applied to
+# the unpacked root (its etc/passwd and etc/group start empty).
+sysusers=$root/usr/lib/sysusers.d/edgeinfer.conf tmpfiles=$root/usr/lib/tmpfiles.d/edgeinfer.conf
+if command -v systemd-sysusers >/dev/null; then
+  systemd-sysusers --root="$root" >/dev/null 2>&1 || fail "systemd-sysusers cannot apply $sysusers"
+  in_root() { awk -F: -v n="$2" '$1 == n { found = 1 } END { exit !found }' "$root/etc/$1"; }
+  in_root passwd edgeinfer || fail "the sysusers.d file does not create user edgeinfer"
+  for group in edgeinfer edgeinfer-clients edgeinfer-admin; do
+    in_root group "$group" || fail "the sysusers.d file does not create group $group"
+  done
+  awk -F: '$1 == "edgeinfer" && $4 != "" { exit 1 }' "$root/etc/group" \
+    || fail "the sysusers.d file puts members in the service's group edgeinfer"
+else
+  for group in edgeinfer-clients edgeinfer-admin; do
+    grep -Eq "^g[[:space:]]+$group[[:space:]]" "$sysusers" || fail "the sysusers.d file does not declare group $group"
+  done
+fi
+awk '$1 == "d" && $2 == "/etc/edgeinfer/credentials" && $3 == "0700" && $4 == "root" && $5 == "root" { ok = 1 }
+     END { exit !ok }' "$tmpfiles" || fail "the tmpfiles.d file does not make /etc/edgeinfer/credentials root:root 0700"
+if [ "$(id -u)" -eq 0 ] && command -v systemd-tmpfiles >/dev/null && command -v systemd-sysusers >/dev/null; then
+  systemd-tmpfiles --root="$root" --create "$tmpfiles" >/dev/null 2>&1 || fail "systemd-tmpfiles cannot apply $tmpfiles"
+  [ "$(stat -c '%U:%G %a' "$root/etc/edgeinfer/credentials")" = "root:root 700" ] \
+    || fail "/etc/edgeinfer/credentials is $(stat -c '%U:%G %a' "$root/etc/edgeinfer/credentials"), not root:root 700"
+fi
+
 config="$root/etc/edgeinfer/edgeinferd.toml"
 # As installed, the config names model folders under /var/lib/edgeinfer/models that the user puts
 # there (weights are not packaged): everything else must validate, and the missing folder must be
@@ -103,4 +167,26 @@ else
 fi
 echo "check-deb: $out"
 "$root/usr/bin/edgeinfer" --version >/dev/null || fail "installed edgeinfer does not run"
+
+# --- --install: dpkg -i for real, check what the maintainer scripts did, purge -----------------
+if ((install)); then
+  dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg -i failed"; }
+  getent passwd edgeinfer >/dev/null || fail "installed: no user edgeinfer"
+  for group in edgeinfer edgeinfer-clients edgeinfer-admin; do
+    getent group "$group" >/dev/null || fail "installed: no group $group"
+  done
+  mode() { stat -c '%U:%G %a' "$1"; }
+  [ "$(mode /etc/edgeinfer/edgeinferd.toml)" = "root:edgeinfer 640" ] \
+    || fail "installed: /etc/edgeinfer/edgeinferd.toml is $(mode /etc/edgeinfer/edgeinferd.toml), not root:edgeinfer 640"
+  [ "$(mode /etc/edgeinfer/credentials)" = "root:root 700" ] \
+    || fail "installed: /etc/edgeinfer/credentials is $(mode /etc/edgeinfer/credentials), not root:root 700"
+  for example in edgeinferd-credentials.conf.example edgeinferd-gpu.conf.example; do
+    [ -f "/usr/share/doc/edgeinfer/$example" ] || fail "installed: no /usr/share/doc/edgeinfer/$example"
+  done
+  dpkg --purge edgeinfer >>"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg --purge failed"; }
+  [ ! -e /etc/edgeinfer/credentials ] && [ ! -e /var/lib/edgeinfer ] \
+    || fail "purged: /etc/edgeinfer/credentials or /var/lib/edgeinfer is left"
+  echo "check-deb: installed: groups edgeinfer-clients and edgeinfer-admin, config root:edgeinfer 640," \
+    "credentials root:root 700, examples in /usr/share/doc/edgeinfer; purged (the user and groups stay)"
+fi
 echo "check-deb: OK"

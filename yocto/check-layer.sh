@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks meta-edgeinfer without bitbake (a full image build is beyond CI machines): layer
 # structure, the crate list against Cargo.lock, the license checksum, that every file the recipe
-# installs exists in the repository, that every PACKAGECONFIG maps to a real cargo feature, and
-# oelint-adv (default rule set) over the recipes.
+# installs exists in the repository, that every PACKAGECONFIG maps to a real cargo feature, that
+# the useradd parameters create the user and groups systemd/edgeinfer.sysusers.conf declares
+# (edgeinfer, edgeinfer-clients, edgeinfer-admin), that the credentials drop-in example and the
+# root-only credentials folder are installed, and oelint-adv (default rule set) over the recipes.
 #
 #   yocto/check-layer.sh [path/to/oelint-adv]
 set -euo pipefail
@@ -37,6 +39,30 @@ for ep in $(sed -n "s/.*for ep in \[\(.*\)\]:.*/\1/p" "$recipe" | tr -d "',"); d
   grep -q "^PACKAGECONFIG\[$ep\]" "$recipe" || fail "no PACKAGECONFIG[$ep] for execution provider $ep"
 done
 
+# Users and groups: the useradd class must create what the sysusers.d file declares (the .deb
+# applies that file), and at least the service user and the client and admin groups.
+sysusers=systemd/edgeinfer.sysusers.conf
+param() { sed -n 's/^'"$1"':${PN} = "\(.*\)"$/\1/p' "$recipe" | tr ';' '\n'; }
+grep -q '^USERADD_PACKAGES = "${PN}"' "$recipe" || fail "USERADD_PACKAGES is not \${PN}"
+users=$(param USERADD_PARAM) groups=$(param GROUPADD_PARAM)
+for user in edgeinfer $(awk '$1 == "u" { print $2 }' "$sysusers"); do
+  grep -Eq -- "^ *--system .*--user-group $user *\$" <<<"$users" \
+    || fail "USERADD_PARAM:\${PN} does not create the system user $user with its group"
+done
+for group in edgeinfer-clients edgeinfer-admin $(awk '$1 == "g" { print $2 }' "$sysusers"); do
+  grep -Eq -- "^ *--system +$group *\$" <<<"$groups" \
+    || fail "GROUPADD_PARAM:\${PN} does not create the system group $group (declared in $sysusers)"
+done
+group_names=$(sed -E 's/^ *--system +//; s/ *$//' <<<"$groups" | tr '\n' ' ')
+for group in $group_names; do
+  awk -v g="$group" '$1 == "g" && $2 == g { found = 1 } END { exit !found }' "$sysusers" \
+    || fail "GROUPADD_PARAM:\${PN} creates group $group, which $sysusers does not declare"
+done
+grep -q 'install -m 0644 ${S}/systemd/edgeinferd-credentials.conf.example ${D}${docdir}/' "$recipe" \
+  || fail "the recipe does not install the credentials drop-in example into \${docdir} (\${PN}-doc)"
+grep -q 'install -d -m 0700 ${D}${sysconfdir}/edgeinfer/credentials$' "$recipe" \
+  || fail "the recipe does not install /etc/edgeinfer/credentials as 0700"
+
 out=$("$oelint" --quiet "$recipe" $(find "$layer" -name '*.bbappend') 2>&1) || true
 [ -z "$out" ] || { echo "$out" >&2; fail "oelint-adv is not clean"; }
-echo "meta-edgeinfer: layer.conf ok, crates in step with Cargo.lock, license ok, $n installed files present, PACKAGECONFIG ok, oelint-adv clean"
+echo "meta-edgeinfer: layer.conf ok, crates in step with Cargo.lock, license ok, $n installed files present, PACKAGECONFIG ok, user and groups (edgeinfer + ${group_names% }) ok, oelint-adv clean"

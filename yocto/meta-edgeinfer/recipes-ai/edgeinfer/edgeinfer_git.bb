@@ -55,7 +55,12 @@ def edgeinfer_features(d):
 # nooelint: oelint.vars.mispell - EXTRA_CARGO_FLAGS is defined by OE-core's cargo.bbclass
 EXTRA_CARGO_FLAGS = "-p edgeinfer-daemon --no-default-features --features ${@edgeinfer_features(d)}"
 
+# The service user and group edgeinfer (the service only: it reads the config and secrets); the
+# groups of D-Bus clients (inference) and admins (model load/unload, gallery changes), as in
+# systemd/edgeinfer.sysusers.conf. Add users to them in an image with EXTRA_USERS_PARAMS, e.g.
+# "usermod -aG edgeinfer-clients <app-user>;".
 USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system edgeinfer-clients; --system edgeinfer-admin"
 USERADD_PARAM:${PN} = "--system --home ${localstatedir}/lib/edgeinfer --no-create-home --shell /sbin/nologin --user-group edgeinfer"
 
 SYSTEMD_SERVICE:${PN} = "edgeinferd.service"
@@ -66,12 +71,21 @@ do_install:append() {
     install -m 0644 ${S}/systemd/edgeinferd.service ${D}${systemd_system_unitdir}/edgeinferd.service
     install -d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${S}/systemd/edgeinfer.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/edgeinfer.conf
+    # The config may hold MQTT credentials: root and the service only (the folder too, so the
+    # service user can reach the config: ConfigurationDirectoryMode=0750).
     install -d -m 0750 ${D}${sysconfdir}/edgeinfer
+    chown root:edgeinfer ${D}${sysconfdir}/edgeinfer
     install -m 0640 ${S}/daemon/edgeinferd.example.toml ${D}${sysconfdir}/edgeinfer/edgeinferd.toml
     chown root:edgeinfer ${D}${sysconfdir}/edgeinfer/edgeinferd.toml
+    # Sources of systemd credentials (edgeinferd-credentials.conf.example): root only.
+    install -d -m 0700 ${D}${sysconfdir}/edgeinfer/credentials
     install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/interfaces
     install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.conf ${D}${datadir}/dbus-1/system.d/
     install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.xml ${D}${datadir}/dbus-1/interfaces/
+    # Drop-in examples (MQTT secrets as systemd credentials; GPU/NPU device access): ${PN}-doc.
+    install -d ${D}${docdir}/${BPN}
+    install -m 0644 ${S}/systemd/edgeinferd-credentials.conf.example ${D}${docdir}/${BPN}/
+    install -m 0644 ${S}/systemd/edgeinferd-gpu.conf.example ${D}${docdir}/${BPN}/
 }
 
 CONFFILES:${PN} = "${sysconfdir}/edgeinfer/edgeinferd.toml"
