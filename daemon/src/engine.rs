@@ -10,6 +10,7 @@ use edgeinfer_models::cache::{ByteLru, CacheStats, content_hash};
 use edgeinfer_models::dinov2::{Dinov2, EmbedOptions};
 use edgeinfer_models::gallery::{Gallery, Opened, SharedGallery};
 use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
+use edgeinfer_models::layout::Variant;
 use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput, SamplingParams, TokenEvent};
 use edgeinfer_models::manifest::Family;
 use edgeinfer_models::sam::{ImageEmbedding, LowResMask, Prompt, Sam, SamLimits, SegmentOptions};
@@ -26,6 +27,9 @@ use crate::api::{
 pub struct EngineOptions {
     /// tract (default) or ort.
     pub backend: BackendKind,
+    /// Which precision variant of the graph to load (`fp32`, the default; `fp16`, `int8`,
+    /// `uint8`, `quantized`, `q4`, `q4f16`, `bnb4`: onnx-community's `model_<variant>.onnx`).
+    pub variant: Variant,
     /// Execution providers (ort).
     pub execution_providers: Vec<EpConfig>,
     /// Session options (threads, optimisation...).
@@ -78,6 +82,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             backend: BackendKind::Tract,
+            variant: Variant::Fp32,
             execution_providers: Vec::new(),
             session: SessionOptionsConfig::default(),
             image_limits: ImageLimits::default(),
@@ -123,6 +128,7 @@ pub struct Engine {
     kind: Kind,
     options: EngineOptions,
     providers: edgeinfer_onnx::ProviderReport,
+    graph: Option<PathBuf>,
 }
 
 impl Engine {
@@ -139,6 +145,15 @@ impl Engine {
             None => edgeinfer_models::manifest::detect(dir)
                 .map_err(|e| ApiError::new(ErrorCode::NotLoaded, e.to_string()))?,
         };
+        if matches!(family, Family::Sam | Family::Sam2) && options.variant != Variant::Fp32 {
+            return Err(ApiError::new(
+                ErrorCode::NotLoaded,
+                format!(
+                    "'{id}': variant = \"{}\" is for onnx-community layouts (DINOv2, LLaMA); SAM loads the folder's encoder and decoder as they are",
+                    options.variant
+                ),
+            ));
+        }
         let backend = edgeinfer_onnx::backend(options.backend, ort_library)
             .map_err(|e| ApiError::new(ErrorCode::Backend, e.to_string()))?;
         let session = options.session_options();
@@ -162,7 +177,8 @@ impl Engine {
                 )
             }
             Family::Dinov2 => {
-                let mut model = Dinov2::load(dir, backend.as_ref(), &session).map_err(load_err)?;
+                let mut model =
+                    Dinov2::load_variant(dir, options.variant, backend.as_ref(), &session).map_err(load_err)?;
                 model.set_max_batch(options.max_batch);
                 let gallery = match &options.gallery {
                     Some(path) => {
@@ -185,13 +201,23 @@ impl Engine {
                 (Kind::Dinov2 { model, gallery }, providers)
             }
             Family::Llama => {
-                let mut model = Llama::load(dir, backend.as_ref(), &session).map_err(load_err)?;
+                let mut model =
+                    Llama::load_variant(dir, options.variant, backend.as_ref(), &session).map_err(load_err)?;
                 model.set_max_prompt_tokens(options.max_prompt_tokens);
                 let providers = model.session().providers().clone();
                 (Kind::Llama { model: Box::new(model) }, providers)
             }
         };
-        Ok(Engine { id: id.to_string(), family, kind, options: options.clone(), providers })
+        let graph = edgeinfer_models::manifest::model_files(family, dir, options.variant)
+            .ok()
+            .and_then(|files| files.into_iter().next());
+        tracing::info!(model = id, %family, variant = %options.variant, graph = ?graph, "model files");
+        Ok(Engine { id: id.to_string(), family, kind, options: options.clone(), providers, graph })
+    }
+
+    /// The main graph file loaded (the encoder, for SAM).
+    pub fn graph(&self) -> Option<&Path> {
+        self.graph.as_deref()
     }
 
     /// Model id.

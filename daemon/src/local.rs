@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use edgeinfer_models::layout::Variant;
 use edgeinfer_models::manifest::Family;
 use edgeinfer_onnx::{BackendKind, parse_ep_list};
 
@@ -23,6 +24,10 @@ pub struct LocalArgs {
     /// tract (default) or ort.
     #[arg(long, default_value = "tract")]
     pub backend: BackendKind,
+    /// The graph's precision variant: fp32 (default), fp16, int8, uint8, quantized, q4, q4f16,
+    /// bnb4 (onnx-community's `onnx/model_<variant>.onnx`).
+    #[arg(long, default_value = "fp32")]
+    pub variant: Variant,
     /// Execution providers for ort, in order, e.g. `cuda,cpu`.
     #[arg(long)]
     pub ep: Option<String>,
@@ -42,8 +47,12 @@ pub struct LocalArgs {
 
 /// Runs the task; returns the answer's exit status.
 pub fn run(args: &LocalArgs) -> Result<(), ApiError> {
-    let mut options =
-        EngineOptions { backend: args.backend, gallery: args.gallery.clone(), ..EngineOptions::default() };
+    let mut options = EngineOptions {
+        backend: args.backend,
+        variant: args.variant,
+        gallery: args.gallery.clone(),
+        ..EngineOptions::default()
+    };
     options.session.intra_threads = args.threads;
     if let Some(spec) = &args.ep {
         options.execution_providers = parse_ep_list(spec).map_err(|e| ApiError::bad_input(e.to_string()))?;

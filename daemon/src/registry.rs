@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeinfer_models::cache::CacheStats;
+use edgeinfer_models::layout::Variant;
 use edgeinfer_models::manifest::Family;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -56,6 +57,10 @@ pub struct ModelStatus {
     pub fallbacks: Vec<(String, String)>,
     /// The last load error.
     pub error: Option<String>,
+    /// The configured precision variant (`fp32`, `q4`, ...).
+    pub variant: String,
+    /// The main graph file loaded (the encoder, for SAM), once loaded.
+    pub graph: Option<String>,
     /// `keep_alive` in seconds (-1 pinned).
     pub keep_alive_s: f64,
     /// Estimated memory (MiB).
@@ -141,10 +146,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// file in the folder (`.onnx_data`, `.data`, `.bin`: counted whoever uses them, so the estimate
 /// errs high). Loading peaks within about 1.2× this on both backends (README, Benchmarks). Where
 /// the family or its files cannot be determined, every weight file counts.
-pub fn estimate_bytes(family: Option<Family>, dir: &Path) -> u64 {
+pub fn estimate_bytes(family: Option<Family>, variant: Variant, dir: &Path) -> u64 {
     let family = family.or_else(|| edgeinfer_models::manifest::detect(dir).ok());
     let named = family
-        .and_then(|f| edgeinfer_models::manifest::model_files(f, dir).ok())
+        .and_then(|f| edgeinfer_models::manifest::model_files(f, dir, variant).ok())
         .filter(|files| files.iter().all(|p| p.is_file()));
     let onnx: u64 = match &named {
         Some(files) => files.iter().filter(|p| is_onnx(p)).map(|p| size(p)).sum(),
@@ -199,7 +204,7 @@ impl Registry {
             state: ModelState::Unloaded,
             worker: None,
             error: None,
-            estimate: estimate_bytes(m.family, &m.path),
+            estimate: estimate_bytes(m.family, m.engine.variant, &m.path),
             last_used: Instant::now(),
             load_lock: Arc::new(tokio::sync::Mutex::new(())),
             waiting_for_load: Arc::new(AtomicUsize::new(0)),
@@ -254,6 +259,8 @@ impl Registry {
             placement,
             fallbacks,
             error: slot.error.clone(),
+            variant: slot.config.engine.variant.to_string(),
+            graph: slot.worker.as_ref().and_then(|w| w.engine().graph().map(|g| g.display().to_string())),
             keep_alive_s: match slot.config.keep_alive {
                 KeepAlive::Pinned => -1.0,
                 KeepAlive::Immediate => 0.0,
@@ -574,7 +581,7 @@ impl Registry {
             return;
         }
         // Both versions are in memory during the swap: the new one must fit beside the old.
-        let load = match self.make_room(id, estimate_bytes(m.family, &m.path)).await {
+        let load = match self.make_room(id, estimate_bytes(m.family, m.engine.variant, &m.path)).await {
             Ok(()) => {
                 let ort_library = lock(&self.daemon).ort_library.clone();
                 load_worker(m.clone(), ort_library).await
@@ -587,7 +594,7 @@ impl Registry {
                     let mut slots = lock(&self.slots);
                     let Some(slot) = slots.get_mut(id) else { return };
                     slot.config = m.clone();
-                    slot.estimate = estimate_bytes(m.family, &m.path);
+                    slot.estimate = estimate_bytes(m.family, m.engine.variant, &m.path);
                     slot.error = None;
                     slot.state = ModelState::Loaded;
                     slot.worker.replace(Arc::new(worker))
@@ -673,10 +680,10 @@ mod tests {
         // names encoder.onnx and decoder.onnx.
         let sam = fixture("sam");
         let expected = size(sam.join("encoder.onnx")) + size(sam.join("decoder.onnx"));
-        assert_eq!(estimate_bytes(None, &sam), expected);
-        assert_eq!(estimate_bytes(Some(Family::Sam), &sam), expected);
+        assert_eq!(estimate_bytes(None, Variant::Fp32, &sam), expected);
+        assert_eq!(estimate_bytes(Some(Family::Sam), Variant::Fp32, &sam), expected);
         let llama = fixture("llama");
-        assert_eq!(estimate_bytes(None, &llama), size(llama.join("model.onnx")));
+        assert_eq!(estimate_bytes(None, Variant::Fp32, &llama), size(llama.join("model.onnx")));
     }
 
     #[test]
@@ -688,15 +695,15 @@ mod tests {
         }
         let both = size(probe.join("weights_external.onnx")) + size(probe.join("weights_external.onnx.data"));
         // DINOv2 takes the folder's only .onnx file.
-        assert_eq!(estimate_bytes(Some(Family::Dinov2), dir.path()), both);
+        assert_eq!(estimate_bytes(Some(Family::Dinov2), Variant::Fp32, dir.path()), both);
         // Data files count whatever their names.
         std::fs::write(dir.path().join("shared.bin"), [0u8; 1000]).unwrap();
-        assert_eq!(estimate_bytes(Some(Family::Dinov2), dir.path()), both + 1000);
+        assert_eq!(estimate_bytes(Some(Family::Dinov2), Variant::Fp32, dir.path()), both + 1000);
         // No family detected: every weight file.
         std::fs::copy(probe.join("weights.onnx"), dir.path().join("weights.onnx")).unwrap();
-        assert_eq!(estimate_bytes(None, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
+        assert_eq!(estimate_bytes(None, Variant::Fp32, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
         // A SAM manifest naming files that are not there: every weight file, not zero.
         std::fs::write(dir.path().join("manifest.json"), r#"{"family": "sam", "encoder": "gone.onnx"}"#).unwrap();
-        assert_eq!(estimate_bytes(None, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
+        assert_eq!(estimate_bytes(None, Variant::Fp32, dir.path()), both + 1000 + size(probe.join("weights.onnx")));
     }
 }

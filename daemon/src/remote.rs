@@ -21,6 +21,10 @@ pub struct ModelSummary {
     pub backend: String,
     /// Providers running it.
     pub providers: Vec<String>,
+    /// The configured precision variant (`fp32`, `q4`...).
+    pub variant: String,
+    /// The main graph file loaded (empty until loaded).
+    pub graph: String,
     /// Last load error.
     pub error: Option<String>,
 }
@@ -58,6 +62,8 @@ fn summary(v: &serde_json::Value) -> ModelSummary {
             .as_array()
             .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
             .unwrap_or_default(),
+        variant: s("variant"),
+        graph: s("graph"),
         error: v["error"].as_str().map(str::to_string),
     }
 }

@@ -177,6 +177,11 @@ fn busctl_and_gdbus_drive_the_api() {
     assert!((norm - 1.0).abs() < 1e-4, "normalize=true gives a unit vector, got {norm}");
     let (ok, out, _) = busctl(&["get-property", NAME, &format!("{ROOT}/models/dino"), "org.edgeinfer.Model1", "State"]);
     assert!(ok && out.trim() == "s \"loaded\"", "{out}");
+    let (ok, out, _) =
+        busctl(&["get-property", NAME, &format!("{ROOT}/models/dino"), "org.edgeinfer.Model1", "Variant"]);
+    assert!(ok && out.trim() == "s \"fp32\"", "{out}");
+    let (ok, out, _) = busctl(&["get-property", NAME, &format!("{ROOT}/models/dino"), "org.edgeinfer.Model1", "Graph"]);
+    assert!(ok && out.trim().ends_with("dinov2/model.onnx\""), "the loaded graph file: {out}");
 
     // gdbus shows the error names.
     let gdbus = |method: &str, args: &[&str]| {

@@ -182,3 +182,57 @@ fn bad_input_exits_2_with_the_api_code() {
         assert!(err.contains(expected), "{args:?}: expected '{expected}' in {err}");
     }
 }
+
+/// `fixture` re-laid as onnx-community publishes it: the JSON files at the top, the graph as
+/// `onnx/model.onnx` (plus `extra` graphs, as other variants are named there).
+fn onnx_community_layout(fixture: &str, extra: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = fixtures().join(fixture);
+    std::fs::create_dir(dir.path().join("onnx")).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+        }
+    }
+    for graph in std::iter::once("model.onnx").chain(extra.iter().copied()) {
+        std::fs::copy(from.join("model.onnx"), dir.path().join("onnx").join(graph)).unwrap();
+    }
+    dir
+}
+
+fn local_at(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer")).arg("local").arg("--model").arg(dir).args(args).output().unwrap()
+}
+
+/// Before: an onnx-community folder (graphs under `onnx/`) gave "no .onnx file" for DINOv2 and
+/// "cannot tell which model family" for LLaMA. Now it loads by path alone, with the same answers
+/// as the flat layout, and a variant the folder lacks is a one-line error naming what it has.
+#[test]
+fn onnx_community_folders_load_by_path_alone() {
+    let photo = fixtures().join("photos/coffee.png");
+    let photo = photo.to_str().unwrap();
+    let flat = json(&local("dinov2", &["embed", photo, "--json"]));
+    let dino = onnx_community_layout("dinov2", &["model_quantized.onnx"]);
+    let r = json(&local_at(dino.path(), &["embed", photo, "--json"]));
+    assert_eq!(r["embeddings"], flat["embeddings"]);
+    let r = json(&local_at(dino.path(), &["--variant", "quantized", "embed", photo, "--json"]));
+    assert_eq!(r["dim"], 48, "the quantized file name is found");
+    let out = local_at(dino.path(), &["--variant", "q4", "embed", photo, "--json"]);
+    assert_eq!(out.status.code(), Some(4), "not_loaded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no q4 graph") && err.contains("onnx/model_q4.onnx") && err.contains("variants fp32, quantized"),
+        "{err}"
+    );
+
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("llama/golden/reference.json")).unwrap()).unwrap();
+    let case = &reference["generate"][0];
+    let llama = onnx_community_layout("llama", &[]);
+    let r = json(&local_at(
+        llama.path(),
+        &["generate", case["prompt"].as_str().unwrap(), "--max-new-tokens", "40", "--json"],
+    ));
+    assert_eq!(r["token_ids"], case["greedy_new_ids"]);
+}

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result, read_json};
 use crate::image::{self, ImageError, Resample, RgbImage};
+use crate::layout::Variant;
 
 /// How a `preprocessor_config.json` resizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -241,7 +242,18 @@ impl Dinov2 {
     /// Loads `model.onnx` (or the given file) with its `config.json` and
     /// `preprocessor_config.json` from `dir`; missing configs fall back to DINOv2's defaults.
     pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Dinov2> {
-        let model = find_model(dir)?;
+        Dinov2::load_variant(dir, Variant::Fp32, backend, options)
+    }
+
+    /// [`Dinov2::load`] of a precision variant: `model<_variant>.onnx` at the top of `dir` or
+    /// under `onnx/` (the onnx-community layout).
+    pub fn load_variant(
+        dir: &Path,
+        variant: Variant,
+        backend: &dyn Backend,
+        options: &SessionOptions,
+    ) -> Result<Dinov2> {
+        let model = find_model(dir, variant)?;
         let mut options = options.clone();
         if options.tract_plan == TractPlanMode::Auto {
             // tract cannot evaluate DINOv2's interpolated position embeddings symbolically: plan
@@ -423,13 +435,13 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The ONNX file of a model directory: `model.onnx`, else the only `*.onnx` file.
-pub fn find_model(dir: &Path) -> Result<PathBuf> {
+pub fn find_model(dir: &Path, variant: Variant) -> Result<PathBuf> {
     if dir.is_file() {
         return Ok(dir.to_path_buf());
     }
-    let default = dir.join("model.onnx");
-    if default.is_file() {
-        return Ok(default);
+    let found = crate::layout::find_graph(dir, &["model"], variant);
+    if found.is_ok() || variant != Variant::Fp32 {
+        return found;
     }
     let onnx: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?
@@ -439,7 +451,7 @@ pub fn find_model(dir: &Path) -> Result<PathBuf> {
         .collect();
     match onnx.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(ModelError::Config(format!("no .onnx file in {}", dir.display()))),
+        [] => found,
         _ => Err(ModelError::Config(format!("several .onnx files in {}: name one", dir.display()))),
     }
 }

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod gallery;
 pub mod gallery_store;
 pub mod image;
+pub mod layout;
 pub mod llama;
 pub mod manifest;
 pub mod mask;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::layout::Variant;
 
 /// A model family edgeinfer serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,11 +65,11 @@ struct FamilyField {
 /// The ONNX files a family's `load` reads from `dir`, each followed by the external data files
 /// stored beside it under the usual names (`X.onnx_data`, `X.onnx.data`, `X.data`). A folder may
 /// hold more (other layouts, quantised variants): these are the ones that take memory.
-pub fn model_files(family: Family, dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn model_files(family: Family, dir: &Path, variant: Variant) -> Result<Vec<PathBuf>> {
     let onnx: Vec<PathBuf> = match family {
         Family::Sam | Family::Sam2 => crate::sam::model_files(dir)?.into(),
-        Family::Dinov2 => vec![crate::dinov2::find_model(dir)?],
-        Family::Llama => vec![crate::llama::ModelDir::open(dir)?.onnx],
+        Family::Dinov2 => vec![crate::dinov2::find_model(dir, variant)?],
+        Family::Llama => vec![crate::llama::ModelDir::open_variant(dir, variant)?.onnx],
     };
     let mut files = Vec::new();
     for model in onnx {
@@ -97,7 +98,9 @@ pub fn detect(dir: &Path) -> Result<Family> {
             return f.parse();
         }
     }
-    if has("tokenizer.json") && (has("model.onnx") || has("decoder_model_merged.onnx") || has("genai_config.json")) {
+    // Any variant, at the top or under onnx/ (onnx-community), is a graph.
+    let llm_graph = !crate::layout::variants_present(dir, &["model", "decoder_model_merged"]).is_empty();
+    if has("tokenizer.json") && (llm_graph || has("genai_config.json")) {
         return Ok(Family::Llama);
     }
     if has("encoder.onnx") && has("decoder.onnx") {
@@ -114,7 +117,10 @@ pub fn detect(dir: &Path) -> Result<Family> {
         }
     }
     Err(ModelError::Config(format!(
-        "cannot tell which model family {} holds; add a manifest.json with \"family\" (sam, sam2, dinov2, llama)",
+        "cannot tell which model family {} holds: looked for manifest.json with \"family\"; tokenizer.json with \
+         model*.onnx, decoder_model_merged*.onnx (at the top or under onnx/) or genai_config.json (llama); \
+         encoder.onnx + decoder.onnx (sam, sam2); preprocessor_config.json or a dinov2 config.json (dinov2). \
+         Add a manifest.json with \"family\" (sam, sam2, dinov2, llama) or set family in the config",
         dir.display()
     )))
 }

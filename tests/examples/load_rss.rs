@@ -30,7 +30,7 @@ fn status_mib(field: &str) -> f64 {
 
 /// The ONNX files (and external data) the model loads, in MiB.
 fn onnx_mib(family: Family, dir: &Path) -> f64 {
-    let files = edgeinfer_models::manifest::model_files(family, dir).unwrap();
+    let files = edgeinfer_models::manifest::model_files(family, dir, edgeinfer_models::layout::Variant::Fp32).unwrap();
     let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     bytes as f64 / 1048576.0
 }

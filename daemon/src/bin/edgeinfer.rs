@@ -182,12 +182,14 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
                 } else {
                     for m in models {
                         println!(
-                            "{:<16} {:<8} {:<10} {:<6} {}{}",
+                            "{:<16} {:<8} {:<10} {:<6} {:<9} {}{}{}",
                             m.id,
                             if m.family.is_empty() { "-" } else { &m.family },
                             m.state,
                             m.backend,
+                            m.variant,
                             m.providers.join(","),
+                            if m.graph.is_empty() { String::new() } else { format!("  {}", m.graph) },
                             m.error.map(|e| format!("  error: {e}")).unwrap_or_default(),
                         );
                     }

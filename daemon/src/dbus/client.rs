@@ -109,6 +109,8 @@ impl DbusClient {
                 state,
                 backend: model.backend().await.map_err(api)?,
                 providers: model.execution_providers().await.map_err(api)?,
+                variant: model.variant().await.map_err(api)?,
+                graph: model.graph().await.map_err(api)?,
                 error: (!error.is_empty()).then_some(error),
             });
         }

@@ -88,6 +88,18 @@ impl ModelIface {
     async fn memory_mb(&self) -> f64 {
         self.0.memory_mb
     }
+
+    /// The configured precision variant.
+    #[zbus(property)]
+    async fn variant(&self) -> String {
+        self.0.variant.clone()
+    }
+
+    /// The main graph file loaded.
+    #[zbus(property)]
+    async fn graph(&self) -> String {
+        self.0.graph.clone().unwrap_or_default()
+    }
 }
 
 /// Publishes a model's new status: adds its object, updates it (emitting `PropertiesChanged` for
@@ -129,6 +141,12 @@ pub async fn sync(server: &ObjectServer, status: ModelStatus, removed: bool) -> 
     }
     if old.memory_mb != new.memory_mb {
         object.memory_mb_changed(&emitter).await?;
+    }
+    if old.variant != new.variant {
+        object.variant_changed(&emitter).await?;
+    }
+    if old.graph != new.graph {
+        object.graph_changed(&emitter).await?;
     }
     Ok(())
 }

@@ -181,6 +181,14 @@ pub struct ModelDir {
 impl ModelDir {
     /// Reads the configs of `dir` and finds its ONNX file.
     pub fn open(dir: &Path) -> Result<ModelDir> {
+        ModelDir::open_variant(dir, crate::layout::Variant::Fp32)
+    }
+
+    /// [`ModelDir::open`] for a precision variant: `model<_variant>.onnx` or
+    /// `decoder_model_merged<_variant>.onnx`, at the top or under `onnx/` (onnx-community). A
+    /// GenAI folder's `genai_config.json` names its one graph: only the full-precision variant
+    /// is asked of it.
+    pub fn open_variant(dir: &Path, variant: crate::layout::Variant) -> Result<ModelDir> {
         if !dir.is_dir() {
             return Err(ModelError::Config(format!("{} is not a model directory", dir.display())));
         }
@@ -191,17 +199,14 @@ impl ModelDir {
         let genai: GenaiConfig = opt("genai_config.json").map(|p| read_json(&p)).transpose()?.unwrap_or_default();
         let named = genai.model.as_ref().and_then(|m| m.decoder.as_ref()).and_then(|d| d.filename.clone());
         let onnx = match named {
-            Some(f) => dir.join(f),
-            None => ["model.onnx", "decoder_model_merged.onnx", "onnx/model.onnx", "onnx/decoder_model_merged.onnx"]
-                .iter()
-                .map(|f| dir.join(f))
-                .find(|p| p.is_file())
-                .ok_or_else(|| {
-                    ModelError::Config(format!(
-                        "no model.onnx or decoder_model_merged.onnx in {} (and no genai_config.json naming one)",
-                        dir.display()
-                    ))
-                })?,
+            Some(f) if variant == crate::layout::Variant::Fp32 => dir.join(f),
+            Some(f) => {
+                return Err(ModelError::Config(format!(
+                    "{} is an ORT-GenAI folder with one graph ({f}): it has no {variant} variant",
+                    dir.display()
+                )));
+            }
+            None => crate::layout::find_graph(dir, &["model", "decoder_model_merged"], variant)?,
         };
         if !onnx.is_file() {
             return Err(ModelError::Config(format!("{} not found", onnx.display())));

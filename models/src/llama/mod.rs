@@ -145,7 +145,17 @@ pub struct Llama {
 impl Llama {
     /// Loads a model directory (configs, tokenizer, ONNX graph).
     pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Llama> {
-        let model_dir = ModelDir::open(dir)?;
+        Llama::load_variant(dir, crate::layout::Variant::Fp32, backend, options)
+    }
+
+    /// [`Llama::load`] of a precision variant (see [`ModelDir::open_variant`]).
+    pub fn load_variant(
+        dir: &Path,
+        variant: crate::layout::Variant,
+        backend: &dyn Backend,
+        options: &SessionOptions,
+    ) -> Result<Llama> {
+        let model_dir = ModelDir::open_variant(dir, variant)?;
         let tokenizer = Tokenizer::load(dir)?;
         let session: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(model_dir.onnx.clone()), options)?);
         let layout = model_dir.layout(session.as_ref())?;
