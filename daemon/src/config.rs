@@ -284,8 +284,8 @@ impl Config {
 
     /// Parses TOML text, refusing unknown keys (no other validation).
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        let raw: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
+        let raw: toml::Value = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
         let known = model_keys();
         if let Some(models) = raw.get("models").and_then(|m| m.as_array()) {
             for (i, m) in models.iter().enumerate() {
@@ -369,6 +369,18 @@ impl Config {
         }
         if self.mqtt.enabled {
             parse_broker_url(&self.mqtt.url)?;
+            let prefix = &self.mqtt.prefix;
+            if prefix.is_empty()
+                || prefix.starts_with(['/', '$'])
+                || prefix.ends_with('/')
+                || prefix.contains(['+', '#', '\0'])
+                || prefix.split('/').any(str::is_empty)
+            {
+                return Err(format!(
+                    "mqtt.prefix '{}': one or more topic levels without '+', '#', '$' or empty levels",
+                    prefix.escape_debug()
+                ));
+            }
             for pattern in &self.mqtt.reply_topics {
                 crate::reply_topics::check_pattern(pattern)?;
             }
@@ -393,6 +405,20 @@ impl Config {
         let uname = rustix::system::uname();
         let host = uname.nodename().to_string_lossy().trim().to_string();
         node_from_hostname(&host)
+    }
+}
+
+/// A TOML error as "line L, column C: message", without the quoted source line toml adds: that
+/// line may hold the MQTT password, and the error is logged and printed by `--check-config`.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message().trim_end())
+        }
+        None => e.message().trim_end().to_string(),
     }
 }
 
@@ -424,8 +450,11 @@ fn check_node_name(node: &str) -> Result<(), String> {
 /// Reads a one-line secret. With `private`, a file that users other than its owner and group
 /// may read is refused: the password would be readable by every local user.
 fn read_secret(path: &Path, private: bool) -> Result<String, String> {
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("mqtt.password_file {}: {e}", path.display()))?;
+    // One open file for the check and the read: nothing can swap the file in between.
+    let mut file = std::fs::File::open(path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+    let meta = file.metadata().map_err(|e| format!("secret {}: {e}", path.display()))?;
     let mode = meta.permissions().mode();
     if private && mode & 0o007 != 0 {
         return Err(format!(
@@ -434,7 +463,8 @@ fn read_secret(path: &Path, private: bool) -> Result<String, String> {
             mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| format!("secret {}: {e}", path.display()))?;
     let secret = text.strip_suffix('\n').unwrap_or(&text);
     let secret = secret.strip_suffix('\r').unwrap_or(secret);
     if secret.is_empty() || secret.contains('\n') {
@@ -474,6 +504,12 @@ pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), String> {
         return Err(format!("mqtt url '{url}': expected mqtt://host:port or mqtts://host:port"));
     };
     let rest = rest.trim_end_matches('/');
+    if rest.contains('@') {
+        // Not echoed: what precedes '@' is a password.
+        return Err("mqtt url: a user name or password does not go in the URL (URLs are logged); set mqtt.username \
+                    and mqtt.password_file"
+            .into());
+    }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("mqtt url '{url}': bad port"))?),
         None => (rest.to_string(), if tls { 8883 } else { 1883 }),
@@ -523,6 +559,14 @@ mod tests {
     }
 
     #[test]
+    fn config_errors_do_not_quote_the_line_that_holds_the_password() {
+        let e = Config::parse("[mqtt]\nusername = \"robot\"\npassword = s3cret-unquoted\n").unwrap_err();
+        assert!(e.starts_with("line 3, column ") && !e.contains("s3cret"), "{e}");
+        let e = Config::parse("[mqtt]\npasword = \"s3cret\"\n").unwrap_err();
+        assert!(e.contains("unknown field") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn password_files_must_be_private_and_hold_one_line() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -550,6 +594,8 @@ mod tests {
         assert_eq!(parse_broker_url("mqtt://localhost:1884").unwrap(), (false, "localhost".into(), 1884));
         assert_eq!(parse_broker_url("mqtts://broker.example").unwrap(), (true, "broker.example".into(), 8883));
         assert!(parse_broker_url("http://x").is_err());
+        let e = parse_broker_url("mqtts://robot:s3cret@broker:8883").unwrap_err();
+        assert!(!e.contains("s3cret") && e.contains("password_file"), "{e}");
         assert!(parse_broker_url("mqtt://x:port").is_err());
     }
 }

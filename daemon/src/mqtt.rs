@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
@@ -71,8 +72,25 @@ impl Topics {
     }
 }
 
-/// Running requests that can be cancelled, by [`ReplyTo::scoped_key`].
-type Running = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
+/// Running requests that can be cancelled, by [`ReplyTo::request_key`].
+type Running = Arc<Mutex<HashMap<RequestKey, Arc<AtomicBool>>>>;
+
+/// What identifies a running request for cancellation: its reply topic and its id (or
+/// correlation data). A client can only name requests answered on its own reply topic — which
+/// the broker's ACL can make private to it (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    topic: String,
+    id: RequestId,
+}
+
+/// A request's own id: its JSON `id` (as JSON text: `"5"` and `5` differ), else its MQTT 5
+/// correlation data (bytes, compared exactly).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum RequestId {
+    Json(String),
+    Correlation(bytes::Bytes),
+}
 
 /// Connects to the broker and serves until `shutdown` turns true; then publishes `offline` and
 /// disconnects. Connection failures are retried with backoff for ever; an error return means
@@ -207,8 +225,22 @@ pub async fn serve(
                     match inflight.clone().try_acquire_owned() {
                         Ok(permit) => {
                             tokio::spawn(async move {
-                                if handle(&p, &out, registry, running).await != Handled::Duplicate {
-                                    out.ack(&p).await;
+                                // A bug that panics on some request must not leave it
+                                // unacknowledged (the broker would re-send it for ever, and hold
+                                // back the rest once its in-flight window fills).
+                                let handled = std::panic::AssertUnwindSafe(handle(&p, &out, registry, running))
+                                    .catch_unwind()
+                                    .await;
+                                match handled {
+                                    Ok(Handled::Duplicate) => {}
+                                    Ok(_) => out.ack(&p).await,
+                                    Err(_) => {
+                                        tracing::error!("a request handler panicked; answering internal");
+                                        let e = ApiError::internal("the daemon failed on this request (a bug); it was not run");
+                                        let reply = ReplyTo::of(&p);
+                                        let _ = std::panic::AssertUnwindSafe(out.reply(&reply, error_body(&e))).catch_unwind().await;
+                                        out.ack(&p).await;
+                                    }
                                 }
                                 drop(permit);
                             });
@@ -482,22 +514,33 @@ impl ReplyTo {
         body.to_string()
     }
 
-    /// The id a `cancel` request names: the JSON `id` (a string as is, else its JSON text), or
-    /// the correlation data as text.
-    pub fn key(&self) -> Option<String> {
-        match (&self.id, &self.correlation) {
-            (Some(Value::String(s)), _) => Some(s.clone()),
-            (Some(id), _) => Some(id.to_string()),
-            (None, Some(c)) => Some(String::from_utf8_lossy(c).into_owned()),
-            _ => None,
-        }
+    /// The reply topic the request named, if any.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
     }
 
-    /// What identifies a running request for cancellation: its reply topic and its id (or
-    /// correlation data). A client can only name requests answered on its own reply topic —
-    /// which the broker's ACL can make private to it (docs/security.md).
-    pub fn scoped_key(&self, id: &str) -> Option<String> {
-        self.topic.as_ref().map(|t| format!("{t}\n{id}"))
+    /// The key of this request while it runs: its reply topic with its JSON `id`, else its
+    /// correlation data. None without a reply topic or without either.
+    pub fn request_key(&self) -> Option<RequestKey> {
+        let topic = self.topic.clone()?;
+        let id = match (&self.id, &self.correlation) {
+            (Some(id), _) => RequestId::Json(id.to_string()),
+            (None, Some(c)) => RequestId::Correlation(c.clone()),
+            (None, None) => return None,
+        };
+        Some(RequestKey { topic, id })
+    }
+
+    /// The requests a cancel naming `target` (its `cancel` field) may mean, on this cancel's own
+    /// reply topic: the one whose JSON `id` equals `target`, or, for a string, the one whose
+    /// correlation data are its bytes.
+    pub fn cancel_keys(&self, target: &Value) -> Vec<RequestKey> {
+        let Some(topic) = self.topic.clone() else { return Vec::new() };
+        let mut keys = vec![RequestKey { topic: topic.clone(), id: RequestId::Json(target.to_string()) }];
+        if let Value::String(s) = target {
+            keys.push(RequestKey { topic, id: RequestId::Correlation(bytes::Bytes::copy_from_slice(s.as_bytes())) });
+        }
+        keys
     }
 }
 
@@ -625,10 +668,10 @@ async fn handle(p: &Publish, out: &Outbox, registry: Arc<Registry>, running: Run
             return Handled::Answered;
         }
         if p.dup
-            && let Some(k) = reply.key().and_then(|k| reply.scoped_key(&k))
+            && let Some(k) = reply.request_key()
             && running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&k)
         {
-            tracing::info!(key = %k, "redelivered request is still running; answering it once");
+            tracing::info!(key = ?k, "redelivered request is still running; answering it once");
             return Handled::Duplicate;
         }
         let body = answer(&topic, p, &props, out, &reply, &registry, &running).await;
@@ -671,16 +714,20 @@ async fn answer(
             let was = registry.unload(&model).await;
             return json!({"done": true, "result": {"kind": "unloaded", "was_loaded": was, "model": registry.status(&model)}});
         }
-        Ok(Request::Cancel { key }) => {
-            let Some(id) = key else {
+        Ok(Request::Cancel { target }) => {
+            let Some(target) = target else {
                 return error_body(&ApiError::bad_input("a cancel names the request's id: {\"cancel\": \"<id>\"}"));
             };
-            let Some(scoped) = reply.scoped_key(&id) else {
+            let keys = reply.cancel_keys(&target);
+            if keys.is_empty() {
                 return error_body(&ApiError::bad_input(
                     "a cancel is answered on the reply topic of the request it cancels: give it that response topic (or reply_to)",
                 ));
+            }
+            let found = {
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                keys.iter().find_map(|k| running.get(k).cloned())
             };
-            let found = running.lock().unwrap_or_else(|p| p.into_inner()).get(&scoped).cloned();
             return match found {
                 Some(flag) => {
                     flag.store(true, Ordering::Relaxed);
@@ -696,7 +743,7 @@ async fn answer(
     };
     let stream = matches!(&task, Task::Generate(g) if g.stream.unwrap_or(true));
     let cancel = Arc::new(AtomicBool::new(false));
-    let key = reply.key().and_then(|k| reply.scoped_key(&k));
+    let key = reply.request_key();
     if let Some(k) = &key {
         let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
         if running.contains_key(k) {
@@ -741,8 +788,8 @@ pub enum Request {
     Unload(String),
     /// Cancel the running request with this id (or correlation data).
     Cancel {
-        /// The `cancel` field, as a string.
-        key: Option<String>,
+        /// The `cancel` field.
+        target: Option<Value>,
     },
     /// A task for a model's worker.
     Task {
@@ -787,11 +834,8 @@ pub fn decode_request(
         "load" => Ok(Request::Load(model)),
         "unload" => Ok(Request::Unload(model)),
         "cancel" => {
-            let key = json.as_ref().and_then(|v| v.get("cancel")).map(|c| match c {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            Ok(Request::Cancel { key })
+            let target = json.as_ref().and_then(|v| v.get("cancel")).cloned();
+            Ok(Request::Cancel { target })
         }
         _ => Ok(Request::Task { task: parse_task(task_name, json, payload, props)?, model }),
     }

@@ -6,7 +6,7 @@
 //! patterns say. A request whose reply topic is refused is not run; the refusal goes to the
 //! node's errors topic. Threat model: docs/security.md.
 
-use rumqttc::v5::mqttbytes::{matches, valid_filter};
+use rumqttc::v5::mqttbytes::valid_filter;
 
 /// Longest reply topic accepted, in bytes.
 pub const MAX_REPLY_TOPIC: usize = 1024;
@@ -35,8 +35,14 @@ impl ReplyTopics {
         &self.patterns
     }
 
-    /// Whether the daemon may publish a client's reply on `topic`; the reason when not.
+    /// Whether the daemon may publish a client's reply on `topic`; the reason when not (the
+    /// topic in it shortened and escaped: it is the client's text, and it is logged).
     pub fn check(&self, topic: &str) -> Result<(), String> {
+        let result = self.check_raw(topic);
+        result.map_err(|why| why.replace(RAW, &shown(topic)))
+    }
+
+    fn check_raw(&self, topic: &str) -> Result<(), String> {
         if topic.is_empty() {
             return Err("the reply topic is empty".into());
         }
@@ -44,29 +50,63 @@ impl ReplyTopics {
             return Err(format!("the reply topic is {} bytes, over {MAX_REPLY_TOPIC}", topic.len()));
         }
         if topic.contains(['+', '#', '\0']) {
-            return Err(format!("reply topic '{topic}': a topic to publish on cannot hold '+', '#' or NUL"));
+            return Err(format!("reply topic '{RAW}': a topic to publish on cannot hold '+', '#' or NUL"));
         }
         if topic.starts_with('$') {
-            return Err(format!("reply topic '{topic}': broker topics ($SYS, $share...) are not reply topics"));
+            return Err(format!("reply topic '{RAW}': broker topics ($SYS, $share...) are not reply topics"));
         }
         let replies = format!("{}/replies", self.prefix);
         let ours = topic.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('/'));
         let in_replies = topic == replies || topic.starts_with(&format!("{replies}/"));
         if ours && !in_replies {
             return Err(format!(
-                "reply topic '{topic}': the daemon never publishes for a client under {}/<node>/ (its own \
+                "reply topic '{RAW}': the daemon never publishes for a client under {}/<node>/ (its own \
                  requests, state and status); use {replies}/...",
                 self.prefix
             ));
         }
-        if self.patterns.iter().any(|p| matches(topic, p)) {
+        if self.patterns.iter().any(|p| filter_matches(p, topic)) {
             return Ok(());
         }
         Err(format!(
-            "reply topic '{topic}' is not allowed: replies go to {} (set mqtt.reply_topics to allow more)",
+            "reply topic '{RAW}' is not allowed: replies go to {} (set mqtt.reply_topics to allow more)",
             self.patterns.join(", ")
         ))
     }
+}
+
+/// Stands for the client's topic in a reason, until [`shown`] replaces it.
+const RAW: &str = "\u{0}topic\u{0}";
+
+/// A client's topic as shown in messages and logs: at most 120 characters, escaped (no newlines
+/// or control characters to forge log lines with).
+fn shown(topic: &str) -> String {
+    let mut s: String = topic.chars().take(120).flat_map(char::escape_debug).collect();
+    if topic.chars().count() > 120 {
+        s.push('…');
+    }
+    s
+}
+
+/// Whether `topic` (no wildcards) matches the MQTT filter `filter`, level by level; a topic
+/// starting with `$` matches no filter starting with a wildcard (MQTT 4.7.2). Written here
+/// rather than taken from rumqttc, whose `matches` slices the topic's first byte and panics on
+/// a multi-byte first character (fuzzed: `fuzz/fuzz_targets/mqtt_request.rs`).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match levels.next() {
+            Some(t) if f == "+" || f == t => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
 }
 
 /// Checks one configured `mqtt.reply_topics` pattern.
@@ -76,7 +116,7 @@ pub fn check_pattern(p: &str) -> Result<(), String> {
             "mqtt.reply_topics: '{p}' is not an MQTT topic filter ('+' and '#' take a whole level, '#' only last)"
         ));
     }
-    if p.starts_with('$') || p.starts_with('+') || p.starts_with('#') {
+    if p.starts_with(['$', '+', '#', '/']) {
         return Err(format!(
             "mqtt.reply_topics: '{p}' would let clients aim replies at any top-level topic (or the broker's \
              $ topics); name the first level"
@@ -113,11 +153,25 @@ mod tests {
     }
 
     #[test]
+    fn any_text_is_checked_without_panicking_and_shown_escaped() {
+        let t = ReplyTopics::new("edgeinfer", &["apps/+/inbox".into()]).unwrap();
+        // rumqttc's matcher panicked on a multi-byte first character.
+        let e = t.check("é/x").unwrap_err();
+        assert!(e.contains("'é/x' is not allowed"), "{e}");
+        assert!(t.check("edgeinfer/replies/é").is_ok());
+        let e = t.check("a\nFAKE LOG LINE").unwrap_err();
+        assert!(!e.contains('\n') && e.contains("a\\nFAKE"), "{e}");
+        assert!(filter_matches("edgeinfer/replies/#", "edgeinfer/replies"));
+        assert!(filter_matches("a/+/c", "a/b/c") && !filter_matches("a/+/c", "a/b/c/d") && !filter_matches("a/+", "a"));
+        assert!(!filter_matches("#", "$SYS/x") && filter_matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
     fn patterns_cannot_reopen_the_daemon_tree_or_everything() {
         let t = ReplyTopics::new("edgeinfer", &["edgeinfer/#".into()]).unwrap();
         assert!(t.check("edgeinfer/n1/models/dino/embed").is_err());
         assert!(t.check("edgeinfer/replies/x").is_ok());
-        for bad in ["#", "+/x", "$share/g/x", "a/#/b", "a/b+"] {
+        for bad in ["#", "+/x", "$share/g/x", "a/#/b", "a/b+", "/#"] {
             assert!(check_pattern(bad).is_err(), "{bad}");
         }
     }

@@ -465,6 +465,13 @@ fn replies_go_only_to_allowed_topics() {
     mosquitto_pub(broker.port, &["-V", "mqttv311", "-t", "edgeinfer/deputy/models/dino/embed", "-f", &req]);
     let e = message_on(&all, "edgeinfer/deputy/errors", "\"x-2\"");
     assert!(e["error"]["message"].as_str().unwrap().contains("not allowed"), "{e}");
+    // Any text: a multi-byte first character once panicked in the topic matcher (and the
+    // request, never acknowledged, came back after every reconnect).
+    let req = payload_file(&json!({"reply_to": "é/x", "id": "x-3", "images": [photo_b64(&photo)]}).to_string());
+    let req = req.path().to_str().unwrap().to_string();
+    mosquitto_pub(broker.port, &["-V", "mqttv311", "-t", "edgeinfer/deputy/models/dino/embed", "-f", &req]);
+    let e = message_on(&all, "edgeinfer/deputy/errors", "\"x-3\"");
+    assert!(e["error"]["message"].as_str().unwrap().contains("'é/x' is not allowed"), "{e}");
     // No reply topic at all: not run (its answer would be readable by every reader of errors).
     mosquitto_pub(broker.port, &["-t", "edgeinfer/deputy/models/dino/embed", "-f", &embed]);
     let e = message_on(&all, "edgeinfer/deputy/errors", "no reply topic");

@@ -1,6 +1,7 @@
 //! MQTT requests as the daemon reads them: a v5 PUBLISH (topic, payload, response topic,
 //! correlation data, user properties) through rumqttc's codec, then the reply envelope and
-//! `decode_request` (topic, model, JSON or binary payload, `params` user property, task fields).
+//! `decode_request` (topic, model, JSON or binary payload, `params` user property, task fields)
+//! and the reply-topic guard.
 //!
 //! Input: header lines (`topic=`, `rt=`, `cd=`, `up=key=value`) up to the first NUL byte, then
 //! the payload. The topic is relative to `edgeinfer/fuzz/` unless it starts with `/`.
@@ -9,6 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use edgeinfer_daemon::api::ApiError;
 use edgeinfer_daemon::mqtt::{ReplyTo, Topics, decode_request};
+use edgeinfer_daemon::reply_topics::ReplyTopics;
 use libfuzzer_sys::fuzz_target;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
@@ -47,7 +49,14 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let reply = ReplyTo::of(&p);
-    let _ = reply.key();
+    let _ = reply.request_key();
+    if let Some(topic) = reply.topic() {
+        // The confused-deputy guard reads any text a client sends (rumqttc's own matcher
+        // panicked on a multi-byte first character).
+        if let Ok(replies) = ReplyTopics::new("edgeinfer", &["apps/+/inbox".to_string()]) {
+            let _ = replies.check(topic);
+        }
+    }
     let topics = Topics::new("edgeinfer/", "fuzz");
     let topic = String::from_utf8_lossy(&p.topic).into_owned();
     let props = p.properties.clone().unwrap_or_default();

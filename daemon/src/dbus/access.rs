@@ -91,6 +91,12 @@ impl Access {
         self.cache().remove(unique_name);
     }
 
+    /// Forgets every caller: on a new connection (a restarted bus hands out the same unique
+    /// names to other peers).
+    pub fn forget_all(&self) {
+        self.cache().clear();
+    }
+
     async fn caller(&self, conn: &Connection, sender: &str) -> Result<Caller, Error> {
         if let Some(c) = self.cache().get(sender) {
             return Ok(c.clone());

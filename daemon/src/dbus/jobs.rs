@@ -102,6 +102,16 @@ impl Jobs {
         }
     }
 
+    /// Cancels every running job and forgets them all: the connection they were served on is
+    /// gone, and a restarted bus gives their owners' unique names to other peers.
+    pub fn cancel_all(&self) {
+        let jobs: Vec<Arc<JobState>> = self.map().drain().map(|(_, j)| j).collect();
+        for j in jobs.iter().filter(|j| !j.is_done()) {
+            tracing::info!(job = %j.path, "the D-Bus connection was lost; cancelling its generation");
+            j.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Cancels the running jobs started by a bus peer that has left.
     pub fn cancel_owned_by(&self, unique_name: &str) -> usize {
         let jobs: Vec<Arc<JobState>> =

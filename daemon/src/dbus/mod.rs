@@ -105,6 +105,9 @@ async fn serve_shared(
         match connect(&config.bus, shared).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
+                // Whatever we knew of the peers of a previous connection is void now.
+                shared.access.forget_all();
+                shared.jobs.cancel_all();
                 shared.registry.set_transport("dbus", "connected");
                 tracing::info!(bus = %config.bus, name = NAME, unique_name = ?conn.unique_name().map(|n| n.to_string()), "serving on D-Bus");
                 if let Some(r) = ready.take() {
