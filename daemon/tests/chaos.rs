@@ -19,10 +19,6 @@ use serde_json::json;
 use support::*;
 use zbus::zvariant::{Fd, StructureBuilder, Value};
 
-fn topic(d: &Daemon, model: &str, task: &str) -> String {
-    format!("edgeinfer/{}/models/{model}/{task}", d.node)
-}
-
 /// A `width` × `height` black PNG: about 120 KB for 40,000,000 × 1, within `max_pixels`.
 fn png(width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -95,7 +91,7 @@ fn geometry_bombs_are_refused_over_mqtt_and_dbus_and_the_daemon_lives_on() {
     assert_eq!(r["error"]["code"], "too_large", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("max_images"), "{r}");
 
-    support_rt().block_on(async {
+    rt().block_on(async {
         let conn = zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap();
         let embedder: Embedder1Proxy =
             zbus::proxy::Builder::new(&conn).destination(NAME).unwrap().path(ROOT).unwrap().build().await.unwrap();
@@ -127,10 +123,6 @@ fn geometry_bombs_are_refused_over_mqtt_and_dbus_and_the_daemon_lives_on() {
     );
     assert_eq!(r["result"]["dim"], 48, "{r}");
     assert!(!daemon.log().contains("memory allocation"), "{}", daemon.log());
-}
-
-fn support_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// Regression: a request that timed out while queued (or was cancelled before it started) left

@@ -20,29 +20,6 @@ use support::*;
 use zbus::zvariant::{Fd, StructureBuilder, Value};
 use zbus::{Connection, MatchRule, MessageStream};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-async fn connect(address: &str) -> Connection {
-    zbus::connection::Builder::address(address).unwrap().max_queued(1 << 16).build().await.unwrap()
-}
-
-async fn proxy<'a, P>(conn: &'a Connection, path: &'a str) -> P
-where
-    P: From<zbus::Proxy<'a>> + zbus::proxy::Defaults,
-{
-    zbus::proxy::Builder::<P>::new(conn)
-        .destination(NAME)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap()
-}
-
 fn opts<'a>(pairs: &'a [(&'a str, Value<'static>)]) -> HashMap<&'a str, &'a Value<'static>> {
     pairs.iter().map(|(k, v)| (*k, v)).collect()
 }

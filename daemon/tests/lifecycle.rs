@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::*;
 
-fn topic(d: &Daemon, model: &str, task: &str) -> String {
-    format!("edgeinfer/{}/models/{model}/{task}", d.node)
-}
-
 fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |v: &Value| v["state"] == state
 }

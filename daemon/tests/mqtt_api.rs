@@ -10,10 +10,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-fn topic(d: &Daemon, model: &str, task: &str) -> String {
-    format!("edgeinfer/{}/models/{model}/{task}", d.node)
-}
-
 #[test]
 fn status_and_model_state_are_retained_and_readiness_waits_for_preloads() {
     let broker = Mosquitto::start();

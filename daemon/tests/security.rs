@@ -20,7 +20,7 @@ use edgeinfer_daemon::dbus::{NAME, ROOT};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::*;
-use zbus::{Connection, MatchRule, MessageStream};
+use zbus::{MatchRule, MessageStream};
 
 /// The arguments of `Job1.Finished`.
 type Finished = (String, String, Vec<u32>, String, u32, u32, f64, f64, f64, String, String);
@@ -121,29 +121,6 @@ fn gdbus(bus: &DbusBus, uid: u32, groups: &[u32], path: &str, method: &str, args
         .output()
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-async fn connect(address: &str) -> Connection {
-    zbus::connection::Builder::address(address).unwrap().max_queued(1 << 16).build().await.unwrap()
-}
-
-async fn proxy<'a, P>(conn: &'a Connection, path: &'a str) -> P
-where
-    P: From<zbus::Proxy<'a>> + zbus::proxy::Defaults,
-{
-    zbus::proxy::Builder::<P>::new(conn)
-        .destination(NAME)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap()
 }
 
 /// A process whose output lines are collected into a file-backed buffer as they come.
@@ -539,10 +516,6 @@ fn cancel_reaches_only_requests_on_the_same_reply_topic() {
     assert_eq!(end["result"]["finish_reason"], "cancelled", "{end}");
 }
 
-fn topic(d: &Daemon, model: &str, task: &str) -> String {
-    format!("edgeinfer/{}/models/{model}/{task}", d.node)
-}
-
 /// A CA, and certificates it signs, written as PEM files in a folder.
 struct Pki {
     dir: PathBuf,
@@ -779,15 +752,16 @@ fn broker_refusals_give_one_clear_line_and_back_off() {
         wait_for("the TLS listener", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok()
         });
-        let before = broker_log(&broker).matches("Sending CONNACK").count()
-            + broker_log(&broker).matches("Client connection from").count();
-        let mut daemon = Daemon::spawn(&tls_config("refused", tls_port, &mqtt), &[]);
-        // Three attempts seen by the broker: it retries (100, 200, 400 ms apart at first).
         // Mosquitto logs a refused CONNECT as "Sending CONNACK ... (0, 135)" and a failed TLS
         // handshake as "Client connection from ... failed".
-        let count =
-            |log: String| log.matches("Sending CONNACK").count() + log.matches("Client connection from").count();
-        let attempts = || count(broker_log(&broker)) - before;
+        let count = || {
+            let log = broker_log(&broker);
+            log.matches("Sending CONNACK").count() + log.matches("Client connection from").count()
+        };
+        let before = count();
+        let mut daemon = Daemon::spawn(&tls_config("refused", tls_port, &mqtt), &[]);
+        // Three attempts seen by the broker: it retries (100, 200, 400 ms apart at first).
+        let attempts = || count() - before;
         let until = std::time::Instant::now() + Duration::from_secs(20);
         while attempts() < 3 {
             assert!(

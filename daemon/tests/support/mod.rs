@@ -181,14 +181,7 @@ impl Daemon {
         let socket = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&socket).unwrap();
         let log = std::fs::File::create(dir.path().join("edgeinferd.log")).unwrap();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_edgeinferd"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_edgeinferd")),
-        };
+        let mut cmd = wrapped(wrapper, env!("CARGO_BIN_EXE_edgeinferd"));
         cmd.arg("--config").arg(&config_path).arg("--log").arg("debug");
         cmd.env("NOTIFY_SOCKET", &socket).env_remove("JOURNAL_STREAM");
         for (k, v) in env {
@@ -572,15 +565,7 @@ impl DbusBus {
         let socket = self.dir.path().join("bus");
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(self.dir.path().join("dbus-daemon.log")).unwrap();
-        let mut cmd = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg("dbus-daemon");
-                c
-            }
-            None => Command::new("dbus-daemon"),
-        };
-        let mut child = cmd
+        let mut child = wrapped(&self.wrapper, "dbus-daemon")
             .arg(format!("--config-file={}", self.config.display()))
             .arg("--nofork")
             .arg("--print-address")
@@ -659,4 +644,48 @@ pub fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// `program` run through `wrapper` (a command that ends by executing its arguments, e.g.
+/// `unshare ... sh -c '...; exec "$0" "$@"'`), or directly when `wrapper` is empty.
+pub fn wrapped(wrapper: &[impl AsRef<std::ffi::OsStr>], program: &str) -> Command {
+    match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut c = Command::new(first);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The request topic of `model`'s `task` on `d`'s node.
+pub fn topic(d: &Daemon, model: &str, task: &str) -> String {
+    format!("edgeinfer/{}/models/{model}/{task}", d.node)
+}
+
+/// A 2-thread runtime for the async (zbus) parts of a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A zbus connection to the bus at `address` (a deep queue: tests read signals late).
+pub async fn connect(address: &str) -> zbus::Connection {
+    zbus::connection::Builder::address(address).unwrap().max_queued(1 << 16).build().await.unwrap()
+}
+
+/// A generated proxy for the daemon's object at `path`, without property caching.
+pub async fn proxy<'a, P>(conn: &'a zbus::Connection, path: &'a str) -> P
+where
+    P: From<zbus::Proxy<'a>> + zbus::proxy::Defaults,
+{
+    zbus::proxy::Builder::<P>::new(conn)
+        .destination(edgeinfer_daemon::dbus::NAME)
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
 }
