@@ -61,17 +61,12 @@ impl Variant {
         }
     }
 
-    /// What follows the graph's stem in its file name.
-    pub fn suffix(self) -> &'static str {
+    /// The file name of graph `stem` in this variant: `<stem>.onnx` for fp32, else
+    /// `<stem>_<variant>.onnx`.
+    pub fn file_name(self, stem: &str) -> String {
         match self {
-            Variant::Fp32 => "",
-            Variant::Fp16 => "_fp16",
-            Variant::Int8 => "_int8",
-            Variant::Uint8 => "_uint8",
-            Variant::Quantized => "_quantized",
-            Variant::Q4 => "_q4",
-            Variant::Q4f16 => "_q4f16",
-            Variant::Bnb4 => "_bnb4",
+            Variant::Fp32 => format!("{stem}.onnx"),
+            other => format!("{stem}_{}.onnx", other.name()),
         }
     }
 }
@@ -99,10 +94,7 @@ fn places(dir: &Path) -> [PathBuf; 2] {
 
 /// The candidates for graph `stems` in `variant`, in the order they are tried.
 fn candidates(dir: &Path, stems: &[&str], variant: Variant) -> Vec<PathBuf> {
-    places(dir)
-        .iter()
-        .flat_map(|place| stems.iter().map(move |stem| place.join(format!("{stem}{}.onnx", variant.suffix()))))
-        .collect()
+    places(dir).iter().flat_map(|place| stems.iter().map(move |stem| place.join(variant.file_name(stem)))).collect()
 }
 
 /// The variants of graph `stems` present in `dir` (top or `onnx/`).

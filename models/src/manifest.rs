@@ -99,7 +99,7 @@ pub fn detect(dir: &Path) -> Result<Family> {
         }
     }
     // Any variant, at the top or under onnx/ (onnx-community), is a graph.
-    let llm_graph = !crate::layout::variants_present(dir, &["model", "decoder_model_merged"]).is_empty();
+    let llm_graph = !crate::layout::variants_present(dir, &crate::llama::config::GRAPH_STEMS).is_empty();
     if has("tokenizer.json") && (llm_graph || has("genai_config.json")) {
         return Ok(Family::Llama);
     }

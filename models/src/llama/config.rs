@@ -178,6 +178,10 @@ pub struct ModelDir {
     genai: GenaiConfig,
 }
 
+/// The names (before the variant suffix and `.onnx`) a LLaMA graph has: Optimum's merged
+/// decoder or onnx-community's `model`.
+pub const GRAPH_STEMS: [&str; 2] = ["model", "decoder_model_merged"];
+
 impl ModelDir {
     /// Reads the configs of `dir` and finds its ONNX file.
     pub fn open(dir: &Path) -> Result<ModelDir> {
@@ -206,7 +210,7 @@ impl ModelDir {
                     dir.display()
                 )));
             }
-            None => crate::layout::find_graph(dir, &["model", "decoder_model_merged"], variant)?,
+            None => crate::layout::find_graph(dir, &GRAPH_STEMS, variant)?,
         };
         if !onnx.is_file() {
             return Err(ModelError::Config(format!("{} not found", onnx.display())));
