@@ -15,6 +15,8 @@ pub const MAX_REPLY_TOPIC: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct ReplyTopics {
     prefix: String,
+    /// `<prefix>/replies`.
+    replies: String,
     patterns: Vec<String>,
 }
 
@@ -22,12 +24,13 @@ impl ReplyTopics {
     /// `<prefix>/replies/#` plus the configured `extra` patterns (MQTT filters: `+` and `#`).
     pub fn new(prefix: &str, extra: &[String]) -> Result<ReplyTopics, String> {
         let prefix = prefix.trim_end_matches('/').to_string();
-        let mut patterns = vec![format!("{prefix}/replies/#")];
+        let replies = format!("{prefix}/replies");
+        let mut patterns = vec![format!("{replies}/#")];
         for p in extra {
             check_pattern(p)?;
             patterns.push(p.clone());
         }
-        Ok(ReplyTopics { prefix, patterns })
+        Ok(ReplyTopics { prefix, replies, patterns })
     }
 
     /// The patterns replies may go to.
@@ -55,14 +58,14 @@ impl ReplyTopics {
         if topic.starts_with('$') {
             return Err(format!("reply topic '{RAW}': broker topics ($SYS, $share...) are not reply topics"));
         }
-        let replies = format!("{}/replies", self.prefix);
+        // Checked on every reply, streamed tokens included: no allocation on the way to Ok.
         let ours = topic.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('/'));
-        let in_replies = topic == replies || topic.starts_with(&format!("{replies}/"));
+        let in_replies = topic.strip_prefix(&self.replies).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if ours && !in_replies {
             return Err(format!(
                 "reply topic '{RAW}': the daemon never publishes for a client under {}/<node>/ (its own \
-                 requests, state and status); use {replies}/...",
-                self.prefix
+                 requests, state and status); use {}/...",
+                self.prefix, self.replies
             ));
         }
         if self.patterns.iter().any(|p| filter_matches(p, topic)) {

@@ -111,11 +111,16 @@ async fn stop_while_starting(
 ) -> Result<(), String> {
     tracing::info!("stopping while starting");
     systemd::stopping();
+    stop_transports(shutdown, transports).await;
+    Ok(())
+}
+
+/// Tells the transports to stop (they say offline and disconnect) and waits for each, bounded.
+async fn stop_transports(shutdown: &watch::Sender<bool>, transports: Vec<tokio::task::JoinHandle<()>>) {
     let _ = shutdown.send(true);
     for t in transports {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    Ok(())
 }
 
 /// Runs a transport; its end while the daemon runs — an error, a panic, or a plain return — is
@@ -355,10 +360,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     if drained.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
-    let _ = shutdown_tx.send(true);
-    for t in transports {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    stop_transports(&shutdown_tx, transports).await;
     expiry.abort();
     if let Some(w) = watchdog {
         w.abort();
