@@ -355,7 +355,8 @@ impl Dinov2 {
     /// Runs one preprocessed batch `[B, 3, H, W]`.
     pub fn embed_batch(&self, pixel_values: Array4<f32>, options: &EmbedOptions) -> Result<Vec<Embedding>> {
         let (_, _, height, width) = pixel_values.dim();
-        let mut outputs = self.session.run(vec![(self.input.clone(), Tensor::F32(pixel_values.into_dyn()))])?;
+        let mut outputs =
+            self.session.run_as_declared(vec![(self.input.clone(), Tensor::F32(pixel_values.into_dyn()))])?;
         let hidden = outputs.take("last_hidden_state")?.into_f32()?;
         let hidden = hidden
             .into_dimensionality::<ndarray::Ix3>()

@@ -2,7 +2,8 @@
 //! exports, samexporter, ORT-GenAI), or under `onnx/` as onnx-community, Optimum and
 //! transformers.js publish them, one file per precision variant: `model.onnx`,
 //! `model_fp16.onnx`, `model_quantized.onnx`, `model_int8.onnx`, `model_uint8.onnx`,
-//! `model_q4.onnx`, `model_q4f16.onnx`, `model_bnb4.onnx` (each possibly with `.onnx_data`).
+//! `model_q4.onnx`, `model_q4f16.onnx`, `model_bnb4.onnx` (each possibly with `.onnx_data`); plus
+//! `model_qdq.onnx`, the statically quantised (QDQ) graph `models/export/quantize.py` writes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ pub enum Variant {
     Uint8,
     /// `model_quantized.onnx` (8-bit, dynamic).
     Quantized,
+    /// `model_qdq.onnx` (8-bit, static: QuantizeLinear/DequantizeLinear pairs calibrated on
+    /// sample inputs; what `models/export/quantize.py` writes for the vision models).
+    Qdq,
     /// `model_q4.onnx` (4-bit weights, MatMulNBits).
     Q4,
     /// `model_q4f16.onnx` (4-bit weights, fp16 activations).
@@ -36,12 +40,13 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, full precision first.
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Fp32,
         Variant::Fp16,
         Variant::Int8,
         Variant::Uint8,
         Variant::Quantized,
+        Variant::Qdq,
         Variant::Q4,
         Variant::Q4f16,
         Variant::Bnb4,
@@ -55,6 +60,7 @@ impl Variant {
             Variant::Int8 => "int8",
             Variant::Uint8 => "uint8",
             Variant::Quantized => "quantized",
+            Variant::Qdq => "qdq",
             Variant::Q4 => "q4",
             Variant::Q4f16 => "q4f16",
             Variant::Bnb4 => "bnb4",

@@ -403,7 +403,8 @@ impl Sam {
             let EncoderLayout::Plain { input } = &self.layout else {
                 return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
             };
-            let mut out = self.encoder.run(vec![(input.clone(), Tensor::F32(self.sam2_input(image)?.into_dyn()))])?;
+            let mut out =
+                self.encoder.run_as_declared(vec![(input.clone(), Tensor::F32(self.sam2_input(image)?.into_dyn()))])?;
             let mut high_res_features = Vec::with_capacity(2);
             for name in &SAM2_FEATURES[1..] {
                 high_res_features.push(out.take(name)?.into_f32()?);
@@ -416,7 +417,7 @@ impl Sam {
             });
         }
         let (feed, (rw, rh)) = self.encoder_input(image)?;
-        let mut out = self.encoder.run(vec![feed])?;
+        let mut out = self.encoder.run_as_declared(vec![feed])?;
         Ok(ImageEmbedding {
             image_embeddings: out.take("image_embeddings")?.into_f32()?,
             high_res_features: Vec::new(),
@@ -536,7 +537,7 @@ impl Sam {
         if !upsample_here {
             feed.push(("orig_im_size".to_string(), Tensor::from_shape_vec(&[2], vec![oh as f32, ow as f32])?));
         }
-        let mut out = self.decoder.run(feed)?;
+        let mut out = self.decoder.run_as_declared(feed)?;
         let iou = out.take("iou_predictions")?.into_f32()?;
         let low_res = out.take(if sam2 { "masks" } else { "low_res_masks" })?.into_f32()?;
         let full_res = if upsample_here { None } else { Some(out.take("masks")?.into_f32()?) };

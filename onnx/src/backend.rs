@@ -212,6 +212,13 @@ pub trait Session: Send + Sync {
     fn outputs(&self) -> &[TensorInfo];
     /// Runs the model. Every declared input must be given exactly once.
     fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs>;
+    /// [`Session::run`] after converting each input to the element type the graph declares for
+    /// it (see [`conform_inputs`]): what pipelines call, so that one pipeline feeds the fp32,
+    /// fp16 and bf16 exports of a model alike.
+    fn run_as_declared(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs> {
+        let inputs = conform_inputs(self.inputs(), inputs)?;
+        self.run(inputs)
+    }
     /// Runs the model with some inputs taken from earlier runs (`retained`, by input name) and
     /// keeps the outputs named in `retain` for the next run instead of returning them in
     /// [`Outputs`]: they come back as [`Retained`] values, in `retain`'s order. Together the
@@ -251,6 +258,29 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
     /// Loads a model.
     fn load(&self, source: &ModelSource, options: &SessionOptions) -> Result<Box<dyn Session>>;
+}
+
+/// Converts each input whose element type differs from the declared one when both are floats
+/// (float32, float16, bfloat16) or both integers (int64, int32, where every value fits): a
+/// pipeline computes in float32 and int64, and a `model_fp16.onnx` declares float16. Other
+/// mismatches and unknown names are left as they are for [`validate_inputs`] to reject.
+pub fn conform_inputs(infos: &[TensorInfo], inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+    let convertible = |from: DType, to: DType| {
+        (from.is_float() && to.is_float()) || matches!((from, to), (DType::I64, DType::I32) | (DType::I32, DType::I64))
+    };
+    inputs
+        .into_iter()
+        .map(|(name, tensor)| {
+            let declared = infos.iter().find(|i| i.name == name).map(|i| i.dtype);
+            match declared {
+                Some(to) if to != tensor.dtype() && to.is_supported() && convertible(tensor.dtype(), to) => {
+                    let cast = tensor.cast(to)?;
+                    Ok((name, cast))
+                }
+                _ => Ok((name, tensor)),
+            }
+        })
+        .collect()
 }
 
 /// Checks that `inputs` match the declared `infos`: every name known and given once, element

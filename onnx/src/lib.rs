@@ -20,6 +20,8 @@ pub mod tensor;
 #[cfg(feature = "tract")]
 pub mod tract;
 #[cfg(feature = "tract")]
+mod tract_rewrite;
+#[cfg(feature = "tract")]
 mod tract_weights;
 
 use std::path::Path;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 pub use backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    SessionStats, TractPlanMode, validate_described, validate_inputs,
+    SessionStats, TractPlanMode, conform_inputs, validate_described, validate_inputs,
 };
 pub use ep::{EpConfig, ExecutionProvider, parse_ep_list};
 pub use error::{OnnxError, Result};

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use half::f16;
+use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +13,9 @@ use crate::error::OnnxError;
 
 /// Element type of a tensor as declared by a model or carried by a [`Tensor`].
 ///
-/// Only the first six variants can be carried by a [`Tensor`]; the others exist so that a model
-/// using them can still be described (and rejected with a clear error when run).
+/// Only the variants [`DType::is_supported`] names can be carried by a [`Tensor`]; the others
+/// exist so that a model using them can still be described (and rejected with a clear error when
+/// run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
@@ -32,7 +33,7 @@ pub enum DType {
     U8,
     /// 64-bit float (describe only).
     F64,
-    /// bfloat16 (describe only).
+    /// bfloat16.
     Bf16,
     /// 8-bit signed integer (describe only).
     I8,
@@ -53,7 +54,12 @@ pub enum DType {
 impl DType {
     /// Whether tensors of this type can be passed to and returned from a session.
     pub fn is_supported(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::I64 | DType::I32 | DType::Bool | DType::U8)
+        matches!(self, DType::F32 | DType::F16 | DType::Bf16 | DType::I64 | DType::I32 | DType::Bool | DType::U8)
+    }
+
+    /// Whether this is a floating-point type (float32, float16, bfloat16, float64).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::Bf16 | DType::F64)
     }
 
     /// Name as numpy/ONNX users know it (`float32`, `int64`, ...).
@@ -149,6 +155,8 @@ pub enum Tensor {
     F32(ArrayD<f32>),
     /// 16-bit float data.
     F16(ArrayD<f16>),
+    /// bfloat16 data.
+    Bf16(ArrayD<bf16>),
     /// 64-bit integer data.
     I64(ArrayD<i64>),
     /// 32-bit integer data.
@@ -164,6 +172,7 @@ macro_rules! for_each_variant {
         match $t {
             Tensor::F32($a) => $body,
             Tensor::F16($a) => $body,
+            Tensor::Bf16($a) => $body,
             Tensor::I64($a) => $body,
             Tensor::I32($a) => $body,
             Tensor::Bool($a) => $body,
@@ -178,6 +187,7 @@ impl Tensor {
         match self {
             Tensor::F32(_) => DType::F32,
             Tensor::F16(_) => DType::F16,
+            Tensor::Bf16(_) => DType::Bf16,
             Tensor::I64(_) => DType::I64,
             Tensor::I32(_) => DType::I32,
             Tensor::Bool(_) => DType::Bool,
@@ -208,7 +218,7 @@ impl Tensor {
     fn element_size(&self) -> usize {
         match self {
             Tensor::F32(_) | Tensor::I32(_) => 4,
-            Tensor::F16(_) => 2,
+            Tensor::F16(_) | Tensor::Bf16(_) => 2,
             Tensor::I64(_) => 8,
             Tensor::Bool(_) | Tensor::U8(_) => 1,
         }
@@ -227,6 +237,7 @@ impl Tensor {
         Ok(match dtype {
             DType::F32 => Tensor::F32(ArrayD::zeros(shape)),
             DType::F16 => Tensor::F16(ArrayD::from_elem(shape, f16::ZERO)),
+            DType::Bf16 => Tensor::Bf16(ArrayD::from_elem(shape, bf16::ZERO)),
             DType::I64 => Tensor::I64(ArrayD::zeros(shape)),
             DType::I32 => Tensor::I32(ArrayD::zeros(shape)),
             DType::Bool => Tensor::Bool(ArrayD::from_elem(shape, false)),
@@ -253,6 +264,9 @@ impl Tensor {
         match dtype {
             DType::F32 => Self::from_shape_vec(shape, (0..n).map(|_| unit(next())).collect::<Vec<f32>>()),
             DType::F16 => Self::from_shape_vec(shape, (0..n).map(|_| f16::from_f32(unit(next()))).collect::<Vec<_>>()),
+            DType::Bf16 => {
+                Self::from_shape_vec(shape, (0..n).map(|_| bf16::from_f32(unit(next()))).collect::<Vec<_>>())
+            }
             DType::I64 => Self::from_shape_vec(shape, (0..n).map(|_| (next() % 8) as i64).collect::<Vec<_>>()),
             DType::I32 => Self::from_shape_vec(shape, (0..n).map(|_| (next() % 8) as i32).collect::<Vec<_>>()),
             DType::Bool => Self::from_shape_vec(shape, (0..n).map(|i| i % 2 == 0).collect::<Vec<_>>()),
@@ -271,6 +285,10 @@ impl Tensor {
         Ok(match (self, to) {
             (Tensor::F32(a), DType::F16) => Tensor::F16(a.mapv(f16::from_f32)),
             (Tensor::F16(a), DType::F32) => Tensor::F32(a.mapv(f16::to_f32)),
+            (Tensor::F32(a), DType::Bf16) => Tensor::Bf16(a.mapv(bf16::from_f32)),
+            (Tensor::Bf16(a), DType::F32) => Tensor::F32(a.mapv(bf16::to_f32)),
+            (Tensor::F16(a), DType::Bf16) => Tensor::Bf16(a.mapv(|v| bf16::from_f32(v.to_f32()))),
+            (Tensor::Bf16(a), DType::F16) => Tensor::F16(a.mapv(|v| f16::from_f32(v.to_f32()))),
             (Tensor::I64(a), DType::I32) => {
                 let converted: Result<Vec<i32>, _> = a.iter().map(|&v| i32::try_from(v)).collect();
                 let data = converted.map_err(|_| OnnxError::BadInput("int64 value does not fit int32".into()))?;
@@ -294,6 +312,7 @@ impl Tensor {
         match self {
             Tensor::F32(a) => a.clone(),
             Tensor::F16(a) => a.mapv(f16::to_f32),
+            Tensor::Bf16(a) => a.mapv(bf16::to_f32),
             Tensor::I64(a) => a.mapv(|v| v as f32),
             Tensor::I32(a) => a.mapv(|v| v as f32),
             Tensor::Bool(a) => a.mapv(|v| if v { 1.0 } else { 0.0 }),
@@ -317,10 +336,13 @@ impl Tensor {
         }
     }
 
-    /// Take as `f32` data, if that is the element type.
+    /// Take as `f32` data: float32 as it is, float16 and bfloat16 widened (exactly). Integer and
+    /// boolean data are refused, since a graph output of those types is not a float result.
     pub fn into_f32(self) -> Result<ArrayD<f32>, OnnxError> {
         match self {
             Tensor::F32(a) => Ok(a),
+            Tensor::F16(a) => Ok(a.mapv(f16::to_f32)),
+            Tensor::Bf16(a) => Ok(a.mapv(bf16::to_f32)),
             other => Err(OnnxError::BadInput(format!("expected float32 data, got {}", other.dtype()))),
         }
     }
@@ -375,13 +397,14 @@ impl Tensor {
         })
     }
 
-    /// Writes a `.npy` file. float16 data is written as float32 (numpy reads both).
+    /// Writes a `.npy` file. float16 and bfloat16 data are written as float32.
     pub fn write_npy(&self, path: &Path) -> Result<(), OnnxError> {
         use ndarray_npy::write_npy;
         let io = |e: ndarray_npy::WriteNpyError| OnnxError::Npy { path: path.to_path_buf(), reason: e.to_string() };
         match self {
             Tensor::F32(a) => write_npy(path, a).map_err(io),
             Tensor::F16(a) => write_npy(path, &a.mapv(f16::to_f32)).map_err(io),
+            Tensor::Bf16(a) => write_npy(path, &a.mapv(bf16::to_f32)).map_err(io),
             Tensor::I64(a) => write_npy(path, a).map_err(io),
             Tensor::I32(a) => write_npy(path, a).map_err(io),
             Tensor::Bool(a) => write_npy(path, a).map_err(io),
@@ -454,6 +477,7 @@ macro_rules! impl_element {
 }
 impl_element!(f32, F32);
 impl_element!(f16, F16);
+impl_element!(bf16, Bf16);
 impl_element!(i64, I64);
 impl_element!(i32, I32);
 impl_element!(bool, Bool);

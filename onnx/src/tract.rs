@@ -126,6 +126,12 @@ fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceMod
         return Err(invalid(source, "not an ONNX model (empty graph)"));
     }
     let (inputs, outputs) = describe(graph);
+    if let Some(graph) = proto.graph.as_mut() {
+        let rewritten = crate::tract_rewrite::rewrite(graph);
+        if rewritten > 0 {
+            tracing::debug!(model = %source.label(), rewritten, "graph nodes rewritten for tract (see tract_rewrite)");
+        }
+    }
     // Weights move from the protobuf into tract's tensors one at a time (see `tract_weights`).
     let slots = match source {
         ModelSource::File(path) => WeightSlots::take_from(&mut proto, path).map(Arc::new),
@@ -370,7 +376,7 @@ impl Session for TractSession {
             let tensor = by_name
                 .remove(&info.name)
                 .ok_or_else(|| OnnxError::BadInput(format!("missing input '{}'", info.name)))?;
-            ordered.push(to_tract(tensor));
+            ordered.push(to_tract(tensor)?);
         }
         let plan = no_panic(|| self.plan_for(&ordered)).map_err(|e| self.run_error(e))??;
         let symbolic = !self.plans_per_shape();
@@ -422,15 +428,17 @@ fn datum_type(dtype: DType) -> Result<DatumType> {
     })
 }
 
-fn to_tract(tensor: Tensor) -> TractTensor {
-    match tensor {
+fn to_tract(tensor: Tensor) -> Result<TractTensor> {
+    Ok(match tensor {
         Tensor::F32(a) => a.into(),
         Tensor::F16(a) => a.into(),
         Tensor::I64(a) => a.into(),
         Tensor::I32(a) => a.into(),
         Tensor::Bool(a) => a.into(),
         Tensor::U8(a) => a.into(),
-    }
+        // tract has no bfloat16; a graph declaring it never loads (see `datum_type`).
+        Tensor::Bf16(_) => return Err(OnnxError::UnsupportedDType(DType::Bf16)),
+    })
 }
 
 fn from_tract(tensor: TractTensor) -> anyhow_compat::Result<Tensor> {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use edgeinfer_onnx::{Backend, DType, ModelSource, Placement, Retain, Retained, Session, SessionOptions, Tensor};
+use edgeinfer_onnx::{
+    Backend, ModelSource, Placement, Retain, Retained, Session, SessionOptions, Tensor, conform_inputs,
+};
 use serde::{Deserialize, Serialize};
 
 pub use config::{LlamaLayout, ModelDir};
@@ -322,12 +324,7 @@ impl Llama {
     fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let past = cache.len;
         let n = ids.len();
-        let id_input =
-            self.session.inputs().iter().find(|i| i.name == "input_ids").map(|i| i.dtype).unwrap_or(DType::I64);
-        let int = |shape: &[usize], v: Vec<i64>| -> Result<Tensor> {
-            let t = Tensor::from_shape_vec(shape, v)?;
-            Ok(if id_input == DType::I32 { t.cast(DType::I32)? } else { t })
-        };
+        let int = |shape: &[usize], v: Vec<i64>| -> Result<Tensor> { Ok(Tensor::from_shape_vec(shape, v)?) };
         let mut feed = vec![
             ("input_ids".to_string(), int(&[1, n], ids.iter().map(|&i| i64::from(i)).collect())?),
             ("attention_mask".to_string(), int(&[1, past + n], vec![1; past + n])?),
@@ -347,6 +344,8 @@ impl Llama {
         // with the default placement on a CUDA session) and goes straight back in next step:
         // copying it out and back cost ~8 ms per token at 1024 tokens of context on a 135M model
         // (bench/results/pipelines-2core.txt).
+        // ORT-GenAI folders declare int32 ids and masks; ours and Optimum's int64.
+        let feed = conform_inputs(self.session.inputs(), feed)?;
         let (_, mut kept) = self.session.run_retaining(feed, past_values, &self.retained_outputs)?;
         // Only the last position's logits are needed: read that row in place (the whole
         // `[1, n, vocab]` block is 200 MB for 1024 prompt tokens of a 49k vocabulary; copying it
@@ -384,6 +383,26 @@ impl Llama {
     pub fn prefill_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut cache = KvCache::empty(&self.layout)?;
         self.forward(ids, &mut cache)
+    }
+
+    /// The logits generation sees at each step when it produces `continuation` after `prompt`:
+    /// after the prefill of `prompt`, then after feeding each token of `continuation` but the
+    /// last, one at a time through the KV cache (teacher forcing). Item `i` is the distribution
+    /// token `continuation[i]` is chosen from; for evaluating a continuation (agreement with a
+    /// reference, perplexity). A dynamically quantised graph quantises each step's activations
+    /// on their own, so this equals what `complete` computes, which one prefill of the whole text
+    /// does not.
+    pub fn step_logits(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut cache = KvCache::empty(&self.layout)?;
+        let mut steps = Vec::with_capacity(continuation.len());
+        if continuation.is_empty() {
+            return Ok(steps);
+        }
+        steps.push(self.forward(prompt, &mut cache)?);
+        for &token in &continuation[..continuation.len() - 1] {
+            steps.push(self.forward(&[token], &mut cache)?);
+        }
+        Ok(steps)
     }
 }
 

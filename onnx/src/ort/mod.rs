@@ -520,6 +520,7 @@ impl Session for OrtSession {
 enum StandardInput<'a> {
     F32(ndarray::CowArray<'a, f32, ndarray::IxDyn>),
     F16(ndarray::CowArray<'a, half::f16, ndarray::IxDyn>),
+    Bf16(ndarray::CowArray<'a, half::bf16, ndarray::IxDyn>),
     I64(ndarray::CowArray<'a, i64, ndarray::IxDyn>),
     I32(ndarray::CowArray<'a, i32, ndarray::IxDyn>),
     Bool(ndarray::CowArray<'a, bool, ndarray::IxDyn>),
@@ -531,6 +532,7 @@ impl<'a> StandardInput<'a> {
         match t {
             Tensor::F32(a) => StandardInput::F32(a.as_standard_layout()),
             Tensor::F16(a) => StandardInput::F16(a.as_standard_layout()),
+            Tensor::Bf16(a) => StandardInput::Bf16(a.as_standard_layout()),
             Tensor::I64(a) => StandardInput::I64(a.as_standard_layout()),
             Tensor::I32(a) => StandardInput::I32(a.as_standard_layout()),
             Tensor::Bool(a) => StandardInput::Bool(a.as_standard_layout()),
@@ -547,6 +549,7 @@ impl<'a> StandardInput<'a> {
         match self {
             StandardInput::F32(a) => range(a),
             StandardInput::F16(a) => range(a),
+            StandardInput::Bf16(a) => range(a),
             StandardInput::I64(a) => range(a),
             StandardInput::I32(a) => range(a),
             StandardInput::Bool(a) => range(a),
@@ -559,6 +562,7 @@ impl<'a> StandardInput<'a> {
         Ok(match self {
             StandardInput::F32(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
             StandardInput::F16(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            StandardInput::Bf16(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
             StandardInput::I64(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
             StandardInput::I32(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
             StandardInput::Bool(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
@@ -570,6 +574,7 @@ impl<'a> StandardInput<'a> {
         Ok(match self {
             StandardInput::F32(a) => TensorRef::from_array_view(a)?.into(),
             StandardInput::F16(a) => TensorRef::from_array_view(a)?.into(),
+            StandardInput::Bf16(a) => TensorRef::from_array_view(a)?.into(),
             StandardInput::I64(a) => TensorRef::from_array_view(a)?.into(),
             StandardInput::I32(a) => TensorRef::from_array_view(a)?.into(),
             StandardInput::Bool(a) => TensorRef::from_array_view(a)?.into(),
@@ -629,6 +634,7 @@ pub(crate) fn tensor_from_value(value: &DynValue) -> std::result::Result<Tensor,
     Ok(match ty {
         TensorElementType::Float32 => Tensor::F32(value.try_extract_array::<f32>().map_err(e)?.to_owned()),
         TensorElementType::Float16 => Tensor::F16(value.try_extract_array::<half::f16>().map_err(e)?.to_owned()),
+        TensorElementType::Bfloat16 => Tensor::Bf16(value.try_extract_array::<half::bf16>().map_err(e)?.to_owned()),
         TensorElementType::Int64 => Tensor::I64(value.try_extract_array::<i64>().map_err(e)?.to_owned()),
         TensorElementType::Int32 => Tensor::I32(value.try_extract_array::<i32>().map_err(e)?.to_owned()),
         TensorElementType::Bool => Tensor::Bool(value.try_extract_array::<bool>().map_err(e)?.to_owned()),
