@@ -28,7 +28,7 @@ pub struct EngineOptions {
     /// tract (default) or ort.
     pub backend: BackendKind,
     /// Which precision variant of the graph to load (`fp32`, the default; `fp16`, `int8`,
-    /// `uint8`, `quantized`, `q4`, `q4f16`, `bnb4`: onnx-community's `model_<variant>.onnx`).
+    /// `uint8`, `quantized`, `q4`, `q4f16`, `bnb4`, `qdq`: onnx-community's `model_<variant>.onnx`).
     pub variant: Variant,
     /// Execution providers (ort).
     pub execution_providers: Vec<EpConfig>,

@@ -25,7 +25,7 @@ pub struct LocalArgs {
     #[arg(long, default_value = "tract")]
     pub backend: BackendKind,
     /// The graph's precision variant: fp32 (default), fp16, int8, uint8, quantized, q4, q4f16,
-    /// bnb4 (onnx-community's `onnx/model_<variant>.onnx`).
+    /// bnb4, qdq (onnx-community's `onnx/model_<variant>.onnx`).
     #[arg(long, default_value = "fp32")]
     pub variant: Variant,
     /// Execution providers for ort, in order, e.g. `cuda,cpu`.

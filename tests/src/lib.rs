@@ -36,10 +36,21 @@ struct CaseFile {
 
 /// The cases of one fixture family (`sam`, `dinov2`, `llama`).
 pub fn cases(family: &str) -> (PathBuf, Vec<Case>) {
+    case_file(family, "cases.json")
+}
+
+/// The parity cases of a fixture's precision variants (`variants.json`, written by
+/// `models/export/quantize.py`): each variant file on the same inputs, against ONNX Runtime's
+/// output of that file.
+pub fn variant_cases(family: &str) -> (PathBuf, Vec<Case>) {
+    case_file(family, "variants.json")
+}
+
+fn case_file(family: &str, name: &str) -> (PathBuf, Vec<Case>) {
     let dir = fixtures().join(family);
-    let text = std::fs::read_to_string(dir.join("cases.json"))
-        .unwrap_or_else(|e| panic!("cannot read {}/cases.json: {e}", dir.display()));
-    let file: CaseFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad cases.json: {e}"));
+    let text =
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("cannot read {}/{name}: {e}", dir.display()));
+    let file: CaseFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad {name}: {e}"));
     (dir, file.cases)
 }
 

@@ -89,3 +89,27 @@ fn a_batch_gives_the_same_embeddings_as_one_by_one() {
     }
     assert_eq!(model.session().stats().runs, 1 + images.len() as u64, "three images were one graph call");
 }
+
+#[test]
+fn every_precision_variant_keeps_the_embedding_on_both_backends() {
+    use edgeinfer_models::layout::{Variant, variants_present};
+    let dir = fixtures().join("dinov2");
+    let variants = variants_present(&dir, &["model"]);
+    assert_eq!(variants.len(), 5, "{variants:?}: model.onnx and the four files quantize.py writes");
+    let images: Vec<RgbImage> = PHOTOS.iter().map(|p| photo(p)).collect();
+    for backend in backends() {
+        for &variant in &variants {
+            let model = Dinov2::load_variant(&dir, variant, backend.as_ref(), &SessionOptions::default())
+                .unwrap_or_else(|e| panic!("{} {variant}: {e}", backend.kind()));
+            let cls = model.embed(&images, &EmbedOptions::default()).unwrap();
+            for (i, name) in PHOTOS.iter().enumerate() {
+                let reference = golden(&format!("e2e.{name}.last_hidden_state"));
+                let c = cosine(&cls[i].vector, &reference.slice(s![0, ..]).to_vec());
+                println!("{} {variant} {name}: cosine to the fp32 PyTorch embedding {c:.6}", backend.kind());
+                // The fidelity target for quantised DINOv2.
+                let floor = if variant == Variant::Fp32 { 0.9999 } else { 0.99 };
+                assert!(c >= floor, "{} {variant} {name}: cosine {c}", backend.kind());
+            }
+        }
+    }
+}

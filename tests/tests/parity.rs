@@ -1,14 +1,20 @@
 //! Every fixture model runs on every backend, and each output matches the PyTorch reference
-//! recorded by `models/export/` (cases.json beside each fixture).
+//! recorded by `models/export/` (cases.json beside each fixture). The precision variants
+//! (`model_fp16.onnx`, `model_int8.onnx`, ... written by `models/export/quantize.py`) run on
+//! every backend too, against ONNX Runtime's output of the same file (variants.json): inputs are
+//! converted to the element types each file declares, as the pipelines do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
 use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
-use edgeinfer_tests::{backends, case_inputs, cases};
+use edgeinfer_tests::{Case, backends, case_inputs, cases, variant_cases};
 
 fn run_family(family: &str) {
-    let (dir, cases) = cases(family);
+    run_cases(family, cases(family));
+}
+
+fn run_cases(family: &str, (dir, cases): (std::path::PathBuf, Vec<Case>)) {
     assert!(!cases.is_empty(), "no cases for {family}");
     for backend in backends() {
         let mut sessions = BTreeMap::new();
@@ -20,7 +26,7 @@ fn run_family(family: &str) {
                     .unwrap_or_else(|e| panic!("{}: {e}", backend.kind()))
             });
             let outputs = session
-                .run(case_inputs(&dir, case))
+                .run_as_declared(case_inputs(&dir, case))
                 .unwrap_or_else(|e| panic!("{} {family}/{}: {e}", backend.kind(), case.name));
             for (name, file) in &case.outputs {
                 let golden = Tensor::read_npy(&dir.join(file)).unwrap();
@@ -67,4 +73,14 @@ fn dinov2_matches_pytorch() {
 #[test]
 fn llama_prefill_and_cached_decode_match_pytorch() {
     run_family("llama");
+}
+
+#[test]
+fn dinov2_fp16_and_int8_variants_match_onnxruntime() {
+    run_cases("dinov2", variant_cases("dinov2"));
+}
+
+#[test]
+fn llama_fp16_int8_and_q4_variants_match_onnxruntime() {
+    run_cases("llama", variant_cases("llama"));
 }

@@ -121,7 +121,7 @@ pub trait Model1 {
 
     /// Variant property
     ///
-    /// The configured precision variant of the graph: fp32, fp16, int8, uint8, quantized, q4, q4f16 or bnb4 (onnx-community's onnx/model_VARIANT.onnx).
+    /// The configured precision variant of the graph: fp32, fp16, int8, uint8, quantized, q4, q4f16, bnb4 or qdq (onnx-community's onnx/model_VARIANT.onnx).
     #[zbus(property)]
     fn variant(&self) -> zbus::Result<String>;
 }
