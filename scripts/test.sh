@@ -49,6 +49,13 @@ ort_venv "$root/.venv-ort-old" "onnxruntime==1.19.2"             # too old: must
 export EDGEINFER_TEST_ORT_OLD="$ORT_LIB"
 log "ONNX Runtime: $ORT_DYLIB_PATH (+ openvino, gpu, 1.20.1, 1.19.2 builds for the EP tests)"
 
+# huggingface_hub, the independent party of the `edgeinfer pull` tests: it reads the cache pull
+# writes and writes a cache hf: paths read (daemon/tests/pull.rs).
+[ -x "$root/.venv-hub/bin/python" ] || python3 -m venv "$root/.venv-hub"
+"$root/.venv-hub/bin/python" -c 'import sys, huggingface_hub; sys.exit(huggingface_hub.__version__ != "2.4.0")' 2>/dev/null \
+  || "$root/.venv-hub/bin/python" -m pip install -q --disable-pip-version-check "huggingface_hub==2.4.0"
+export EDGEINFER_TEST_HUB_PYTHON="$root/.venv-hub/bin/python"
+
 # --- Tests ---------------------------------------------------------------------------------
 if [ $# -eq 0 ]; then
   # The optional builds must keep compiling: tract only (no ONNX Runtime code at all), and the

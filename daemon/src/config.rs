@@ -242,7 +242,8 @@ impl Default for MicroBatch {
 pub struct ModelConfig {
     /// Id used in topics, D-Bus paths and the CLI.
     pub id: String,
-    /// The model directory.
+    /// The model directory, or `hf:OWNER/NAME[@REVISION]`: a repository `edgeinfer pull` put in
+    /// the Hugging Face cache (resolved to its snapshot when the config is read).
     pub path: PathBuf,
     /// sam, sam2, dinov2 or llama (default: detected from the directory).
     #[serde(default)]
@@ -311,7 +312,14 @@ impl Config {
     /// Model and gallery paths relative to the config file's folder.
     fn resolve_relative_paths(&mut self, base: &Path) {
         for m in &mut self.models {
-            if m.path.is_relative() {
+            if m.path.to_str().is_some_and(|p| p.starts_with(crate::hub::HF_PREFIX)) {
+                // Resolved against the Hugging Face cache when the config is read (and again on
+                // every reload); a repository not in the cache keeps its hf: path, which
+                // validation then reports with the `edgeinfer pull` command that fetches it.
+                if let Ok(snapshot) = crate::hub::resolve_model_path(&m.path) {
+                    m.path = snapshot;
+                }
+            } else if m.path.is_relative() {
                 m.path = base.join(&m.path);
             }
             if let Some(g) = &mut m.engine.gallery
@@ -356,6 +364,9 @@ impl Config {
             }
             if !ids.insert(m.id.as_str()) {
                 return Err(format!("model id '{}' is used twice", m.id));
+            }
+            if let Err(e) = crate::hub::resolve_model_path(&m.path) {
+                return Err(format!("model '{}': {e}", m.id));
             }
             if !m.path.exists() {
                 return Err(format!("model '{}': path {} does not exist", m.id, m.path.display()));

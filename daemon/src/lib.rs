@@ -12,6 +12,7 @@ pub mod embedded_broker;
 pub mod engine;
 pub mod exit;
 pub mod frame;
+pub mod hub;
 pub mod local;
 pub mod logging;
 pub mod mqtt;

@@ -15,7 +15,7 @@ use crate::tasks::{TaskCommand, print_event, print_response};
 /// `edgeinfer local`.
 #[derive(Args, Debug, Clone)]
 pub struct LocalArgs {
-    /// The model directory.
+    /// The model directory, or `hf:OWNER/NAME[@REVISION]` for a folder `edgeinfer pull` fetched.
     #[arg(long, short)]
     pub model: PathBuf,
     /// The model family (default: detected from the directory).
@@ -58,9 +58,10 @@ pub fn run(args: &LocalArgs) -> Result<(), ApiError> {
         options.execution_providers = parse_ep_list(spec).map_err(|e| ApiError::bad_input(e.to_string()))?;
         options.backend = BackendKind::Ort;
     }
+    let dir = crate::hub::resolve_model_path(&args.model).map_err(ApiError::bad_input)?;
     let task = args.task.to_task()?;
-    let id = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let engine = Engine::load(&id, &args.model, args.family, &options, args.ort_library.as_deref())?;
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let engine = Engine::load(&id, &dir, args.family, &options, args.ort_library.as_deref())?;
     let json = args.task.json();
     let response = engine.execute(&task, None, &mut |event| print_event(&event, json))?;
     print_response(&args.task, &response)

@@ -54,6 +54,9 @@ enum Command {
     Check(CheckArgs),
     /// Run a task in-process on a model directory (no daemon).
     Local(LocalArgs),
+    /// Download a model folder from the Hugging Face Hub into the local cache (only the files the
+    /// chosen precision variant needs; resumable; checked against the Hub's sha256).
+    Pull(edgeinfer_daemon::hub::pull::PullArgs),
     /// List the daemon's models and their state.
     Models {
         /// Print JSON.
@@ -209,7 +212,9 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
             Command::Classify { model, args } => (model, TaskCommand::Classify(args.clone())),
             Command::Gallery { model, command } => (model, TaskCommand::Gallery(command.clone())),
             Command::Generate { model, args } => (model, TaskCommand::Generate(args.clone())),
-            Command::Check(_) | Command::Local(_) | Command::Reload { .. } => return Ok(ExitCode::Ok),
+            Command::Check(_) | Command::Local(_) | Command::Pull(_) | Command::Reload { .. } => {
+                return Ok(ExitCode::Ok);
+            }
         };
         let json = task.json();
         let built = task.to_task().map_err(api_error)?;
@@ -239,6 +244,9 @@ fn main() -> std::process::ExitCode {
     let result: Result<ExitCode, CliError> = match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Local(args) => local::run(args).map(|()| ExitCode::Ok).map_err(api_error),
+        Command::Pull(args) => edgeinfer_daemon::hub::pull::run(args)
+            .map(|_| ExitCode::Ok)
+            .map_err(|message| CliError { code: ExitCode::Failure, message }),
         Command::Reload { pid, state_dir, wait } => reload(*pid, state_dir, *wait),
         _ => run_remote(&cli),
     };
