@@ -16,7 +16,8 @@ This writes the variant graphs, golden/<case>@<variant>.out.*.npy (ONNX Runtime'
 fixture's parity inputs: the reference our backends must match), variants.json (those parity
 cases, in cases.json's format) and fidelity.json (each variant against the fp32 PyTorch goldens).
 
-Production / benchmark folders (no goldens): python quantize.py --family dinov2 --dir DIR --no-goldens
+Production / benchmark folders (no goldens):
+  python quantize.py --family dinov2 --dir DIR --no-goldens --calibrate-with ../fixtures/dinov2/golden/preprocess.*.npy
 Needs: onnx, onnxruntime, numpy (no torch).
 """
 
@@ -193,6 +194,9 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, required=True, help="folder holding model.onnx")
     ap.add_argument("--variants", help="comma-separated subset (default: all for the family)")
     ap.add_argument("--no-goldens", action="store_true", help="only write the variant graphs")
+    ap.add_argument("--calibrate-with", nargs="*", type=Path, default=[],
+                    help="pixel_values .npy files to calibrate qdq on (with --no-goldens), e.g. "
+                         "../fixtures/dinov2/golden/preprocess.*.npy")
     args = ap.parse_args()
     folder: Path = args.dir
     src = folder / "model.onnx"
@@ -200,7 +204,8 @@ def main() -> None:
     cases = [] if args.no_goldens else load_cases(folder)
     calibration = [case_arrays(folder, c, "inputs") for c in cases]
     if args.family == "dinov2":
-        calibration += [{"pixel_values": batched(np.load(p))} for p in sorted((folder / "golden").glob("preprocess.*.npy"))]
+        photos = args.calibrate_with or sorted((folder / "golden").glob("preprocess.*.npy"))
+        calibration += [{"pixel_values": batched(np.load(p))} for p in photos]
 
     variant_cases, report = [], {}
     for variant in variants:

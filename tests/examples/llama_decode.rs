@@ -7,7 +7,8 @@
 //!         [<execution providers, e.g. cuda,cpu> [<kv cache placement: device|host>]]
 //!
 //! `bench/gpu_llama.sh` uses the last two on a GPU: the same model with the KV cache kept in GPU
-//! memory and in host memory.
+//! memory and in host memory. `VARIANT=q4` (any precision variant name) loads that variant of
+//! the folder's graph (`bench/variants.sh`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -35,7 +36,9 @@ fn main() {
         Some("host") => Placement::Host,
         Some(other) => panic!("kv cache placement '{other}': {usage}"),
     };
-    let mut model = Llama::load(dir, backend.as_ref(), &options).unwrap();
+    let variant: edgeinfer_models::layout::Variant =
+        std::env::var("VARIANT").map(|v| v.parse().unwrap()).unwrap_or_default();
+    let mut model = Llama::load_variant(dir, variant, backend.as_ref(), &options).unwrap();
     model.set_kv_placement(placement);
     let eps = model.session().providers().active.join(",");
     let kv_memory = kv_memory(&model, placement);
@@ -62,7 +65,7 @@ fn main() {
         let median =
             if samples.len().is_multiple_of(2) { (samples[mid - 1] + samples[mid]) / 2.0 } else { samples[mid] };
         println!(
-            r#"{{"side": "{kind}", "providers": "{eps}", "kv": "{placement:?}", "kv_memory": "{kv_memory}", "context": {context}, "decode_ms": {median:.3}}}"#
+            r#"{{"side": "{kind}", "variant": "{variant}", "providers": "{eps}", "kv": "{placement:?}", "kv_memory": "{kv_memory}", "context": {context}, "decode_ms": {median:.3}}}"#
         );
     }
 }
