@@ -7,15 +7,19 @@
 # variants, so a slow spell of this VM is shared; the table gives medians and each variant's
 # speed relative to fp32 on the same backend.
 #
-#   bench/variants.sh [--rounds N] [--threads N] [--runs N]
+# Then peak resident memory while loading each variant, against the size of its files (a
+# quantised model should not cost more than its files), in a fresh process each.
+#
+#   bench/variants.sh [--rounds N] [--threads N] [--runs N] [--only speed|memory]
 # Needs the export environment for the models (EXPORT_PYTHON, see bench/common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=3; threads=$(nproc); runs=10
+rounds=3; threads=$(nproc); runs=10; only=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;; --runs) runs=$2; shift 2;;
+    --only) only=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -31,6 +35,22 @@ cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.j
   --variants int8,q4 --no-goldens
 cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer
 cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
+
+memory() {
+  cargo build --release --locked -q -p edgeinfer-tests --example load_rss
+  echo
+  echo "peak resident memory while loading, MiB (fresh process each; 'grown' = peak while loading - before)"
+  echo "| model | backend | files | before | grown | grown / files | peak after a request |"
+  echo "|---|---|---|---|---|---|---|"
+  local v b
+  for v in fp32 int8 quantized qdq fp16; do
+    for b in tract ort; do VARIANT=$v target/release/examples/load_rss dinov2 "$out/dinov2-s" "$b"; done
+  done
+  for v in fp32 int8 q4; do
+    for b in tract ort; do VARIANT=$v target/release/examples/load_rss llama "$out/llama-135m" "$b"; done
+  done
+}
+if [ "$only" = memory ]; then memory; exit 0; fi
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
@@ -83,3 +103,4 @@ errors = {(r["model"], r["variant"], r["side"]): r["error"] for r in rows if r["
 for k, e in errors.items():
     print("failed:", *k, "-", e)
 PY
+[ "$only" = speed ] || memory

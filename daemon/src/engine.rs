@@ -157,6 +157,19 @@ impl Engine {
         let backend = edgeinfer_onnx::backend(options.backend, ort_library)
             .map_err(|e| ApiError::new(ErrorCode::Backend, e.to_string()))?;
         let session = options.session_options();
+        // What is about to be read, before a load that takes a while for a large model.
+        let files = edgeinfer_models::manifest::model_files(family, dir, options.variant).unwrap_or_default();
+        let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+        tracing::info!(
+            model = id,
+            %family,
+            variant = %options.variant,
+            backend = %options.backend,
+            files = ?files,
+            mib = bytes / (1 << 20),
+            "loading"
+        );
+        let started = std::time::Instant::now();
         let load_err = |e: edgeinfer_models::ModelError| {
             ApiError::new(ErrorCode::NotLoaded, format!("loading '{id}' from {}: {e}", dir.display()))
         };
@@ -208,10 +221,8 @@ impl Engine {
                 (Kind::Llama { model: Box::new(model) }, providers)
             }
         };
-        let graph = edgeinfer_models::manifest::model_files(family, dir, options.variant)
-            .ok()
-            .and_then(|files| files.into_iter().next());
-        tracing::info!(model = id, %family, variant = %options.variant, graph = ?graph, "model files");
+        let graph = files.into_iter().next();
+        tracing::info!(model = id, graph = ?graph, ms = started.elapsed().as_millis() as u64, "loaded");
         Ok(Engine { id: id.to_string(), family, kind, options: options.clone(), providers, graph })
     }
 

@@ -61,7 +61,16 @@ pub fn run(args: &LocalArgs) -> Result<(), ApiError> {
     let dir = crate::hub::resolve_model_path(&args.model).map_err(ApiError::bad_input)?;
     let task = args.task.to_task()?;
     let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    // On a terminal, say what is loading: a large model takes seconds before the first answer.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if tty {
+        eprintln!("loading {} ({}, {}) ...", dir.display(), options.variant, options.backend);
+    }
+    let started = std::time::Instant::now();
     let engine = Engine::load(&id, &dir, args.family, &options, args.ort_library.as_deref())?;
+    if tty {
+        eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
+    }
     let json = args.task.json();
     let response = engine.execute(&task, None, &mut |event| print_event(&event, json))?;
     print_response(&args.task, &response)

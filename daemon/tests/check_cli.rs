@@ -241,3 +241,16 @@ fn an_unavailable_execution_provider_is_reported_and_the_others_still_run() {
     assert!(targets[2]["error"].is_null());
     assert!(targets[2]["parity"]["image_embeddings"]["max_abs"].as_f64().unwrap() < 1e-3);
 }
+
+#[test]
+fn an_op_tract_lacks_is_named_with_the_backend_that_runs_it() {
+    // Det: an ONNX op tract does not implement.
+    let model = fixtures().join("probe/unsupported_op.onnx");
+    let out = edgeinfer(&["check", model.to_str().unwrap(), "--backend", "tract", "--runs", "1"]);
+    let e = stderr(&out);
+    assert!(
+        e.contains("tract does not implement the op Det") && e.contains("backend = \"ort\""),
+        "exit {:?}: {e}",
+        out.status
+    );
+}

@@ -67,7 +67,21 @@ pub fn tract_version() -> &'static str {
 }
 
 fn invalid(source: &ModelSource, reason: impl std::fmt::Display) -> OnnxError {
-    OnnxError::InvalidModel { path: source.label(), backend: "tract", reason: format!("{reason:#}") }
+    OnnxError::InvalidModel { path: source.label(), backend: "tract", reason: with_hint(format!("{reason:#}")) }
+}
+
+/// A load failure that comes from an op tract lacks (or a form of one it does not take, such as
+/// GroupQueryAttention with packed QKV) names the op and says what does run it.
+fn with_hint(reason: String) -> String {
+    let unimplemented =
+        reason.split_once("Unimplemented(").and_then(|(_, rest)| rest.split_once(')')).map(|(op, _)| op.to_string());
+    match unimplemented {
+        Some(op) => format!("{reason} -- tract does not implement the op {op}: load this model with backend = \"ort\""),
+        None if reason.contains("unsupported") || reason.contains("not supported") => {
+            format!("{reason} -- tract cannot run this form of the op: load this model with backend = \"ort\"")
+        }
+        None => reason,
+    }
 }
 
 /// How plans are made for this session.

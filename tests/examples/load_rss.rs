@@ -4,13 +4,15 @@
 //!
 //!     cargo run --release --example load_rss -- <sam|dinov2|llama> <model dir> <tract|ort> [KEY=VALUE ...]
 //!
-//! (`KEY=VALUE`: ONNX Runtime session config entries, e.g. `session.disable_prepacking=1`.)
+//! (`KEY=VALUE`: ONNX Runtime session config entries, e.g. `session.disable_prepacking=1`.
+//! `VARIANT=q4` in the environment loads that precision variant of a DINOv2 or LLaMA folder.)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 
 use edgeinfer_models::dinov2::{Dinov2, EmbedOptions};
 use edgeinfer_models::image::{ImageInput, ImageLimits, decode};
+use edgeinfer_models::layout::Variant;
 use edgeinfer_models::llama::{GenerateRequest, Llama, PromptInput};
 use edgeinfer_models::manifest::Family;
 use edgeinfer_models::sam::{Point, Prompt, Sam, SegmentOptions};
@@ -29,8 +31,8 @@ fn status_mib(field: &str) -> f64 {
 }
 
 /// The ONNX files (and external data) the model loads, in MiB.
-fn onnx_mib(family: Family, dir: &Path) -> f64 {
-    let files = edgeinfer_models::manifest::model_files(family, dir, edgeinfer_models::layout::Variant::Fp32).unwrap();
+fn onnx_mib(family: Family, dir: &Path, variant: Variant) -> f64 {
+    let files = edgeinfer_models::manifest::model_files(family, dir, variant).unwrap();
     let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     bytes as f64 / 1048576.0
 }
@@ -44,6 +46,7 @@ fn main() {
     let options = SessionOptions { ort_config, ..Default::default() };
     let photo = std::fs::read(edgeinfer_tests::fixtures().join("photos/chelsea.png")).unwrap();
     let image = decode(ImageInput::Encoded(&photo), &ImageLimits::default()).unwrap();
+    let variant: Variant = std::env::var("VARIANT").map(|v| v.parse().unwrap()).unwrap_or_default();
     let before = status_mib("VmRSS:");
     let (load_peak, run_peak) = match family {
         "sam" => {
@@ -55,13 +58,13 @@ fn main() {
             (load, status_mib("VmHWM:"))
         }
         "dinov2" => {
-            let model = Dinov2::load(dir, backend.as_ref(), &options).unwrap();
+            let model = Dinov2::load_variant(dir, variant, backend.as_ref(), &options).unwrap();
             let load = status_mib("VmHWM:");
             model.embed(std::slice::from_ref(&image), &EmbedOptions::default()).unwrap();
             (load, status_mib("VmHWM:"))
         }
         "llama" => {
-            let model = Llama::load(dir, backend.as_ref(), &options).unwrap();
+            let model = Llama::load_variant(dir, variant, backend.as_ref(), &options).unwrap();
             let load = status_mib("VmHWM:");
             let ids = (0..16).map(|i| 10 + i * 7).collect();
             let request = GenerateRequest {
@@ -75,10 +78,10 @@ fn main() {
         }
         other => panic!("unknown family {other}"),
     };
-    let files = onnx_mib(family.parse().unwrap(), &dir.canonicalize().unwrap());
+    let files = onnx_mib(family.parse().unwrap(), &dir.canonicalize().unwrap(), variant);
     let grown = load_peak - before;
     println!(
-        "| {family} | {} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
+        "| {family} {variant} | {} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
         kind.name(),
         grown / files
     );
