@@ -52,29 +52,55 @@ pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
         + spell_out_dynamic_quantize(graph)
 }
 
+/// What takes one node's place: the nodes computing its outputs, in order, and the constants they
+/// add.
+struct Replacement {
+    nodes: Vec<pb::NodeProto>,
+    constants: Vec<pb::TensorProto>,
+}
+
+impl From<Vec<pb::NodeProto>> for Replacement {
+    fn from(nodes: Vec<pb::NodeProto>) -> Self {
+        Replacement { nodes, constants: Vec::new() }
+    }
+}
+
+/// Puts `replace`'s answer in the place of each node it answers for (it sees the graph, the node
+/// and how many nodes it replaced before); returns how many it replaced.
+fn replace_nodes(
+    graph: &mut pb::GraphProto,
+    mut replace: impl FnMut(&pb::GraphProto, &pb::NodeProto, usize) -> Option<Replacement>,
+) -> usize {
+    let mut replaced = 0;
+    let mut i = 0;
+    while i < graph.node.len() {
+        let Some(Replacement { nodes, constants }) = replace(graph, &graph.node[i], replaced) else {
+            i += 1;
+            continue;
+        };
+        let added = nodes.len();
+        graph.node.splice(i..=i, nodes);
+        graph.initializer.extend(constants);
+        i += added;
+        replaced += 1;
+    }
+    replaced
+}
+
+/// Whether `node` is the standard-domain op `op_type`.
+fn is_onnx_op(node: &pb::NodeProto, op_type: &str) -> bool {
+    node.op_type == op_type && (node.domain.is_empty() || node.domain == "ai.onnx")
+}
+
 /// Constants the spelled-out DynamicQuantizeLinear uses.
 const DQL_ZERO: &str = "edgeinfer.dql.zero";
 const DQL_LEVELS: &str = "edgeinfer.dql.levels";
 const DQL_TINY: &str = "edgeinfer.dql.tiny";
 
 fn spell_out_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
-    let mut rewritten = 0;
-    let mut i = 0;
-    while i < graph.node.len() {
-        let node = &graph.node[i];
-        if !(node.op_type == "DynamicQuantizeLinear" && (node.domain.is_empty() || node.domain == "ai.onnx")) {
-            i += 1;
-            continue;
-        }
-        let node = graph.node.remove(i);
-        let replacement = dynamic_quantize(&node, rewritten);
-        let added = replacement.len();
-        for (k, n) in replacement.into_iter().enumerate() {
-            graph.node.insert(i + k, n);
-        }
-        i += added;
-        rewritten += 1;
-    }
+    let rewritten = replace_nodes(graph, |_, node, index| {
+        is_onnx_op(node, "DynamicQuantizeLinear").then(|| dynamic_quantize(node, index).into())
+    });
     if rewritten > 0 {
         for (name, value) in [(DQL_ZERO, 0f32), (DQL_LEVELS, 255.0), (DQL_TINY, f32::MIN_POSITIVE)] {
             graph.initializer.push(pb::TensorProto {
@@ -138,58 +164,53 @@ fn dynamic_quantize(node: &pb::NodeProto, index: usize) -> Vec<pb::NodeProto> {
 }
 
 fn dequantize_nbits_after_reshape(graph: &mut pb::GraphProto) -> usize {
-    let mut rewritten = 0;
-    let mut i = 0;
-    while i < graph.node.len() {
-        let node = &graph.node[i];
+    replace_nodes(graph, |graph, node, _| {
         let after_reshape = node.op_type == "MatMulNBits"
             && node.domain == "com.microsoft"
             && node
                 .input
                 .first()
                 .is_some_and(|a| graph.node.iter().any(|p| p.op_type == "Reshape" && p.output.contains(a)));
-        let dequantized = if after_reshape { NBits::of(graph, node).and_then(|q| q.dequantize()) } else { None };
-        let Some((weight, dtype)) = dequantized else {
-            i += 1;
-            continue;
-        };
-        let node = graph.node.remove(i);
-        let weight_name =
-            format!("{}.edgeinfer_dequantized", if node.name.is_empty() { &node.output[0] } else { &node.name });
-        let (n, k) = (attr_int(&node, "N").unwrap_or(0), attr_int(&node, "K").unwrap_or(0));
-        graph.initializer.push(pb::TensorProto {
-            name: weight_name.clone(),
-            dims: vec![k, n],
-            data_type: dtype,
-            raw_data: weight,
+        if !after_reshape {
+            return None;
+        }
+        let (weight, dtype) = NBits::of(graph, node)?.dequantize()?;
+        Some(dequantized_matmul(node, weight, dtype))
+    })
+}
+
+/// A MatMulNBits `node` as a MatMul with the float weight `weight` (raw data of ONNX type
+/// `dtype`), plus an Add for its bias.
+fn dequantized_matmul(node: &pb::NodeProto, weight: Vec<u8>, dtype: i32) -> Replacement {
+    let weight_name =
+        format!("{}.edgeinfer_dequantized", if node.name.is_empty() { &node.output[0] } else { &node.name });
+    let (n, k) = (attr_int(node, "N").unwrap_or(0), attr_int(node, "K").unwrap_or(0));
+    let constants = vec![pb::TensorProto {
+        name: weight_name.clone(),
+        dims: vec![k, n],
+        data_type: dtype,
+        raw_data: weight,
+        ..Default::default()
+    }];
+    let bias = node.input.get(5).filter(|b| !b.is_empty()).cloned();
+    let product = if bias.is_some() { format!("{weight_name}.product") } else { node.output[0].clone() };
+    let mut nodes = vec![pb::NodeProto {
+        name: format!("{}.edgeinfer_matmul", node.name),
+        op_type: "MatMul".into(),
+        input: vec![node.input[0].clone(), weight_name],
+        output: vec![product.clone()],
+        ..Default::default()
+    }];
+    if let Some(bias) = bias {
+        nodes.push(pb::NodeProto {
+            name: format!("{}.edgeinfer_bias", node.name),
+            op_type: "Add".into(),
+            input: vec![product, bias],
+            output: vec![node.output[0].clone()],
             ..Default::default()
         });
-        let bias = node.input.get(5).filter(|b| !b.is_empty()).cloned();
-        let product = if bias.is_some() { format!("{weight_name}.product") } else { node.output[0].clone() };
-        let mut replacement = vec![pb::NodeProto {
-            name: format!("{}.edgeinfer_matmul", node.name),
-            op_type: "MatMul".into(),
-            input: vec![node.input[0].clone(), weight_name.clone()],
-            output: vec![product.clone()],
-            ..Default::default()
-        }];
-        if let Some(bias) = bias {
-            replacement.push(pb::NodeProto {
-                name: format!("{}.edgeinfer_bias", node.name),
-                op_type: "Add".into(),
-                input: vec![product, bias],
-                output: vec![node.output[0].clone()],
-                ..Default::default()
-            });
-        }
-        let added = replacement.len();
-        for (k, n) in replacement.into_iter().enumerate() {
-            graph.node.insert(i + k, n);
-        }
-        i += added;
-        rewritten += 1;
     }
-    rewritten
+    Replacement { nodes, constants }
 }
 
 fn attr_int(node: &pb::NodeProto, name: &str) -> Option<i64> {
@@ -322,29 +343,13 @@ fn spell_out_dequantize_before_reductions(graph: &mut pb::GraphProto) -> usize {
     let consumers = |graph: &pb::GraphProto, tensor: &str| -> Vec<String> {
         graph.node.iter().filter(|n| n.input.iter().any(|i| i == tensor)).map(|n| n.op_type.clone()).collect()
     };
-    let mut rewritten = 0;
-    let mut i = 0;
-    while i < graph.node.len() {
-        let node = &graph.node[i];
-        let is_dequantize = node.op_type == "DequantizeLinear" && (node.domain.is_empty() || node.domain == "ai.onnx");
-        let feeds_reduction = is_dequantize
+    replace_nodes(graph, |graph, node, _| {
+        let feeds_reduction = is_onnx_op(node, "DequantizeLinear")
             && node.output.len() == 1
             && matches!(consumers(graph, &node.output[0]).as_slice(), [op] if AXIS_REDUCING.contains(&op.as_str()));
-        let scalar_params = is_dequantize && node.input.iter().skip(1).all(|p| p.is_empty() || is_scalar(graph, p));
-        if !(feeds_reduction && scalar_params) {
-            i += 1;
-            continue;
-        }
-        let node = graph.node.remove(i);
-        let replacement = spelled_out(&node);
-        let added = replacement.len();
-        for (k, n) in replacement.into_iter().enumerate() {
-            graph.node.insert(i + k, n);
-        }
-        i += added;
-        rewritten += 1;
-    }
-    rewritten
+        let scalar_params = node.input.iter().skip(1).all(|p| p.is_empty() || is_scalar(graph, p));
+        (feeds_reduction && scalar_params).then(|| spelled_out(node).into())
+    })
 }
 
 /// Whether `name` is a constant (initializer) holding a single value.
