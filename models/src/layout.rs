@@ -75,6 +75,18 @@ impl Variant {
             other => format!("{stem}_{}.onnx", other.name()),
         }
     }
+
+    /// The inverse of [`Variant::file_name`]: the stem and variant of a graph file
+    /// (`onnx/model_q4.onnx` → (`onnx/model`, q4)); `None` for a file that is not `.onnx`.
+    pub fn split_file_name(name: &str) -> Option<(&str, Variant)> {
+        let base = name.strip_suffix(".onnx")?;
+        for v in Variant::ALL.into_iter().filter(|v| *v != Variant::Fp32) {
+            if let Some(stem) = base.strip_suffix(v.name()).and_then(|b| b.strip_suffix('_')) {
+                return Some((stem, v));
+            }
+        }
+        Some((base, Variant::Fp32))
+    }
 }
 
 impl fmt::Display for Variant {
@@ -153,6 +165,10 @@ mod tests {
         std::fs::write(dir.path().join("model.onnx"), b"").unwrap();
         assert_eq!(find_graph(dir.path(), &["model"], Variant::Fp32).unwrap(), dir.path().join("model.onnx"));
         assert_eq!("Q4".parse::<Variant>().unwrap(), Variant::Q4);
+        for v in Variant::ALL {
+            assert_eq!(Variant::split_file_name(&v.file_name("onnx/model")), Some(("onnx/model", v)));
+        }
+        assert_eq!(Variant::split_file_name("model.onnx_data"), None);
         assert!("int3".parse::<Variant>().is_err());
     }
 }

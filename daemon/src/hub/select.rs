@@ -61,17 +61,6 @@ const SKIPPED_SUFFIXES: [&str; 13] = [
     ".tar.gz",
 ];
 
-/// The variant a graph file is, and its stem (`onnx/model_q4.onnx` → (`onnx/model`, q4)).
-fn graph_variant(path: &str) -> Option<(&str, Variant)> {
-    let base = path.strip_suffix(".onnx")?;
-    for v in Variant::ALL.into_iter().filter(|v| *v != Variant::Fp32) {
-        if let Some(stem) = base.strip_suffix(&format!("_{}", v.name())) {
-            return Some((stem, v));
-        }
-    }
-    Some((base, Variant::Fp32))
-}
-
 /// Whether `path` is external data of graph `graph` (`X.onnx_data`, `X.onnx.data`,
 /// `X.onnx_data_1`, `X.data`).
 fn is_data_of(path: &str, graph: &str) -> bool {
@@ -91,16 +80,15 @@ fn in_model_place(path: &str) -> bool {
 /// whatever its precision and gets it for any variant. A repository without a graph of that
 /// variant is an error naming the variants it has.
 pub fn select(files: &[RemoteFile], variant: Variant) -> Result<Vec<RemoteFile>, String> {
-    let graphs: Vec<(&RemoteFile, &str, Variant)> = files
+    let graphs: Vec<(&RemoteFile, Variant)> = files
         .iter()
         .filter(|f| in_model_place(&f.path))
-        .filter_map(|f| graph_variant(&f.path).map(|(stem, v)| (f, stem, v)))
+        .filter_map(|f| Variant::split_file_name(&f.path).map(|(_, v)| (f, v)))
         .collect();
     let genai = files.iter().any(|f| f.path == "genai_config.json");
-    let chosen: Vec<&RemoteFile> =
-        graphs.iter().filter(|(_, _, v)| *v == variant || genai).map(|(f, _, _)| *f).collect();
+    let chosen: Vec<&RemoteFile> = graphs.iter().filter(|(_, v)| *v == variant || genai).map(|(f, _)| *f).collect();
     if chosen.is_empty() {
-        let mut have: Vec<&str> = graphs.iter().map(|(_, _, v)| v.name()).collect();
+        let mut have: Vec<&str> = graphs.iter().map(|(_, v)| v.name()).collect();
         have.sort();
         have.dedup();
         return Err(if have.is_empty() {
@@ -113,7 +101,7 @@ pub fn select(files: &[RemoteFile], variant: Variant) -> Result<Vec<RemoteFile>,
     for f in files {
         let graph = f.path.ends_with(".onnx");
         let data_of_chosen = chosen.iter().any(|g| is_data_of(&f.path, &g.path));
-        let data_of_other = graphs.iter().any(|(g, _, _)| is_data_of(&f.path, &g.path));
+        let data_of_other = graphs.iter().any(|(g, _)| is_data_of(&f.path, &g.path));
         let small_file = !f.path.contains('/')
             && !graph
             && !data_of_other
