@@ -324,13 +324,14 @@ impl Llama {
     fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let past = cache.len;
         let n = ids.len();
-        let int = |shape: &[usize], v: Vec<i64>| -> Result<Tensor> { Ok(Tensor::from_shape_vec(shape, v)?) };
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
         let mut feed = vec![
-            ("input_ids".to_string(), int(&[1, n], ids.iter().map(|&i| i64::from(i)).collect())?),
-            ("attention_mask".to_string(), int(&[1, past + n], vec![1; past + n])?),
+            ("input_ids".to_string(), Tensor::from_shape_vec(&[1, n], ids)?),
+            ("attention_mask".to_string(), Tensor::from_shape_vec(&[1, past + n], vec![1i64; past + n])?),
         ];
         if self.layout.has_position_ids {
-            feed.push(("position_ids".to_string(), int(&[1, n], (past..past + n).map(|p| p as i64).collect())?));
+            let positions: Vec<i64> = (past..past + n).map(|p| p as i64).collect();
+            feed.push(("position_ids".to_string(), Tensor::from_shape_vec(&[1, n], positions)?));
         }
         if let Some(name) = &self.layout.use_cache_branch {
             feed.push((name.clone(), Tensor::from_shape_vec(&[1], vec![past > 0])?));
