@@ -2,6 +2,7 @@
 #   bench_dinov2_s DIR   generate a real-size DINOv2-S/14 (random weights) into DIR once. Needs the
 #                        export environment (torch, transformers): EXPORT_PYTHON, or .venv-export
 #                        is created (downloads ~5 GB of torch wheels).
+#   bench_llama_135m DIR the same for a SmolLM-135M-sized LLaMA, with the fixture's tokenizer.
 #   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
 #   bench_export SCRIPT ARGS...  run a models/export script in that environment.
 #   bench_cuda_libs PYTHON...  put the CUDA / cuDNN libraries of pip's nvidia-* wheels (in those
@@ -18,6 +19,13 @@ bench_export() {
 
 bench_dinov2_s() {
   [ -f "$1/model.onnx" ] || bench_export export_dinov2.py --random-weights --size small --out "$1"
+}
+
+bench_llama_135m() {
+  [ -f "$1/model.onnx" ] || bench_export export_llama.py --random-weights --out "$1"
+  # The random-weight LLM has no tokenizer of its own: the fixture's stands in (token ids only are
+  # benchmarked; ids it cannot spell are skipped when decoding).
+  cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$1/"
 }
 
 bench_ort() {

@@ -21,8 +21,7 @@ done
 out=$root/bench/out
 source bench/common.sh
 bench_ort
-[ -f "$out/llama-135m/model.onnx" ] || bench_export export_llama.py --random-weights --out "$out/llama-135m"
-cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$out/llama-135m/"
+bench_llama_135m "$out/llama-135m"
 ort_venv "$root/.venv-bench" "onnxruntime==1.32.0" "numpy==2.4.6" "pillow==13.0.0"
 cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
 

@@ -24,10 +24,7 @@ bench_dinov2_s "$out/dinov2-s"
 [ -f "$out/sam-vit-b/decoder_lowres.onnx" ] ||
   bench_export export_sam.py --random-weights --model-type vit_b --parts encoder_plain,decoder,decoder_lowres \
     --out "$out/sam-vit-b"
-[ -f "$out/llama-135m/model.onnx" ] || bench_export export_llama.py --random-weights --out "$out/llama-135m"
-# The random-weight LLM has no tokenizer of its own: the fixture's stands in (token ids only are
-# benchmarked; ids it cannot spell are skipped when decoding).
-cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$out/llama-135m/"
+bench_llama_135m "$out/llama-135m"
 
 models=$(mktemp -d)
 trap 'rm -rf "$models"' EXIT

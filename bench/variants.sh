@@ -29,8 +29,7 @@ bench_ort
 bench_dinov2_s "$out/dinov2-s"
 [ -f "$out/dinov2-s/model_qdq.onnx" ] || bench_export quantize.py --family dinov2 --dir "$out/dinov2-s" \
   --variants fp16,int8,quantized,qdq --no-goldens --calibrate-with "$root"/models/fixtures/dinov2/golden/preprocess.*.npy
-[ -f "$out/llama-135m/model.onnx" ] || bench_export export_llama.py --random-weights --out "$out/llama-135m"
-cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$out/llama-135m/"
+bench_llama_135m "$out/llama-135m"
 [ -f "$out/llama-135m/model_q4.onnx" ] || bench_export quantize.py --family llama --dir "$out/llama-135m" \
   --variants int8,q4 --no-goldens
 cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer

@@ -36,8 +36,7 @@ fn main() {
         Some("host") => Placement::Host,
         Some(other) => panic!("kv cache placement '{other}': {usage}"),
     };
-    let variant: edgeinfer_models::layout::Variant =
-        std::env::var("VARIANT").map(|v| v.parse().unwrap()).unwrap_or_default();
+    let variant = edgeinfer_tests::bench_variant();
     let mut model = Llama::load_variant(dir, variant, backend.as_ref(), &options).unwrap();
     model.set_kv_placement(placement);
     let eps = model.session().providers().active.join(",");

@@ -46,7 +46,7 @@ fn main() {
     let options = SessionOptions { ort_config, ..Default::default() };
     let photo = std::fs::read(edgeinfer_tests::fixtures().join("photos/chelsea.png")).unwrap();
     let image = decode(ImageInput::Encoded(&photo), &ImageLimits::default()).unwrap();
-    let variant: Variant = std::env::var("VARIANT").map(|v| v.parse().unwrap()).unwrap_or_default();
+    let variant = edgeinfer_tests::bench_variant();
     let before = status_mib("VmRSS:");
     let (load_peak, run_peak) = match family {
         "sam" => {

@@ -90,6 +90,12 @@ pub fn backends() -> Vec<Arc<dyn Backend>> {
     v
 }
 
+/// The precision variant a benchmark example loads: `VARIANT` from the environment (fp32 when
+/// unset).
+pub fn bench_variant() -> edgeinfer_models::layout::Variant {
+    std::env::var("VARIANT").map(|v| v.parse().unwrap_or_else(|e| panic!("VARIANT: {e}"))).unwrap_or_default()
+}
+
 /// The LLaMA benchmarks' prompt of `n` token ids (ids 10..210 of the tokenizer: valid for any
 /// vocabulary of the family). `bench/pipelines_python.py` (`LlamaBaseline.prompt`) makes the same.
 pub fn bench_prompt_ids(n: usize) -> Vec<u32> {
