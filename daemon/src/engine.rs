@@ -145,15 +145,6 @@ impl Engine {
             None => edgeinfer_models::manifest::detect(dir)
                 .map_err(|e| ApiError::new(ErrorCode::NotLoaded, e.to_string()))?,
         };
-        if matches!(family, Family::Sam | Family::Sam2) && options.variant != Variant::Fp32 {
-            return Err(ApiError::new(
-                ErrorCode::NotLoaded,
-                format!(
-                    "'{id}': variant = \"{}\" is for onnx-community layouts (DINOv2, LLaMA); SAM loads the folder's encoder and decoder as they are",
-                    options.variant
-                ),
-            ));
-        }
         let backend = edgeinfer_onnx::backend(options.backend, ort_library)
             .map_err(|e| ApiError::new(ErrorCode::Backend, e.to_string()))?;
         let session = options.session_options();
@@ -176,7 +167,8 @@ impl Engine {
         let (kind, providers) = match family {
             // One pipeline for both generations: the graphs say which interface they have.
             Family::Sam | Family::Sam2 => {
-                let mut model = Sam::load(dir, backend.as_ref(), &session).map_err(load_err)?;
+                let mut model =
+                    Sam::load_variant(dir, options.variant, backend.as_ref(), &session).map_err(load_err)?;
                 model.set_limits(SamLimits { max_points: options.max_points });
                 let providers = model.encoder().providers().clone();
                 (

@@ -51,16 +51,21 @@ def variant_file(variant: str) -> str:
     return f"model_{variant}.onnx"
 
 
+# Nodes kept in float32 (between casts) by to_fp16, by name prefix:
+# - DINOv2's embeddings (patch embedding and the interpolation of the position table, whose size
+#   arithmetic goes wrong in float16: ORT's cubic Resize then rejects its scales);
+# - SAM's random-Fourier positional encodings (sin/cos of coordinates times a Gaussian matrix:
+#   float16 arguments of tens of radians lose the phase, and each runtime loses it differently).
+FP32_PREFIXES = ("/model/embeddings/", "/shared_image_embedding/", "/prompt_encoder/shared_embedding/")
+
+
 def to_fp16(src: Path, dst: Path) -> None:
     from onnxruntime.transformers import float16
 
     model = onnx.load(str(src))
     # Inputs and outputs become float16 too, as in onnx-community's model_fp16.onnx: callers
     # must feed the declared type.
-    # DINOv2's embeddings (patch embedding and the interpolation of the position table, whose
-    # size arithmetic goes wrong in float16: ORT's cubic Resize then rejects its scales) stay
-    # float32, between casts.
-    embeddings = [n.name for n in model.graph.node if n.name.startswith("/model/embeddings/")]
+    embeddings = [n.name for n in model.graph.node if n.name.startswith(FP32_PREFIXES)]
     converted = float16.convert_float_to_float16(model, keep_io_types=False, node_block_list=embeddings)
     onnx.save(converted, str(dst))
 

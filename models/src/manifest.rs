@@ -1,7 +1,7 @@
 //! What kind of model a directory holds, from the files in it: `manifest.json` with a `family`
 //! field wins; otherwise SAM 2 (`image_embed`-style encoder names in `manifest.json` or files
 //! `*encoder*.onnx` + `*decoder*.onnx` with `sam2` in the folder name), SAM (encoder + decoder
-//! files), LLaMA (`tokenizer.json` + a decoder graph), DINOv2 (`preprocessor_config.json` or a
+//! files, or transformers.js' `vision_encoder` + `prompt_encoder_mask_decoder`), LLaMA (`tokenizer.json` + a decoder graph), DINOv2 (`preprocessor_config.json` or a
 //! `config.json` with `model_type: dinov2`).
 
 use std::fmt;
@@ -67,7 +67,7 @@ struct FamilyField {
 /// hold more (other layouts, quantised variants): these are the ones that take memory.
 pub fn model_files(family: Family, dir: &Path, variant: Variant) -> Result<Vec<PathBuf>> {
     let onnx: Vec<PathBuf> = match family {
-        Family::Sam | Family::Sam2 => crate::sam::model_files(dir)?.into(),
+        Family::Sam | Family::Sam2 => crate::sam::model_files(dir, variant)?.into(),
         Family::Dinov2 => vec![crate::dinov2::find_model(dir, variant)?],
         Family::Llama => vec![crate::llama::ModelDir::open_variant(dir, variant)?.onnx],
     };
@@ -107,6 +107,10 @@ pub fn detect(dir: &Path) -> Result<Family> {
         let name = dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
         return Ok(if name.contains("sam2") { Family::Sam2 } else { Family::Sam });
     }
+    if crate::sam::is_transformers_layout(dir) {
+        // transformers.js / Optimum: vision_encoder + prompt_encoder_mask_decoder.
+        return Ok(Family::Sam);
+    }
     if has("preprocessor_config.json") {
         return Ok(Family::Dinov2);
     }
@@ -119,7 +123,8 @@ pub fn detect(dir: &Path) -> Result<Family> {
     Err(ModelError::Config(format!(
         "cannot tell which model family {} holds: looked for manifest.json with \"family\"; tokenizer.json with \
          model*.onnx, decoder_model_merged*.onnx (at the top or under onnx/) or genai_config.json (llama); \
-         encoder.onnx + decoder.onnx (sam, sam2); preprocessor_config.json or a dinov2 config.json (dinov2). \
+         encoder.onnx + decoder.onnx (sam, sam2); vision_encoder*.onnx (at the top or under onnx/, sam); \
+         preprocessor_config.json or a dinov2 config.json (dinov2). \
          Add a manifest.json with \"family\" (sam, sam2, dinov2, llama) or set family in the config",
         dir.display()
     )))
@@ -136,6 +141,7 @@ mod tests {
         assert_eq!(detect(&f.join("sam2")).unwrap(), Family::Sam2);
         assert_eq!(detect(&f.join("dinov2")).unwrap(), Family::Dinov2);
         assert_eq!(detect(&f.join("llama")).unwrap(), Family::Llama);
+        assert_eq!(detect(&f.join("sam-hf")).unwrap(), Family::Sam);
         assert!(detect(&f.join("photos")).is_err());
         assert!(detect(&f.join("nope")).is_err());
         assert_eq!("MobileSAM".parse::<Family>().unwrap(), Family::Sam);

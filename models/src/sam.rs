@@ -8,6 +8,16 @@
 //! `ResizeLongestSide.apply_coords`; the official decoder layout returns mask logits at the
 //! original resolution, thresholded at 0.
 //!
+//! SAM in the transformers.js / Optimum layout (`onnx/vision_encoder.onnx` +
+//! `onnx/prompt_encoder_mask_decoder.onnx`, as `Xenova/sam-vit-*` and `Xenova/slimsam-*` ship
+//! it, each precision variant its own file): the same pre-processing with its parameters read
+//! from `preprocessor_config.json` (`SamImageProcessor`); the encoder also returns
+//! `image_positional_embeddings` (image-independent, kept once), the decoder takes
+//! `input_points [1, 1, N, 2]` in the resized frame and int64 `input_labels` (it adds the padding
+//! point itself), optionally `input_boxes`, and answers the three multimask candidates as
+//! `pred_masks [1, 1, 3, h, w]` logits, post-processed as `SamProcessor.post_process_masks`
+//! (upsample to the pad size, crop, upsample to the original size, threshold).
+//!
 //! SAM 2 (samexporter layout): like `SAM2Transforms`, the image is stretched to S × S (antialiased
 //! bilinear on floats, as torchvision's tensor `Resize`) and normalised; the encoder returns
 //! `image_embed` and the two `high_res_feats`, which the decoder takes with the prompts
@@ -16,7 +26,7 @@
 //! `align_corners=False`) and thresholded at 0.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use edgeinfer_onnx::{Backend, ModelSource, Session, SessionOptions, Tensor};
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
@@ -24,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result, read_json};
 use crate::image::{self, Resample, RgbImage};
+use crate::layout::{self, Variant};
 use crate::mask::BinaryMask;
 
 /// `manifest.json` of a SAM model folder (all fields optional; read from the graphs otherwise).
@@ -36,6 +47,26 @@ struct ManifestJson {
     decoder: Option<String>,
     mask_threshold: Option<f32>,
 }
+
+/// The parts of transformers' `preprocessor_config.json` (`SamImageProcessor`) that matter here.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct PreprocessorJson {
+    size: Option<SizeJson>,
+    pad_size: Option<SizeJson>,
+    image_mean: Option<[f32; 3]>,
+    image_std: Option<[f32; 3]>,
+    rescale_factor: Option<f32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct SizeJson {
+    longest_edge: Option<u32>,
+    height: Option<u32>,
+}
+
+/// The graph stems of the transformers.js / Optimum layout.
+const HF_ENCODER: &str = "vision_encoder";
+const HF_DECODER: &str = "prompt_encoder_mask_decoder";
 
 /// SAM 2 encoder outputs: the image embedding, then the two high-resolution feature maps.
 const SAM2_FEATURES: [&str; 3] = ["image_embed", "high_res_feats_0", "high_res_feats_1"];
@@ -76,6 +107,19 @@ pub enum Generation {
     Sam,
     /// SAM 2: `image_embed` + `high_res_feats_0/1`, samexporter decoder layout.
     Sam2,
+}
+
+/// Which decoder interface the graphs have (the encoder's follows from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderLayout {
+    /// segment-anything's `SamOnnxModel` (and samexporter's): `point_coords`, `point_labels`,
+    /// `mask_input`, `has_mask_input`, optional `orig_im_size`.
+    Official,
+    /// samexporter's SAM 2 decoder: `image_embed`, `high_res_feats_0/1` and the official prompts.
+    Sam2Exporter,
+    /// transformers.js / Optimum: `image_embeddings`, `image_positional_embeddings`,
+    /// `input_points`, `input_labels` (int64), optional `input_boxes` → `iou_scores`, `pred_masks`.
+    Transformers,
 }
 
 /// The image side of SAM: encoder output plus what is needed to map prompts and masks.
@@ -174,12 +218,28 @@ pub struct Mask {
     pub low_res: LowResMask,
 }
 
+/// What a decoder answered, in one shape for every layout.
+struct DecoderAnswer {
+    /// Predicted IoU per mask.
+    iou: Vec<f32>,
+    /// `[1, K, h, w]` low-resolution logits.
+    low_res: ArrayD<f32>,
+    /// `[1, K, H, W]` logits at the original size, for decoders that upsample in the graph.
+    full_res: Option<ArrayD<f32>>,
+    /// The answer holds the multimask candidates only (no single-mask token first).
+    candidates_only: bool,
+}
+
 /// A loaded SAM model (encoder + decoder).
 pub struct Sam {
     encoder: Arc<dyn Session>,
     decoder: Arc<dyn Session>,
     generation: Generation,
     layout: EncoderLayout,
+    decoder_layout: DecoderLayout,
+    /// transformers.js layout: the encoder's `image_positional_embeddings`, the same for every
+    /// image, kept from the first image embedded.
+    positional_embeddings: OnceLock<ArrayD<f32>>,
     image_size: u32,
     pixel_mean: [f32; 3],
     pixel_std: [f32; 3],
@@ -188,10 +248,13 @@ pub struct Sam {
     limits: SamLimits,
 }
 
-/// The encoder and decoder files [`Sam::load`] reads from `dir`: named by `manifest.json`, else
-/// `encoder.onnx` and `decoder.onnx`. (A folder may hold other layouts of the same model.)
-pub fn model_files(dir: &Path) -> Result<[PathBuf; 2]> {
-    Ok(model_files_of(dir, &read_manifest(dir)?))
+/// The encoder and decoder files [`Sam::load_variant`] reads from `dir` for `variant`: those
+/// `manifest.json` names (with the variant's suffix, `encoder_quantized.onnx`); else the
+/// transformers.js layout's `vision_encoder` + `prompt_encoder_mask_decoder` (at the top or
+/// under `onnx/`) when the folder has it; else `encoder.onnx` + `decoder.onnx`. (A folder may
+/// hold other layouts of the same model.)
+pub fn model_files(dir: &Path, variant: Variant) -> Result<[PathBuf; 2]> {
+    model_files_of(dir, &read_manifest(dir)?, variant)
 }
 
 fn read_manifest(dir: &Path) -> Result<ManifestJson> {
@@ -201,33 +264,60 @@ fn read_manifest(dir: &Path) -> Result<ManifestJson> {
     }
 }
 
-fn model_files_of(dir: &Path, manifest: &ManifestJson) -> [PathBuf; 2] {
-    [
-        dir.join(manifest.encoder.as_deref().unwrap_or("encoder.onnx")),
-        dir.join(manifest.decoder.as_deref().unwrap_or("decoder.onnx")),
-    ]
+/// Whether `dir` holds SAM graphs in the transformers.js / Optimum layout (any variant).
+pub fn is_transformers_layout(dir: &Path) -> bool {
+    !layout::variants_present(dir, &[HF_ENCODER]).is_empty()
+}
+
+fn model_files_of(dir: &Path, manifest: &ManifestJson, variant: Variant) -> Result<[PathBuf; 2]> {
+    let named = manifest.encoder.is_some() || manifest.decoder.is_some();
+    if !named && is_transformers_layout(dir) {
+        return Ok([
+            layout::find_graph(dir, &[HF_ENCODER], variant)?,
+            layout::find_graph(dir, &[HF_DECODER], variant)?,
+        ]);
+    }
+    let stem = |name: Option<&str>, default: &'static str| -> String {
+        let name = name.unwrap_or(default);
+        name.strip_suffix(".onnx").unwrap_or(name).to_string()
+    };
+    Ok([
+        layout::find_graph(dir, &[&stem(manifest.encoder.as_deref(), "encoder")], variant)?,
+        layout::find_graph(dir, &[&stem(manifest.decoder.as_deref(), "decoder")], variant)?,
+    ])
+}
+
+/// Pre-processing parameters: `manifest.json`'s, else `preprocessor_config.json`'s
+/// (`SamImageProcessor`: pad size, mean and std scaled by the rescale factor), else SAM's.
+fn preprocessing(dir: &Path, manifest: &ManifestJson) -> Result<(Option<u32>, [f32; 3], [f32; 3])> {
+    let pre: PreprocessorJson = match dir.join("preprocessor_config.json") {
+        p if p.is_file() => read_json(&p)?,
+        _ => PreprocessorJson::default(),
+    };
+    let rescale = pre.rescale_factor.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(1.0 / 255.0);
+    let scaled = |v: Option<[f32; 3]>| v.map(|v| v.map(|x| x / rescale));
+    let size = pre.pad_size.and_then(|s| s.height).or(pre.size.and_then(|s| s.longest_edge));
+    Ok((
+        manifest.image_size.or(size),
+        manifest.pixel_mean.or(scaled(pre.image_mean)).unwrap_or([123.675, 116.28, 103.53]),
+        manifest.pixel_std.or(scaled(pre.image_std)).unwrap_or([58.395, 57.12, 57.375]),
+    ))
 }
 
 impl Sam {
-    /// Loads `encoder.onnx` and `decoder.onnx` (or the files named in `manifest.json`) from `dir`.
+    /// Loads the full-precision graphs from `dir` (see [`Sam::load_variant`]).
     pub fn load(dir: &Path, backend: &dyn Backend, options: &SessionOptions) -> Result<Sam> {
+        Sam::load_variant(dir, Variant::Fp32, backend, options)
+    }
+
+    /// Loads the encoder and decoder of `variant` from `dir` (see [`model_files`]).
+    pub fn load_variant(dir: &Path, variant: Variant, backend: &dyn Backend, options: &SessionOptions) -> Result<Sam> {
         let manifest = read_manifest(dir)?;
-        let [encoder_path, decoder_path] = model_files_of(dir, &manifest);
-        for p in [&encoder_path, &decoder_path] {
-            if !p.is_file() {
-                return Err(ModelError::Config(format!("{} not found", p.display())));
-            }
-        }
+        let [encoder_path, decoder_path] = model_files_of(dir, &manifest, variant)?;
+        let (image_size, pixel_mean, pixel_std) = preprocessing(dir, &manifest)?;
         let encoder: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(encoder_path), options)?);
         let decoder: Arc<dyn Session> = Arc::from(backend.load(&ModelSource::File(decoder_path), options)?);
-        Sam::from_sessions(
-            encoder,
-            decoder,
-            manifest.image_size,
-            manifest.pixel_mean.unwrap_or([123.675, 116.28, 103.53]),
-            manifest.pixel_std.unwrap_or([58.395, 57.12, 57.375]),
-            manifest.mask_threshold.unwrap_or(0.0),
-        )
+        Sam::from_sessions(encoder, decoder, image_size, pixel_mean, pixel_std, manifest.mask_threshold.unwrap_or(0.0))
     }
 
     /// Wraps loaded sessions. `image_size` is taken from the plain encoder's input or the
@@ -262,13 +352,19 @@ impl Sam {
                     .into(),
             ));
         };
-        let (expected_inputs, expected_outputs, layout_name): (&[&str], &[&str], &str) = match generation {
-            Generation::Sam => (
+        let decoder_has = |name: &str| decoder.inputs().iter().any(|i| i.name == name);
+        let decoder_layout = match generation {
+            Generation::Sam2 => DecoderLayout::Sam2Exporter,
+            Generation::Sam if decoder_has("input_points") => DecoderLayout::Transformers,
+            Generation::Sam => DecoderLayout::Official,
+        };
+        let (expected_inputs, expected_outputs, layout_name): (&[&str], &[&str], &str) = match decoder_layout {
+            DecoderLayout::Official => (
                 &["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
                 &["iou_predictions", "low_res_masks"],
                 "official SAM",
             ),
-            Generation::Sam2 => (
+            DecoderLayout::Sam2Exporter => (
                 &[
                     "image_embed",
                     "high_res_feats_0",
@@ -281,9 +377,14 @@ impl Sam {
                 &["masks", "iou_predictions"],
                 "samexporter SAM 2",
             ),
+            DecoderLayout::Transformers => (
+                &["image_embeddings", "input_points", "input_labels"],
+                &["iou_scores", "pred_masks"],
+                "transformers.js SAM",
+            ),
         };
         for name in expected_inputs {
-            if !decoder.inputs().iter().any(|i| i.name == *name) {
+            if !decoder_has(name) {
                 return Err(ModelError::Config(format!(
                     "decoder has no '{name}' input ({layout_name} layout expected)"
                 )));
@@ -296,15 +397,46 @@ impl Sam {
                 )));
             }
         }
+        if decoder_has("image_positional_embeddings") && !encoder_has("image_positional_embeddings") {
+            return Err(ModelError::Config(
+                "the decoder takes image_positional_embeddings, which the encoder does not return".into(),
+            ));
+        }
         if generation == Generation::Sam2 && !matches!(layout, EncoderLayout::Plain { .. }) {
             return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
         }
-        let mask_input =
-            decoder.inputs().iter().find(|i| i.name == "mask_input").map(|i| i.shape.clone()).unwrap_or_default();
-        let low_res_size = match (mask_input.get(2).and_then(|d| d.fixed()), mask_input.get(3).and_then(|d| d.fixed()))
-        {
-            (Some(h), Some(w)) => (h, w),
-            _ => return Err(ModelError::Config("decoder mask_input must have a fixed [1,1,H,W] shape".into())),
+        let fixed = |shape: &[edgeinfer_onnx::Dim], at: usize| shape.get(at).and_then(|d| d.fixed());
+        let low_res_size = match decoder_layout {
+            DecoderLayout::Transformers => {
+                // pred_masks [B, P, 3, h, w], else 4x the embedding grid (the upscaling of every SAM).
+                let masks = decoder.outputs().iter().find(|o| o.name == "pred_masks").map(|o| o.shape.clone());
+                let grid = encoder.outputs().iter().find(|o| o.name == "image_embeddings").map(|o| o.shape.clone());
+                let dims = |shape: Option<&[edgeinfer_onnx::Dim]>, a: usize, b: usize| {
+                    shape.and_then(|s| Some((fixed(s, a)?, fixed(s, b)?)))
+                };
+                match dims(masks.as_deref(), 3, 4).or_else(|| dims(grid.as_deref(), 2, 3).map(|(h, w)| (h * 4, w * 4)))
+                {
+                    Some(size) => size,
+                    None => {
+                        return Err(ModelError::Config(
+                            "cannot tell the mask size: neither pred_masks nor image_embeddings has a fixed size"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let mask_input = decoder
+                    .inputs()
+                    .iter()
+                    .find(|i| i.name == "mask_input")
+                    .map(|i| i.shape.clone())
+                    .unwrap_or_default();
+                match (fixed(&mask_input, 2), fixed(&mask_input, 3)) {
+                    (Some(h), Some(w)) => (h, w),
+                    _ => return Err(ModelError::Config("decoder mask_input must have a fixed [1,1,H,W] shape".into())),
+                }
+            }
         };
         let from_plain = match &layout {
             EncoderLayout::Plain { .. } => input.shape.get(3).and_then(|d| d.fixed()).map(|s| s as u32),
@@ -316,6 +448,8 @@ impl Sam {
             decoder,
             generation,
             layout,
+            decoder_layout,
+            positional_embeddings: OnceLock::new(),
             image_size,
             pixel_mean,
             pixel_std,
@@ -338,6 +472,11 @@ impl Sam {
     /// SAM or SAM 2.
     pub fn generation(&self) -> Generation {
         self.generation
+    }
+
+    /// Which decoder interface the graphs have.
+    pub fn decoder_layout(&self) -> DecoderLayout {
+        self.decoder_layout
     }
 
     /// How the encoder takes its image.
@@ -418,6 +557,11 @@ impl Sam {
         }
         let (feed, (rw, rh)) = self.encoder_input(image)?;
         let mut out = self.encoder.run_as_declared(vec![feed])?;
+        if self.decoder_layout == DecoderLayout::Transformers && self.positional_embeddings.get().is_none() {
+            let positional = out.take("image_positional_embeddings")?.into_f32()?;
+            // Another thread may have set the same values first: either is right.
+            let _ = self.positional_embeddings.set(positional);
+        }
         Ok(ImageEmbedding {
             image_embeddings: out.take("image_embeddings")?.into_f32()?,
             high_res_features: Vec::new(),
@@ -479,11 +623,70 @@ impl Sam {
     pub fn segment(&self, embedding: &ImageEmbedding, prompt: &Prompt, options: &SegmentOptions) -> Result<Vec<Mask>> {
         self.validate(embedding, prompt)?;
         let (ow, oh) = embedding.original;
-        let (rw, rh) = embedding.resized;
-        let (sx, sy) = (rw as f32 / ow as f32, rh as f32 / oh as f32);
+        let (lh, lw) = self.low_res_size;
+        let answer = match self.decoder_layout {
+            DecoderLayout::Transformers => self.decode_transformers(embedding, prompt)?,
+            _ => self.decode_official(embedding, prompt)?,
+        };
+        let DecoderAnswer { iou, low_res, full_res, candidates_only } = answer;
+        let k = iou.len();
+        let score = |i: usize| iou.get(i).copied().unwrap_or(0.0);
+        // SAM's official decoder answers the single-mask token first, then the multimask
+        // candidates. The SAM 2 and transformers.js exports answer the three candidates only:
+        // their single-mask answer is the best of them (upstream picks by stability instead,
+        // which the exports do not carry).
+        let mut chosen: Vec<usize> = if k == 1 || (candidates_only && !options.multimask) {
+            let best = (0..k).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(0);
+            vec![if k == 1 { 0 } else { best }]
+        } else if candidates_only {
+            (0..k).collect()
+        } else if options.multimask {
+            (1..k).collect()
+        } else {
+            vec![0]
+        };
+        if options.best_only && chosen.len() > 1 {
+            let best = chosen.iter().copied().max_by(|&a, &b| score(a).total_cmp(&score(b)));
+            chosen = best.into_iter().collect();
+        }
+        // Only the masks returned are brought to the original size (on the host, for decoders
+        // that leave that to the caller).
+        chosen
+            .into_iter()
+            .map(|i| {
+                let binary = match &full_res {
+                    Some(masks) => BinaryMask::from_logits(
+                        ow,
+                        oh,
+                        masks.index_axis(Axis(1), i).iter().copied(),
+                        self.mask_threshold,
+                    ),
+                    None => {
+                        let logits = self.upsample(&low_res, i, embedding)?;
+                        BinaryMask::from_logits(ow, oh, logits, self.mask_threshold)
+                    }
+                };
+                let low = low_res.index_axis(Axis(1), i).index_axis(Axis(0), 0).to_owned();
+                let low = low.into_dimensionality::<ndarray::Ix2>().unwrap_or_else(|_| Array2::zeros((lh, lw)));
+                Ok(Mask {
+                    bbox: binary.bbox(),
+                    area: binary.area(),
+                    score: score(i),
+                    mask: binary,
+                    low_res: LowResMask(low),
+                })
+            })
+            .collect()
+    }
+
+    /// The official and SAM 2 exporter decoders: prompts in the encoder's frame as
+    /// `point_coords`/`point_labels` (box corners labelled 2 and 3), a mask prompt or zeros.
+    fn decode_official(&self, embedding: &ImageEmbedding, prompt: &Prompt) -> Result<DecoderAnswer> {
+        let (ow, oh) = embedding.original;
+        let (sx, sy) = self.prompt_scale(embedding);
         let mut coords: Vec<f32> = Vec::new();
         let mut labels: Vec<f32> = Vec::new();
-        let sam2 = self.generation == Generation::Sam2;
+        let sam2 = self.decoder_layout == DecoderLayout::Sam2Exporter;
         let box_corners = prompt.bbox.map(|b| [b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy]);
         // SAM 2's predictor puts the box corners before the points, SAM's ONNX usage after.
         let (box_first, box_last) = if sam2 { (box_corners, None) } else { (None, box_corners) };
@@ -541,53 +744,72 @@ impl Sam {
         let iou = out.take("iou_predictions")?.into_f32()?;
         let low_res = out.take(if sam2 { "masks" } else { "low_res_masks" })?.into_f32()?;
         let full_res = if upsample_here { None } else { Some(out.take("masks")?.into_f32()?) };
-        let k = iou.len();
-        let score = |i: usize| iou.iter().nth(i).copied().unwrap_or(0.0);
-        // SAM's decoder answers the single-mask token first, then the multimask candidates. The
-        // SAM 2 export answers the three candidates only: its single-mask answer is the best of
-        // them (upstream picks by stability instead, which the export does not carry).
-        let mut chosen: Vec<usize> = if k == 1 || (sam2 && !options.multimask) {
-            let best = (0..k).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(0);
-            vec![if k == 1 { 0 } else { best }]
-        } else if sam2 {
-            (0..k).collect()
-        } else if options.multimask {
-            (1..k).collect()
-        } else {
-            vec![0]
-        };
-        if options.best_only && chosen.len() > 1 {
-            let best = chosen.iter().copied().max_by(|&a, &b| score(a).total_cmp(&score(b)));
-            chosen = best.into_iter().collect();
+        Ok(DecoderAnswer { iou: iou.iter().copied().collect(), low_res, full_res, candidates_only: sam2 })
+    }
+
+    /// The transformers.js / Optimum decoder: `input_points [1, 1, N, 2]` in the encoder's frame
+    /// with int64 `input_labels` (the graph pads), a box as `input_boxes [1, 1, 4]` where the
+    /// graph has that input; no mask prompt. Answers `pred_masks [1, 1, 3, h, w]`.
+    fn decode_transformers(&self, embedding: &ImageEmbedding, prompt: &Prompt) -> Result<DecoderAnswer> {
+        if prompt.mask_input.is_some() {
+            return Err(ModelError::BadInput(
+                "this model's decoder (transformers.js layout) takes no mask prompt: send points or a box".into(),
+            ));
         }
-        // Only the masks returned are brought to the original size (on the host, for decoders
-        // that leave that to the caller).
-        chosen
-            .into_iter()
-            .map(|i| {
-                let binary = match &full_res {
-                    Some(masks) => BinaryMask::from_logits(
-                        ow,
-                        oh,
-                        masks.index_axis(Axis(1), i).iter().copied(),
-                        self.mask_threshold,
-                    ),
-                    None => {
-                        let logits = self.upsample(&low_res, i, embedding)?;
-                        BinaryMask::from_logits(ow, oh, logits, self.mask_threshold)
-                    }
-                };
-                let low = low_res.index_axis(Axis(1), i).index_axis(Axis(0), 0).to_owned();
-                let low = low.into_dimensionality::<ndarray::Ix2>().unwrap_or_else(|_| Array2::zeros((lh, lw)));
-                Ok(Mask {
-                    bbox: binary.bbox(),
-                    area: binary.area(),
-                    score: score(i),
-                    mask: binary,
-                    low_res: LowResMask(low),
-                })
-            })
-            .collect()
+        let has_boxes = self.decoder.inputs().iter().any(|i| i.name == "input_boxes");
+        if prompt.bbox.is_some() && !has_boxes {
+            return Err(ModelError::BadInput(
+                "this model's decoder (transformers.js layout) has no input_boxes: prompt it with points".into(),
+            ));
+        }
+        if prompt.points.is_empty() {
+            return Err(ModelError::BadInput(
+                "this model's decoder (transformers.js layout) needs at least one point".into(),
+            ));
+        }
+        let positional = self
+            .positional_embeddings
+            .get()
+            .ok_or_else(|| ModelError::BadInput("this embedding was not made by this model's encoder".into()))?;
+        let (sx, sy) = self.prompt_scale(embedding);
+        let n = prompt.points.len();
+        let coords: Vec<f32> = prompt.points.iter().flat_map(|p| [p.x * sx, p.y * sy]).collect();
+        let labels: Vec<i64> = prompt.points.iter().map(|p| i64::from(p.positive)).collect();
+        let labels =
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, n]), labels).map_err(|e| ModelError::BadInput(e.to_string()))?;
+        let mut feed = vec![
+            ("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())),
+            ("input_points".to_string(), Tensor::from_shape_vec(&[1, 1, n, 2], coords)?),
+            ("input_labels".to_string(), Tensor::I64(labels)),
+        ];
+        if self.decoder.inputs().iter().any(|i| i.name == "image_positional_embeddings") {
+            feed.push(("image_positional_embeddings".to_string(), Tensor::F32(positional.clone())));
+        }
+        if let Some(b) = prompt.bbox {
+            feed.push((
+                "input_boxes".to_string(),
+                Tensor::from_shape_vec(&[1, 1, 4], vec![b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy])?,
+            ));
+        }
+        let mut out = self.decoder.run_as_declared(feed)?;
+        let iou: Vec<f32> = out.take("iou_scores")?.into_f32()?.iter().copied().collect();
+        let masks = out.take("pred_masks")?.into_f32()?;
+        let shape = masks.shape().to_vec();
+        let [1, 1, k, h, w] = shape[..] else {
+            return Err(ModelError::Config(format!("pred_masks has shape {shape:?}, expected [1,1,K,h,w]")));
+        };
+        if k != iou.len() {
+            return Err(ModelError::Config(format!("{} iou_scores for {k} masks", iou.len())));
+        }
+        let low_res =
+            masks.into_shape_with_order(IxDyn(&[1, k, h, w])).map_err(|e| ModelError::Config(e.to_string()))?;
+        Ok(DecoderAnswer { iou, low_res, full_res: None, candidates_only: true })
+    }
+
+    /// Original-image pixels → the encoder's frame.
+    fn prompt_scale(&self, embedding: &ImageEmbedding) -> (f32, f32) {
+        let ((ow, oh), (rw, rh)) = (embedding.original, embedding.resized);
+        (rw as f32 / ow as f32, rh as f32 / oh as f32)
     }
 
     /// Host-side version of upstream `postprocess_masks` for mask `i`: low-res logits → encoder

@@ -66,6 +66,16 @@ fn sam2_encoder_and_decoder_match_pytorch() {
 }
 
 #[test]
+fn sam_transformers_layout_matches_pytorch() {
+    run_family("sam-hf");
+}
+
+#[test]
+fn sam_transformers_layout_quantized_and_fp16_variants_match_onnxruntime() {
+    run_cases("sam-hf", variant_cases("sam-hf"));
+}
+
+#[test]
 fn dinov2_matches_pytorch() {
     run_family("dinov2");
 }

@@ -1,14 +1,17 @@
 //! The SAM pipeline end to end against segment-anything's `SamPredictor`: from the same photo
 //! and prompts in original-image pixels, our masks match the reference (IoU ≥ 0.99 per mask),
 //! predicted IoUs within 1e-3, on both backends and both encoder layouts; RLE strings equal
-//! pycocotools'. SAM 2 likewise against `SAM2ImagePredictor`, pre-processing included.
+//! pycocotools'. SAM 2 likewise against `SAM2ImagePredictor`, pre-processing included. SAM in the
+//! transformers.js / Optimum layout (graphs written by Optimum) against transformers'
+//! `SamProcessor` + `SamModel` + `post_process_masks`, loaded by path alone, every variant.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
+use edgeinfer_models::layout::Variant;
 use edgeinfer_models::mask::{BinaryMask, CocoRle};
-use edgeinfer_models::sam::{BoxPrompt, Generation, LowResMask, Point, Prompt, Sam, SegmentOptions};
+use edgeinfer_models::sam::{BoxPrompt, DecoderLayout, Generation, LowResMask, Point, Prompt, Sam, SegmentOptions};
 use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
 use edgeinfer_tests::{backends, fixtures};
 use serde_json::Value;
@@ -16,6 +19,7 @@ use serde_json::Value;
 /// The fixture folder of each generation: SAM, SAM 2.
 const SAM: &str = "sam";
 const SAM2: &str = "sam2";
+const SAM_HF: &str = "sam-hf";
 
 fn photo() -> RgbImage {
     // The same photo in both fixtures.
@@ -25,7 +29,9 @@ fn photo() -> RgbImage {
 
 fn prompt(spec: &Value) -> Prompt {
     let mut p = Prompt::default();
-    if let (Some(coords), Some(labels)) = (spec["point_coords"].as_array(), spec["point_labels"].as_array()) {
+    let coords = spec["point_coords"].as_array().or(spec["points"].as_array());
+    let labels = spec["point_labels"].as_array().or(spec["labels"].as_array());
+    if let (Some(coords), Some(labels)) = (coords, labels) {
         for (c, l) in coords.iter().zip(labels) {
             p.points.push(Point {
                 x: c[0].as_f64().unwrap() as f32,
@@ -246,4 +252,90 @@ fn sam2_low_res_logits_and_rle_match_the_reference() {
     let foreign = sam1.embed(&photo()).unwrap();
     let err = sam.segment(&foreign, &p, &SegmentOptions::default()).unwrap_err();
     assert!(err.is_input_error() && err.to_string().contains("SAM 2"), "{err}");
+}
+
+#[test]
+fn transformers_layout_masks_match_sam_processor_on_both_backends() {
+    let dir = fixtures().join(SAM_HF);
+    assert_eq!(edgeinfer_models::manifest::detect(&dir).unwrap(), edgeinfer_models::manifest::Family::Sam);
+    let specs = prompts(SAM_HF);
+    for backend in backends() {
+        let sam = Sam::load(&dir, backend.as_ref(), &SessionOptions::default()).unwrap();
+        assert_eq!(sam.decoder_layout(), DecoderLayout::Transformers);
+        // From preprocessor_config.json: pad size 128.
+        assert_eq!(sam.image_size(), 128);
+        for name in ["point", "points", "background"] {
+            check_case(&sam, SAM_HF, backend.kind().name(), name, &prompt(&specs[name]), &SegmentOptions::default());
+        }
+        // No single-mask token in the export: multimask = false answers the best candidate.
+        let embedding = sam.embed(&photo()).unwrap();
+        let p = prompt(&specs["points"]);
+        let all = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
+        let single = sam.segment(&embedding, &p, &SegmentOptions { multimask: false, best_only: false }).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].score, all.iter().map(|m| m.score).fold(f32::MIN, f32::max));
+    }
+}
+
+#[test]
+fn transformers_layout_variants_load_by_name_and_stay_close_to_fp32() {
+    // Each variant file runs through the whole pipeline on both backends; its masks are compared
+    // with the fp32 graph's masks from the same backend. The tiny random-weight model is
+    // fragile under 8-bit weights (fidelity.json: ORT's own quantized masks have IoU >= 0.78 to
+    // PyTorch's), so the bar is what ORT itself reaches, not a trained model's 0.95.
+    let dir = fixtures().join(SAM_HF);
+    let fidelity: Value = serde_json::from_slice(&std::fs::read(dir.join("fidelity.json")).unwrap()).unwrap();
+    let specs = prompts(SAM_HF);
+    for backend in backends() {
+        let fp32 = Sam::load(&dir, backend.as_ref(), &SessionOptions::default()).unwrap();
+        let reference = fp32.embed(&photo()).unwrap();
+        for variant in [Variant::Fp16, Variant::Quantized] {
+            let sam = Sam::load_variant(&dir, variant, backend.as_ref(), &SessionOptions::default()).unwrap();
+            let embedding = sam.embed(&photo()).unwrap();
+            let floor = fidelity[variant.name()]["mask_iou_min"].as_f64().unwrap() - 0.05;
+            for name in ["point", "points", "background"] {
+                let p = prompt(&specs[name]);
+                let ours = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
+                let full = fp32.segment(&reference, &p, &SegmentOptions::default()).unwrap();
+                for (i, (a, b)) in ours.iter().zip(&full).enumerate() {
+                    let iou = a.mask.iou(&b.mask);
+                    println!("{} {variant} {name}[{i}]: mask IoU to fp32 {iou:.4}", backend.kind().name());
+                    assert!(iou >= floor, "{} {variant} {name}[{i}]: IoU {iou} < {floor}", backend.kind().name());
+                }
+            }
+        }
+        let err = Sam::load_variant(&dir, Variant::Q4, backend.as_ref(), &SessionOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("fp32, fp16, quantized"), "{err}");
+    }
+}
+
+#[test]
+fn transformers_layout_refuses_what_its_decoder_cannot_take() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join(SAM_HF), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let embedding = sam.embed(&photo()).unwrap();
+    let pt = Point { x: 10.0, y: 10.0, positive: true };
+    let cases: Vec<(Prompt, &str)> = vec![
+        (
+            Prompt {
+                points: vec![pt],
+                bbox: Some(BoxPrompt { x0: 1.0, y0: 1.0, x1: 50.0, y1: 50.0 }),
+                ..Default::default()
+            },
+            "no input_boxes",
+        ),
+        (
+            Prompt {
+                points: vec![pt],
+                mask_input: Some(LowResMask(ndarray::Array2::zeros((64, 64)))),
+                ..Default::default()
+            },
+            "no mask prompt",
+        ),
+    ];
+    for (p, expected) in cases {
+        let err = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap_err();
+        assert!(err.is_input_error(), "{err}");
+        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
+    }
 }
