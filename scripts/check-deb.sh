@@ -138,33 +138,114 @@ if [ "$(id -u)" -eq 0 ] && command -v systemd-tmpfiles >/dev/null && command -v 
 fi
 
 config="$root/etc/edgeinfer/edgeinferd.toml"
-# As installed, the config names model folders under /var/lib/edgeinfer/models that the user puts
-# there (weights are not packaged): everything else must validate, and the missing folder must be
-# the reason given.
-if err=$("$root/usr/bin/edgeinferd" --config "$config" --check-config 2>&1); then
-  fail "the installed config validated although /var/lib/edgeinfer/models is empty: $err"
+# As installed, the config names no models (weights are not packaged; its examples are commented
+# out): it validates, and says how to add one.
+# The installed config names no node: the daemon takes the host name, and refuses one that
+# devices share (localhost). Give the runs below a host name of its own where namespaces are
+# allowed, so the result does not depend on this machine's name.
+# (Called in a subshell: it execs, so a background call's pid is the daemon's.)
+in_uts() {
+  if unshare --uts true 2>/dev/null; then exec unshare --uts sh -c 'hostname deb-check && exec "$0" "$@"' "$@"; fi
+  exec "$@"
+}
+out=$(in_uts "$root/usr/bin/edgeinferd" --config "$config" --check-config 2>&1) \
+  || fail "installed edgeinferd rejects the installed config: $out"
+grep -q "OK (node '[^']*'; 0 models: )" <<<"$out" || fail "unexpected --check-config output: $out"
+grep -q "no models configured: add a \[\[models\]\] table" <<<"$out" || fail "--check-config does not say how to add a model: $out"
+echo "check-deb: $(head -1 <<<"$out")"
+
+# First boot: the installed daemon on the installed config reaches READY. The system bus is a
+# private dbus-daemon with the system bus's default rules and the packaged policy (as root may own
+# the name); no MQTT broker listens on the configured 127.0.0.1:1883 unless this machine runs one,
+# which the daemon must survive (it retries in the background). sd_notify goes to a socket here.
+if command -v dbus-daemon >/dev/null && command -v python3 >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  cat >"$work/bus.conf" <<BUS
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$work/system_bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  </policy>
+  <include>$root/usr/share/dbus-1/system.d/org.edgeinfer.Daemon1.conf</include>
+</busconfig>
+BUS
+  dbus-daemon --config-file="$work/bus.conf" --nofork --print-address=1 >"$work/bus.address" 2>"$work/bus.log" &
+  bus_pid=$!
+  python3 - "$work/bus.address" <<'PY' || fail "the private system bus did not start: $(cat "$work/bus.log")"
+import os, sys, time
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    if os.path.getsize(sys.argv[1]) > 0:
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit(1)
+PY
+  mkdir -p "$work/run"
+  # READY=1 within a bounded time, read from the notify socket as systemd would.
+  python3 - "$work/notify.sock" "$work/ready" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(90)
+try:
+    while True:
+        msg = s.recv(4096).decode(errors="replace")
+        if "READY=1" in msg:
+            open(sys.argv[2], "w").write(msg)
+            break
+except socket.timeout:
+    pass
+PY
+  notify_pid=$!
+  python3 -c 'import os, sys, time
+deadline = time.monotonic() + 10
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline: time.sleep(0.02)' "$work/notify.sock"
+  NOTIFY_SOCKET="$work/notify.sock" RUNTIME_DIRECTORY="$work/run" \
+    DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/system_bus" \
+    in_uts "$root/usr/bin/edgeinferd" --config "$config" >"$work/daemon.log" 2>&1 &
+  daemon_pid=$!
+  wait "$notify_pid" || true
+  kill -TERM "$daemon_pid" 2>/dev/null || true
+  wait "$daemon_pid" 2>/dev/null; daemon_rc=$?
+  kill "$bus_pid" 2>/dev/null || true
+  [ -s "$work/ready" ] || fail "the installed daemon on the installed config did not send READY=1 within 90 s: $(cat "$work/daemon.log")"
+  grep -q "no models configured" "$work/daemon.log" || fail "the daemon does not say how to add a model: $(cat "$work/daemon.log")"
+  [ "$daemon_rc" -eq 0 ] || fail "the daemon exited $daemon_rc on SIGTERM: $(cat "$work/daemon.log")"
+  echo "check-deb: first boot on the installed config: $(tr '\n' ' ' <"$work/ready")"
+else
+  echo "check-deb: skipping the first-boot run (needs root, dbus-daemon and python3)"
 fi
-grep -q "path /var/lib/edgeinfer/models/.* does not exist" <<<"$err" \
-  || fail "installed edgeinferd rejects the installed config for another reason: $err"
-# With models at those paths (the bundled fixtures stand in), the installed config is accepted.
+
+# A configured model whose folder is missing is a warning, not an invalid config; with the folders
+# there (the bundled fixtures stand in) the examples, uncommented, validate.
 models="$work/models"
 mkdir "$models"
 ln -s "$PWD/models/fixtures/sam" "$models/sam"
 ln -s "$PWD/models/fixtures/dinov2" "$models/dinov2-small"
+sed -e '/^# One \[\[models\]\] table per model\./,$ { /^# One /! s/^# // }' "$config" >"$work/edgeinferd.toml"
+out=$(in_uts "$root/usr/bin/edgeinferd" --config "$work/edgeinferd.toml" --check-config 2>&1) \
+  || fail "installed edgeinferd rejects the uncommented examples: $out"
+grep -q "warning: model 'sam' will be failed: path /var/lib/edgeinfer/models/sam does not exist" <<<"$out" \
+  || fail "a missing model folder is not reported as a warning: $out"
+sed -i "s|/var/lib/edgeinfer/models/|$models/|" "$work/edgeinferd.toml"
 ln -s "$PWD/models/fixtures/llama" "$models/smollm2-135m"
-sed "s|/var/lib/edgeinfer/models/|$models/|" "$config" >"$work/edgeinferd.toml"
-# The installed config names no node: the daemon takes the host name, and refuses one that
-# devices share (localhost). Give the check a host name of its own where namespaces are allowed,
-# so the result does not depend on this machine's name.
-check=("$root/usr/bin/edgeinferd" --config "$work/edgeinferd.toml" --check-config)
-if unshare --uts true 2>/dev/null; then
-  out=$(unshare --uts sh -c 'hostname deb-check && exec "$0" "$@"' "${check[@]}" 2>&1) \
-    || fail "installed edgeinferd rejects the installed config: $out"
-  grep -q "OK (node 'deb-check'; 3 models: sam, dino, llm)" <<<"$out" || fail "unexpected --check-config output: $out"
-else
-  out=$("${check[@]}" 2>&1) || fail "installed edgeinferd rejects the installed config: $out"
-  grep -q "OK (node '[^']*'; 3 models: sam, dino, llm)" <<<"$out" || fail "unexpected --check-config output: $out"
-fi
+out=$(in_uts "$root/usr/bin/edgeinferd" --config "$work/edgeinferd.toml" --check-config 2>&1) \
+  || fail "installed edgeinferd rejects the examples: $out"
+grep -q "OK (node '[^']*'; 3 models: sam, dino, llm)" <<<"$out" || fail "unexpected --check-config output: $out"
+grep -q "warning" <<<"$out" && fail "warnings with every folder in place: $out"
 echo "check-deb: $out"
 "$root/usr/bin/edgeinfer" --version >/dev/null || fail "installed edgeinfer does not run"
 

@@ -25,6 +25,27 @@ done
 
 python3 scripts/yocto-crates.py --check
 
+grep -q '^require edgeinfer-licenses.inc$' "$recipe" || fail "the recipe does not require edgeinfer-licenses.inc"
+grep -q '^LICENSE = "Apache-2.0 & ${EDGEINFER_CRATE_LICENSES}"$' "$recipe" \
+  || fail "the recipe's LICENSE does not cover the linked crates (EDGEINFER_CRATE_LICENSES)"
+
+# The default build must not depend on anything OE-core does not provide: the default
+# PACKAGECONFIG's build and run-time dependencies (fields 3 and 4) are empty, and nothing else in
+# the recipe depends on ONNX Runtime (it may only be recommended).
+default=$(sed -n 's/^PACKAGECONFIG ??= "\(.*\)"$/\1/p' "$recipe")
+for item in $default; do
+  deps=$(sed -n "s/^PACKAGECONFIG\[$item\] = \"\([^,]*\),\([^,]*\),\([^,]*\),\([^,]*\).*\"/\3\4/p" "$recipe")
+  [ -z "$deps" ] || fail "default PACKAGECONFIG '$item' depends on '$deps', which OE-core does not provide"
+  grep -q "^PACKAGECONFIG\[$item\] = .*onnxruntime" "$recipe" \
+    && fail "default PACKAGECONFIG '$item' wants ONNX Runtime: the default is tract only (ONNX Runtime opt-in)"
+done
+for item in $(sed -n 's/^PACKAGECONFIG\[\([a-z-]*\)\].*/\1/p' "$recipe"); do
+  fields=$(sed -n "s/^PACKAGECONFIG\[$item\] = \"\(.*\)\"/\1/p" "$recipe")
+  [ "$(cut -d, -f3,4 <<<"$fields")" = "," ] \
+    || fail "PACKAGECONFIG[$item] = \"$fields\" makes onnxruntime a hard dependency; recommend it (field 5)"
+done
+grep -Eq '^(R?DEPENDS).*onnxruntime' "$recipe" && fail "the recipe depends on onnxruntime outside PACKAGECONFIG"
+
 md5=$(sed -n 's/.*file:\/\/LICENSE;md5=\([0-9a-f]*\).*/\1/p' "$recipe")
 [ "$md5" = "$(md5sum LICENSE | cut -d' ' -f1)" ] || fail "LIC_FILES_CHKSUM ($md5) does not match LICENSE"
 
@@ -65,4 +86,4 @@ grep -q 'install -d -m 0700 ${D}${sysconfdir}/edgeinfer/credentials$' "$recipe" 
 
 out=$("$oelint" --quiet "$recipe" $(find "$layer" -name '*.bbappend') 2>&1) || true
 [ -z "$out" ] || { echo "$out" >&2; fail "oelint-adv is not clean"; }
-echo "meta-edgeinfer: layer.conf ok, crates in step with Cargo.lock, license ok, $n installed files present, PACKAGECONFIG ok, user and groups (edgeinfer + ${group_names% }) ok, oelint-adv clean"
+echo "meta-edgeinfer: layer.conf ok, crates and their licenses in step with Cargo.lock, default PACKAGECONFIG '${default}' needs nothing beyond OE-core, license ok, $n installed files present, PACKAGECONFIG ok, user and groups (edgeinfer + ${group_names% }) ok, oelint-adv clean"

@@ -268,6 +268,25 @@ pub struct ModelConfig {
     pub engine: EngineOptions,
 }
 
+impl ModelConfig {
+    /// Why this model's folder is not there, if it is not: a path that does not exist, or an
+    /// `hf:` repository not in the cache (with the `edgeinfer pull` command that fetches it).
+    /// Such a model is `failed` with this reason until the folder appears; each request and each
+    /// reload looks again.
+    pub fn missing(&self) -> Option<String> {
+        if let Err(e) = crate::hub::resolve_model_path(&self.path) {
+            return Some(e);
+        }
+        (!self.path.exists()).then(|| {
+            format!(
+                "path {} does not exist: put the model folder there (or `edgeinfer pull` one and use an hf: path), \
+                 then reload (systemctl reload edgeinferd)",
+                self.path.display()
+            )
+        })
+    }
+}
+
 fn default_queue_depth() -> usize {
     8
 }
@@ -365,11 +384,10 @@ impl Config {
             if !ids.insert(m.id.as_str()) {
                 return Err(format!("model id '{}' is used twice", m.id));
             }
-            if let Err(e) = crate::hub::resolve_model_path(&m.path) {
+            // A folder that is not there (yet) is that model's `failed` state, not a bad config
+            // (see ModelConfig::missing): the daemon still starts and serves the others.
+            if let Err(e) = crate::hub::check_model_reference(&m.path) {
                 return Err(format!("model '{}': {e}", m.id));
-            }
-            if !m.path.exists() {
-                return Err(format!("model '{}': path {} does not exist", m.id, m.path.display()));
             }
             if m.queue_depth == 0 {
                 return Err(format!("model '{}': queue_depth must be at least 1", m.id));
@@ -547,9 +565,25 @@ mod tests {
     #[test]
     fn the_example_config_parses_and_every_model_field_is_known() {
         let text = include_str!("../edgeinferd.example.toml");
+        // As installed: no models, and valid.
         let c = Config::parse(text).unwrap();
+        assert!(c.models.is_empty());
+        c.validate().unwrap();
+        // The commented examples, uncommented ("# key" lines; "##" lines stay comments), parse.
+        let (head, models) = text.split_once("# One [[models]] table per model.\n").unwrap();
+        let uncommented: String = models
+            .lines()
+            .map(|l| if l.starts_with("##") { l } else { l.strip_prefix("# ").unwrap_or(l) })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&format!("{head}{uncommented}")).unwrap();
         assert_eq!(c.models.len(), 3);
         assert_eq!(c.models[0].keep_alive, KeepAlive::Pinned);
+        // A model whose folder is missing is valid config; it says why it will not load.
+        let c = Config::parse("[[models]]\nid = 'a'\npath = '/nonexistent/a'\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.models[0].missing().unwrap().contains("/nonexistent/a does not exist"));
+        assert!(Config::parse("[[models]]\nid = 'a'\npath = 'hf:not a repo'\n").unwrap().validate().is_err());
         assert!(Config::parse("[daemon]\nnode = 1\n").is_err());
         assert!(Config::parse("[[models]]\nid = 'a'\npath = '/x'\ntypo = 1\n").is_err());
     }

@@ -199,11 +199,12 @@ impl Registry {
     }
 
     fn slot(m: &ModelConfig) -> Slot {
+        let missing = m.missing();
         Slot {
             config: m.clone(),
-            state: ModelState::Unloaded,
+            state: if missing.is_some() { ModelState::Failed } else { ModelState::Unloaded },
             worker: None,
-            error: None,
+            error: missing,
             estimate: estimate_bytes(m.family, m.engine.variant, &m.path),
             last_used: Instant::now(),
             load_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -315,6 +316,12 @@ impl Registry {
             }
             (slot.config.clone(), slot.estimate)
         };
+        if let Some(why) = config.missing() {
+            // Looked at again on every request: the folder may have been put in place since.
+            tracing::warn!(model = id, "model not available: {why}");
+            self.set_state(id, ModelState::Failed, Some(why.clone()));
+            return Err(ApiError::new(ErrorCode::NotLoaded, format!("model '{id}': {why}")));
+        }
         self.make_room(id, estimate).await?;
         self.set_state(id, ModelState::Loading, None);
         let ort_library = lock(&self.daemon).ort_library.clone();
@@ -415,6 +422,15 @@ impl Registry {
             lock(&self.slots).values().filter(|s| s.config.preload).map(|s| s.config.id.clone()).collect();
         for id in ids {
             let _ = self.ensure_loaded(&id).await;
+        }
+        // The preloaded ones said so when they were tried.
+        let missing = lock(&self.slots)
+            .values()
+            .filter(|s| !s.config.preload)
+            .filter_map(|s| Some((s.config.id.clone(), s.config.missing()?)))
+            .collect::<Vec<_>>();
+        for (id, why) in missing {
+            tracing::warn!(model = %id, "model not available: {why}");
         }
     }
 
@@ -562,7 +578,18 @@ impl Registry {
                     }
                 }
                 Some(prev) if prev != m => self.replace(id, m).await,
-                Some(_) => {}
+                Some(_) => {
+                    // A reload retries a model that failed (its folder may be there now).
+                    let failed =
+                        lock(&self.slots).get(id).is_some_and(|s| s.worker.is_none() && s.state == ModelState::Failed);
+                    if failed {
+                        lock(&self.slots).insert(id.clone(), Registry::slot(m));
+                        self.emit(id);
+                        if m.preload {
+                            let _ = self.ensure_loaded(id).await;
+                        }
+                    }
+                }
             }
         }
     }

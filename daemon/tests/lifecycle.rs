@@ -95,6 +95,46 @@ fn a_model_that_fails_to_load_is_reported_and_the_others_keep_serving() {
 }
 
 #[test]
+fn first_boot_without_models_is_ready_and_a_missing_folder_is_that_models_failed_state() {
+    let broker = Mosquitto::start();
+    let full = config(&broker.url(), "fresh", "");
+    let empty = full.split("[[models]]").next().unwrap().to_string();
+    // A fresh install: no models. READY, status online with no models, and the hint logged.
+    let mut daemon = Daemon::start(&empty);
+    let mut c = Client::connect(broker.port);
+    let status = c.wait_message(&format!("edgeinfer/{}/status", daemon.node), Duration::from_secs(10), |v| {
+        v["state"] == "online"
+    });
+    assert_eq!(status["models"].as_array().map(Vec::len), Some(0), "{status}");
+    assert!(daemon.log().contains("no models configured: add a [[models]] table to"), "{}", daemon.log());
+    // A model whose folder is not there yet: the reload applies, the model is failed with the
+    // reason, requests to it say so, and the daemon keeps running.
+    let later = tempfile::tempdir().unwrap();
+    let folder = later.path().join("dinov2-small");
+    daemon.rewrite_config(&format!(
+        "{empty}\n[[models]]\nid = \"dino\"\npath = \"{}\"\npreload = true\n",
+        folder.display()
+    ));
+    daemon.notifications.clear();
+    daemon.signal("HUP");
+    daemon.wait_notify("READY=1", Duration::from_secs(30));
+    let state = c.wait_message(&topic(&daemon, "dino", "state"), Duration::from_secs(10), state_is("failed"));
+    assert!(state["error"].as_str().unwrap().contains("does not exist"), "{state}");
+    let photo = photo_b64(&fixtures().join("photos/coffee.png"));
+    let r = c.call(&topic(&daemon, "dino", "embed"), json!({"images": [photo]}).to_string());
+    assert_eq!(r["error"]["code"], "not_loaded", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("does not exist"), "{r}");
+    // The folder arrives; a reload (same config) retries the failed model.
+    std::os::unix::fs::symlink(fixtures().join("dinov2"), &folder).unwrap();
+    daemon.notifications.clear();
+    daemon.signal("HUP");
+    daemon.wait_notify("READY=1", Duration::from_secs(30));
+    c.wait_message(&topic(&daemon, "dino", "state"), Duration::from_secs(10), state_is("loaded"));
+    let r = c.call(&topic(&daemon, "dino", "embed"), json!({"images": [photo]}).to_string());
+    assert_eq!(r["result"]["dim"], 48, "{r}");
+}
+
+#[test]
 fn sighup_adds_removes_and_reloads_models_and_a_failed_reload_keeps_the_old_version() {
     let broker = Mosquitto::start();
     let mut daemon = Daemon::start(&config(&broker.url(), "hup", ""));

@@ -73,6 +73,16 @@ fn main() -> std::process::ExitCode {
             config.models.len(),
             config.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
         );
+        // Not errors: the daemon starts and serves the others; these stay `failed` until their
+        // folder is there.
+        for m in &config.models {
+            if let Some(why) = m.missing() {
+                eprintln!("warning: model '{}' will be failed: {why}", m.id);
+            }
+        }
+        if config.models.is_empty() {
+            eprintln!("note: {}", no_models_hint(&args.config));
+        }
         return std::process::ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -152,6 +162,15 @@ fn supervise(
         tracing::error!(transport = name, "{why}");
         let _ = fatal.send(why).await;
     })
+}
+
+/// What to do about a config without models (a fresh install).
+fn no_models_hint(config: &std::path::Path) -> String {
+    format!(
+        "no models configured: add a [[models]] table to {} (it has commented examples; `edgeinfer pull OWNER/NAME` \
+         fetches a model from the Hugging Face Hub), then reload (systemctl reload edgeinferd)",
+        config.display()
+    )
 }
 
 async fn run(path: PathBuf, config: Config) -> Result<(), String> {
@@ -253,6 +272,9 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     };
     let line = summary(&registry);
     tracing::info!("{line}");
+    if config.models.is_empty() {
+        tracing::info!("{}", no_models_hint(&path));
+    }
     systemd::ready(&line);
 
     // A reload runs beside the signal loop, so SIGTERM is handled at once even while a reload

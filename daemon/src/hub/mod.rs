@@ -120,6 +120,17 @@ pub const HF_PREFIX: &str = "hf:";
 
 /// Resolves a model path: `hf:OWNER/NAME[@REVISION]` to its snapshot in the cache (which must
 /// hold it: nothing is downloaded here), anything else unchanged.
+/// Checks the syntax of an `hf:` path (other paths pass): a malformed reference is a
+/// configuration error, a well-formed one not yet in the cache is a model to fetch.
+pub fn check_model_reference(path: &Path) -> Result<(), String> {
+    match path.to_str().and_then(|s| s.strip_prefix(HF_PREFIX)) {
+        Some(spec) => RepoRef::parse(spec).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// The folder an `hf:OWNER/NAME[@REVISION]` path stands for in the cache (other paths as they
+/// are); an error naming the `edgeinfer pull` command when it is not there.
 pub fn resolve_model_path(path: &Path) -> Result<PathBuf, String> {
     match path.to_str().and_then(|s| s.strip_prefix(HF_PREFIX)) {
         Some(spec) => {

@@ -7,7 +7,10 @@ DESCRIPTION = "edgeinferd runs ONNX exports of SAM, DINOv2 and LLaMA-family mode
 HOMEPAGE = "https://github.com/edgeinfer/edgeinfer"
 BUGTRACKER = "https://github.com/edgeinfer/edgeinfer/issues"
 SECTION = "devel"
-LICENSE = "Apache-2.0"
+# edgeinfer's own code, and the crates linked into the binaries (edgeinfer-licenses.inc,
+# generated from Cargo.lock by scripts/yocto-crates.py; their texts are in the crate sources).
+require edgeinfer-licenses.inc
+LICENSE = "Apache-2.0 & ${EDGEINFER_CRATE_LICENSES}"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 # The layer lives in the source repository: build the same revision as the layer checkout by
@@ -26,19 +29,22 @@ require edgeinfer-crates.inc
 inherit cargo cargo-update-recipe-crates systemd useradd
 
 # Workspace: build only the daemon crate (edgeinferd + edgeinfer), with the backends and
-# execution providers PACKAGECONFIG selects.
-PACKAGECONFIG ??= "ort xnnpack"
-PACKAGECONFIG[ort] = ",,,onnxruntime"
-PACKAGECONFIG[ort-legacy] = ",,,onnxruntime"
-PACKAGECONFIG[cuda] = ",,,onnxruntime"
-PACKAGECONFIG[tensorrt] = ",,,onnxruntime"
-PACKAGECONFIG[openvino] = ",,,onnxruntime"
-PACKAGECONFIG[qnn] = ",,,onnxruntime"
-PACKAGECONFIG[rknpu] = ",,,onnxruntime"
-PACKAGECONFIG[vsinpu] = ",,,onnxruntime"
-PACKAGECONFIG[xnnpack] = ",,,onnxruntime"
-PACKAGECONFIG[acl] = ",,,onnxruntime"
-PACKAGECONFIG[armnn] = ",,,onnxruntime"
+# execution providers PACKAGECONFIG selects. The default is the pure-Rust tract backend alone,
+# which needs nothing at run time. ONNX Runtime is opt-in (PACKAGECONFIG:append:pn-edgeinfer =
+# " ort xnnpack"): the library is loaded at run time, never linked, so it is a recommendation
+# (RRECOMMENDS) that a layer providing `onnxruntime` satisfies (README: which layers do).
+PACKAGECONFIG ??= ""
+PACKAGECONFIG[ort] = ",,,,onnxruntime"
+PACKAGECONFIG[ort-legacy] = ",,,,onnxruntime"
+PACKAGECONFIG[cuda] = ",,,,onnxruntime"
+PACKAGECONFIG[tensorrt] = ",,,,onnxruntime"
+PACKAGECONFIG[openvino] = ",,,,onnxruntime"
+PACKAGECONFIG[qnn] = ",,,,onnxruntime"
+PACKAGECONFIG[rknpu] = ",,,,onnxruntime"
+PACKAGECONFIG[vsinpu] = ",,,,onnxruntime"
+PACKAGECONFIG[xnnpack] = ",,,,onnxruntime"
+PACKAGECONFIG[acl] = ",,,,onnxruntime"
+PACKAGECONFIG[armnn] = ",,,,onnxruntime"
 
 def edgeinfer_features(d):
     config = (d.getVar('PACKAGECONFIG') or '').split()
