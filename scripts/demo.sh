@@ -23,7 +23,17 @@ if ! command -v dbus-daemon >/dev/null; then
     exit 1
   fi
 fi
-cargo build --locked -q -p edgeinfer-daemon --bins
+# Wall time of a command, printed after it ("  (1.2 s)").
+timed() {
+  local t0=${EPOCHREALTIME/./} rc=0
+  "$@" || rc=$?
+  local us=$(( ${EPOCHREALTIME/./} - t0 ))
+  printf '  \033[2m(%d.%01d s)\033[0m\n' $((us / 1000000)) $(((us / 100000) % 10))
+  return $rc
+}
+echo "building edgeinferd and edgeinfer (debug; tract and ONNX Runtime backends, D-Bus, MQTT): the"
+echo "first build compiles about 470 crates, roughly 12 minutes on 2 cores; later runs take seconds"
+timed cargo build --locked -p edgeinfer-daemon --bins
 bin=$root/target/debug
 work=$(mktemp -d)
 # A private session bus for the demo (never the desktop's: no name clash with a real edgeinferd).
@@ -80,27 +90,33 @@ mqtt_client() { "$bin/edgeinfer" --mqtt "mqtt://127.0.0.1:$port" --timeout 30 "$
 step() { printf '\n\033[1m$ edgeinfer %s\033[0m\n' "$*"; }
 
 # Ready when the daemon answers on both transports (bounded).
-for _ in $(seq 100); do
-  client models >/dev/null 2>&1 && mqtt_client models >/dev/null 2>&1 && break
-  kill -0 "$daemon" 2>/dev/null || { cat "$work/edgeinferd.log"; exit 1; }
-  sleep 0.2
-done
+ready() {
+  for _ in $(seq 100); do
+    client models >/dev/null 2>&1 && mqtt_client models >/dev/null 2>&1 && return 0
+    kill -0 "$daemon" 2>/dev/null || { cat "$work/edgeinferd.log"; exit 1; }
+    sleep 0.2
+  done
+  echo "edgeinferd did not answer within 20 s: $work/edgeinferd.log" >&2
+  exit 1
+}
+printf 'starting edgeinferd (models preloaded, D-Bus %s, MQTT port %s)' "$bus" "$port"
+timed ready
 
 step models
-client models
+timed client models
 step segment -m sam photo.png --point 100,60 --best --png mask.png
-client segment -m sam "$fx/sam/photo.png" --point 100,60 --best --png "$work/mask.png"
+timed client segment -m sam "$fx/sam/photo.png" --point 100,60 --best --png "$work/mask.png"
 step embed -m dino chelsea.png coffee.png --normalize
-client embed -m dino "$fx/photos/chelsea.png" "$fx/photos/coffee.png" --normalize
+timed client embed -m dino "$fx/photos/chelsea.png" "$fx/photos/coffee.png" --normalize
 step gallery -m dino add --label cat chelsea.png '&&' gallery add --label mug coffee.png
-client gallery -m dino add --label cat "$fx/photos/chelsea.png"
-client gallery -m dino add --label mug "$fx/photos/coffee.png"
+timed client gallery -m dino add --label cat "$fx/photos/chelsea.png"
+timed client gallery -m dino add --label mug "$fx/photos/coffee.png"
 step classify -m dino coffee.png
-client classify -m dino "$fx/photos/coffee.png"
+timed client classify -m dino "$fx/photos/coffee.png"
 step generate -m llm '"Once upon a time"' --max-new-tokens 32
-client generate -m llm "Once upon a time" --max-new-tokens 32
+timed client generate -m llm "Once upon a time" --max-new-tokens 32
 step --mqtt mqtt://127.0.0.1:$port classify -m dino coffee.png "  # the same daemon over MQTT"
-mqtt_client classify -m dino "$fx/photos/coffee.png"
+timed mqtt_client classify -m dino "$fx/photos/coffee.png"
 echo
 echo "mask written to $work/mask.png (the models are tiny random-weight fixtures: the outputs are noise, the plumbing is real)"
 if $serve; then

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod local;
 pub mod logging;
 pub mod mqtt;
+mod puback_order;
 pub mod registry;
 pub mod reload;
 pub mod remote;

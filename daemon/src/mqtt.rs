@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::api::{ApiError, ErrorCode, Event, Task};
 use crate::config::{MqttConfig, parse_broker_url};
+use crate::puback_order::PubackOrder;
 use crate::registry::Registry;
 use crate::reply_topics::ReplyTopics;
 use crate::status::stats_json;
@@ -115,6 +116,8 @@ pub async fn serve(
         topics: topics.clone(),
         replies,
         max_packet: Arc::new(AtomicU32::new(ours_max_packet)),
+        pubacks: Arc::new(PubackOrder::default()),
+        ack_queue: Arc::new(tokio::sync::Mutex::new(())),
     };
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let inflight = Arc::new(Semaphore::new(config.max_inflight.max(1)));
@@ -219,6 +222,7 @@ pub async fn serve(
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    out.pubacks.received(&p);
                     let (out, registry, running) = (out.clone(), registry.clone(), running.clone());
                     // Bounded: beyond max_inflight a request is answered `busy` at once instead
                     // of holding its payload in yet another task.
@@ -552,6 +556,10 @@ struct Outbox {
     topics: Topics,
     replies: ReplyTopics,
     max_packet: Arc<AtomicU32>,
+    /// Acknowledgements owed, released in arrival order.
+    pubacks: Arc<PubackOrder>,
+    /// Held while due acknowledgements are queued, so two finishing requests cannot interleave them.
+    ack_queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Bytes of a PUBLISH packet beyond its topic, payload and correlation data, rounded up: fixed
@@ -618,10 +626,14 @@ impl Outbox {
         }
     }
 
-    /// Acknowledges a request (QoS 1 PUBACK), queued after its final reply.
+    /// Acknowledges a request (QoS 1 PUBACK), queued after its final reply, once every request
+    /// received before it is acknowledged too (see `puback_order`).
     async fn ack(&self, p: &Publish) {
-        if let Err(e) = self.client.ack(p).await {
-            tracing::warn!(error = %e, "cannot acknowledge a request");
+        let _queue = self.ack_queue.lock().await;
+        for due in self.pubacks.finished(p) {
+            if let Err(e) = self.client.ack(&due).await {
+                tracing::warn!(error = %e, "cannot acknowledge a request");
+            }
         }
     }
 }

@@ -107,7 +107,33 @@ fn every_task_answers_on_the_response_topic_with_the_reference_results() {
 fn mqtt_311_clients_use_reply_to_and_id_and_binary_payloads_work() {
     let broker = Mosquitto::start();
     let daemon = Daemon::start(&config(&broker.url(), "v311", ""));
-    let port = broker.port.to_string();
+    both_protocol_versions_are_served(&daemon, broker.port);
+}
+
+#[test]
+fn the_embedded_broker_serves_mqtt_311_and_5_clients_on_one_port() {
+    // The demo's default: no broker running, the daemon starts its own on the configured port.
+    let port = free_port();
+    let cfg = config(&format!("mqtt://127.0.0.1:{port}"), "embedded", "")
+        .replace("[mqtt]\n", "[mqtt]\nembedded_broker = true\n");
+    let daemon = Daemon::start(&cfg);
+    assert!(daemon.log().contains("embedded MQTT broker listening"), "{}", daemon.log());
+    // Plain `mosquitto_sub` (MQTT 3.1.1) gets the retained status, which the daemon published
+    // with MQTT 5 properties.
+    let out = Command::new("mosquitto_sub")
+        .args(["-p", &port.to_string(), "-t", "edgeinfer/+/status", "-C", "1", "-W", "10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "online", "{status}");
+    both_protocol_versions_are_served(&daemon, port);
+}
+
+/// mosquitto_sub in MQTT 3.1.1 mode gets the answers to a 3.1.1 request (`reply_to` + `id` in
+/// the JSON) and to an MQTT 5 one (binary payload, parameters in a user property).
+fn both_protocol_versions_are_served(daemon: &Daemon, port: u16) {
+    let port = port.to_string();
     let reply = "edgeinfer/replies/v311";
     // mosquitto_sub also subscribes to a retained probe: seeing it proves the subscription is
     // in place before any request is sent. Then it waits for the 2 answers.
@@ -137,7 +163,7 @@ fn mqtt_311_clients_use_reply_to_and_id_and_binary_payloads_work() {
             "-q",
             "1",
             "-t",
-            &topic(&daemon, "sam", "segment"),
+            &topic(daemon, "sam", "segment"),
             "-m",
             &req.to_string(),
         ])
@@ -147,7 +173,7 @@ fn mqtt_311_clients_use_reply_to_and_id_and_binary_payloads_work() {
     // Binary JPEG/PNG payload with JSON parameters in an MQTT 5 user property.
     let params = json!({"reply_to": reply, "id": "two", "box": {"x0": 40, "y0": 15, "x1": 150, "y1": 110}, "mask_format": "none"}).to_string();
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1", "-t", &topic(&daemon, "sam", "segment")])
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1", "-t", &topic(daemon, "sam", "segment")])
         .args(["-D", "publish", "user-property", "params", &params, "-f"])
         .arg(&photo)
         .status()
@@ -157,7 +183,7 @@ fn mqtt_311_clients_use_reply_to_and_id_and_binary_payloads_work() {
     assert!(sub.wait().unwrap().success());
     assert_eq!(lines.len(), 2, "{lines:?}");
     let by_id = |id: &str| lines.iter().find(|v| v["id"] == id).unwrap_or_else(|| panic!("no answer {id}: {lines:?}"));
-    assert_eq!(by_id("one")["result"]["masks"].as_array().unwrap().len(), 3);
+    assert_eq!(by_id("one")["result"]["masks"].as_array().map(Vec::len), Some(3), "{lines:?}");
     assert_eq!(by_id("two")["result"]["width"], 170);
 }
 
