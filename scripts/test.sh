@@ -18,6 +18,8 @@ command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)                  # MQT
 command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)      # third-party MQTT clients
 command -v dbus-daemon >/dev/null || need_pkgs+=(dbus-daemon)              # private buses for the D-Bus tests
 command -v busctl >/dev/null || need_pkgs+=(systemd)                       # busctl: a D-Bus client we did not write
+[ -x /lib/systemd/systemd-journald ] && command -v journalctl >/dev/null \
+  || need_pkgs+=(systemd)                                                  # a real journald for the log test
 command -v gdbus >/dev/null || need_pkgs+=(libglib2.0-bin)                 # gdbus: another one
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)                   # calling as another user (policy test)
 command -v sha256sum >/dev/null || need_pkgs+=(coreutils)

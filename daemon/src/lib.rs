@@ -13,6 +13,7 @@ pub mod engine;
 pub mod exit;
 pub mod frame;
 pub mod hub;
+pub mod journal;
 pub mod local;
 pub mod logging;
 pub mod mqtt;

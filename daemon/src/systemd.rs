@@ -67,14 +67,3 @@ pub async fn watchdog(interval: Duration, registry: Arc<Registry>) {
 pub fn logging_to_journal() -> bool {
     systemd_journal_logger::connected_to_journal()
 }
-
-/// Installs journald logging (via the `log` facade, which `tracing` events feed).
-pub fn init_journal_logging(level: log::LevelFilter) -> Result<(), String> {
-    systemd_journal_logger::JournalLog::new()
-        .map_err(|e| e.to_string())?
-        .with_syslog_identifier("edgeinferd".into())
-        .install()
-        .map_err(|e| e.to_string())?;
-    log::set_max_level(level);
-    Ok(())
-}

@@ -28,21 +28,14 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let journal = systemd::logging_to_journal();
-    if journal {
-        let level = match args.log.as_deref().unwrap_or("info") {
-            "trace" => log::LevelFilter::Trace,
-            "debug" => log::LevelFilter::Debug,
-            "warn" => log::LevelFilter::Warn,
-            "error" => log::LevelFilter::Error,
-            _ => log::LevelFilter::Info,
-        };
-        if let Err(e) = systemd::init_journal_logging(level) {
+    const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttc=warn";
+    if systemd::logging_to_journal() {
+        if let Err(e) = logging::init_journal(args.log.as_deref(), DEFAULT_LOG, "edgeinferd") {
             eprintln!("cannot log to the journal ({e}); logging to stderr");
-            logging::init_cli(args.log.as_deref(), "info,rumqttd=warn,rumqttc=warn");
+            logging::init_cli(args.log.as_deref(), DEFAULT_LOG);
         }
     } else {
-        logging::init_cli(args.log.as_deref(), "info,rumqttd=warn,rumqttc=warn");
+        logging::init_cli(args.log.as_deref(), DEFAULT_LOG);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
 
