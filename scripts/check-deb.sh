@@ -91,8 +91,13 @@ for path in \
   ./usr/lib/sysusers.d/edgeinfer.conf ./usr/lib/tmpfiles.d/edgeinfer.conf \
   ./usr/share/doc/edgeinfer/copyright ./usr/share/doc/edgeinfer/dbus.md ./usr/share/doc/edgeinfer/mqtt.md \
   ./usr/share/doc/edgeinfer/edgeinferd-gpu.conf.example \
-  ./usr/share/doc/edgeinfer/edgeinferd-credentials.conf.example; do
+  ./usr/share/doc/edgeinfer/edgeinferd-credentials.conf.example \
+  ./usr/share/bash-completion/completions/edgeinfer ./usr/share/zsh/vendor-completions/_edgeinfer \
+  ./usr/share/fish/vendor_completions.d/edgeinfer.fish; do
   grep -q " $path\$" <<<"$listing" || fail "$path is not in the package"
+done
+for page in edgeinfer edgeinferd edgeinfer-segment edgeinfer-pull; do
+  grep -Eq " \./usr/share/man/man1/$page\.1(\.gz)?\$" <<<"$listing" || fail "man page $page.1 is not in the package"
 done
 grep -Eq ' \./(usr/)?lib/systemd/system/edgeinferd\.service$' <<<"$listing" \
   || fail "edgeinferd.service is not in the package"

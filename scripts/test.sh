@@ -85,6 +85,8 @@ if [ $# -eq 0 ]; then
     "$root/.venv-tools/bin/python" -m pip install -q --disable-pip-version-check "oelint-adv==9.11.2"
   }
   yocto/check-layer.sh "$root/.venv-tools/bin/oelint-adv"
+  log "deployment: shell completions and man pages in step with the CLI"
+  scripts/cli-assets.sh --check
   log "deployment: Debian package (cargo-deb, dpkg-deb)"
   scripts/check-deb.sh
 fi

@@ -51,7 +51,7 @@ md5=$(sed -n 's/.*file:\/\/LICENSE;md5=\([0-9a-f]*\).*/\1/p' "$recipe")
 
 n=0
 for f in $(grep -o '\${S}/[^ ]*' "$recipe" | sed 's#^\${S}/##' | sort -u); do
-  [ -f "$f" ] || fail "the recipe installs $f, which is not in the repository"
+  [ -e "$f" ] || fail "the recipe installs $f, which is not in the repository"
   n=$((n + 1))
 done
 

@@ -19,12 +19,18 @@ use crate::exit::{CliError, ExitCode};
 
 /// Arguments of `edgeinfer check`.
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+                        edgeinfer check model.onnx                           tract, plus ONNX Runtime when found\n  \
+                        edgeinfer check model.onnx --ep cuda,cpu --runs 20   each provider as its own target\n  \
+                        edgeinfer check decoder.onnx --dim num_points=2 --input image_embeddings=emb.npy\n  \
+                        edgeinfer check model.onnx --save-outputs out/ --json\n\n\
+                        Exit codes: 0 every target ran, 1 a target failed, 2 bad usage or a model that does not load.")]
 pub struct CheckArgs {
     /// The ONNX model file.
     pub model: PathBuf,
     /// Backends to try: tract, ort (repeat or comma-separate). Default: tract, plus ort when an
     /// ONNX Runtime library is found or --ep is given.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::cli_values::backend())]
     pub backend: Vec<BackendKind>,
     /// ONNX Runtime execution providers, each tried as its own target, e.g. `cuda,openvino:NPU,cpu`.
     /// Join with `+` for one target with a preference list that falls back as in a model config,

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod bench;
 pub mod check;
+pub mod cli_daemon;
+pub mod cli_values;
 pub mod client;
 pub mod config;
 pub mod dbus;

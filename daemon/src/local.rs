@@ -14,19 +14,23 @@ use crate::tasks::{TaskCommand, print_event, print_response};
 
 /// `edgeinfer local`.
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+                        edgeinfer local -m models/fixtures/sam segment photo.png --point 100,60 --png mask.png\n  \
+                        edgeinfer local -m hf:onnx-community/dinov2-small --variant quantized embed a.jpg b.jpg\n  \
+                        edgeinfer local -m hf:onnx-community/SmolLM2-135M-Instruct --variant q4 generate --chat \"Hi\"\n  \
+                        edgeinfer local -m ./dinov2 --backend ort --ep cuda,cpu embed photo.jpg")]
 pub struct LocalArgs {
     /// The model directory, or `hf:OWNER/NAME[@REVISION]` for a folder `edgeinfer pull` fetched.
     #[arg(long, short)]
     pub model: PathBuf,
     /// The model family (default: detected from the directory).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::family())]
     pub family: Option<Family>,
-    /// tract (default) or ort.
-    #[arg(long, default_value = "tract")]
+    /// The backend: tract (pure Rust) or ort (ONNX Runtime).
+    #[arg(long, default_value = "tract", value_parser = crate::cli_values::backend())]
     pub backend: BackendKind,
-    /// The graph's precision variant: fp32 (default), fp16, int8, uint8, quantized, q4, q4f16,
-    /// bnb4, qdq (onnx-community's `onnx/model_<variant>.onnx`).
-    #[arg(long, default_value = "fp32")]
+    /// The graph's precision variant (onnx-community's `onnx/model_<variant>.onnx`).
+    #[arg(long, default_value = "fp32", value_parser = crate::cli_values::variant())]
     pub variant: Variant,
     /// Execution providers for ort, in order, e.g. `cuda,cpu`.
     #[arg(long)]

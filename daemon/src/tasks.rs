@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use edgeinfer_models::dinov2::Pooling;
 use edgeinfer_models::llama::{Completion, Message, TokenEvent};
 use edgeinfer_models::sam::{BoxPrompt, Point};
@@ -50,15 +50,75 @@ pub struct SegmentArgs {
     /// Write the best mask as a PNG here.
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
-    /// Bit depth of `--png`: 1 or 8.
-    #[arg(long, default_value_t = 8)]
-    pub png_depth: u8,
-    /// Mask encoding in the answer: rle, png, png8, none.
-    #[arg(long, default_value = "rle")]
-    pub format: String,
+    /// Bit depth of `--png`.
+    #[arg(long, value_enum, default_value_t = PngDepth::Eight)]
+    pub png_depth: PngDepth,
+    /// Mask encoding in the answer.
+    #[arg(long, value_enum, default_value_t = MaskFormatArg::Rle)]
+    pub format: MaskFormatArg,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--png-depth`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PngDepth {
+    /// 1-bit greyscale.
+    #[value(name = "1")]
+    One,
+    /// 8-bit greyscale, 0/255.
+    #[value(name = "8")]
+    Eight,
+}
+
+/// `--format` of `segment`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskFormatArg {
+    /// COCO RLE strings (pycocotools reads them).
+    Rle,
+    /// 1-bit PNG, base64.
+    Png,
+    /// 8-bit PNG, base64.
+    Png8,
+    /// Only scores, boxes and areas.
+    None,
+}
+
+impl From<MaskFormatArg> for MaskFormat {
+    fn from(f: MaskFormatArg) -> MaskFormat {
+        match f {
+            MaskFormatArg::Rle => MaskFormat::Rle,
+            MaskFormatArg::Png => MaskFormat::Png,
+            MaskFormatArg::Png8 => MaskFormat::Png8,
+            MaskFormatArg::None => MaskFormat::None,
+        }
+    }
+}
+
+/// `--pooling` of `embed`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolingArg {
+    /// The CLS token.
+    Cls,
+    /// Mean of the patch tokens.
+    Mean,
+    /// The graph's pooler_output.
+    Pooler,
+    /// CLS and patch mean concatenated.
+    #[value(name = "cls_mean")]
+    ClsMean,
+}
+
+impl From<PoolingArg> for Pooling {
+    fn from(p: PoolingArg) -> Pooling {
+        match p {
+            PoolingArg::Cls => Pooling::Cls,
+            PoolingArg::Mean => Pooling::Mean,
+            PoolingArg::Pooler => Pooling::Pooler,
+            PoolingArg::ClsMean => Pooling::ClsMean,
+        }
+    }
 }
 
 /// `embed`.
@@ -67,9 +127,9 @@ pub struct EmbedArgs {
     /// Images to embed (batched).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// cls, mean, pooler or cls_mean.
-    #[arg(long, default_value = "cls")]
-    pub pooling: String,
+    /// Which vector represents an image.
+    #[arg(long, value_enum, default_value_t = PoolingArg::Cls)]
+    pub pooling: PoolingArg,
     /// L2-normalise the vectors.
     #[arg(long)]
     pub normalize: bool,
@@ -128,7 +188,7 @@ pub enum GalleryCommand {
 /// `generate`.
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// The prompt (a user message with `--chat`).
+    /// The prompt (a user message with `--chat`); `-` reads it from stdin.
     pub prompt: String,
     /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long)]
@@ -190,23 +250,15 @@ impl TaskCommand {
                     best_only: a.best,
                     ..SegmentParams::default()
                 };
-                params.mask_format = match a.format.as_str() {
-                    "rle" => MaskFormat::Rle,
-                    "png" => MaskFormat::Png,
-                    "png8" => MaskFormat::Png8,
-                    "none" => MaskFormat::None,
-                    other => {
-                        return Err(ApiError::bad_input(format!("--format {other}: expected rle, png, png8 or none")));
-                    }
-                };
+                params.mask_format = a.format.into();
                 if a.png.is_some() && params.mask_format != MaskFormat::Png8 && params.mask_format != MaskFormat::Png {
-                    params.mask_format = if a.png_depth == 1 { MaskFormat::Png } else { MaskFormat::Png8 };
+                    params.mask_format = if a.png_depth == PngDepth::One { MaskFormat::Png } else { MaskFormat::Png8 };
                 }
                 Task::Segment { image: ImageRef::Data(read_image(&a.image)?), params }
             }
             TaskCommand::Embed(a) => Task::Embed {
                 images: a.images.iter().map(|p| read_image(p)).collect::<Result<_, _>>()?,
-                params: EmbedParams { pooling: parse_pooling(&a.pooling)?, normalize: a.normalize },
+                params: EmbedParams { pooling: a.pooling.into(), normalize: a.normalize },
             },
             TaskCommand::Classify(a) => Task::Classify { image: read_image(&a.image)?, k: a.k },
             TaskCommand::Gallery(GalleryCommand::Add { label, image, .. }) => {
@@ -217,17 +269,25 @@ impl TaskCommand {
             }
             TaskCommand::Gallery(GalleryCommand::List { .. }) => Task::GalleryList,
             TaskCommand::Generate(a) => {
+                let prompt = if a.prompt == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                        .map_err(|e| ApiError::bad_input(format!("cannot read the prompt from stdin: {e}")))?;
+                    text
+                } else {
+                    a.prompt.clone()
+                };
                 let chat = a.chat || a.system.is_some();
                 let messages = chat.then(|| {
                     let mut m = Vec::new();
                     if let Some(s) = &a.system {
                         m.push(Message { role: "system".into(), content: s.clone() });
                     }
-                    m.push(Message { role: "user".into(), content: a.prompt.clone() });
+                    m.push(Message { role: "user".into(), content: prompt.clone() });
                     m
                 });
                 Task::Generate(GenerateParams {
-                    prompt: (!chat).then(|| a.prompt.clone()),
+                    prompt: (!chat).then(|| prompt.clone()),
                     messages,
                     max_new_tokens: a.max_new_tokens,
                     temperature: a.temperature,
@@ -275,11 +335,6 @@ pub fn parse_box(s: &str) -> Result<BoxPrompt, ApiError> {
         [x0, y0, x1, y1] => Ok(BoxPrompt { x0: *x0, y0: *y0, x1: *x1, y1: *y1 }),
         _ => Err(ApiError::bad_input(format!("box '{s}': expected x0,y0,x1,y1"))),
     }
-}
-
-fn parse_pooling(s: &str) -> Result<Pooling, ApiError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| ApiError::bad_input(format!("--pooling {s}: expected cls, mean, pooler or cls_mean")))
 }
 
 /// Prints a streamed event as it comes (generation text to stdout).

@@ -320,6 +320,40 @@ fn the_edgeinfer_client_talks_to_the_daemon() {
         .unwrap();
     let l: Value = serde_json::from_slice(&local.stdout).unwrap();
     assert_eq!(l["text"], r["text"]);
+    // The prompt from stdin (`-`), and the connection flags after the command.
+    let piped = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+            .args(args)
+            .args(["--mqtt", &broker.url()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out =
+        piped(&["generate", "-m", "llm", "-", "--max-new-tokens", "40", "--json"], case["prompt"].as_str().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["token_ids"], case["greedy_new_ids"]);
+    // chat: one answer per line, the conversation kept (the second turn's prompt holds the first:
+    // with the same second message alone the answer would be that of a fresh conversation).
+    let chat = |input: &str| {
+        let out = piped(&["chat", "-m", "llm", "--max-new-tokens", "6", "--temperature", "0"], input);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (first, second, both) = (chat("hello\n"), chat("again\n"), chat("hello\nagain\n"));
+    let rest = both.strip_prefix(&first).unwrap_or_else(|| panic!("{both:?} does not start with {first:?}"));
+    assert!(!rest.is_empty(), "no second answer: {both:?}");
+    assert_ne!(rest, second, "the second turn did not see the first");
+    // A typo in a choice gets the list and a suggestion.
+    let out = cli(&["embed", "-m", "dino", photo.to_str().unwrap(), "--pooling", "cls-mean"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("possible values: cls, mean, pooler, cls_mean") && err.contains("'cls_mean'"), "{err}");
     // Errors: exit code 2 with the API code.
     let out = cli(&["segment", "-m", "sam", photo.to_str().unwrap(), "--point", "999,1"]);
     assert_eq!(out.status.code(), Some(2));

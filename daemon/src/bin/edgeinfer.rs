@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use edgeinfer_daemon::api::ApiError;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use edgeinfer_daemon::api::{ApiError, GenerateParams, Response, Task};
 use edgeinfer_daemon::check::{self, CheckArgs};
 use edgeinfer_daemon::client::Remote;
 use edgeinfer_daemon::exit::{CliError, ExitCode};
@@ -15,9 +15,20 @@ use edgeinfer_daemon::remote::{Daemon, Target};
 use edgeinfer_daemon::tasks::{
     ClassifyArgs, EmbedArgs, GalleryCommand, GenerateArgs, SegmentArgs, TaskCommand, print_event, print_response,
 };
+use edgeinfer_models::llama::Message;
 
 #[derive(Parser, Debug)]
-#[command(name = "edgeinfer", version, about = "edgeinfer: on-device inference tools and client")]
+#[command(
+    name = "edgeinfer",
+    version,
+    about = "edgeinfer: on-device inference tools and client",
+    after_help = "Examples:\n  \
+                  edgeinfer check model.onnx --ep cuda,cpu        will this model run here, and how fast?\n  \
+                  edgeinfer pull onnx-community/dinov2-small      fetch a model from the Hugging Face Hub\n  \
+                  edgeinfer local -m hf:onnx-community/dinov2-small embed photo.jpg   try it in-process\n  \
+                  edgeinfer models                                 the daemon's models (D-Bus, system bus)\n  \
+                  edgeinfer --mqtt mqtt://robot-1:1883 embed -m dino photo.jpg      through the broker"
+)]
 struct Cli {
     /// Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG.
     #[arg(long, global = true)]
@@ -28,24 +39,48 @@ struct Cli {
     command: Command,
 }
 
-/// How to reach the daemon: D-Bus by default, MQTT with `--mqtt`.
-#[derive(Args, Debug)]
+/// How to reach the daemon: D-Bus by default, MQTT with `--mqtt`. Given before the command
+/// (`edgeinfer --mqtt URL embed ...`) or after it (`edgeinfer embed --mqtt URL ...`); only the
+/// commands that talk to the daemon take them.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Daemon connection")]
 struct RemoteArgs {
-    /// D-Bus bus of the daemon: `system`, `session`, or a bus address.
-    #[arg(long, global = true, env = "EDGEINFER_DBUS", default_value = "system")]
-    bus: String,
+    /// D-Bus bus of the daemon: `system` (default), `session`, or a bus address.
+    #[arg(long, env = "EDGEINFER_DBUS")]
+    bus: Option<String>,
     /// Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus.
-    #[arg(long, global = true, env = "EDGEINFER_MQTT")]
+    #[arg(long, env = "EDGEINFER_MQTT")]
     mqtt: Option<String>,
     /// MQTT node name (default: the only node online).
-    #[arg(long, global = true, env = "EDGEINFER_NODE")]
+    #[arg(long, env = "EDGEINFER_NODE")]
     node: Option<String>,
-    /// MQTT topic prefix.
-    #[arg(long, global = true, default_value = "edgeinfer")]
-    prefix: String,
-    /// Seconds to wait for an answer.
-    #[arg(long, global = true, default_value_t = 120)]
-    timeout: u64,
+    /// MQTT topic prefix (default: edgeinfer).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Seconds to wait for an answer (default: 120).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+impl RemoteArgs {
+    /// These settings, each falling back to `outer`'s (the flags given before the command).
+    fn or(&self, outer: &RemoteArgs) -> RemoteArgs {
+        RemoteArgs {
+            bus: self.bus.clone().or_else(|| outer.bus.clone()),
+            mqtt: self.mqtt.clone().or_else(|| outer.mqtt.clone()),
+            node: self.node.clone().or_else(|| outer.node.clone()),
+            prefix: self.prefix.clone().or_else(|| outer.prefix.clone()),
+            timeout: self.timeout.or(outer.timeout),
+        }
+    }
+
+    fn bus(&self) -> String {
+        self.bus.clone().unwrap_or_else(|| "system".into())
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.unwrap_or(120))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,55 +93,84 @@ enum Command {
     /// chosen precision variant needs; resumable; checked against the Hub's sha256).
     Pull(edgeinfer_daemon::hub::pull::PullArgs),
     /// List the daemon's models and their state.
+    #[command(after_help = "Examples:\n  edgeinfer models\n  edgeinfer models --json\n  \
+                            edgeinfer --mqtt mqtt://robot-1:1883 models")]
     Models {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Load a model now.
+    #[command(after_help = "Example:\n  edgeinfer load dino")]
     Load {
         /// Model id.
         model: String,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Unload a model now.
+    #[command(after_help = "Example:\n  edgeinfer unload dino")]
     Unload {
         /// Model id.
         model: String,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Segment an image (SAM).
+    #[command(
+        after_help = "Examples:\n  edgeinfer segment -m sam photo.jpg --point 320,240 --best --png mask.png\n  edgeinfer segment -m sam photo.jpg --box 40,15,150,110 --json"
+    )]
     Segment {
         /// Model id.
         #[arg(long, short)]
         model: String,
         #[command(flatten)]
         args: SegmentArgs,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Embed images (DINOv2).
+    #[command(
+        after_help = "Examples:\n  edgeinfer embed -m dino a.jpg b.jpg --normalize\n  edgeinfer embed -m dino photo.jpg --pooling mean --json"
+    )]
     Embed {
         /// Model id.
         #[arg(long, short)]
         model: String,
         #[command(flatten)]
         args: EmbedArgs,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Classify an image against the gallery (DINOv2).
+    #[command(after_help = "Examples:\n  edgeinfer classify -m dino photo.jpg -k 3")]
     Classify {
         /// Model id.
         #[arg(long, short)]
         model: String,
         #[command(flatten)]
         args: ClassifyArgs,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
     /// Gallery: add, remove, list (DINOv2).
+    #[command(after_help = "Examples:\n  edgeinfer gallery -m dino add --label mug mug.jpg\n  \
+                            edgeinfer gallery -m dino list\n  edgeinfer gallery -m dino remove --label mug")]
     Gallery {
         /// Model id.
         #[arg(long, short)]
         model: String,
+        #[command(flatten)]
+        conn: RemoteArgs,
         #[command(subcommand)]
         command: GalleryCommand,
     },
     /// Reload a local edgeinferd's configuration and wait until it is applied (the unit's
     /// ExecReload=): exits non-zero when the new configuration is refused.
+    #[command(after_help = "Example (what systemctl reload edgeinferd runs):\n  \
+                            edgeinfer reload --pid $MAINPID --wait 280")]
     Reload {
         /// The daemon's pid (`$MAINPID` in the unit).
         #[arg(long)]
@@ -119,15 +183,60 @@ enum Command {
         wait: u64,
     },
     /// Benchmarks against a running daemon.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    #[command(after_help = "Examples:\n  edgeinfer bench mqtt --help\n  edgeinfer bench dbus --help")]
+    Bench {
+        #[command(flatten)]
+        conn: RemoteArgs,
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Generate text (LLM), streamed.
+    #[command(after_help = "Examples:\n  edgeinfer generate -m llm \"Once upon a time\" --max-new-tokens 64\n  \
+                            edgeinfer generate -m llm --chat --system \"Be brief.\" \"What is ONNX?\"\n  \
+                            git diff | edgeinfer generate -m llm --chat -          (the prompt from stdin)")]
     Generate {
         /// Model id.
         #[arg(long, short)]
         model: String,
         #[command(flatten)]
         args: GenerateArgs,
+        #[command(flatten)]
+        conn: RemoteArgs,
+    },
+    /// Shell completions on stdout (packaged ones: daemon/assets/completions/).
+    #[command(
+        after_help = "Examples:\n  edgeinfer completions bash > ~/.local/share/bash-completion/completions/edgeinfer\n  \
+                            edgeinfer completions zsh > ~/.zfunc/_edgeinfer"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages of edgeinfer (one per command) and edgeinferd, written into a folder.
+    #[command(after_help = "Example:\n  edgeinfer manpages /usr/local/share/man/man1")]
+    Manpages {
+        /// The folder.
+        dir: std::path::PathBuf,
+    },
+    /// Chat with an LLM interactively: each line you type is a user message, the answer streams
+    /// back, and the conversation is kept (Ctrl-D or an empty line ends it).
+    #[command(after_help = "Example:\n  edgeinfer chat -m llm --system \"You are a robot's voice. Be brief.\"")]
+    Chat {
+        /// Model id.
+        #[arg(long, short)]
+        model: String,
+        /// A system message that starts the conversation.
+        #[arg(long)]
+        system: Option<String>,
+        /// Most new tokens per answer.
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long)]
+        temperature: Option<f32>,
+        #[command(flatten)]
+        conn: RemoteArgs,
     },
 }
 
@@ -144,19 +253,42 @@ fn api_error(e: ApiError) -> CliError {
     CliError { code: ExitCode::from_api(e.code.exit_code()), message: format!("{}: {}", e.code.as_str(), e.message) }
 }
 
-fn remote(cli: &Cli) -> Remote {
+/// The connection settings of the command: its own flags, then those given before it.
+fn conn(cli: &Cli) -> RemoteArgs {
+    let own = match &cli.command {
+        Command::Models { conn, .. }
+        | Command::Load { conn, .. }
+        | Command::Unload { conn, .. }
+        | Command::Segment { conn, .. }
+        | Command::Embed { conn, .. }
+        | Command::Classify { conn, .. }
+        | Command::Gallery { conn, .. }
+        | Command::Bench { conn, .. }
+        | Command::Generate { conn, .. }
+        | Command::Chat { conn, .. } => conn.clone(),
+        Command::Check(_)
+        | Command::Local(_)
+        | Command::Pull(_)
+        | Command::Reload { .. }
+        | Command::Completions { .. }
+        | Command::Manpages { .. } => RemoteArgs::default(),
+    };
+    own.or(&cli.remote)
+}
+
+fn remote(conn: &RemoteArgs) -> Remote {
     Remote {
-        url: cli.remote.mqtt.clone().unwrap_or_else(|| "mqtt://127.0.0.1:1883".into()),
-        prefix: cli.remote.prefix.clone(),
-        node: cli.remote.node.clone(),
-        timeout: Duration::from_secs(cli.remote.timeout),
+        url: conn.mqtt.clone().unwrap_or_else(|| "mqtt://127.0.0.1:1883".into()),
+        prefix: conn.prefix.clone().unwrap_or_else(|| "edgeinfer".into()),
+        node: conn.node.clone(),
+        timeout: conn.timeout(),
     }
 }
 
-fn target(cli: &Cli) -> Target {
-    match cli.remote.mqtt {
-        Some(_) => Target::Mqtt(remote(cli)),
-        None => Target::Dbus { bus: cli.remote.bus.clone(), timeout: Duration::from_secs(cli.remote.timeout) },
+fn target(conn: &RemoteArgs) -> Target {
+    match conn.mqtt {
+        Some(_) => Target::Mqtt(remote(conn)),
+        None => Target::Dbus { bus: conn.bus(), timeout: conn.timeout() },
     }
 }
 
@@ -166,18 +298,19 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::internal(e.to_string()))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let conn = conn(cli);
     runtime.block_on(async {
         let (model, task) = match &cli.command {
-            Command::Bench(BenchCommand::Mqtt(args)) => {
-                edgeinfer_daemon::bench::mqtt(args, &remote(cli)).await.map_err(api_error)?;
+            Command::Bench { command: BenchCommand::Mqtt(args), .. } => {
+                edgeinfer_daemon::bench::mqtt(args, &remote(&conn)).await.map_err(api_error)?;
                 return Ok(ExitCode::Ok);
             }
-            Command::Bench(BenchCommand::Dbus(args)) => {
-                edgeinfer_daemon::bench::dbus(args, &cli.remote.bus).await.map_err(api_error)?;
+            Command::Bench { command: BenchCommand::Dbus(args), .. } => {
+                edgeinfer_daemon::bench::dbus(args, &conn.bus()).await.map_err(api_error)?;
                 return Ok(ExitCode::Ok);
             }
-            Command::Models { json } => {
-                let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+            Command::Models { json, .. } => {
+                let mut daemon = Daemon::connect(&target(&conn)).await.map_err(api_error)?;
                 let models = daemon.models().await.map_err(api_error)?;
                 daemon.close().await;
                 if *json {
@@ -199,31 +332,113 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
                 }
                 return Ok(ExitCode::Ok);
             }
-            Command::Load { model } | Command::Unload { model } => {
+            Command::Load { model, .. } | Command::Unload { model, .. } => {
                 let load = matches!(cli.command, Command::Load { .. });
-                let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+                let mut daemon = Daemon::connect(&target(&conn)).await.map_err(api_error)?;
                 let state = daemon.load(model, load).await.map_err(api_error)?;
                 daemon.close().await;
                 println!("{model}: {state}");
                 return Ok(ExitCode::Ok);
             }
-            Command::Segment { model, args } => (model, TaskCommand::Segment(args.clone())),
-            Command::Embed { model, args } => (model, TaskCommand::Embed(args.clone())),
-            Command::Classify { model, args } => (model, TaskCommand::Classify(args.clone())),
-            Command::Gallery { model, command } => (model, TaskCommand::Gallery(command.clone())),
-            Command::Generate { model, args } => (model, TaskCommand::Generate(args.clone())),
-            Command::Check(_) | Command::Local(_) | Command::Pull(_) | Command::Reload { .. } => {
+            Command::Chat { model, system, max_new_tokens, temperature, .. } => {
+                let mut daemon = Daemon::connect(&target(&conn)).await.map_err(api_error)?;
+                let chatted = chat(&mut daemon, model, system.as_deref(), *max_new_tokens, *temperature).await;
+                daemon.close().await;
+                chatted.map_err(api_error)?;
+                return Ok(ExitCode::Ok);
+            }
+            Command::Segment { model, args, .. } => (model, TaskCommand::Segment(args.clone())),
+            Command::Embed { model, args, .. } => (model, TaskCommand::Embed(args.clone())),
+            Command::Classify { model, args, .. } => (model, TaskCommand::Classify(args.clone())),
+            Command::Gallery { model, command, .. } => (model, TaskCommand::Gallery(command.clone())),
+            Command::Generate { model, args, .. } => (model, TaskCommand::Generate(args.clone())),
+            Command::Check(_)
+            | Command::Local(_)
+            | Command::Pull(_)
+            | Command::Reload { .. }
+            | Command::Completions { .. }
+            | Command::Manpages { .. } => {
                 return Ok(ExitCode::Ok);
             }
         };
         let json = task.json();
         let built = task.to_task().map_err(api_error)?;
-        let mut daemon = Daemon::connect(&target(cli)).await.map_err(api_error)?;
+        let mut daemon = Daemon::connect(&target(&conn)).await.map_err(api_error)?;
         let response = daemon.task(model, &built, &mut |e| print_event(&e, json)).await.map_err(api_error);
         daemon.close().await;
         print_response(&task, &response?).map_err(api_error)?;
         Ok(ExitCode::Ok)
     })
+}
+
+/// `edgeinfer chat`: one user message per line read, the answer streamed, the conversation kept.
+async fn chat(
+    daemon: &mut Daemon,
+    model: &str,
+    system: Option<&str>,
+    max_new_tokens: Option<usize>,
+    temperature: Option<f32>,
+) -> Result<(), ApiError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(Message { role: "system".into(), content: s.to_string() });
+    }
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("chatting with '{model}': type a message, an empty line or Ctrl-D ends the conversation");
+    }
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+            let _ = std::io::stderr().flush();
+        }
+        let line = match lines.next() {
+            Some(Ok(l)) if !l.trim().is_empty() => l,
+            Some(Err(e)) => return Err(ApiError::bad_input(format!("cannot read stdin: {e}"))),
+            _ => return Ok(()),
+        };
+        messages.push(Message { role: "user".into(), content: line });
+        let task = Task::Generate(GenerateParams {
+            messages: Some(messages.clone()),
+            max_new_tokens,
+            temperature,
+            stream: Some(true),
+            ..GenerateParams::default()
+        });
+        let answer = daemon.task(model, &task, &mut |e| print_event(&e, false)).await?;
+        println!();
+        let Response::Generation(done) = answer else {
+            return Err(ApiError::internal("the daemon answered a chat turn with something other than text"));
+        };
+        messages.push(Message { role: "assistant".into(), content: done.text });
+    }
+}
+
+/// `edgeinfer.1`, `edgeinfer-<command>.1` for each command (and nested ones; not `help`),
+/// `edgeinferd.1`.
+fn manpages(dir: &std::path::Path) -> Result<ExitCode, CliError> {
+    fn write(cmd: &clap::Command, prefix: Option<&str>, dir: &std::path::Path) -> std::io::Result<()> {
+        let name = match prefix {
+            Some(p) => format!("{p}-{}", cmd.get_name()),
+            None => cmd.get_name().to_string(),
+        };
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone().name(name.clone())).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help" && !s.is_hide_set()) {
+            write(sub, Some(&name), dir)?;
+        }
+        Ok(())
+    }
+    let io = |e: std::io::Error| CliError::internal(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for mut cmd in [Cli::command(), edgeinfer_daemon::cli_daemon::Args::command()] {
+        cmd.build();
+        write(&cmd, None, dir).map_err(io)?;
+    }
+    Ok(ExitCode::Ok)
 }
 
 fn reload(pid: u32, state_dir: &std::path::Path, wait: u64) -> Result<ExitCode, CliError> {
@@ -248,6 +463,11 @@ fn main() -> std::process::ExitCode {
             .map(|_| ExitCode::Ok)
             .map_err(|message| CliError { code: ExitCode::Failure, message }),
         Command::Reload { pid, state_dir, wait } => reload(*pid, state_dir, *wait),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "edgeinfer", &mut std::io::stdout());
+            Ok(ExitCode::Ok)
+        }
+        Command::Manpages { dir } => manpages(dir),
         _ => run_remote(&cli),
     };
     match result {

@@ -6,25 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use edgeinfer_daemon::cli_daemon::Args;
 use edgeinfer_daemon::config::{self, Config};
 use edgeinfer_daemon::registry::Registry;
 use edgeinfer_daemon::{dbus, embedded_broker, logging, mqtt, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-
-#[derive(Parser, Debug)]
-#[command(name = "edgeinferd", version, about = "edgeinfer inference daemon")]
-struct Args {
-    /// Configuration file.
-    #[arg(long, short, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Validate the configuration and exit (0 if valid, 2 if not).
-    #[arg(long)]
-    check_config: bool,
-    /// Log filter (default: info, or RUST_LOG).
-    #[arg(long)]
-    log: Option<String>,
-}
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();

@@ -37,9 +37,8 @@ use super::{HubEnv, RepoRef};
 pub struct PullArgs {
     /// The repository: OWNER/NAME, optionally @REVISION (branch, tag or commit).
     pub repo: String,
-    /// The precision variant to fetch: fp32 (default), fp16, int8, uint8, quantized, qdq, q4,
-    /// q4f16, bnb4. Only that variant's graphs are downloaded.
-    #[arg(long, default_value = "fp32")]
+    /// The precision variant to fetch. Only that variant's graphs are downloaded.
+    #[arg(long, default_value = "fp32", value_parser = crate::cli_values::variant())]
     pub variant: Variant,
     /// Also make a plain folder here (files hard-linked from the cache, or copied), e.g. for a
     /// config `path` outside the cache.

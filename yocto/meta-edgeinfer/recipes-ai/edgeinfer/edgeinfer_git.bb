@@ -26,7 +26,7 @@ S = "${@(d.getVar('UNPACKDIR') + '/' + (d.getVar('BB_GIT_DEFAULT_DESTSUFFIX') or
 
 require edgeinfer-crates.inc
 
-inherit cargo cargo-update-recipe-crates systemd useradd
+inherit bash-completion cargo cargo-update-recipe-crates systemd useradd
 
 # Workspace: build only the daemon crate (edgeinferd + edgeinfer), with the backends and
 # execution providers PACKAGECONFIG selects. The default is the pure-Rust tract backend alone,
@@ -88,6 +88,14 @@ do_install:append() {
     install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/interfaces
     install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.conf ${D}${datadir}/dbus-1/system.d/
     install -m 0644 ${S}/daemon/dbus/org.edgeinfer.Daemon1.xml ${D}${datadir}/dbus-1/interfaces/
+    # Shell completions and man pages (scripts/cli-assets.sh generates them from the CLI; the
+    # cross-built binary cannot run here): bash-completion class / ${PN}-doc / ${PN}.
+    install -d ${D}${datadir}/bash-completion/completions ${D}${datadir}/zsh/site-functions \
+               ${D}${datadir}/fish/vendor_completions.d ${D}${mandir}/man1
+    install -m 0644 ${S}/daemon/assets/completions/edgeinfer.bash ${D}${datadir}/bash-completion/completions/edgeinfer
+    install -m 0644 ${S}/daemon/assets/completions/_edgeinfer ${D}${datadir}/zsh/site-functions/
+    install -m 0644 ${S}/daemon/assets/completions/edgeinfer.fish ${D}${datadir}/fish/vendor_completions.d/
+    cp -R --no-preserve=ownership ${S}/daemon/assets/man/. ${D}${mandir}/man1/
     # Drop-in examples (MQTT secrets as systemd credentials; GPU/NPU device access): ${PN}-doc.
     install -d ${D}${docdir}/${BPN}
     install -m 0644 ${S}/systemd/edgeinferd-credentials.conf.example ${D}${docdir}/${BPN}/
@@ -95,7 +103,7 @@ do_install:append() {
 }
 
 CONFFILES:${PN} = "${sysconfdir}/edgeinfer/edgeinferd.toml"
-FILES:${PN} += "${datadir}/dbus-1 ${nonarch_libdir}/tmpfiles.d"
+FILES:${PN} += "${datadir}/dbus-1 ${nonarch_libdir}/tmpfiles.d ${datadir}/zsh ${datadir}/fish"
 RDEPENDS:${PN} += "dbus"
 RRECOMMENDS:${PN} += "mosquitto"
 
