@@ -461,6 +461,27 @@ pub mod b64 {
     }
 }
 
+/// One model as `edgeinfer models` shows it (the same over both transports).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelSummary {
+    /// Id.
+    pub id: String,
+    /// Family (empty if unknown yet).
+    pub family: String,
+    /// State.
+    pub state: String,
+    /// Backend.
+    pub backend: String,
+    /// Providers running it.
+    pub providers: Vec<String>,
+    /// The configured precision variant (`fp32`, `q4`...).
+    pub variant: String,
+    /// The main graph file loaded (empty until loaded).
+    pub graph: String,
+    /// Last load error.
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

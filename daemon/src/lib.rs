@@ -1,30 +1,21 @@
-//! `edgeinfer-daemon`: `edgeinferd` (the daemon: registry, workers, MQTT and D-Bus adapters) and
-//! `edgeinfer` (the command-line tool and client).
-//! Library modules here are shared by the binaries and exercised by the integration tests.
+//! `edgeinfer-daemon`: `edgeinferd` (the daemon) and `edgeinfer` (the command-line tool and
+//! client), grouped by role (docs/architecture.md draws the picture):
+//!
+//! - [`server`]: the daemon's core, which knows no transport: configuration, the model registry,
+//!   the workers and engines that run the pipelines, systemd integration, logging to journald;
+//! - [`mqtt`] and [`dbus`]: the transports, thin adapters between the wire and [`api`] (each with
+//!   its client side, and for MQTT the embedded broker);
+//! - [`cli`]: the `edgeinfer` commands (tasks, `local`, `check`, `bench`, the daemon client);
+//! - [`hub`]: Hugging Face Hub folders (`edgeinfer pull`, `hf:` paths);
+//! - [`api`] and [`frame`], shared by all: the request and answer types, error codes, frames.
+//!
+//! The dependencies run one way: binaries → cli → {mqtt, dbus} → server → api.
 
 pub mod api;
-pub mod bench;
-pub mod check;
-pub mod cli_daemon;
-pub mod cli_values;
-pub mod client;
-pub mod config;
+pub mod cli;
 pub mod dbus;
-pub mod embedded_broker;
-pub mod engine;
-pub mod exit;
 pub mod frame;
 pub mod hub;
-pub mod journal;
-pub mod local;
 pub mod logging;
 pub mod mqtt;
-mod puback_order;
-pub mod registry;
-pub mod reload;
-pub mod remote;
-pub mod reply_topics;
-pub mod status;
-pub mod systemd;
-pub mod tasks;
-pub mod worker;
+pub mod server;

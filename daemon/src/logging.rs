@@ -1,6 +1,6 @@
 //! Logging setup for the binaries: one `tracing` pipeline filtered by `--log`/`RUST_LOG` (an
 //! `EnvFilter`: `info`, `debug,rumqttc=warn`, ...), writing human-readable lines to stderr, or,
-//! for the daemon under systemd, to journald with every field ([`crate::journal`]).
+//! for the daemon under systemd, to journald with every field ([`crate::server::journal`]).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,7 +26,7 @@ pub fn init_cli(level: Option<&str>, default: &str) {
 /// Installs the global subscriber writing to journald as `identifier`, with the same filter as
 /// [`init_cli`]. Fails when the journal socket cannot be opened (the caller then uses stderr).
 pub fn init_journal(level: Option<&str>, default: &str, identifier: &str) -> Result<(), String> {
-    let journal = crate::journal::JournalLayer::new(identifier).map_err(|e| e.to_string())?;
+    let journal = crate::server::journal::JournalLayer::new(identifier).map_err(|e| e.to_string())?;
     tracing_subscriber::registry().with(filter(level, default)).with(journal).try_init().map_err(|e| e.to_string())
 }
 

@@ -56,7 +56,7 @@ fn journald_entries_keep_the_request_fields_and_the_filter() {
         .env("WORK", work.path())
         .env("DAEMON", env!("CARGO_BIN_EXE_edgeinferd"))
         // Our request events, not the rest (the start-up line is info from the binary's target).
-        .env("FILTER", "warn,edgeinfer_daemon::worker=info,edgeinfer_daemon::registry=info")
+        .env("FILTER", "warn,edgeinfer_daemon::server::worker=info,edgeinfer_daemon::server::registry=info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -90,7 +90,7 @@ fn journald_entries_keep_the_request_fields_and_the_filter() {
     assert_eq!(failed["TASK"], "segment", "{failed:#}");
     assert_eq!(failed["CODE"], "bad_input", "{failed:#}");
     assert!(failed["ERROR"].as_str().unwrap().contains("outside"), "{failed:#}");
-    assert_eq!(failed["TARGET"], "edgeinfer_daemon::worker", "{failed:#}");
+    assert_eq!(failed["TARGET"], "edgeinfer_daemon::server::worker", "{failed:#}");
     // The filter's directives hold: nothing at info from other targets (the start-up line).
     assert!(!ours.iter().any(|e| e["MESSAGE"] == "edgeinferd starting"), "{ours:#?}");
     // Nothing went to the stream as plain text: every line is a structured entry.

@@ -9,8 +9,8 @@
 
 use bytes::{Bytes, BytesMut};
 use edgeinfer_daemon::api::ApiError;
-use edgeinfer_daemon::mqtt::{ReplyTo, Topics, decode_request};
-use edgeinfer_daemon::reply_topics::ReplyTopics;
+use edgeinfer_daemon::mqtt::server::{ReplyTo, Topics, decode_request};
+use edgeinfer_daemon::mqtt::reply_topics::ReplyTopics;
 use libfuzzer_sys::fuzz_target;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};

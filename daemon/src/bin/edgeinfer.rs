@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgeinfer_daemon::api::{ApiError, GenerateParams, Response, Task};
-use edgeinfer_daemon::check::{self, CheckArgs};
-use edgeinfer_daemon::client::Remote;
-use edgeinfer_daemon::exit::{CliError, ExitCode};
-use edgeinfer_daemon::local::{self, LocalArgs};
-use edgeinfer_daemon::logging;
-use edgeinfer_daemon::remote::{Daemon, Target};
-use edgeinfer_daemon::tasks::{
+use edgeinfer_daemon::cli::check::{self, CheckArgs};
+use edgeinfer_daemon::cli::exit::{CliError, ExitCode};
+use edgeinfer_daemon::cli::local::{self, LocalArgs};
+use edgeinfer_daemon::cli::remote::{Daemon, Target};
+use edgeinfer_daemon::cli::tasks::{
     ClassifyArgs, EmbedArgs, GalleryCommand, GenerateArgs, SegmentArgs, TaskCommand, print_event, print_response,
 };
+use edgeinfer_daemon::logging;
+use edgeinfer_daemon::mqtt::client::Remote;
 use edgeinfer_models::llama::Message;
 
 #[derive(Parser, Debug)]
@@ -243,10 +243,10 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// MQTT request → reply overhead against the model call alone, and concurrency.
-    Mqtt(edgeinfer_daemon::bench::BenchMqttArgs),
+    Mqtt(edgeinfer_daemon::cli::bench::BenchMqttArgs),
     /// D-Bus call → reply overhead against the model call alone, and a camera frame passed as a
     /// file descriptor vs as a byte array.
-    Dbus(edgeinfer_daemon::bench::BenchDbusArgs),
+    Dbus(edgeinfer_daemon::cli::bench::BenchDbusArgs),
 }
 
 fn api_error(e: ApiError) -> CliError {
@@ -302,11 +302,11 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
     runtime.block_on(async {
         let (model, task) = match &cli.command {
             Command::Bench { command: BenchCommand::Mqtt(args), .. } => {
-                edgeinfer_daemon::bench::mqtt(args, &remote(&conn)).await.map_err(api_error)?;
+                edgeinfer_daemon::cli::bench::mqtt(args, &remote(&conn)).await.map_err(api_error)?;
                 return Ok(ExitCode::Ok);
             }
             Command::Bench { command: BenchCommand::Dbus(args), .. } => {
-                edgeinfer_daemon::bench::dbus(args, &conn.bus()).await.map_err(api_error)?;
+                edgeinfer_daemon::cli::bench::dbus(args, &conn.bus()).await.map_err(api_error)?;
                 return Ok(ExitCode::Ok);
             }
             Command::Models { json, .. } => {
@@ -434,7 +434,7 @@ fn manpages(dir: &std::path::Path) -> Result<ExitCode, CliError> {
     }
     let io = |e: std::io::Error| CliError::internal(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
-    for mut cmd in [Cli::command(), edgeinfer_daemon::cli_daemon::Args::command()] {
+    for mut cmd in [Cli::command(), edgeinfer_daemon::cli::daemon_args::Args::command()] {
         cmd.build();
         write(&cmd, None, dir).map_err(io)?;
     }
@@ -442,8 +442,8 @@ fn manpages(dir: &std::path::Path) -> Result<ExitCode, CliError> {
 }
 
 fn reload(pid: u32, state_dir: &std::path::Path, wait: u64) -> Result<ExitCode, CliError> {
-    let path = edgeinfer_daemon::reload::status_path(state_dir);
-    let status = edgeinfer_daemon::reload::request(pid, &path, Duration::from_secs(wait))
+    let path = edgeinfer_daemon::server::reload::status_path(state_dir);
+    let status = edgeinfer_daemon::server::reload::request(pid, &path, Duration::from_secs(wait))
         .map_err(|message| CliError { code: ExitCode::Unavailable, message })?;
     if !status.ok {
         return Err(CliError { code: ExitCode::Failure, message: status.message });

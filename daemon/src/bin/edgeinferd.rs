@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use edgeinfer_daemon::cli_daemon::Args;
-use edgeinfer_daemon::config::{self, Config};
-use edgeinfer_daemon::registry::Registry;
-use edgeinfer_daemon::{dbus, embedded_broker, logging, mqtt, systemd};
+use edgeinfer_daemon::cli::daemon_args::Args;
+use edgeinfer_daemon::mqtt::{self, embedded_broker};
+use edgeinfer_daemon::server::config::{self, Config};
+use edgeinfer_daemon::server::registry::Registry;
+use edgeinfer_daemon::server::systemd;
+use edgeinfer_daemon::{dbus, logging};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -42,7 +44,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         if config.mqtt.enabled
-            && let Err(e) = edgeinfer_daemon::mqtt::check_settings(&config.mqtt)
+            && let Err(e) = edgeinfer_daemon::mqtt::server::check_settings(&config.mqtt)
         {
             eprintln!("error: invalid configuration: {e}");
             return std::process::ExitCode::from(2);
@@ -180,7 +182,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         transports.push(supervise(
             "MQTT",
-            mqtt::serve(config.mqtt.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), ready_tx),
+            mqtt::server::serve(config.mqtt.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), ready_tx),
             fatal_tx.clone(),
             shutdown_rx.clone(),
         ));
@@ -238,10 +240,10 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
 
     let summary = |r: &Registry| {
         let s = r.statuses();
-        let loaded = s.iter().filter(|m| m.state == edgeinfer_daemon::registry::ModelState::Loaded).count();
+        let loaded = s.iter().filter(|m| m.state == edgeinfer_daemon::server::registry::ModelState::Loaded).count();
         let failed: Vec<&str> = s
             .iter()
-            .filter(|m| m.state == edgeinfer_daemon::registry::ModelState::Failed)
+            .filter(|m| m.state == edgeinfer_daemon::server::registry::ModelState::Failed)
             .map(|m| m.id.as_str())
             .collect();
         let mut line = format!("serving {} models ({loaded} loaded)", s.len());
@@ -262,12 +264,12 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     let mut current = config.clone();
     let mut reload: Option<tokio::task::JoinHandle<Config>> = None;
     // `edgeinfer reload` (the unit's ExecReload=) waits for this file to count the reload.
-    let reload_status = edgeinfer_daemon::reload::status_path(&config.daemon.state_dir);
+    let reload_status = edgeinfer_daemon::server::reload::status_path(&config.daemon.state_dir);
     let mut reloads = 0u64;
     let mut report = |ok: bool, message: String| {
         reloads += 1;
-        let status = edgeinfer_daemon::reload::ReloadStatus { pid: std::process::id(), reloads, ok, message };
-        if let Err(e) = edgeinfer_daemon::reload::record(&reload_status, &status) {
+        let status = edgeinfer_daemon::server::reload::ReloadStatus { pid: std::process::id(), reloads, ok, message };
+        if let Err(e) = edgeinfer_daemon::server::reload::record(&reload_status, &status) {
             tracing::warn!(path = %reload_status.display(), error = %e, "cannot record the reload's outcome");
         }
     };

@@ -19,7 +19,7 @@ use zbus::message::Header;
 use zbus::names::BusName;
 
 use super::error::Error;
-use crate::config::DbusConfig;
+use crate::server::config::DbusConfig;
 
 /// What a method needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

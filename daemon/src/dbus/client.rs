@@ -18,9 +18,9 @@ use super::error::to_api_error;
 use super::jobs::JOBS;
 use super::proxy::{Embedder1Proxy, Generator1Proxy, Model1Proxy, Models1Proxy, Segmenter1Proxy};
 use super::{NAME, ROOT};
+use crate::api::ModelSummary;
 use crate::api::{ApiError, ErrorCode, Event, ImageData, ImageRef, MaskFormat, MaskOut, Response, Segmentation, Task};
 use crate::frame::sealed_memfd;
-use crate::remote::ModelSummary;
 
 /// A connection to edgeinferd over D-Bus.
 pub struct DbusClient {

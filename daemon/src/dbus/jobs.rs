@@ -277,7 +277,7 @@ async fn drive(
     emitter: &SignalEmitter<'_>,
     job: &JobState,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    pending: crate::registry::Pending,
+    pending: crate::server::registry::Pending,
 ) {
     let answer = pending.wait();
     tokio::pin!(answer);

@@ -30,8 +30,8 @@ use tokio::sync::{oneshot, watch};
 use zbus::fdo::ObjectManager;
 use zbus::{Connection, connection};
 
-use crate::config::DbusConfig;
-use crate::registry::Registry;
+use crate::server::config::DbusConfig;
+use crate::server::registry::Registry;
 use service::{DaemonIface, EmbedderIface, GeneratorIface, ModelsIface, SegmenterIface, Shared};
 
 /// The well-known name.

@@ -9,7 +9,7 @@ use zbus::interface;
 use zbus::object_server::ObjectServer;
 use zbus::zvariant::OwnedObjectPath;
 
-use crate::registry::{ModelState, ModelStatus};
+use crate::server::registry::{ModelState, ModelStatus};
 
 /// Where model objects live.
 pub const MODELS: &str = "/org/edgeinfer/Daemon1/models";

@@ -22,7 +22,7 @@ use super::objects::model_path;
 use super::options::{self, ImageOptions, Options};
 use crate::api::{ApiError, ImageData, ImageRef, Response, Task};
 use crate::frame::{FdImage, open_image_fd};
-use crate::registry::Registry;
+use crate::server::registry::Registry;
 
 /// What every interface object shares.
 pub struct Shared {
@@ -148,7 +148,7 @@ impl DaemonIface {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<String, Error> {
         self.0.access.check(connection, &header, Right::Infer, "Stats").await?;
-        Ok(crate::status::stats_json(&self.0.registry, self.0.started).to_string())
+        Ok(crate::server::status::stats_json(&self.0.registry, self.0.started).to_string())
     }
 
     /// edgeinferd's version.
@@ -166,7 +166,7 @@ impl DaemonIface {
     /// Providers of the loaded ONNX Runtime.
     #[zbus(property)]
     async fn execution_providers(&self) -> Vec<String> {
-        crate::status::loaded_execution_providers()
+        crate::server::status::loaded_execution_providers()
     }
 
     /// Each transport's state (mqtt, dbus: connecting, connected, reconnecting, stopped).

@@ -38,7 +38,7 @@ pub struct PullArgs {
     /// The repository: OWNER/NAME, optionally @REVISION (branch, tag or commit).
     pub repo: String,
     /// The precision variant to fetch. Only that variant's graphs are downloaded.
-    #[arg(long, default_value = "fp32", value_parser = crate::cli_values::variant())]
+    #[arg(long, default_value = "fp32", value_parser = crate::cli::values::variant())]
     pub variant: Variant,
     /// Also make a plain folder here (files hard-linked from the cache, or copied), e.g. for a
     /// config `path` outside the cache.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config;
+use crate::server::config;
 
 /// `edgeinferd`'s arguments.
 #[derive(Parser, Debug)]

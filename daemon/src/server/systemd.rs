@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::registry::Registry;
+use crate::server::registry::Registry;
 
 /// Sends `READY=1` with a status line.
 pub fn ready(status: &str) {

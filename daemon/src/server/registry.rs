@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::api::{ApiError, ErrorCode, Event, Response, Task};
-use crate::config::{Config, DaemonConfig, KeepAlive, ModelConfig};
-use crate::engine::Engine;
-use crate::worker::{Job, Worker, WorkerStats};
+use crate::server::config::{Config, DaemonConfig, KeepAlive, ModelConfig};
+use crate::server::engine::Engine;
+use crate::server::worker::{Job, Worker, WorkerStats};
 
 /// Where a model is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -12,8 +12,8 @@ use clap::Args;
 use edgeinfer_onnx::BackendKind;
 
 use crate::api::{ApiError, ErrorCode, ImageData, Task};
-use crate::client::{Connection, Remote};
-use crate::engine::{Engine, EngineOptions};
+use crate::mqtt::client::{Connection, Remote};
+use crate::server::engine::{Engine, EngineOptions};
 
 /// What both benchmarks share: the model, and how to run the in-process baseline.
 #[derive(Args, Debug, Clone)]

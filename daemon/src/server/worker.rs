@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ApiError, ErrorCode, Event, Response, Task};
-use crate::config::MicroBatch;
-use crate::engine::Engine;
+use crate::server::config::MicroBatch;
+use crate::server::engine::Engine;
 
 /// A request on its way to a worker.
 pub struct Job {
@@ -392,7 +392,7 @@ mod tests {
 
     fn dino_worker() -> Worker {
         let dir = edgeinfer_models::fixtures::fixtures_dir().join("dinov2");
-        let engine = Engine::load("dino", &dir, None, &crate::engine::EngineOptions::default(), None).unwrap();
+        let engine = Engine::load("dino", &dir, None, &crate::server::engine::EngineOptions::default(), None).unwrap();
         Worker::start(engine, 2, MicroBatch::default()).unwrap()
     }
 

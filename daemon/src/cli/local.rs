@@ -9,8 +9,8 @@ use edgeinfer_models::manifest::Family;
 use edgeinfer_onnx::{BackendKind, parse_ep_list};
 
 use crate::api::ApiError;
-use crate::engine::{Engine, EngineOptions};
-use crate::tasks::{TaskCommand, print_event, print_response};
+use crate::cli::tasks::{TaskCommand, print_event, print_response};
+use crate::server::engine::{Engine, EngineOptions};
 
 /// `edgeinfer local`.
 #[derive(Args, Debug, Clone)]
@@ -24,13 +24,13 @@ pub struct LocalArgs {
     #[arg(long, short)]
     pub model: PathBuf,
     /// The model family (default: detected from the directory).
-    #[arg(long, value_parser = crate::cli_values::family())]
+    #[arg(long, value_parser = crate::cli::values::family())]
     pub family: Option<Family>,
     /// The backend: tract (pure Rust) or ort (ONNX Runtime).
-    #[arg(long, default_value = "tract", value_parser = crate::cli_values::backend())]
+    #[arg(long, default_value = "tract", value_parser = crate::cli::values::backend())]
     pub backend: BackendKind,
     /// The graph's precision variant (onnx-community's `onnx/model_<variant>.onnx`).
-    #[arg(long, default_value = "fp32", value_parser = crate::cli_values::variant())]
+    #[arg(long, default_value = "fp32", value_parser = crate::cli::values::variant())]
     pub variant: Variant,
     /// Execution providers for ort, in order, e.g. `cuda,cpu`.
     #[arg(long)]

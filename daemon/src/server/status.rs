@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::registry::Registry;
+use crate::server::registry::Registry;
 
 /// Execution providers of the loaded ONNX Runtime, if one is loaded.
 pub fn loaded_execution_providers() -> Vec<String> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use edgeinfer_models::manifest::Family;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::engine::EngineOptions;
+use crate::server::engine::EngineOptions;
 
 /// Default location of the configuration.
 pub const DEFAULT_PATH: &str = "/etc/edgeinfer/edgeinferd.toml";
@@ -411,7 +411,7 @@ impl Config {
                 ));
             }
             for pattern in &self.mqtt.reply_topics {
-                crate::reply_topics::check_pattern(pattern)?;
+                crate::mqtt::reply_topics::check_pattern(pattern)?;
             }
             if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
                 return Err("mqtt.client_cert and mqtt.client_key go together".into());
@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_every_model_field_is_known() {
-        let text = include_str!("../edgeinferd.example.toml");
+        let text = include_str!("../../edgeinferd.example.toml");
         // As installed: no models, and valid.
         let c = Config::parse(text).unwrap();
         assert!(c.models.is_empty());

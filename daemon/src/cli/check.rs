@@ -15,7 +15,7 @@ use edgeinfer_onnx::{
 };
 use serde::Serialize;
 
-use crate::exit::{CliError, ExitCode};
+use crate::cli::exit::{CliError, ExitCode};
 
 /// Arguments of `edgeinfer check`.
 #[derive(Args, Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct CheckArgs {
     pub model: PathBuf,
     /// Backends to try: tract, ort (repeat or comma-separate). Default: tract, plus ort when an
     /// ONNX Runtime library is found or --ep is given.
-    #[arg(long, value_delimiter = ',', value_parser = crate::cli_values::backend())]
+    #[arg(long, value_delimiter = ',', value_parser = crate::cli::values::backend())]
     pub backend: Vec<BackendKind>,
     /// ONNX Runtime execution providers, each tried as its own target, e.g. `cuda,openvino:NPU,cpu`.
     /// Join with `+` for one target with a preference list that falls back as in a model config,

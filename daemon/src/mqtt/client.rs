@@ -10,7 +10,7 @@ use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, ErrorCode, Event, Response, Task};
-use crate::config::parse_broker_url;
+use crate::server::config::parse_broker_url;
 
 /// Where the daemon is.
 #[derive(Clone, Debug)]

@@ -4,30 +4,9 @@
 
 use std::time::Duration;
 
-use crate::api::{ApiError, Event, Response, Task};
-use crate::client::{Connection, Remote};
+use crate::api::{ApiError, Event, ModelSummary, Response, Task};
 use crate::dbus::client::DbusClient;
-
-/// One model as `edgeinfer models` shows it (the same over both transports).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct ModelSummary {
-    /// Id.
-    pub id: String,
-    /// Family (empty if unknown yet).
-    pub family: String,
-    /// State.
-    pub state: String,
-    /// Backend.
-    pub backend: String,
-    /// Providers running it.
-    pub providers: Vec<String>,
-    /// The configured precision variant (`fp32`, `q4`...).
-    pub variant: String,
-    /// The main graph file loaded (empty until loaded).
-    pub graph: String,
-    /// Last load error.
-    pub error: Option<String>,
-}
+use crate::mqtt::client::{Connection, Remote};
 
 /// Where the daemon is.
 #[derive(Clone, Debug)]

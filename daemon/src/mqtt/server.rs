@@ -25,11 +25,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use crate::api::{ApiError, ErrorCode, Event, Task};
-use crate::config::{MqttConfig, parse_broker_url};
-use crate::puback_order::PubackOrder;
-use crate::registry::Registry;
-use crate::reply_topics::ReplyTopics;
-use crate::status::stats_json;
+use crate::mqtt::puback_order::PubackOrder;
+use crate::mqtt::reply_topics::ReplyTopics;
+use crate::server::config::{MqttConfig, parse_broker_url};
+use crate::server::registry::Registry;
+use crate::server::status::stats_json;
 
 /// Topic names for one node.
 #[derive(Clone, Debug)]
@@ -458,7 +458,7 @@ fn contains_pem(pem: &[u8], kind: &str) -> bool {
 
 /// The retained status payload.
 pub fn status_json(registry: &Registry, node: &str, state: &str) -> Value {
-    let providers = crate::status::loaded_execution_providers();
+    let providers = crate::server::status::loaded_execution_providers();
     json!({
         "state": state,
         "node": node,
