@@ -6,7 +6,7 @@
 # edgeinfer-clients and edgeinfer-admin, /etc/edgeinfer/credentials root:root 0700).
 #
 #   scripts/check-deb.sh            # package the debug build (what the test run just built)
-#   scripts/check-deb.sh --release  # build and package release binaries (what you ship)
+#   scripts/check-deb.sh --release  # build and package the device profile's binaries (what you ship)
 #   scripts/check-deb.sh --install  # also dpkg -i it for real, check the result, then purge it:
 #                                   # as root, on a throwaway machine or container only
 #
@@ -42,7 +42,7 @@ if ((install)); then
 fi
 
 if ((release)); then
-  cargo deb --locked -p edgeinfer-daemon -o "$work/"
+  cargo deb --locked -p edgeinfer-daemon --profile device -o "$work/"
 else
   cargo build --locked -p edgeinfer-daemon --bins --quiet
   cargo deb -p edgeinfer-daemon --no-build --profile dev --strip --fast --quiet -o "$work/" 2>/dev/null

@@ -329,3 +329,34 @@ fn every_precision_variant_generates_what_onnxruntime_generates_on_both_backends
         }
     }
 }
+
+#[test]
+fn onnxruntime_genai_builder_folders_generate_what_onnxruntime_genai_generates() {
+    // models/fixtures/llama-genai: the fixture's weights written by onnxruntime-genai's own model
+    // builder (fused norms, packed-QKV GroupQueryAttention, MatMulNBits in int4), with the greedy
+    // ids onnxruntime-genai 0.18 generates from them (its fp32 ids equal transformers' too).
+    let genai: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("llama-genai/genai.json")).unwrap()).unwrap();
+    let prompts = reference();
+    for backend in backends() {
+        for (precision, cases) in genai["folders"].as_object().unwrap() {
+            let dir = fixtures().join("llama-genai").join(precision);
+            let loaded = Llama::load(&dir, backend.as_ref(), &SessionOptions::default());
+            if backend.kind() == edgeinfer_onnx::BackendKind::Tract {
+                // tract has no GroupQueryAttention: a one-line error naming the op and the way out.
+                let e = loaded.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(e.contains("GroupQueryAttention") && e.contains("backend = \"ort\""), "{precision}: {e}");
+                continue;
+            }
+            let model = loaded.unwrap_or_else(|e| panic!("{precision}: {e}"));
+            for (case, prompt) in cases.as_array().unwrap().iter().zip(prompts["generate"].as_array().unwrap()) {
+                let want: Vec<u32> = serde_json::from_value(case["greedy_new_ids"].clone()).unwrap();
+                let text = prompt["prompt"].as_str().unwrap();
+                let ids: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+                assert_eq!(model.tokenizer().encode(text, false).unwrap(), ids, "tokenisation");
+                let done = model.complete(&text_request(text, want.len())).unwrap();
+                assert_eq!(done.token_ids, want, "{precision}: greedy ids for {text:?}");
+            }
+        }
+    }
+}

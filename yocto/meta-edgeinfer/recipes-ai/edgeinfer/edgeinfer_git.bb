@@ -58,6 +58,13 @@ def edgeinfer_features(d):
             features.append('ep-' + ep)
     return ','.join(features)
 
+# The workspace's device profile (fat LTO, one codegen unit: the smaller binary the .deb ships).
+# OE strips and splits debug info itself, and an already-stripped binary is a QA error, so the
+# profile's own strip is turned off here.
+BUILD_MODE = "--profile device"
+BUILD_DIR = "device"
+export CARGO_PROFILE_DEVICE_STRIP = "false"
+
 # nooelint: oelint.vars.mispell - EXTRA_CARGO_FLAGS is defined by OE-core's cargo.bbclass
 EXTRA_CARGO_FLAGS = "-p edgeinfer-daemon --no-default-features --features ${@edgeinfer_features(d)}"
 

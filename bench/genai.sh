@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# LLaMA-135M decode on an ORT-GenAI folder: ours (the ort backend) against onnxruntime-genai's own
+# generator, on the same folder, in alternating fresh-process rounds (the order swapped every
+# round). The folder is written by onnxruntime-genai's model builder from a SmolLM-135M-sized
+# LLaMA with random weights (int4 by default: MatMulNBits, packed-QKV GroupQueryAttention).
+#
+#   bench/genai.sh [--precision int4|fp32] [--rounds N] [--threads N] [--contexts 16,256] [--runs N]
+# Needs the export environment with onnxruntime-genai (GENAI_PYTHON: a Python with
+# onnxruntime-genai 0.18.0, torch and transformers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+precision=int4; rounds=5; threads=$(nproc); contexts=16,256; runs=5
+while [ $# -gt 0 ]; do
+  case $1 in
+    --precision) precision=$2; shift 2;; --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;;
+    --contexts) contexts=$2; shift 2;; --runs) runs=$2; shift 2;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+py=${GENAI_PYTHON:?set GENAI_PYTHON to a Python with onnxruntime-genai 0.18.0, torch and transformers}
+out=$root/bench/out
+source bench/common.sh
+bench_ort
+folder=$out/llama-135m-genai-$precision
+if [ ! -f "$folder/genai_config.json" ]; then
+  hf=$out/llama-135m-hf
+  [ -f "$hf/config.json" ] || "$py" - "$hf" <<'PY'
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                     rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+LlamaForCausalLM(config).save_pretrained(sys.argv[1])
+PY
+  cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$hf/"
+  "$py" -m onnxruntime_genai.models.builder -i "$hf" -o "$folder" -p "$precision" -e cpu -c "$out/genai-cache"
+fi
+# Both sides with the same intra-op threads.
+"$py" - "$folder/genai_config.json" "$threads" <<'PY'
+import json, sys
+path, threads = sys.argv[1], int(sys.argv[2])
+config = json.load(open(path))
+config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+json.dump(config, open(path, "w"), indent=4)
+PY
+cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+ours() { target/release/examples/llama_decode "$folder" ort "$threads" "$contexts" "$runs"; }
+theirs() { "$py" bench/genai_decode.py "$folder" "$threads" "$contexts" "$runs"; }
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then first=ours; second=theirs; else first=theirs; second=ours; fi
+  { $first; $second; } | sed "s/^{/{\"round\": $round, /" | tee -a "$results"
+done
+
+"$py" - "$results" "$threads" "$precision" <<'PY'
+import json, sys
+import numpy as np
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print(f"\nLLaMA-135M {sys.argv[3]} ORT-GenAI folder, decode step ms ({sys.argv[2]} threads; ratio = genai/ours = our speed-up)")
+print("| context | onnxruntime-genai | ours, ort | tokens/s ratio (median) | per round |")
+print("|---|---|---|---|---|")
+for context in sorted({r["context"] for r in rows}):
+    by = lambda side: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["side"] == side}
+    genai, ours = by("genai"), by("ort")
+    ratios = [genai[k] / ours[k] for k in sorted(genai) if k in ours]
+    print(f"| {context} | {np.median(list(genai.values())):.2f} | {np.median(list(ours.values())):.2f} "
+          f"| {np.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
+PY

@@ -1,0 +1,117 @@
+"""Build ORT-GenAI folders of the tiny LLaMA fixture with onnxruntime-genai's own model builder
+(`onnxruntime_genai.models.builder`, the tool behind the `*-onnx` GenAI repositories), and record
+what onnxruntime-genai itself generates from them: the reference our ort backend must match on a
+folder laid out by someone else (fused SkipSimplifiedLayerNormalization, packed-QKV
+GroupQueryAttention, MatMulNBits for int4, `past_present_share_buffer`).
+
+Files written to --out:
+  int4/, fp32/      the builder's output for `-p int4 -e cpu` and `-p fp32 -e cpu`: model.onnx,
+                    genai_config.json, tokenizer files
+  genai.json        per folder and reference prompt: onnxruntime-genai's greedy new token ids
+                    (og.Generator, do_sample off), with the versions that made them
+
+The tiny model is rebuilt exactly as export_llama.py --tiny builds it (same seed, same tokenizer,
+same re-randomised weights); the script checks its logits against that fixture's PyTorch golden
+before exporting.
+
+Needs onnxruntime-genai (0.18.0), torch and transformers:
+  python export_llama_genai.py --out ../fixtures/llama-genai
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from common import rerandomize, seed_everything
+from export_llama import train_tokenizer
+
+FIXTURE = Path(__file__).parent.parent / "fixtures/llama"
+PRECISIONS = ["int4", "fp32"]
+NEW_TOKENS = 12
+
+
+def tiny_model(tmp: Path) -> tuple[LlamaForCausalLM, object]:
+    """export_llama.py --tiny's model, rebuilt (its main() with seed 0)."""
+    seed_everything(0)
+    tok = train_tokenizer(tmp)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, attn_implementation="eager",
+    )
+    model = LlamaForCausalLM(config)
+    rerandomize(model, 0, scale=2.0)
+    return model.eval(), tok
+
+
+@torch.no_grad()
+def check_same_as_fixture(model: LlamaForCausalLM) -> None:
+    ids = np.load(FIXTURE / "golden/prefill.in.input_ids.npy")
+    golden = np.load(FIXTURE / "golden/prefill.out.logits.npy")
+    logits = model(torch.from_numpy(ids)).logits.numpy()
+    worst = float(np.abs(logits - golden).max())
+    if worst > 1e-4:
+        sys.exit(f"the rebuilt model is not the fixture's (logits differ by {worst})")
+
+
+def reference_prompts() -> list[list[int]]:
+    reference = json.loads((FIXTURE / "golden/reference.json").read_text())
+    return [case["prompt_ids"] for case in reference["generate"]]
+
+
+def genai_greedy(folder: Path, prompt_ids: list[int]) -> list[int]:
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + NEW_TOKENS)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt_ids], dtype=np.int32))
+    new = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        new.append(int(generator.get_next_tokens()[0]))
+    return new
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    import onnxruntime
+    import onnxruntime_genai
+
+    prompts = reference_prompts()
+    record = {"onnxruntime_genai": onnxruntime_genai.__version__, "onnxruntime": onnxruntime.__version__,
+              "max_new_tokens": NEW_TOKENS, "folders": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model, tok = tiny_model(tmp / "tok")
+        check_same_as_fixture(model)
+        hf = tmp / "hf"
+        model.save_pretrained(hf)
+        for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+            shutil.copy(FIXTURE / name, hf / name)
+        for precision in PRECISIONS:
+            out = args.out / precision
+            shutil.rmtree(out, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                            "-p", precision, "-e", "cpu", "-c", str(tmp / "cache")], check=True)
+            record["folders"][precision] = [{"prompt_ids": p, "greedy_new_ids": genai_greedy(out, p)} for p in prompts]
+            print(precision, record["folders"][precision])
+    (args.out / "genai.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
