@@ -217,6 +217,22 @@ def goldens(model: LlamaForCausalLM, tok, out: Path) -> None:
     (out / "golden" / "reference.json").write_text(json.dumps(refs, indent=2, ensure_ascii=False) + "\n")
 
 
+def build_tiny(tokenizer_dir: Path, seed: int) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The fixture's model: a tokenizer trained into `tokenizer_dir`, a 2-layer GQA LLaMA of width
+    64 on its vocabulary, weights re-randomised from `seed` (export_llama_genai.py rebuilds it)."""
+    seed_everything(seed)
+    tok = train_tokenizer(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, attn_implementation="eager",
+    )
+    model = LlamaForCausalLM(config)
+    rerandomize(model, seed, scale=2.0)
+    return model, tok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -228,15 +244,7 @@ def main() -> None:
     seed_everything(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tiny:
-        tok = train_tokenizer(args.out)
-        config = LlamaConfig(
-            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
-            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id, attn_implementation="eager",
-        )
-        model = LlamaForCausalLM(config)
-        rerandomize(model, args.seed, scale=2.0)
+        model, tok = build_tiny(args.out, args.seed)
     elif args.random_weights:
         config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                              num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,

@@ -30,29 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from common import rerandomize, seed_everything
-from export_llama import train_tokenizer
+from export_llama import build_tiny
 
 FIXTURE = Path(__file__).parent.parent / "fixtures/llama"
 PRECISIONS = ["int4", "fp32"]
 NEW_TOKENS = 12
-
-
-def tiny_model(tmp: Path) -> tuple[LlamaForCausalLM, object]:
-    """export_llama.py --tiny's model, rebuilt (its main() with seed 0)."""
-    seed_everything(0)
-    tok = train_tokenizer(tmp)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, attn_implementation="eager",
-    )
-    model = LlamaForCausalLM(config)
-    rerandomize(model, 0, scale=2.0)
-    return model.eval(), tok
 
 
 @torch.no_grad()
@@ -97,7 +81,8 @@ def main() -> None:
               "max_new_tokens": NEW_TOKENS, "folders": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model, tok = tiny_model(tmp / "tok")
+        model, _ = build_tiny(tmp / "tok", seed=0)
+        model.eval()
         check_same_as_fixture(model)
         hf = tmp / "hf"
         model.save_pretrained(hf)
