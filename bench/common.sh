@@ -7,6 +7,9 @@
 #   bench_export SCRIPT ARGS...  run a models/export script in that environment.
 #   bench_cuda_libs PYTHON...  put the CUDA / cuDNN libraries of pip's nvidia-* wheels (in those
 #                        Pythons' site-packages) on LD_LIBRARY_PATH, for onnxruntime-gpu.
+#   bench_alternate ROUNDS RESULTS A B  run commands A and B (each printing JSON lines) ROUNDS
+#                        times, in fresh processes, the order swapped every round so a slow spell
+#                        of the VM hits both; each line gets "round" and is appended to RESULTS.
 bench_export() {
   local py=${EXPORT_PYTHON:-}
   if [ -z "$py" ]; then
@@ -46,4 +49,12 @@ for sp in site.getsitepackages():
     fi
   done
   export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+bench_alternate() {
+  local rounds=$1 results=$2 a=$3 b=$4 round
+  for round in $(seq 1 "$rounds"); do
+    if [ $((round % 2)) = 1 ]; then { $a; $b; }; else { $b; $a; }; fi |
+      sed "s/^{/{\"round\": $round, /" | tee -a "$results"
+  done
 }

@@ -30,9 +30,9 @@ import json, sys
 r = json.load(sys.stdin)
 print(json.dumps({"build": sys.argv[1], "what": "llama-135m decode tract", "ms": 1e3 / r["usage"]["tokens_per_second"]}))' "$name"
 }
-for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) = 1 ]; then measure A "$a"; measure B "$b"; else measure B "$b"; measure A "$a"; fi | tee -a "$results"
-done
+build_a() { measure A "$a"; }
+build_b() { measure B "$b"; }
+bench_alternate "$rounds" "$results" build_a build_b
 python3 - "$results" "$a" "$b" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

@@ -51,10 +51,7 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 ours() { target/release/examples/llama_decode "$folder" ort "$threads" "$contexts" "$runs"; }
 theirs() { "$py" bench/genai_decode.py "$folder" "$threads" "$contexts" "$runs"; }
-for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) = 1 ]; then first=ours; second=theirs; else first=theirs; second=ours; fi
-  { $first; $second; } | sed "s/^{/{\"round\": $round, /" | tee -a "$results"
-done
+bench_alternate "$rounds" "$results" ours theirs
 
 "$py" - "$results" "$threads" "$precision" <<'PY'
 import json, sys

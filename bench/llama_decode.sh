@@ -29,10 +29,7 @@ results=$(mktemp)
 trap 'rm -rf "$results"' EXIT
 ours() { target/release/examples/llama_decode "$out/llama-135m" ort "$threads" "$contexts" "$runs"; }
 theirs() { (cd bench && "$root/.venv-bench/bin/python" llama_decode_python.py "$out/llama-135m" "$threads" "$contexts" "$runs"); }
-for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) = 1 ]; then first=ours; second=theirs; else first=theirs; second=ours; fi
-  { $first; $second; } | sed "s/^{/{\"round\": $round, /" | tee -a "$results"
-done
+bench_alternate "$rounds" "$results" ours theirs
 
 "$root/.venv-bench/bin/python" - "$results" "$threads" <<'PY'
 import json, sys
