@@ -164,40 +164,11 @@ echo "check-deb: $(head -1 <<<"$out")"
 # the name); no MQTT broker listens on the configured 127.0.0.1:1883 unless this machine runs one,
 # which the daemon must survive (it retries in the background). sd_notify goes to a socket here.
 if command -v dbus-daemon >/dev/null && command -v python3 >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  cat >"$work/bus.conf" <<BUS
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$work/system_bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <include>$root/usr/share/dbus-1/system.d/org.edgeinfer.Daemon1.conf</include>
-</busconfig>
-BUS
-  dbus-daemon --config-file="$work/bus.conf" --nofork --print-address=1 >"$work/bus.address" 2>"$work/bus.log" &
-  bus_pid=$!
-  python3 - "$work/bus.address" <<'PY' || fail "the private system bus did not start: $(cat "$work/bus.log")"
-import os, sys, time
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    if os.path.getsize(sys.argv[1]) > 0:
-        sys.exit(0)
-    time.sleep(0.05)
-sys.exit(1)
-PY
+  source scripts/private-bus.sh
+  mkdir -p "$work/bus"
+  start_private_system_bus "$work/bus" "$root/usr/share/dbus-1/system.d/org.edgeinfer.Daemon1.conf" \
+    || fail "the private system bus did not start"
+  bus_pid=$BUS_PID
   mkdir -p "$work/run"
   # READY=1 within a bounded time, read from the notify socket as systemd would.
   python3 - "$work/notify.sock" "$work/ready" <<'PY' &
@@ -219,7 +190,7 @@ PY
 deadline = time.monotonic() + 10
 while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline: time.sleep(0.02)' "$work/notify.sock"
   NOTIFY_SOCKET="$work/notify.sock" RUNTIME_DIRECTORY="$work/run" \
-    DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/system_bus" \
+    DBUS_SYSTEM_BUS_ADDRESS="$BUS" \
     in_uts "$root/usr/bin/edgeinferd" --config "$config" >"$work/daemon.log" 2>&1 &
   daemon_pid=$!
   wait "$notify_pid" || true

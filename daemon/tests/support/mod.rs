@@ -508,52 +508,31 @@ impl DbusBus {
         // Reachable by other users (the policy test calls as `nobody`).
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let socket = dir.path().join("bus");
-        let rules = match policy {
-            None => r#"<policy context="default">
+        // The system bus's rules and the policy come from the file the package check uses too.
+        let text = match policy {
+            Some(p) => include_str!("../../../scripts/system-bus.conf.in")
+                .replace("@SOCKET@", &socket.display().to_string())
+                .replace("@POLICY@", &p.display().to_string()),
+            None => format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
     <allow user="*"/>
     <allow own="*"/>
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
-  </policy>"#
-                .to_string(),
-            Some(p) => format!(
-                r#"<policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
-  <include>{}</include>"#,
-                p.display()
+</busconfig>
+"#,
+                socket.display()
             ),
         };
         let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>{}</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  {rules}
-</busconfig>
-"#,
-                if policy.is_some() { "system" } else { "session" },
-                socket.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, text).unwrap();
         let address = format!("unix:path={}", socket.display());
         let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
         let mut bus = DbusBus { dir, address, config, child: None, wrapper };
