@@ -11,7 +11,9 @@ use std::sync::Arc;
 use edgeinfer_models::image::{ImageInput, ImageLimits, RgbImage, decode};
 use edgeinfer_models::layout::Variant;
 use edgeinfer_models::mask::{BinaryMask, CocoRle};
-use edgeinfer_models::sam::{BoxPrompt, DecoderLayout, Generation, LowResMask, Point, Prompt, Sam, SegmentOptions};
+use edgeinfer_models::sam::{
+    BoxPrompt, DecoderLayout, Generation, ImageEmbedding, LowResMask, Point, Prompt, Sam, SegmentOptions,
+};
 use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
 use edgeinfer_tests::{backends, fixtures};
 use serde_json::Value;
@@ -74,6 +76,15 @@ fn check_case(sam: &Sam, fixture: &str, label: &str, name: &str, p: &Prompt, opt
         assert!(overlap >= 0.99, "{label} {name}[{i}]: IoU {overlap}");
         assert!((m.score - iou[i]).abs() <= 1e-3, "{label} {name}[{i}]: {} vs {}", m.score, iou[i]);
         assert_eq!(m.area, m.mask.area());
+    }
+}
+
+/// Each prompt is refused as bad input, with the expected words in the message.
+fn assert_refused(sam: &Sam, embedding: &ImageEmbedding, cases: Vec<(Prompt, &str)>) {
+    for (p, expected) in cases {
+        let err = sam.segment(embedding, &p, &SegmentOptions::default()).unwrap_err();
+        assert!(err.is_input_error(), "{err}");
+        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
     }
 }
 
@@ -188,11 +199,7 @@ fn bad_prompts_are_typed_errors() {
             "mask_input is (3, 3)",
         ),
     ];
-    for (p, expected) in cases {
-        let err = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap_err();
-        assert!(err.is_input_error(), "{err}");
-        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
-    }
+    assert_refused(&sam, &embedding, cases);
 }
 
 #[test]
@@ -333,9 +340,5 @@ fn transformers_layout_refuses_what_its_decoder_cannot_take() {
             "no mask prompt",
         ),
     ];
-    for (p, expected) in cases {
-        let err = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap_err();
-        assert!(err.is_input_error(), "{err}");
-        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
-    }
+    assert_refused(&sam, &embedding, cases);
 }
