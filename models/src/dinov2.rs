@@ -47,7 +47,7 @@ pub struct Preprocessor {
     /// Multiply pixel values by this (1/255).
     pub rescale: Option<f32>,
     /// Per-channel mean and std.
-    pub normalize: Option<([f32; 3], [f32; 3])>,
+    pub normalize: Option<MeanStd>,
 }
 
 impl Default for Preprocessor {
@@ -63,11 +63,18 @@ impl Default for Preprocessor {
     }
 }
 
+/// Per-channel mean and standard deviation of a normalisation.
+pub type MeanStd = ([f32; 3], [f32; 3]);
+
+/// A transformers `preprocessor_config.json` (any image processor: the fields DINOv2's and
+/// SAM's read).
 #[derive(Deserialize)]
-struct ProcessorJson {
+pub(crate) struct ProcessorJson {
     #[serde(default = "yes")]
     do_resize: bool,
-    size: Option<serde_json::Value>,
+    pub(crate) size: Option<serde_json::Value>,
+    /// `SamImageProcessor`: the size images are padded to.
+    pub(crate) pad_size: Option<serde_json::Value>,
     resample: Option<u32>,
     #[serde(default)]
     do_center_crop: bool,
@@ -85,6 +92,32 @@ fn yes() -> bool {
     true
 }
 
+impl ProcessorJson {
+    /// Reads `path`.
+    pub(crate) fn read(path: &Path) -> Result<ProcessorJson> {
+        read_json(path)
+    }
+
+    /// The rescale factor (None: no rescale) and the per-channel mean and std (None: no
+    /// normalisation; ImageNet's where the file names none).
+    pub(crate) fn pixel_stats(&self, path: &Path) -> Result<(Option<f32>, Option<MeanStd>)> {
+        let rescale = self.do_rescale.then(|| self.rescale_factor.unwrap_or(1.0 / 255.0));
+        let normalize = if self.do_normalize {
+            let three = |v: &Option<Vec<f32>>, d: [f32; 3]| -> Result<[f32; 3]> {
+                match v {
+                    None => Ok(d),
+                    Some(v) => <[f32; 3]>::try_from(v.as_slice())
+                        .map_err(|_| ModelError::Config(format!("{}: mean/std must have 3 values", path.display()))),
+                }
+            };
+            Some((three(&self.image_mean, [0.485, 0.456, 0.406])?, three(&self.image_std, [0.229, 0.224, 0.225])?))
+        } else {
+            None
+        };
+        Ok((rescale, normalize))
+    }
+}
+
 fn size_pair(v: &serde_json::Value) -> Option<(u32, u32)> {
     match v {
         serde_json::Value::Number(n) => n.as_u64().map(|n| (n as u32, n as u32)),
@@ -100,7 +133,7 @@ fn size_pair(v: &serde_json::Value) -> Option<(u32, u32)> {
 impl Preprocessor {
     /// Reads a `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Preprocessor> {
-        let json: ProcessorJson = read_json(path)?;
+        let json = ProcessorJson::read(path)?;
         let bad = |what: &str| ModelError::Config(format!("{}: {what}", path.display()));
         let resize = if json.do_resize {
             let size = json.size.as_ref().ok_or_else(|| bad("do_resize without size"))?;
@@ -126,18 +159,7 @@ impl Preprocessor {
         } else {
             None
         };
-        let rescale = json.do_rescale.then(|| json.rescale_factor.unwrap_or(1.0 / 255.0));
-        let normalize = if json.do_normalize {
-            let three = |v: Option<Vec<f32>>, d: [f32; 3]| -> Result<[f32; 3]> {
-                match v {
-                    None => Ok(d),
-                    Some(v) => <[f32; 3]>::try_from(v.as_slice()).map_err(|_| bad("mean/std must have 3 values")),
-                }
-            };
-            Some((three(json.image_mean, [0.485, 0.456, 0.406])?, three(json.image_std, [0.229, 0.224, 0.225])?))
-        } else {
-            None
-        };
+        let (rescale, normalize) = json.pixel_stats(path)?;
         Ok(Preprocessor { resize, resample, crop, rescale, normalize })
     }
 

@@ -32,6 +32,7 @@ use edgeinfer_onnx::{Backend, ModelSource, Session, SessionOptions, Tensor};
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
+use crate::dinov2::ProcessorJson;
 use crate::error::{ModelError, Result, read_json};
 use crate::image::{self, Resample, RgbImage};
 use crate::layout::{self, Variant};
@@ -46,22 +47,6 @@ struct ManifestJson {
     encoder: Option<String>,
     decoder: Option<String>,
     mask_threshold: Option<f32>,
-}
-
-/// The parts of transformers' `preprocessor_config.json` (`SamImageProcessor`) that matter here.
-#[derive(Clone, Debug, Default, Deserialize)]
-struct PreprocessorJson {
-    size: Option<SizeJson>,
-    pad_size: Option<SizeJson>,
-    image_mean: Option<[f32; 3]>,
-    image_std: Option<[f32; 3]>,
-    rescale_factor: Option<f32>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-struct SizeJson {
-    longest_edge: Option<u32>,
-    height: Option<u32>,
 }
 
 /// The graph stems of the transformers.js / Optimum layout.
@@ -288,19 +273,28 @@ fn model_files_of(dir: &Path, manifest: &ManifestJson, variant: Variant) -> Resu
 }
 
 /// Pre-processing parameters: `manifest.json`'s, else `preprocessor_config.json`'s
-/// (`SamImageProcessor`: pad size, mean and std scaled by the rescale factor), else SAM's.
+/// (`SamImageProcessor`: pad size or longest edge; rescale and normalisation folded into a mean
+/// and std on 0..255 pixels, as `(x·r − m)/s = (x − m/r)/(s/r)`), else SAM's.
 fn preprocessing(dir: &Path, manifest: &ManifestJson) -> Result<(Option<u32>, [f32; 3], [f32; 3])> {
-    let pre: PreprocessorJson = match dir.join("preprocessor_config.json") {
-        p if p.is_file() => read_json(&p)?,
-        _ => PreprocessorJson::default(),
-    };
-    let rescale = pre.rescale_factor.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(1.0 / 255.0);
-    let scaled = |v: Option<[f32; 3]>| v.map(|v| v.map(|x| x / rescale));
-    let size = pre.pad_size.and_then(|s| s.height).or(pre.size.and_then(|s| s.longest_edge));
+    let path = dir.join("preprocessor_config.json");
+    let (mut size, mut mean, mut std) = (None, None, None);
+    if path.is_file() {
+        let json = ProcessorJson::read(&path)?;
+        let (rescale, normalize) = json.pixel_stats(&path)?;
+        let r = match rescale {
+            Some(r) if r.is_finite() && r > 0.0 => r,
+            Some(_) => 1.0 / 255.0,
+            None => 1.0,
+        };
+        let (m, s) = normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+        (mean, std) = (Some(m.map(|x| x / r)), Some(s.map(|x| x / r)));
+        let edge = |v: &Option<serde_json::Value>, key: &str| v.as_ref()?.get(key)?.as_u64()?.try_into().ok();
+        size = edge(&json.pad_size, "height").or_else(|| edge(&json.size, "longest_edge"));
+    }
     Ok((
         manifest.image_size.or(size),
-        manifest.pixel_mean.or(scaled(pre.image_mean)).unwrap_or([123.675, 116.28, 103.53]),
-        manifest.pixel_std.or(scaled(pre.image_std)).unwrap_or([58.395, 57.12, 57.375]),
+        manifest.pixel_mean.or(mean).unwrap_or([123.675, 116.28, 103.53]),
+        manifest.pixel_std.or(std).unwrap_or([58.395, 57.12, 57.375]),
     ))
 }
 
