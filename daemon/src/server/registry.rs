@@ -423,11 +423,12 @@ impl Registry {
         for id in ids {
             let _ = self.ensure_loaded(&id).await;
         }
-        // The preloaded ones said so when they were tried.
+        // The others are failed only for a missing folder (`slot`), the reason in their error;
+        // the preloaded ones said so when they were tried.
         let missing = lock(&self.slots)
             .values()
-            .filter(|s| !s.config.preload)
-            .filter_map(|s| Some((s.config.id.clone(), s.config.missing()?)))
+            .filter(|s| !s.config.preload && s.state == ModelState::Failed)
+            .filter_map(|s| Some((s.config.id.clone(), s.error.clone()?)))
             .collect::<Vec<_>>();
         for (id, why) in missing {
             tracing::warn!(model = %id, "model not available: {why}");
