@@ -6,23 +6,19 @@ use edgeinfer_models::layout::Variant;
 use edgeinfer_models::manifest::Family;
 use edgeinfer_onnx::BackendKind;
 
+// Only the listed names get through, and each parses with the type's own FromStr.
+
 /// `tract` or `ort`.
 pub fn backend() -> impl TypedValueParser<Value = BackendKind> {
-    PossibleValuesParser::new(["tract", "ort"]).map(|s| if s == "ort" { BackendKind::Ort } else { BackendKind::Tract })
+    PossibleValuesParser::new(["tract", "ort"]).map(|s| s.parse::<BackendKind>().unwrap_or(BackendKind::Tract))
 }
 
 /// A precision variant (`fp32`, `fp16`, `int8`, ...).
 pub fn variant() -> impl TypedValueParser<Value = Variant> {
-    // Only the listed names get through, and each parses.
     PossibleValuesParser::new(Variant::ALL.map(Variant::name)).map(|s| s.parse::<Variant>().unwrap_or_default())
 }
 
 /// `sam`, `sam2`, `dinov2` or `llama`.
 pub fn family() -> impl TypedValueParser<Value = Family> {
-    PossibleValuesParser::new(["sam", "sam2", "dinov2", "llama"]).map(|s| match s.as_str() {
-        "sam2" => Family::Sam2,
-        "dinov2" => Family::Dinov2,
-        "llama" => Family::Llama,
-        _ => Family::Sam,
-    })
+    PossibleValuesParser::new(["sam", "sam2", "dinov2", "llama"]).map(|s| s.parse::<Family>().unwrap_or(Family::Sam))
 }
