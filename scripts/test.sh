@@ -24,6 +24,7 @@ command -v gdbus >/dev/null || need_pkgs+=(libglib2.0-bin)                 # gdb
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)                   # calling as another user (policy test)
 command -v sha256sum >/dev/null || need_pkgs+=(coreutils)
 command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)                        # inspecting the .deb
+command -v promtool >/dev/null || need_pkgs+=(prometheus)                  # promtool: checks our metrics text
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

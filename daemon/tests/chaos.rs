@@ -48,15 +48,6 @@ fn start_long_generation(c: &mut Client, daemon: &Daemon) -> (String, serde_json
 
 /// A DINOv2 model folder under `parent` whose load never returns: its gallery file (also
 /// returned) is a FIFO nobody writes, like a file on a hung network mount.
-fn hung_dinov2(parent: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = parent.join("hung-model");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::copy(fixtures().join("dinov2/model.onnx"), dir.join("model.onnx")).unwrap();
-    let fifo = dir.join("gallery.json");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    (dir, fifo)
-}
-
 fn b64(bytes: &[u8]) -> String {
     edgeinfer_daemon::api::b64::encode(bytes)
 }

@@ -201,6 +201,19 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
         }
     }
 
+    // The fleet's shared queue (docs/fleet.md): its own connection, joined once the node's own
+    // topics are served.
+    if config.mqtt.enabled
+        && let Some(group) = config.mqtt.shared_group.clone()
+    {
+        transports.push(supervise(
+            "MQTT fleet",
+            mqtt::fleet::serve(config.mqtt.clone(), node.clone(), group, registry.clone(), shutdown_rx.clone()),
+            fatal_tx.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+
     if config.dbus.enabled {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         transports.push(supervise(

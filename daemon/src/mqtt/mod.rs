@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod embedded_broker;
+pub mod fleet;
 pub(crate) mod puback_order;
 pub mod reply_topics;
 pub mod server;

@@ -11,7 +11,7 @@
 //! is refused there too. Cancellation is scoped to the (reply topic, id) pair that started the
 //! request, so one client cannot cancel another's work.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,12 +35,22 @@ use crate::server::status::stats_json;
 #[derive(Clone, Debug)]
 pub struct Topics {
     base: String,
+    fleet: String,
 }
 
 impl Topics {
-    /// Topics under `<prefix>/<node>`.
+    /// Topics under `<prefix>/<node>` (and the fleet's, under `<prefix>/fleet`).
     pub fn new(prefix: &str, node: &str) -> Topics {
-        Topics { base: format!("{}/{}", prefix.trim_end_matches('/'), node) }
+        let prefix = prefix.trim_end_matches('/');
+        Topics { base: format!("{prefix}/{node}"), fleet: format!("{prefix}/fleet") }
+    }
+    /// The shared subscription that takes model `id`'s share of the fleet's requests.
+    pub fn fleet_filter(&self, group: &str, id: &str) -> String {
+        format!("$share/{group}/{}/models/{id}/#", self.fleet)
+    }
+    /// Whether `topic` is a fleet request (`<prefix>/fleet/models/<id>/<task>`).
+    pub fn is_fleet(&self, topic: &str) -> bool {
+        topic.strip_prefix(&self.fleet).is_some_and(|rest| rest.starts_with("/models/"))
     }
     /// Retained daemon status.
     pub fn status(&self) -> String {
@@ -66,10 +76,10 @@ impl Topics {
     pub fn list(&self) -> String {
         format!("{}/list", self.base)
     }
-    /// `(model id, task path)` of a request topic.
+    /// `(model id, task path)` of a request topic: this node's, or the fleet's.
     pub fn parse<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/models/")?;
-        rest.split_once('/')
+        let rest = topic.strip_prefix(&self.base).or_else(|| topic.strip_prefix(&self.fleet))?;
+        rest.strip_prefix("/models/")?.split_once('/')
     }
 }
 
@@ -105,22 +115,18 @@ pub async fn serve(
 ) -> Result<(), String> {
     let mut ready = Some(ready);
     let topics = Topics::new(&config.prefix, &node);
-    let options = options(&config, &node, &topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
+    let client_id = config.client_id.clone().unwrap_or_else(|| format!("edgeinferd-{node}"));
+    let will = json!({"state": "offline", "node": node, "reason": "connection lost"}).to_string();
+    let will = LastWill::new(topics.status(), will.into_bytes(), QoS::AtLeastOnce, true, None);
+    let options = options(&config, client_id, Some(will), config.persistent_session)
+        .map_err(|e| format!("MQTT is not usable: {e}"))?;
     let replies =
         ReplyTopics::new(&config.prefix, &config.reply_topics).map_err(|e| format!("MQTT is not usable: {e}"))?;
     tracing::info!(patterns = ?replies.patterns(), "MQTT replies are published only on these topics");
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let ours_max_packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
-    let out = Outbox {
-        client: client.clone(),
-        topics: topics.clone(),
-        replies,
-        max_packet: Arc::new(AtomicU32::new(ours_max_packet)),
-        pubacks: Arc::new(PubackOrder::default()),
-        ack_queue: Arc::new(tokio::sync::Mutex::new(())),
-    };
-    let running: Running = Arc::new(Mutex::new(HashMap::new()));
-    let inflight = Arc::new(Semaphore::new(config.max_inflight.max(1)));
+    let out = Outbox::new(client.clone(), topics.clone(), replies, &node, ours_max_packet);
+    let handler = Handler::new(out.clone(), registry.clone(), &config);
     let started = Instant::now();
     let mut connected_before = false;
     // The last connection error logged: the same one again is logged at debug level only, so a
@@ -143,15 +149,18 @@ pub async fn serve(
     let mut transports = registry.watch_transports();
     let (status_out, status_registry, status_node) = (out.clone(), registry.clone(), node.clone());
     let republish = tokio::spawn(async move {
-        let mut dbus_was = None;
+        let mut others_were = BTreeMap::new();
         while transports.changed().await.is_ok() {
-            // Our own connection's changes are published at connect; here, the others'.
-            let (online, dbus) = {
+            // Our own connection's changes are published at connect; here, the others' (D-Bus,
+            // the fleet connection).
+            let (online, others) = {
                 let now = transports.borrow_and_update();
-                (now.get("mqtt") == Some(&"connected"), now.get("dbus").copied())
+                let others: BTreeMap<&str, &str> =
+                    now.iter().filter(|(k, _)| **k != "mqtt").map(|(k, v)| (*k, *v)).collect();
+                (now.get("mqtt") == Some(&"connected"), others)
             };
-            let dbus_changed = std::mem::replace(&mut dbus_was, dbus) != dbus;
-            if online && dbus_changed {
+            let changed = std::mem::replace(&mut others_were, others.clone()) != others;
+            if online && changed {
                 let payload = status_json(&status_registry, &status_node, "online").to_string();
                 status_out.publish(status_out.topics.status(), true, payload).await;
             }
@@ -200,7 +209,7 @@ pub async fn serve(
                     // reconnect). Replies are checked against it before they are queued.
                     let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
                     let max_packet = broker_max.min(ours_max_packet);
-                    out.max_packet.store(max_packet, Ordering::Relaxed);
+                    out.set_max_packet(max_packet);
                     tracing::info!(url = %config.url, session_present = ack.session_present, max_packet_bytes = max_packet, "connected to the MQTT broker");
                     if config.persistent_session && !ack.session_present && connected_before {
                         tracing::warn!("the broker kept no session for us (it expired or the broker lost it): requests it had delivered but we had not answered will not be re-sent");
@@ -221,45 +230,7 @@ pub async fn serve(
                         out.publish(topics.model_state(&status.id), true, payload).await;
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    out.pubacks.received(&p);
-                    let (out, registry, running) = (out.clone(), registry.clone(), running.clone());
-                    // Bounded: beyond max_inflight a request is answered `busy` at once instead
-                    // of holding its payload in yet another task.
-                    match inflight.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            tokio::spawn(async move {
-                                // A bug that panics on some request must not leave it
-                                // unacknowledged (the broker would re-send it for ever, and hold
-                                // back the rest once its in-flight window fills).
-                                let handled = std::panic::AssertUnwindSafe(handle(&p, &out, registry, running))
-                                    .catch_unwind()
-                                    .await;
-                                match handled {
-                                    Ok(Handled::Duplicate) => {}
-                                    Ok(_) => out.ack(&p).await,
-                                    Err(_) => {
-                                        tracing::error!("a request handler panicked; answering internal");
-                                        let e = ApiError::internal("the daemon failed on this request (a bug); it was not run");
-                                        let reply = ReplyTo::of(&p);
-                                        let _ = std::panic::AssertUnwindSafe(out.reply(&reply, error_body(&e))).catch_unwind().await;
-                                        out.ack(&p).await;
-                                    }
-                                }
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            let limit = config.max_inflight;
-                            tokio::spawn(async move {
-                                let reply = ReplyTo::of(&p);
-                                let busy = ApiError::new(ErrorCode::Busy, format!("{limit} MQTT requests are in flight (mqtt.max_inflight); retry later"));
-                                out.reply(&reply, error_body(&busy)).await;
-                                out.ack(&p).await;
-                            });
-                        }
-                    }
-                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => handler.dispatch(p),
                 Ok(_) => {}
                 Err(e) => {
                     registry.set_transport("mqtt", "reconnecting");
@@ -315,7 +286,7 @@ pub async fn serve(
 
 /// One line saying why a connection attempt failed, and whether the broker or the TLS handshake
 /// refused us (a configuration or credential problem) rather than the network failing.
-fn describe_connection_error(e: &rumqttc::v5::ConnectionError) -> (String, bool) {
+pub(crate) fn describe_connection_error(e: &rumqttc::v5::ConnectionError) -> (String, bool) {
     use rumqttc::v5::ConnectionError as E;
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
     match e {
@@ -363,20 +334,27 @@ pub fn check_settings(config: &MqttConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn options(config: &MqttConfig, node: &str, topics: &Topics) -> Result<MqttOptions, String> {
+/// Connection options: the broker, credentials and TLS from `config`; a persistent session
+/// (clean start off, `session_expiry_s`) or none at all (clean start, expiry 0).
+pub(crate) fn options(
+    config: &MqttConfig,
+    client_id: String,
+    will: Option<LastWill>,
+    persistent: bool,
+) -> Result<MqttOptions, String> {
     let (tls, host, port) = parse_broker_url(&config.url)?;
-    let client_id = config.client_id.clone().unwrap_or_else(|| format!("edgeinferd-{node}"));
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
-    o.set_clean_start(!config.persistent_session);
-    if config.persistent_session {
+    o.set_clean_start(!persistent);
+    if persistent {
         o.set_session_expiry_interval(Some(config.session_expiry_s));
     }
     // A request is acknowledged when its final reply has been published (see `serve`).
     o.set_manual_acks(true);
     o.set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
-    let will = json!({"state": "offline", "node": node, "reason": "connection lost"}).to_string();
-    o.set_last_will(LastWill::new(topics.status(), will.into_bytes(), QoS::AtLeastOnce, true, None));
+    if let Some(will) = will {
+        o.set_last_will(will);
+    }
     if let (Some(u), p) = (&config.username, &config.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
@@ -551,9 +529,11 @@ impl ReplyTo {
 /// The way out to the broker: every publish is checked against the largest packet the broker
 /// takes (its CONNACK Maximum Packet Size, capped by our `max_packet_bytes`) before it is queued.
 #[derive(Clone)]
-struct Outbox {
+pub(crate) struct Outbox {
     client: AsyncClient,
     topics: Topics,
+    /// This node's name, in every answer (`"node"`): which device of a fleet served it.
+    node: Arc<str>,
     replies: ReplyTopics,
     max_packet: Arc<AtomicU32>,
     /// Acknowledgements owed, released in arrival order.
@@ -567,6 +547,46 @@ struct Outbox {
 const PUBLISH_OVERHEAD: usize = 64;
 
 impl Outbox {
+    /// The way out through `client`.
+    pub(crate) fn new(
+        client: AsyncClient,
+        topics: Topics,
+        replies: ReplyTopics,
+        node: &str,
+        max_packet: u32,
+    ) -> Outbox {
+        Outbox {
+            client,
+            topics,
+            node: node.into(),
+            replies,
+            max_packet: Arc::new(AtomicU32::new(max_packet)),
+            pubacks: Arc::new(PubackOrder::default()),
+            ack_queue: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Sets the largest packet the broker takes (from its CONNACK), capped by ours.
+    pub(crate) fn set_max_packet(&self, max: u32) {
+        self.max_packet.store(max, Ordering::Relaxed);
+    }
+
+    /// Passes a fleet request on to the group: the same payload and properties, published again
+    /// on its fleet topic with the hop count one higher. The broker hands it to the next member.
+    async fn forward(&self, p: &Publish, hops: u32) -> Result<(), String> {
+        let mut props = p.properties.clone().unwrap_or_default();
+        props.user_properties.retain(|(k, _)| k != HOPS_PROPERTY);
+        props.user_properties.push((HOPS_PROPERTY.into(), hops.saturating_add(1).to_string()));
+        // Set by the broker for us; a client may not send them.
+        props.subscription_identifiers.clear();
+        props.topic_alias = None;
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, p.payload.clone(), props)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn fits(&self, topic: &str, payload: usize, correlation: usize) -> Result<(), usize> {
         let size = topic.len().saturating_add(payload).saturating_add(correlation).saturating_add(PUBLISH_OVERHEAD);
         let max = self.max_packet.load(Ordering::Relaxed) as usize;
@@ -597,6 +617,10 @@ impl Outbox {
                 Err(why) => (self.topics.errors(), error_body(&ApiError::bad_input(why))),
             },
         };
+        let mut body = body;
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("node".into(), Value::String(self.node.to_string()));
+        }
         let correlation = reply.correlation.as_ref().map_or(0, |c| c.len());
         let mut payload = reply.stamp(body);
         if let Err(max) = self.fits(&topic, payload.len(), correlation) {
@@ -610,7 +634,9 @@ impl Outbox {
                     payload.len()
                 ),
             );
-            payload = reply.stamp(error_body(&e));
+            let mut body = error_body(&e);
+            body["node"] = Value::String(self.node.to_string());
+            payload = reply.stamp(body);
             if self.fits(&topic, payload.len(), correlation).is_err() {
                 tracing::error!(%topic, "even the too_large error does not fit in the broker's packet size; not answered");
                 return;
@@ -651,9 +677,107 @@ enum Handled {
     NotARequest,
     /// A redelivery of a request still running here: the first handler answers and acks it.
     Duplicate,
+    /// A fleet request passed on to the group (this node has no room for it).
+    Forwarded,
 }
 
-async fn handle(p: &Publish, out: &Outbox, registry: Arc<Registry>, running: Running) -> Handled {
+/// The user property counting how often a fleet request was passed on.
+pub const HOPS_PROPERTY: &str = "edgeinfer-hops";
+
+/// How often fleet request `p` was passed on already (absent: 0; unreadable: as many as allowed,
+/// so it is not passed on again).
+fn hops_of(p: &Publish) -> u32 {
+    p.properties
+        .as_ref()
+        .and_then(|pp| pp.user_properties.iter().find(|(k, _)| k == HOPS_PROPERTY))
+        .map_or(0, |(_, v)| v.parse().unwrap_or(u32::MAX))
+}
+
+/// Handles the requests of one connection: each in its own task, bounded by `max_inflight`,
+/// acknowledged in arrival order once answered.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    out: Outbox,
+    registry: Arc<Registry>,
+    running: Running,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    max_hops: u32,
+}
+
+impl Handler {
+    /// A handler answering through `out`.
+    pub(crate) fn new(out: Outbox, registry: Arc<Registry>, config: &MqttConfig) -> Handler {
+        Handler {
+            out,
+            registry,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
+            max_inflight: config.max_inflight,
+            max_hops: config.shared_max_hops,
+        }
+    }
+
+    /// Whether no request of this connection is being handled.
+    pub(crate) fn idle(&self) -> bool {
+        self.inflight.available_permits() >= self.max_inflight.max(1)
+    }
+
+    /// Takes one incoming publish: runs it in its own task, or answers `busy` (a fleet request:
+    /// passes it on) when `max_inflight` are running already.
+    pub(crate) fn dispatch(&self, p: Publish) {
+        self.out.pubacks.received(&p);
+        let this = self.clone();
+        // Bounded: beyond max_inflight a request is answered `busy` at once instead of holding
+        // its payload in yet another task.
+        match self.inflight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    // A bug that panics on some request must not leave it unacknowledged (the
+                    // broker would re-send it for ever, and hold back the rest once its
+                    // in-flight window fills).
+                    let handled = std::panic::AssertUnwindSafe(handle(&p, &this)).catch_unwind().await;
+                    match handled {
+                        Ok(Handled::Duplicate) => {}
+                        Ok(_) => this.out.ack(&p).await,
+                        Err(_) => {
+                            tracing::error!("a request handler panicked; answering internal");
+                            let e = ApiError::internal("the daemon failed on this request (a bug); it was not run");
+                            let reply = ReplyTo::of(&p);
+                            let _ = std::panic::AssertUnwindSafe(this.out.reply(&reply, error_body(&e)))
+                                .catch_unwind()
+                                .await;
+                            this.out.ack(&p).await;
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let hops = hops_of(&p);
+                    if this.out.topics.is_fleet(&topic) && hops < this.max_hops {
+                        match this.out.forward(&p, hops).await {
+                            Ok(()) => return this.out.ack(&p).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on"),
+                        }
+                    }
+                    let reply = ReplyTo::of(&p);
+                    let busy = ApiError::new(
+                        ErrorCode::Busy,
+                        format!("{} MQTT requests are in flight (mqtt.max_inflight); retry later", this.max_inflight),
+                    );
+                    this.out.reply(&reply, error_body(&busy)).await;
+                    this.out.ack(&p).await;
+                });
+            }
+        }
+    }
+}
+
+async fn handle(p: &Publish, handler: &Handler) -> Handled {
+    let (out, registry, running) = (&handler.out, handler.registry.clone(), handler.running.clone());
     let topic = String::from_utf8_lossy(&p.topic).into_owned();
     let props = p.properties.clone().unwrap_or_default();
     let reply = ReplyTo::of(p);
@@ -685,6 +809,23 @@ async fn handle(p: &Publish, out: &Outbox, registry: Arc<Registry>, running: Run
         {
             tracing::info!(key = ?k, "redelivered request is still running; answering it once");
             return Handled::Duplicate;
+        }
+        // A fleet request for a model whose queue is full here goes back to the group (the
+        // subscription is being dropped; this one was already on its way).
+        if out.topics.is_fleet(&topic)
+            && let Some((model, _)) = out.topics.parse(&topic)
+            && !registry.has_room(model)
+        {
+            let hops = hops_of(p);
+            if hops < handler.max_hops {
+                match out.forward(p, hops).await {
+                    Ok(()) => {
+                        tracing::debug!(model, hops, "no room here: fleet request passed on to the group");
+                        return Handled::Forwarded;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on; running it here"),
+                }
+            }
         }
         let body = answer(&topic, p, &props, out, &reply, &registry, &running).await;
         out.reply(&reply, body).await;
@@ -832,6 +973,13 @@ pub fn decode_request(
         return Err(ApiError::bad_input(format!("unknown topic {topic}")));
     };
     known_model(model)?;
+    if topics.is_fleet(topic) && !FLEET_TASKS.contains(&task_name) {
+        return Err(ApiError::bad_input(format!(
+            "'{task_name}' acts on one node's state: send it to <prefix>/<node>/models/{model}/{task_name} (the \
+             fleet topic takes {})",
+            FLEET_TASKS.join(", ")
+        )));
+    }
     let model = model.to_string();
     // JSON body (images as base64 allowed), or a binary image with the parameters in `params`.
     let json: Option<Value> = if payload.first() == Some(&b'{') {
@@ -852,6 +1000,10 @@ pub fn decode_request(
         _ => Ok(Request::Task { task: parse_task(task_name, json, payload, props)?, model }),
     }
 }
+
+/// The tasks any member of a fleet can serve alike (no per-node state: no gallery, no load or
+/// cancel of one node's work).
+const FLEET_TASKS: [&str; 4] = ["segment", "embed", "classify", "generate"];
 
 /// Builds a task from a request: JSON fields (images as base64 strings allowed), or a binary
 /// image payload with the JSON parameters in the `params` user property.

@@ -111,6 +111,18 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Start an embedded broker on the URL's port when none is reachable (demo/dev).
     pub embedded_broker: bool,
+    /// Join the fleet work queue of this group: also take requests published on
+    /// `<prefix>/fleet/models/<id>/<task>`, through the MQTT 5 shared subscription
+    /// `$share/<group>/...`, for each model served here (docs/fleet.md). Off when unset.
+    pub shared_group: Option<String>,
+    /// How many times a fleet request that reached a device with a full queue is passed back to
+    /// the group before it is answered `busy`.
+    pub shared_max_hops: u32,
+    /// Publish Home Assistant MQTT discovery configs (retained, under
+    /// `homeassistant_prefix`) for this node and its models.
+    pub homeassistant_discovery: bool,
+    /// Home Assistant's discovery prefix.
+    pub homeassistant_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -134,6 +146,10 @@ impl Default for MqttConfig {
             stats_interval_s: 30,
             max_packet_bytes: 64 * 1024 * 1024,
             embedded_broker: false,
+            shared_group: None,
+            shared_max_hops: 3,
+            homeassistant_discovery: false,
+            homeassistant_prefix: "homeassistant".into(),
         }
     }
 }
@@ -410,6 +426,15 @@ impl Config {
                     prefix.escape_debug()
                 ));
             }
+            if let Some(group) = &self.mqtt.shared_group
+                && (group.is_empty() || group.contains(['/', '+', '#', '$']))
+            {
+                return Err(format!("mqtt.shared_group '{group}': one topic level without '/', '+', '#' or '$'"));
+            }
+            let ha = &self.mqtt.homeassistant_prefix;
+            if ha.is_empty() || ha.contains(['+', '#']) || ha.split('/').any(str::is_empty) {
+                return Err(format!("mqtt.homeassistant_prefix '{ha}': topic levels without '+', '#' or empty levels"));
+            }
             for pattern in &self.mqtt.reply_topics {
                 crate::mqtt::reply_topics::check_pattern(pattern)?;
             }
@@ -465,13 +490,16 @@ fn node_from_hostname(host: &str) -> Result<String, String> {
 }
 
 /// A node name must be one MQTT topic level, and not `replies` (`<prefix>/replies/...` is where
-/// clients get their answers).
+/// clients get their answers) nor `fleet` (`<prefix>/fleet/...` is the fleet's work queue).
 fn check_node_name(node: &str) -> Result<(), String> {
     if node.is_empty() || node.contains(['/', '+', '#']) || node.chars().any(char::is_control) {
         return Err(format!("the node name '{node}' cannot be an MQTT topic level"));
     }
     if node == "replies" {
         return Err("the node name 'replies' is taken: <prefix>/replies/ holds the clients' reply topics".into());
+    }
+    if node == "fleet" {
+        return Err("the node name 'fleet' is taken: <prefix>/fleet/ is the fleet's shared work queue".into());
     }
     Ok(())
 }

@@ -228,6 +228,21 @@ impl Registry {
         self.transports.subscribe()
     }
 
+    /// Whether model `id` would take one more request now: it is configured, its last load did
+    /// not fail, it is not being unloaded, and its queue (or, while it loads, its waiting places)
+    /// is not full. A fleet request for a model without room is passed on to the group.
+    pub fn has_room(&self, id: &str) -> bool {
+        let slots = lock(&self.slots);
+        let Some(slot) = slots.get(id) else { return false };
+        if matches!(slot.state, ModelState::Failed | ModelState::Unloading) {
+            return false;
+        }
+        match &slot.worker {
+            Some(w) => !w.is_full(),
+            None => slot.waiting_for_load.load(Ordering::SeqCst) <= slot.config.queue_depth,
+        }
+    }
+
     /// Model state changes (loads, unloads, failures, removals).
     pub fn subscribe(&self) -> broadcast::Receiver<ModelEvent> {
         self.events.subscribe()

@@ -143,6 +143,12 @@ impl Worker {
         self.shared.queued.load(Ordering::SeqCst) > 0 || self.shared.running.load(Ordering::SeqCst)
     }
 
+    /// Whether a new job would be refused now: the running one plus `queue_depth` waiting.
+    pub fn is_full(&self) -> bool {
+        let running = usize::from(self.shared.running.load(Ordering::SeqCst));
+        self.shared.queued.load(Ordering::SeqCst) + running >= self.capacity
+    }
+
     /// How long the current request has been running, if one is.
     pub fn running_for(&self) -> Option<Duration> {
         self.shared.running_since.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())

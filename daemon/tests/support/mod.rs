@@ -319,6 +319,17 @@ pub fn with_model_key(cfg: &str, id: &str, key: &str, value: &str) -> String {
     blocks.join("[[models]]")
 }
 
+/// A DINOv2 model folder whose load never finishes: its gallery file is a FIFO nobody writes.
+/// Returns (folder, FIFO).
+pub fn hung_dinov2(parent: &Path) -> (PathBuf, PathBuf) {
+    let dir = parent.join("hung-model");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(fixtures().join("dinov2/model.onnx"), dir.join("model.onnx")).unwrap();
+    let fifo = dir.join("gallery.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    (dir, fifo)
+}
+
 /// An MQTT 5 test client.
 pub struct Client {
     pub client: AsyncClient,
@@ -404,11 +415,22 @@ impl Client {
 
     /// Collects replies until one per correlation in `corrs` is final (`done: true`).
     pub fn replies(&mut self, corrs: &[String], timeout: Duration) -> Vec<(String, Value)> {
+        let (out, complete) = self.collect(corrs, timeout);
+        if !complete {
+            let done = out.iter().filter(|(_, v)| v["done"] == true).count();
+            panic!("timed out after {timeout:?}: {done} of {} requests answered; got {out:?}", corrs.len());
+        }
+        out
+    }
+
+    /// Every reply received until one per correlation in `corrs` is final, or until `timeout`;
+    /// and whether all were.
+    pub fn collect(&mut self, corrs: &[String], timeout: Duration) -> (Vec<(String, Value)>, bool) {
         let mut out = Vec::new();
         let mut done = std::collections::HashSet::new();
         let eventloop = &mut self.eventloop;
         let (client, reply_topic) = (self.client.clone(), self.reply_topic.clone());
-        self.runtime.block_on(async {
+        let complete = self.runtime.block_on(async {
             let r = tokio::time::timeout(timeout, async {
                 while done.len() < corrs.len() {
                     let polled = eventloop.poll().await;
@@ -430,7 +452,7 @@ impl Client {
                             .map(|c| String::from_utf8_lossy(&c).into_owned())
                             .unwrap_or_default();
                         let v: Value = serde_json::from_slice(&p.payload).unwrap();
-                        if v["done"] == true {
+                        if v["done"] == true && corrs.contains(&corr) {
                             done.insert(corr.clone());
                         }
                         out.push((corr, v));
@@ -438,11 +460,9 @@ impl Client {
                 }
             })
             .await;
-            if r.is_err() {
-                panic!("timed out after {timeout:?}: {} of {} requests answered; got {out:?}", done.len(), corrs.len());
-            }
+            r.is_ok()
         });
-        out
+        (out, complete)
     }
 
     /// One request, its final answer.
