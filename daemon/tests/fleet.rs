@@ -6,6 +6,8 @@
 //! saw it die is answered; a restarted node takes work again; a node whose queue is full takes
 //! none (it passes what the broker hands it back to the group).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -140,6 +142,37 @@ fn fleet_spreads_work_survives_a_kill_and_takes_a_restarted_node_back() {
     assert!(r["error"]["message"].as_str().unwrap().contains("acts on one node"), "{r}");
     let r = c.call("edgeinfer/c/models/llm/generate", generate(2));
     assert_eq!((r["node"].as_str(), r["result"]["kind"].as_str()), (Some("c"), Some("generation")), "{r}");
+
+    // The CLI: `nodes` lists the three, `--fleet` sends to the shared queue.
+    let url = broker.url();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+            .arg("--mqtt")
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, table, err) = cli(&["nodes"]);
+    assert!(ok, "{err}");
+    for n in ["a", "b", "c"] {
+        let line =
+            table.lines().find(|l| l.starts_with(&format!("{n} "))).unwrap_or_else(|| panic!("{n} missing:\n{table}"));
+        assert!(line.contains("online") && line.contains("llm:loaded"), "{table}");
+    }
+    let (ok, json, err) = cli(&["nodes", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed.len(), 3, "{json}");
+    let (ok, out, err) = cli(&["--fleet", "generate", "-m", "llm", "--max-new-tokens", "3", "Once upon"]);
+    assert!(ok && !out.trim().is_empty(), "{out}{err}");
+    let (ok, _, err) = cli(&["--fleet", "models"]);
+    assert!(!ok && err.contains("not of the fleet"), "{err}");
     for mut n in nodes {
         assert!(n.terminate().success(), "{}", n.log());
     }

@@ -55,6 +55,9 @@ _edgeinfer() {
             edgeinfer,models)
                 cmd="edgeinfer__subcmd__models"
                 ;;
+            edgeinfer,nodes)
+                cmd="edgeinfer__subcmd__nodes"
+                ;;
             edgeinfer,pull)
                 cmd="edgeinfer__subcmd__pull"
                 ;;
@@ -63,6 +66,9 @@ _edgeinfer() {
                 ;;
             edgeinfer,segment)
                 cmd="edgeinfer__subcmd__segment"
+                ;;
+            edgeinfer,stats)
+                cmd="edgeinfer__subcmd__stats"
                 ;;
             edgeinfer,unload)
                 cmd="edgeinfer__subcmd__unload"
@@ -148,6 +154,9 @@ _edgeinfer() {
             edgeinfer__subcmd__help,models)
                 cmd="edgeinfer__subcmd__help__subcmd__models"
                 ;;
+            edgeinfer__subcmd__help,nodes)
+                cmd="edgeinfer__subcmd__help__subcmd__nodes"
+                ;;
             edgeinfer__subcmd__help,pull)
                 cmd="edgeinfer__subcmd__help__subcmd__pull"
                 ;;
@@ -156,6 +165,9 @@ _edgeinfer() {
                 ;;
             edgeinfer__subcmd__help,segment)
                 cmd="edgeinfer__subcmd__help__subcmd__segment"
+                ;;
+            edgeinfer__subcmd__help,stats)
+                cmd="edgeinfer__subcmd__help__subcmd__stats"
                 ;;
             edgeinfer__subcmd__help,unload)
                 cmd="edgeinfer__subcmd__help__subcmd__unload"
@@ -275,7 +287,7 @@ _edgeinfer() {
 
     case "${cmd}" in
         edgeinfer)
-            opts="-h -V --log --bus --mqtt --node --prefix --timeout --help --version check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help"
+            opts="-h -V --log --bus --mqtt --node --prefix --timeout --fleet --help --version check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,7 +325,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__bench)
-            opts="-h --bus --mqtt --node --prefix --timeout --log --help mqtt dbus help"
+            opts="-h --bus --mqtt --node --prefix --timeout --fleet --log --help mqtt dbus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -495,7 +507,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__chat)
-            opts="-m -h --model --system --max-new-tokens --temperature --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-m -h --model --system --max-new-tokens --temperature --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -607,7 +619,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__classify)
-            opts="-m -k -h --model --k --json --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-m -k -h --model --k --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -679,7 +691,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__embed)
-            opts="-m -h --model --pooling --normalize --json --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-m -h --model --pooling --normalize --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -729,7 +741,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__gallery)
-            opts="-m -h --model --bus --mqtt --node --prefix --timeout --log --help add remove list help"
+            opts="-m -h --model --bus --mqtt --node --prefix --timeout --fleet --log --help add remove list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -911,7 +923,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__generate)
-            opts="-m -h --model --chat --system --max-new-tokens --temperature --top-k --top-p --repetition-penalty --seed --stop --ignore-eos --json --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-m -h --model --chat --system --max-new-tokens --temperature --top-k --top-p --repetition-penalty --seed --stop --ignore-eos --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -989,7 +1001,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__help)
-            opts="check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help"
+            opts="check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1366,6 +1378,20 @@ _edgeinfer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgeinfer__subcmd__help__subcmd__nodes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgeinfer__subcmd__help__subcmd__pull)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1408,6 +1434,20 @@ _edgeinfer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgeinfer__subcmd__help__subcmd__stats)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgeinfer__subcmd__help__subcmd__unload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1423,7 +1463,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__load)
-            opts="-h --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-h --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1963,7 +2003,45 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__models)
-            opts="-h --json --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-h --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mqtt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgeinfer__subcmd__nodes)
+            opts="-h --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2057,7 +2135,7 @@ _edgeinfer() {
             return 0
             ;;
         edgeinfer__subcmd__segment)
-            opts="-m -h --model --point --box --single --best --png --png-depth --format --json --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-m -h --model --point --box --single --best --png --png-depth --format --json --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2122,8 +2200,46 @@ _edgeinfer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgeinfer__subcmd__stats)
+            opts="-h --prometheus --bus --mqtt --node --prefix --timeout --fleet --log --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mqtt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgeinfer__subcmd__unload)
-            opts="-h --bus --mqtt --node --prefix --timeout --log --help"
+            opts="-h --bus --mqtt --node --prefix --timeout --fleet --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

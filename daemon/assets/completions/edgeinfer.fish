@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_edgeinfer_global_optspecs
-    string join \n log= bus= mqtt= node= prefix= timeout= h/help V/version
+    string join \n log= bus= mqtt= node= prefix= timeout= fleet h/help V/version
 end
 
 function __fish_edgeinfer_needs_command
@@ -30,12 +30,15 @@ complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -l mqtt -d 'Talk to th
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -l node -d 'MQTT node name (default: the only node online)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -s V -l version -d 'Print version'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "check" -d 'Load an ONNX model on each backend / execution provider, time it, and compare outputs'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "local" -d 'Run a task in-process on a model directory (no daemon)'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "pull" -d 'Download a model folder from the Hugging Face Hub into the local cache (only the files the chosen precision variant needs; resumable; checked against the Hub\'s sha256)'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "models" -d 'List the daemon\'s models and their state'
+complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "nodes" -d 'Every node seen on the MQTT broker: state, version, models, load, last seen'
+complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "stats" -d 'The daemon\'s counters: uptime, memory, per-model requests, errors, latency'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "load" -d 'Load a model now'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "unload" -d 'Unload a model now'
 complete -c edgeinfer -n "__fish_edgeinfer_needs_command" -f -a "segment" -d 'Segment an image (SAM)'
@@ -161,13 +164,33 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -l prefix -d
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -l json -d 'Print JSON'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand models" -s h -l help -d 'Print help'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l bus -d 'D-Bus bus of the daemon: `system` (default), `session`, or a bus address' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l mqtt -d 'Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l node -d 'MQTT node name (default: the only node online)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l json -d 'Print JSON (each node\'s retained status and stats documents)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand nodes" -s h -l help -d 'Print help'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l bus -d 'D-Bus bus of the daemon: `system` (default), `session`, or a bus address' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l mqtt -d 'Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l node -d 'MQTT node name (default: the only node online)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l prometheus -d 'Print the Prometheus text exposition (for node_exporter\'s textfile collector) instead of JSON'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l bus -d 'D-Bus bus of the daemon: `system` (default), `session`, or a bus address' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l mqtt -d 'Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l node -d 'MQTT node name (default: the only node online)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand load" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l bus -d 'D-Bus bus of the daemon: `system` (default), `session`, or a bus address' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l mqtt -d 'Talk to the daemon over MQTT through this broker (mqtt://host:port) instead of D-Bus' -r
@@ -175,6 +198,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l node -d '
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand unload" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -s m -l model -d 'Model id' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l point -d 'A point `x,y` (foreground) or `x,y,0` (background), in image pixels. Repeatable' -r
@@ -195,6 +219,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l log -d '
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l single -d 'The single-mask output instead of the three candidates'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l best -d 'Only the candidate with the best predicted IoU'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l json -d 'Print the answer as JSON'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand segment" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -s m -l model -d 'Model id' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l pooling -d 'Which vector represents an image' -r -f -a "cls\t'The CLS token'
@@ -209,6 +234,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l timeout -d
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l normalize -d 'L2-normalise the vectors'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l json -d 'Print the answer as JSON'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand embed" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -s m -l model -d 'Model id' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -s k -l k -d 'How many labels' -r
@@ -219,6 +245,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -l prefix 
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -l json -d 'Print the answer as JSON'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand classify" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -s m -l model -d 'Model id' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -l bus -d 'D-Bus bus of the daemon: `system` (default), `session`, or a bus address' -r
@@ -227,6 +254,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __f
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -f -a "add" -d 'Add an example image under a label'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand gallery; and not __fish_seen_subcommand_from add remove list help" -f -a "remove" -d 'Remove every example of a label, or one example by id'
@@ -259,6 +287,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fis
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -f -a "mqtt" -d 'MQTT request → reply overhead against the model call alone, and concurrency'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand bench; and not __fish_seen_subcommand_from mqtt dbus help" -f -a "dbus" -d 'D-Bus call → reply overhead against the model call alone, and a camera frame passed as a file descriptor vs as a byte array'
@@ -301,6 +330,7 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -l log -d 
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -l chat -d 'Wrap the prompt in the model\'s chat template as a user message'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -l ignore-eos -d 'Keep going past EOS'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -l json -d 'Print the answer (text, token ids, usage) as JSON instead of streaming text'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand completions" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand completions" -s h -l help -d 'Print help'
@@ -316,24 +346,27 @@ complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -l node -d 'MQ
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -l prefix -d 'MQTT topic prefix (default: edgeinfer)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -l timeout -d 'Seconds to wait for an answer (default: 120)' -r
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -l log -d 'Log filter (e.g. `info`, `debug`, `edgeinfer_onnx=trace`). Default: warn, or RUST_LOG' -r
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -l fleet -d 'Send the task to the fleet\'s shared queue over MQTT: any node of the group that serves the model answers (docs/fleet.md)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand chat" -s h -l help -d 'Print help'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "check" -d 'Load an ONNX model on each backend / execution provider, time it, and compare outputs'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "local" -d 'Run a task in-process on a model directory (no daemon)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "pull" -d 'Download a model folder from the Hugging Face Hub into the local cache (only the files the chosen precision variant needs; resumable; checked against the Hub\'s sha256)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "models" -d 'List the daemon\'s models and their state'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "load" -d 'Load a model now'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "unload" -d 'Unload a model now'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "segment" -d 'Segment an image (SAM)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "embed" -d 'Embed images (DINOv2)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "classify" -d 'Classify an image against the gallery (DINOv2)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "gallery" -d 'Gallery: add, remove, list (DINOv2)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "reload" -d 'Reload a local edgeinferd\'s configuration and wait until it is applied (the unit\'s ExecReload=): exits non-zero when the new configuration is refused'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "bench" -d 'Benchmarks against a running daemon'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "generate" -d 'Generate text (LLM), streamed'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "completions" -d 'Shell completions on stdout (packaged ones: daemon/assets/completions/)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "manpages" -d 'Man pages of edgeinfer (one per command) and edgeinferd, written into a folder'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "chat" -d 'Chat with an LLM interactively: each line you type is a user message, the answer streams back, and the conversation is kept (Ctrl-D or an empty line ends it)'
-complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "check" -d 'Load an ONNX model on each backend / execution provider, time it, and compare outputs'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "local" -d 'Run a task in-process on a model directory (no daemon)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "pull" -d 'Download a model folder from the Hugging Face Hub into the local cache (only the files the chosen precision variant needs; resumable; checked against the Hub\'s sha256)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "models" -d 'List the daemon\'s models and their state'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "nodes" -d 'Every node seen on the MQTT broker: state, version, models, load, last seen'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "stats" -d 'The daemon\'s counters: uptime, memory, per-model requests, errors, latency'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "load" -d 'Load a model now'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "unload" -d 'Unload a model now'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "segment" -d 'Segment an image (SAM)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "embed" -d 'Embed images (DINOv2)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "classify" -d 'Classify an image against the gallery (DINOv2)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "gallery" -d 'Gallery: add, remove, list (DINOv2)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "reload" -d 'Reload a local edgeinferd\'s configuration and wait until it is applied (the unit\'s ExecReload=): exits non-zero when the new configuration is refused'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "bench" -d 'Benchmarks against a running daemon'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "generate" -d 'Generate text (LLM), streamed'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "completions" -d 'Shell completions on stdout (packaged ones: daemon/assets/completions/)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "manpages" -d 'Man pages of edgeinfer (one per command) and edgeinferd, written into a folder'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "chat" -d 'Chat with an LLM interactively: each line you type is a user message, the answer streams back, and the conversation is kept (Ctrl-D or an empty line ends it)'
+complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and not __fish_seen_subcommand_from check local pull models nodes stats load unload segment embed classify gallery reload bench generate completions manpages chat help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "segment" -d 'Segment an image with point/box prompts (SAM)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "embed" -d 'Embed images (DINOv2)'
 complete -c edgeinfer -n "__fish_edgeinfer_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "classify" -d 'Classify an image against the gallery (DINOv2)'

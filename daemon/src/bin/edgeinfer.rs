@@ -60,6 +60,10 @@ struct RemoteArgs {
     /// Seconds to wait for an answer (default: 120).
     #[arg(long)]
     timeout: Option<u64>,
+    /// Send the task to the fleet's shared queue over MQTT: any node of the group that serves
+    /// the model answers (docs/fleet.md).
+    #[arg(long)]
+    fleet: bool,
 }
 
 impl RemoteArgs {
@@ -71,6 +75,7 @@ impl RemoteArgs {
             node: self.node.clone().or_else(|| outer.node.clone()),
             prefix: self.prefix.clone().or_else(|| outer.prefix.clone()),
             timeout: self.timeout.or(outer.timeout),
+            fleet: self.fleet || outer.fleet,
         }
     }
 
@@ -99,6 +104,28 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: RemoteArgs,
+    },
+    /// Every node seen on the MQTT broker: state, version, models, load, last seen.
+    #[command(after_help = "Examples:\n  edgeinfer --mqtt mqtt://broker:1883 nodes\n  \
+                            edgeinfer --mqtt mqtt://broker:1883 nodes --json")]
+    Nodes {
+        /// Print JSON (each node's retained status and stats documents).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: RemoteArgs,
+    },
+    /// The daemon's counters: uptime, memory, per-model requests, errors, latency.
+    #[command(after_help = "Examples:\n  edgeinfer stats\n  \
+                            edgeinfer stats --prometheus > /var/lib/node_exporter/textfile/edgeinfer.prom\n  \
+                            edgeinfer --mqtt mqtt://broker:1883 --node robot-1 stats")]
+    Stats {
+        /// Print the Prometheus text exposition (for node_exporter's textfile collector)
+        /// instead of JSON.
+        #[arg(long)]
+        prometheus: bool,
         #[command(flatten)]
         conn: RemoteArgs,
     },
@@ -257,6 +284,8 @@ fn api_error(e: ApiError) -> CliError {
 fn conn(cli: &Cli) -> RemoteArgs {
     let own = match &cli.command {
         Command::Models { conn, .. }
+        | Command::Nodes { conn, .. }
+        | Command::Stats { conn, .. }
         | Command::Load { conn, .. }
         | Command::Unload { conn, .. }
         | Command::Segment { conn, .. }
@@ -282,13 +311,15 @@ fn remote(conn: &RemoteArgs) -> Remote {
         prefix: conn.prefix.clone().unwrap_or_else(|| "edgeinfer".into()),
         node: conn.node.clone(),
         timeout: conn.timeout(),
+        fleet: conn.fleet,
     }
 }
 
 fn target(conn: &RemoteArgs) -> Target {
-    match conn.mqtt {
-        Some(_) => Target::Mqtt(remote(conn)),
-        None => Target::Dbus { bus: conn.bus(), timeout: conn.timeout() },
+    if conn.mqtt.is_some() || conn.fleet {
+        Target::Mqtt(remote(conn))
+    } else {
+        Target::Dbus { bus: conn.bus(), timeout: conn.timeout() }
     }
 }
 
@@ -307,6 +338,22 @@ fn run_remote(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Command::Bench { command: BenchCommand::Dbus(args), .. } => {
                 edgeinfer_daemon::cli::bench::dbus(args, &conn.bus()).await.map_err(api_error)?;
+                return Ok(ExitCode::Ok);
+            }
+            Command::Nodes { json, .. } => {
+                let nodes = edgeinfer_daemon::mqtt::client::nodes(&remote(&conn)).await.map_err(api_error)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&nodes).unwrap_or_default());
+                } else {
+                    print!("{}", edgeinfer_daemon::cli::nodes::table(&nodes, std::time::SystemTime::now()));
+                }
+                return Ok(ExitCode::Ok);
+            }
+            Command::Stats { prometheus, .. } => {
+                let mut daemon = Daemon::connect(&target(&conn)).await.map_err(api_error)?;
+                let text = daemon.stats(*prometheus).await.map_err(api_error)?;
+                daemon.close().await;
+                print!("{text}");
                 return Ok(ExitCode::Ok);
             }
             Command::Models { json, .. } => {

@@ -165,6 +165,15 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
         let (_, _, port) = config::parse_broker_url(&config.mqtt.url)?;
         embedded_broker::start_if_needed(port, config.mqtt.max_packet_bytes)?;
     }
+    // Metrics first: a port already taken is a configuration error, reported before anything
+    // else starts.
+    let _metrics = match config.metrics.address()? {
+        Some(addr) => Some(
+            edgeinfer_daemon::server::metrics_http::start(addr, node.clone(), registry.clone(), shutdown_rx.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -342,6 +351,7 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
                 for (section, changed) in [
                     ("[mqtt]", new.mqtt != current.mqtt),
                     ("[dbus]", new.dbus != current.dbus),
+                    ("[metrics]", new.metrics != current.metrics),
                     ("[daemon] node", new.daemon.node != current.daemon.node),
                 ] {
                     if changed {

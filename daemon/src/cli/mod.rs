@@ -8,6 +8,7 @@ pub mod check;
 pub mod daemon_args;
 pub mod exit;
 pub mod local;
+pub mod nodes;
 pub mod remote;
 pub mod tasks;
 pub mod values;

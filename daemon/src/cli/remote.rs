@@ -67,6 +67,21 @@ impl Daemon {
         }
     }
 
+    /// The stats document (pretty JSON), or with `prometheus` the Prometheus text exposition.
+    pub async fn stats(&mut self, prometheus: bool) -> Result<String, ApiError> {
+        match self {
+            Daemon::Dbus(c) => c.stats(prometheus).await,
+            Daemon::Mqtt(c) => {
+                let r = c.request("metrics", serde_json::json!({}), &mut |_| {}).await?;
+                if prometheus {
+                    Ok(r["prometheus"].as_str().unwrap_or_default().to_string())
+                } else {
+                    Ok(format!("{}\n", serde_json::to_string_pretty(&r["stats"]).unwrap_or_default()))
+                }
+            }
+        }
+    }
+
     /// Loads (`load = true`) or unloads a model; its state afterwards.
     pub async fn load(&mut self, model: &str, load: bool) -> Result<String, ApiError> {
         match self {

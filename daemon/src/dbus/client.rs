@@ -16,7 +16,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 
 use super::error::to_api_error;
 use super::jobs::JOBS;
-use super::proxy::{Embedder1Proxy, Generator1Proxy, Model1Proxy, Models1Proxy, Segmenter1Proxy};
+use super::proxy::{Daemon1Proxy, Embedder1Proxy, Generator1Proxy, Model1Proxy, Models1Proxy, Segmenter1Proxy};
 use super::{NAME, ROOT};
 use crate::api::ModelSummary;
 use crate::api::{ApiError, ErrorCode, Event, ImageData, ImageRef, MaskFormat, MaskOut, Response, Segmentation, Task};
@@ -115,6 +115,17 @@ impl DbusClient {
             });
         }
         Ok(out)
+    }
+
+    /// The stats document (pretty JSON), or with `prometheus` the Prometheus text exposition.
+    pub async fn stats(&self, prometheus: bool) -> Result<String, ApiError> {
+        let daemon: Daemon1Proxy = self.proxy(ROOT).await?;
+        if prometheus {
+            return daemon.metrics().await.map_err(api);
+        }
+        let stats = daemon.stats().await.map_err(api)?;
+        let v: serde_json::Value = serde_json::from_str(&stats).map_err(internal)?;
+        Ok(format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or(stats)))
     }
 
     /// Loads a model; its state afterwards.

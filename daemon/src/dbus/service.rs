@@ -151,6 +151,17 @@ impl DaemonIface {
         Ok(crate::server::status::stats_json(&self.0.registry, self.0.started).to_string())
     }
 
+    /// The Prometheus text exposition (what `[metrics] listen` serves).
+    #[zbus(out_args("prometheus_text"))]
+    async fn metrics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<String, Error> {
+        self.0.access.check(connection, &header, Right::Infer, "Metrics").await?;
+        Ok(self.0.registry.prometheus_text(&self.0.node))
+    }
+
     /// edgeinferd's version.
     #[zbus(property)]
     async fn version(&self) -> String {

@@ -23,6 +23,9 @@ pub struct Remote {
     pub node: Option<String>,
     /// How long to wait for the answer.
     pub timeout: Duration,
+    /// Send tasks to the fleet's shared queue (`<prefix>/fleet/models/<id>/<task>`): any node of
+    /// the group that serves the model answers (docs/fleet.md).
+    pub fleet: bool,
 }
 
 struct Conn {
@@ -93,6 +96,9 @@ fn nonce() -> u64 {
 
 /// Finds the node: the given one, or the only one whose retained status says online.
 async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
+    if remote.fleet {
+        return Ok(FLEET.into());
+    }
     if let Some(n) = &remote.node {
         return Ok(n.clone());
     }
@@ -137,6 +143,64 @@ async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
     }
 }
 
+/// The topic level of the fleet's shared queue, in place of a node name.
+const FLEET: &str = "fleet";
+
+/// What `edgeinfer nodes` shows of one node: its retained status and its last retained stats.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NodeView {
+    /// The node name.
+    pub node: String,
+    /// Its retained status document (`state`, `version`, `models`, `transports`, ...).
+    pub status: Value,
+    /// Its last retained stats document (`uptime_s`, `rss_mb`, per-model counters and rates, `at`).
+    pub stats: Value,
+}
+
+/// Every node seen on the broker under `remote.prefix`, from the retained status and stats
+/// topics, sorted by name.
+pub async fn nodes(remote: &Remote) -> Result<Vec<NodeView>, ApiError> {
+    let mut conn = connect(remote).await?;
+    let filters = [format!("{}/+/status", remote.prefix), format!("{}/+/stats", remote.prefix)];
+    for f in &filters {
+        conn.client.subscribe(f.clone(), QoS::AtLeastOnce).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    let mut seen: std::collections::BTreeMap<String, NodeView> = Default::default();
+    let _ = tokio::time::timeout(remote.timeout.min(Duration::from_secs(10)), async {
+        let mut acks = 0;
+        loop {
+            // Retained messages come right after each subscription is acknowledged: stop after a
+            // short quiet spell once both are.
+            let wait = if acks >= filters.len() { Duration::from_millis(400) } else { Duration::from_secs(10) };
+            match tokio::time::timeout(wait, conn.eventloop.poll()).await {
+                Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acks += 1,
+                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let Some(rest) = topic.strip_prefix(&format!("{}/", remote.prefix)) else { continue };
+                    let Some((node, kind)) = rest.split_once('/') else { continue };
+                    if node == FLEET || node == "replies" {
+                        continue;
+                    }
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let view = seen
+                        .entry(node.to_string())
+                        .or_insert_with(|| NodeView { node: node.into(), ..Default::default() });
+                    match kind {
+                        "status" => view.status = v,
+                        "stats" => view.stats = v,
+                        _ => {}
+                    }
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    let _ = conn.client.disconnect().await;
+    Ok(seen.into_values().filter(|v| !v.status.is_null()).collect())
+}
+
 /// An open connection to the daemon's node (reused across requests by benchmarks).
 pub struct Connection {
     conn: Conn,
@@ -161,6 +225,11 @@ impl Connection {
         body: Value,
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Value, ApiError> {
+        if self.remote.fleet && !topic_suffix.starts_with("models/") {
+            return Err(ApiError::bad_input(format!(
+                "'{topic_suffix}' is asked of one node, not of the fleet: give --node instead of --fleet"
+            )));
+        }
         let conn = &mut self.conn;
         let id = format!("{}", nonce());
         let mut body = body;

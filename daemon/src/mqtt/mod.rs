@@ -5,6 +5,7 @@
 pub mod client;
 pub mod embedded_broker;
 pub mod fleet;
+pub mod homeassistant;
 pub(crate) mod puback_order;
 pub mod reply_topics;
 pub mod server;

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use crate::api::{ApiError, ErrorCode, Event, Task};
+use crate::mqtt::homeassistant::Discovery;
 use crate::mqtt::puback_order::PubackOrder;
 use crate::mqtt::reply_topics::ReplyTopics;
 use crate::server::config::{MqttConfig, parse_broker_url};
@@ -75,6 +76,10 @@ impl Topics {
     /// Subscription for daemon-level requests (`list`).
     pub fn list(&self) -> String {
         format!("{}/list", self.base)
+    }
+    /// Requests for the daemon's stats and Prometheus metrics.
+    pub fn metrics(&self) -> String {
+        format!("{}/metrics", self.base)
     }
     /// `(model id, task path)` of a request topic: this node's, or the fleet's.
     pub fn parse<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
@@ -134,14 +139,31 @@ pub async fn serve(
     let mut last_error: Option<String> = None;
     let mut connected_now = false;
 
-    // Model state changes → retained state topics.
+    // Home Assistant discovery configs (retained), when asked for.
+    let discovery = config
+        .homeassistant_discovery
+        .then(|| Arc::new(Discovery::new(&config.homeassistant_prefix, &node, topics.clone())));
+
+    // Model state changes → retained state topics (and, for models added or removed by a
+    // reload, their discovery configs).
     let mut events = registry.subscribe();
-    let state_out = out.clone();
+    let (state_out, state_discovery) = (out.clone(), discovery.clone());
+    let mut discovered: std::collections::HashSet<String> = registry.ids().into_iter().collect();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
-            let topic = state_out.topics.model_state(&e.status.id);
+            let id = &e.status.id;
+            let topic = state_out.topics.model_state(id);
             let payload = if e.removed { Vec::new() } else { serde_json::to_vec(&e.status).unwrap_or_default() };
             state_out.publish(topic, true, payload).await;
+            // A model added by a reload gets its configs; a removed one loses them (an empty
+            // retained config deletes the entity).
+            let changed = if e.removed { discovered.remove(id) } else { discovered.insert(id.clone()) };
+            if let Some(d) = state_discovery.as_ref().filter(|_| changed) {
+                for (topic, config) in d.model_configs(id) {
+                    let payload = if e.removed { String::new() } else { config.to_string() };
+                    state_out.publish(topic, true, payload).await;
+                }
+            }
         }
     });
 
@@ -167,18 +189,21 @@ pub async fn serve(
         }
     });
 
-    // Periodic stats.
+    // Periodic stats, retained: the last figures of a node stay readable (`edgeinfer nodes`,
+    // Home Assistant) after it stops.
     if config.stats_interval_s > 0 {
-        let stats_client = client.clone();
-        let stats_topics = topics.clone();
-        let stats_registry = registry.clone();
+        let stats_out = out.clone();
+        let (stats_registry, stats_node) = (registry.clone(), node.clone());
         let every = Duration::from_secs(config.stats_interval_s);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
+            let mut rates = crate::server::status::Rates::default();
             loop {
                 ticker.tick().await;
-                let payload = stats_json(&stats_registry, started);
-                let _ = stats_client.publish(stats_topics.stats(), QoS::AtMostOnce, false, payload.to_string()).await;
+                let mut payload = stats_json(&stats_registry, started);
+                rates.annotate(&mut payload);
+                payload["node"] = json!(stats_node);
+                stats_out.publish(stats_out.topics.stats(), true, payload.to_string()).await;
             }
         });
     }
@@ -217,7 +242,7 @@ pub async fn serve(
                         tracing::warn!("reconnected with a clean session (mqtt.persistent_session = false): requests and replies in flight when the connection dropped are lost");
                     }
                     connected_before = true;
-                    let filters = [topics.requests(), topics.list()]
+                    let filters = [topics.requests(), topics.list(), topics.metrics()]
                         .into_iter()
                         .map(|t| Filter { nolocal: true, ..Filter::new(t, QoS::AtLeastOnce) })
                         .collect::<Vec<_>>();
@@ -228,6 +253,13 @@ pub async fn serve(
                     for status in registry.statuses() {
                         let payload = serde_json::to_vec(&status).unwrap_or_default();
                         out.publish(topics.model_state(&status.id), true, payload).await;
+                    }
+                    if let Some(d) = &discovery {
+                        let models = registry.ids();
+                        let configs = d.node_configs().into_iter().chain(models.iter().flat_map(|id| d.model_configs(id)));
+                        for (topic, config) in configs {
+                            out.publish(topic, true, config.to_string()).await;
+                        }
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => handler.dispatch(p),
@@ -759,7 +791,14 @@ impl Handler {
                     let hops = hops_of(&p);
                     if this.out.topics.is_fleet(&topic) && hops < this.max_hops {
                         match this.out.forward(&p, hops).await {
-                            Ok(()) => return this.out.ack(&p).await,
+                            Ok(()) => {
+                                if let Some((model, _)) = this.out.topics.parse(&topic)
+                                    && this.registry.status(model).is_some()
+                                {
+                                    this.registry.metrics().forwarded(model);
+                                }
+                                return this.out.ack(&p).await;
+                            }
                             Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on"),
                         }
                     }
@@ -814,12 +853,14 @@ async fn handle(p: &Publish, handler: &Handler) -> Handled {
         // subscription is being dropped; this one was already on its way).
         if out.topics.is_fleet(&topic)
             && let Some((model, _)) = out.topics.parse(&topic)
+            && registry.status(model).is_some()
             && !registry.has_room(model)
         {
             let hops = hops_of(p);
             if hops < handler.max_hops {
                 match out.forward(p, hops).await {
                     Ok(()) => {
+                        registry.metrics().forwarded(model);
                         tracing::debug!(model, hops, "no room here: fleet request passed on to the group");
                         return Handled::Forwarded;
                     }
@@ -856,6 +897,11 @@ async fn answer(
         Err(e) => return error_body(&e),
         Ok(Request::List) => {
             return json!({"done": true, "result": {"kind": "models", "models": registry.statuses()}});
+        }
+        Ok(Request::Metrics) => {
+            let stats = stats_json(registry, registry.metrics().started());
+            let prometheus = registry.prometheus_text(&out.node);
+            return json!({"done": true, "result": {"kind": "metrics", "stats": stats, "prometheus": prometheus}});
         }
         Ok(Request::Load(model)) => {
             return match registry.ensure_loaded(&model).await {
@@ -933,8 +979,10 @@ async fn answer(
 /// What one publish asks for, read without touching the registry.
 #[derive(Debug)]
 pub enum Request {
-    /// `<prefix>/<node>/models/list`.
+    /// `<prefix>/<node>/list`.
     List,
+    /// `<prefix>/<node>/metrics`: the stats document and the Prometheus text.
+    Metrics,
     /// Load a model now.
     Load(String),
     /// Unload a model.
@@ -966,6 +1014,9 @@ pub fn decode_request(
 ) -> Result<Request, ApiError> {
     if topic == topics.list() {
         return Ok(Request::List);
+    }
+    if topic == topics.metrics() {
+        return Ok(Request::Metrics);
     }
     // Topic and model first: a request for nothing we serve is refused before its payload is
     // parsed.

@@ -27,6 +27,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// D-Bus transport.
     pub dbus: DbusConfig,
+    /// Prometheus metrics over HTTP.
+    pub metrics: MetricsConfig,
     /// The models.
     pub models: Vec<ModelConfig>,
 }
@@ -151,6 +153,35 @@ impl Default for MqttConfig {
             homeassistant_discovery: false,
             homeassistant_prefix: "homeassistant".into(),
         }
+    }
+}
+
+/// `[metrics]`: the Prometheus text exposition on `http://<listen>/metrics` (docs/fleet.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `address:port` to serve on, e.g. `127.0.0.1:9464`. Off when unset.
+    pub listen: Option<String>,
+    /// Allow an address other than loopback (the metrics name the models and the node; put
+    /// them behind a firewall or a reverse proxy with TLS).
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    /// The address to listen on, if any, checked: an address other than loopback needs
+    /// `allow_remote`.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(listen) = &self.listen else { return Ok(None) };
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|_| format!("metrics.listen '{listen}': expected address:port, e.g. 127.0.0.1:9464"))?;
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(format!(
+                "metrics.listen '{listen}' is not a loopback address: set metrics.allow_remote = true to serve \
+                 metrics beyond this machine"
+            ));
+        }
+        Ok(Some(addr))
     }
 }
 
@@ -442,6 +473,7 @@ impl Config {
                 return Err("mqtt.client_cert and mqtt.client_key go together".into());
             }
         }
+        self.metrics.address()?;
         if !self.dbus.enabled && !self.mqtt.enabled {
             return Err("neither [mqtt] nor [dbus] is enabled: the daemon would serve nothing".into());
         }

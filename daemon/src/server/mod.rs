@@ -6,6 +6,8 @@
 pub mod config;
 pub mod engine;
 pub mod journal;
+pub mod metrics;
+pub mod metrics_http;
 pub mod registry;
 pub mod reload;
 pub mod status;

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::api::{ApiError, ErrorCode, Event, Response, Task};
 use crate::server::config::{Config, DaemonConfig, KeepAlive, ModelConfig};
 use crate::server::engine::Engine;
+use crate::server::metrics::Metrics;
 use crate::server::worker::{Job, Worker, WorkerStats};
 
 /// Where a model is in its life.
@@ -105,6 +106,8 @@ impl Drop for LoadWaiter {
 pub struct Pending {
     registry: Arc<Registry>,
     id: String,
+    task: &'static str,
+    started: Instant,
     answer: oneshot::Receiver<Result<Response, ApiError>>,
     timeout: Duration,
     cancel: Arc<AtomicBool>,
@@ -124,6 +127,7 @@ impl Pending {
         if let Some(slot) = lock(&self.registry.slots).get_mut(&self.id) {
             slot.last_used = Instant::now();
         }
+        self.registry.metrics.record(&self.id, self.task, &result, self.started.elapsed());
         result
     }
 }
@@ -135,6 +139,8 @@ pub struct Registry {
     events: broadcast::Sender<ModelEvent>,
     accepting: AtomicBool,
     transports: watch::Sender<BTreeMap<&'static str, &'static str>>,
+    /// Request counters and latency histograms (Prometheus).
+    metrics: Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -195,6 +201,7 @@ impl Registry {
             events,
             accepting: AtomicBool::new(true),
             transports: watch::Sender::new(BTreeMap::new()),
+            metrics: Metrics::new(),
         })
     }
 
@@ -241,6 +248,17 @@ impl Registry {
             Some(w) => !w.is_full(),
             None => slot.waiting_for_load.load(Ordering::SeqCst) <= slot.config.queue_depth,
         }
+    }
+
+    /// The request counters and histograms.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text exposition of this daemon (`node`) now.
+    pub fn prometheus_text(&self, node: &str) -> String {
+        let transports: Vec<(String, String)> = self.transports().into_iter().collect();
+        self.metrics.render(node, &self.statuses(), &transports)
     }
 
     /// Model state changes (loads, unloads, failures, removals).
@@ -471,10 +489,28 @@ impl Registry {
         cancel: Arc<AtomicBool>,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Result<Pending, ApiError> {
+        let (started, task_name) = (Instant::now(), task.name());
+        let admitted = self.admit_inner(id, task, cancel, events, started).await;
+        if let Err(e) = &admitted
+            && lock(&self.slots).contains_key(id)
+        {
+            self.metrics.record(id, task_name, &Err(e.clone()), started.elapsed());
+        }
+        admitted
+    }
+
+    async fn admit_inner(
+        self: &Arc<Self>,
+        id: &str,
+        task: Task,
+        cancel: Arc<AtomicBool>,
+        events: Option<mpsc::UnboundedSender<Event>>,
+        started: Instant,
+    ) -> Result<Pending, ApiError> {
+        let task_name = task.name();
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(ApiError::new(ErrorCode::NotLoaded, "the daemon is shutting down"));
         }
-        let started = Instant::now();
         let (timeout, waiter) = {
             let slots = lock(&self.slots);
             let slot = slots.get(id).ok_or_else(|| unknown(id, &slots))?;
@@ -537,7 +573,7 @@ impl Registry {
         // One deadline from arrival: time spent waiting for the load counts.
         worker.submit(Job { task, cancel: cancel.clone(), events, reply, deadline: started + timeout, span })?;
         let timeout = timeout.saturating_sub(started.elapsed());
-        Ok(Pending { registry: self.clone(), id: id.to_string(), answer, timeout, cancel })
+        Ok(Pending { registry: self.clone(), id: id.to_string(), task: task_name, started, answer, timeout, cancel })
     }
 
     /// The image limits of a model (for transports that read images themselves, e.g. from a file

@@ -1,0 +1,218 @@
+//! Home Assistant MQTT discovery (`[mqtt] homeassistant_discovery = true`): the retained configs
+//! that make each node a Home Assistant device with entities for its connectivity, memory,
+//! uptime, and per model its state, request rate, error rate and latency. They read the topics the
+//! daemon publishes anyway (the retained status, model state and stats documents); nothing is
+//! published for Home Assistant alone but these configs. Single-component discovery,
+//! `<discovery prefix>/<component>/<node id>/<object id>/config` (docs/fleet.md).
+
+use serde_json::{Value, json};
+
+use crate::mqtt::server::Topics;
+
+/// What a model's state can be (the `enum` sensor's options).
+const MODEL_STATES: [&str; 5] = ["unloaded", "loading", "loaded", "failed", "unloading"];
+
+/// A name usable as a discovery node id or object id (`[a-zA-Z0-9_-]+`).
+fn id_part(s: &str) -> String {
+    let cleaned: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    if cleaned.is_empty() { "_".into() } else { cleaned }
+}
+
+/// The discovery configs of one node.
+pub struct Discovery {
+    prefix: String,
+    node: String,
+    node_id: String,
+    topics: Topics,
+}
+
+impl Discovery {
+    /// Configs under `ha_prefix` for `node`, whose topics are `topics`.
+    pub fn new(ha_prefix: &str, node: &str, topics: Topics) -> Discovery {
+        Discovery {
+            prefix: ha_prefix.trim_end_matches('/').to_string(),
+            node: node.into(),
+            node_id: format!("edgeinfer_{}", id_part(node)),
+            topics,
+        }
+    }
+
+    fn device(&self) -> Value {
+        json!({
+            "identifiers": [self.node_id],
+            "name": format!("edgeinfer {}", self.node),
+            "manufacturer": "edgeinfer",
+            "model": "edgeinferd",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    fn availability(&self) -> Value {
+        json!([{
+            "topic": self.topics.status(),
+            "value_template": "{{ value_json.state }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }])
+    }
+
+    fn config_topic(&self, component: &str, object: &str) -> String {
+        format!("{}/{component}/{}/{}/config", self.prefix, self.node_id, id_part(object))
+    }
+
+    /// `(topic, payload)` for an entity: the common keys (unique id, device, origin,
+    /// availability unless `always_available`) added to `entity`.
+    fn entity(&self, component: &str, object: &str, mut entity: Value, always_available: bool) -> (String, Value) {
+        let unique_id = format!("{}_{}", self.node_id, id_part(object));
+        if let Some(o) = entity.as_object_mut() {
+            o.insert("unique_id".into(), json!(unique_id));
+            o.insert("device".into(), self.device());
+            o.insert("origin".into(), json!({"name": "edgeinfer", "sw_version": env!("CARGO_PKG_VERSION")}));
+            if !always_available {
+                o.insert("availability".into(), self.availability());
+            }
+        }
+        (self.config_topic(component, object), entity)
+    }
+
+    /// The node's own entities: online (connectivity), resident memory, uptime.
+    pub fn node_configs(&self) -> Vec<(String, Value)> {
+        let status = self.topics.status();
+        let stats = self.topics.stats();
+        vec![
+            // Connectivity is the one entity that stays available: it shows "off" when the
+            // node is offline (its will or its clean stop).
+            self.entity(
+                "binary_sensor",
+                "online",
+                json!({
+                    "name": "Online",
+                    "state_topic": status,
+                    "value_template": "{{ 'ON' if value_json.state == 'online' else 'OFF' }}",
+                    "device_class": "connectivity",
+                    "json_attributes_topic": status,
+                    "json_attributes_template": "{{ {'version': value_json.version, 'pid': value_json.pid} | tojson }}",
+                }),
+                true,
+            ),
+            self.entity(
+                "sensor",
+                "memory",
+                json!({
+                    "name": "Resident memory",
+                    "state_topic": stats,
+                    "value_template": "{{ value_json.rss_mb | round(1) }}",
+                    "device_class": "data_size",
+                    "unit_of_measurement": "MiB",
+                    "state_class": "measurement",
+                    "entity_category": "diagnostic",
+                }),
+                false,
+            ),
+            self.entity(
+                "sensor",
+                "uptime",
+                json!({
+                    "name": "Uptime",
+                    "state_topic": stats,
+                    "value_template": "{{ value_json.uptime_s }}",
+                    "device_class": "duration",
+                    "unit_of_measurement": "s",
+                    "state_class": "measurement",
+                    "entity_category": "diagnostic",
+                }),
+                false,
+            ),
+        ]
+    }
+
+    /// The entities of model `id`: its state, request rate, error rate, and latency (p50, p99).
+    pub fn model_configs(&self, id: &str) -> Vec<(String, Value)> {
+        let stats = self.topics.stats();
+        let state_topic = self.topics.model_state(id);
+        // Stats of a model not loaded are null: the template answers 0 rather than failing.
+        let of_model = |expr: &str| {
+            format!(
+                "{{{{ value_json.models['{id}'].{expr} if value_json.models['{id}'] is defined and value_json.models['{id}'].stats else 0 }}}}"
+            )
+        };
+        let rate = |object: &str, name: &str, key: &str, unit: &str| {
+            self.entity(
+                "sensor",
+                &format!("{id}_{object}"),
+                json!({
+                    "name": format!("{id} {name}"),
+                    "state_topic": stats,
+                    "value_template": of_model(key),
+                    "unit_of_measurement": unit,
+                    "state_class": "measurement",
+                }),
+                false,
+            )
+        };
+        let latency = |object: &str, name: &str, index: usize| {
+            self.entity(
+                "sensor",
+                &format!("{id}_{object}"),
+                json!({
+                    "name": format!("{id} {name}"),
+                    "state_topic": stats,
+                    "value_template": of_model(&format!("stats.latency_ms[{index}] | round(1)")),
+                    "device_class": "duration",
+                    "unit_of_measurement": "ms",
+                    "state_class": "measurement",
+                }),
+                false,
+            )
+        };
+        vec![
+            self.entity(
+                "sensor",
+                &format!("{id}_state"),
+                json!({
+                    "name": format!("{id} state"),
+                    "state_topic": state_topic,
+                    "value_template": "{{ value_json.state }}",
+                    "device_class": "enum",
+                    "options": MODEL_STATES,
+                    "json_attributes_topic": state_topic,
+                    "json_attributes_template": "{{ {'family': value_json.family, 'backend': value_json.backend, 'variant': value_json.variant, 'error': value_json.error} | tojson }}",
+                }),
+                false,
+            ),
+            rate("request_rate", "request rate", "requests_per_s", "req/s"),
+            rate("error_rate", "error rate", "errors_per_s", "err/s"),
+            latency("latency_p50", "latency p50", 0),
+            latency("latency_p99", "latency p99", 2),
+        ]
+    }
+
+    /// The node: its node id in discovery topics.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_discovery_safe_and_unique_per_entity() {
+        let d = Discovery::new("homeassistant/", "robot 1.lab", Topics::new("edgeinfer", "robot 1.lab"));
+        assert_eq!(d.node_id(), "edgeinfer_robot_1_lab");
+        let all: Vec<(String, Value)> = d.node_configs().into_iter().chain(d.model_configs("sam.vit/b")).collect();
+        let re = |t: &str| {
+            let parts: Vec<&str> = t.split('/').collect();
+            parts.len() == 5
+                && parts[0] == "homeassistant"
+                && parts[4] == "config"
+                && parts[2..4].iter().all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        };
+        assert!(all.iter().all(|(t, _)| re(t)), "{all:?}");
+        let mut ids: Vec<&str> = all.iter().map(|(_, v)| v["unique_id"].as_str().unwrap_or("")).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+    }
+}
