@@ -225,7 +225,8 @@ def run_devices(cfg):
     loop = Loop(cfg["nodelay"])
     rng = random.Random(cfg["seed"])
     devices = [Device(loop, cfg, node, rng) for node in cfg["nodes"]]
-    loop.run(lambda: stop)
+    parent = os.getppid()
+    loop.run(lambda: stop or os.getppid() != parent)  # SIGTERM, or the orchestrator is gone
     total = {k: sum(d.stats[k] for d in devices) for k in devices[0].stats}
     print(json.dumps(total), flush=True)
 

@@ -78,6 +78,8 @@ d="--duration $duration"
 for n in $nodes; do sim sweep-100ms --nodes "$n" --service-ms 100 --load "$load" --max-rate "$max_rate" $d; done
 # 2. Sweep at the simulator's default 20 ms; the offered rate is capped (the simulator's own CPU).
 for n in $nodes; do sim sweep-20ms --nodes "$n" --service-ms "$service" --load "$load" --max-rate "$max_rate" $d; done
+# 2b. Real-size requests: the 220,782-byte image of bench/results/mqtt-overhead-2core.txt (chelsea.png) as payload.
+sim payload-220k --nodes 100 --service-ms 100 --load "$load" --payload-bytes 220782 $d
 # 3. Saturation: 1.5x what 10 devices can serve; then a closed loop keeping exactly their capacity busy.
 sim overload --nodes 10 --service-ms "$service" --load 1.5 $d
 sim overload+fix --nodes 10 --service-ms "$service" --load 1.5 --retry-nosub-ms 10 --forward-nosub-busy $d
@@ -94,9 +96,12 @@ sim kill-30-of-300 --nodes 300 --service-ms 100 --service-dist exp --load "$load
 # 5. Silent death: SIGSTOP 10 of 100 (sockets stay open); the broker notices from the keep-alive (5 s, then 2 s).
 sim hang-10-of-100 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 5 --duration 16
 sim hang-ka2 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 2 --duration 16
-# 6. The broker's keep-alive detection alone, for several keep-alives.
+# 6. The broker alone: keep-alive detection for several keep-alives; retained status topics for many nodes;
+#    whether it keeps to a subscriber's Receive Maximum.
 start_broker
-"$py" bench/fleet_sim/keepalive_probe.py --port "$port"
+"$py" bench/fleet_sim/receive_max_probe.py --port "$port" --receive-max 1,3,10
+"$py" bench/fleet_sim/keepalive_probe.py --port "$port" --keepalives 1,2,3,5,10,20
+"$py" bench/fleet_sim/retained_probe.py --port "$port" --counts 500,1000,2000,5000
 stop_broker
 
 echo

@@ -254,3 +254,25 @@ fn an_op_tract_lacks_is_named_with_the_backend_that_runs_it() {
         out.status
     );
 }
+
+/// Regression: `edgeinfer ... | head` panicked in println! once head had closed the pipe. Now
+/// the process ends by SIGPIPE like any Unix tool, with nothing on stderr. The bash completion
+/// script (80 KB) is more than a pipe holds, so the write after the close is certain.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    // The reader (and with it the pipe) is dropped here.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

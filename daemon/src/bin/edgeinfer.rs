@@ -500,6 +500,9 @@ fn reload(pid: u32, state_dir: &std::path::Path, wait: u64) -> Result<ExitCode, 
 }
 
 fn main() -> std::process::ExitCode {
+    // Output into a closed pipe (`edgeinfer ... | head`) ends the process quietly, as for any
+    // Unix tool, instead of a panic in println!.
+    sigpipe::reset();
     let cli = Cli::parse();
     logging::init_cli(cli.log.as_deref(), "warn");
     logging::quiet_panics();
