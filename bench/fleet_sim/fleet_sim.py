@@ -4,15 +4,16 @@
 Each device ("node" sim-<i>) follows the fleet protocol of the daemon (README.md): one MQTT 5
 connection `edgeinferd-<node>-fleet` (clean start, session expiry 0, manual acks), a QoS 1 shared
 subscription `$share/<group>/edgeinfer/fleet/models/<model>/#`, a capacity of 1 running +
-queue_depth waiting, UNSUBSCRIBE while full and SUBSCRIBE again below capacity, and requests that
-arrive while full forwarded (hops + 1) or, at max_hops, answered `busy`. Inference is a timer.
+queue_depth waiting, and requests that arrive while full forwarded (hops + 1) or, at max_hops,
+answered `busy`. With --backpressure unsubscribe (the design measured and rejected) a full device
+also UNSUBSCRIBEs and SUBSCRIBEs again below capacity. Inference is a timer.
 
     fleet_sim.py --port P --nodes N [--rate R | --concurrency C] [--kill K --kill-at T] ...
 
 Devices run in worker processes (`devices` sub-command, one selector loop each hosting many paho
 clients); the victims of --kill share one process of their own, SIGKILLed at --kill-at, so the
-broker sees their sockets close without DISCONNECT, like a crash. The load generator runs in this
-process. Prints the run's figures and a one-line `ROW` for run.sh's table.
+broker sees their sockets close without DISCONNECT, like a crash (or SIGSTOPped with --hang: sockets
+open, silent, like a device that lost power or network). The load generator runs in this process. Prints the run's figures and a one-line `ROW` for run.sh's table.
 """
 import argparse
 import bisect
@@ -132,7 +133,6 @@ class Device:
         self.running = False
         self.subscribed = False
         self.forwards = {}         # mid of a forward in flight -> the request
-
         self.stats = dict(served=0, forwarded=0, busy=0, unsubscribes=0, subscribes=0, forward_nosub=0)
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeinferd-{node}-fleet",
                                       protocol=mqtt.MQTTv5)
@@ -179,13 +179,13 @@ class Device:
         if self.pending < self.capacity:
             self.pending += 1
             self.waiting.append((msg, hops))
-            if self.pending >= self.capacity and self.subscribed:
+            if self.pending >= self.capacity and self.subscribed and self.cfg["backpressure"] == "unsubscribe":
                 self.subscribed = False
                 self.stats["unsubscribes"] += 1
                 client.unsubscribe(self.filter)
             self.start_next()
             return
-        # Saturated: the broker sent this before our UNSUBSCRIBE took effect.
+        # Full: with --backpressure unsubscribe, the broker sent this before our UNSUBSCRIBE took effect.
         if hops >= self.cfg["max_hops"]:
             self.stats["busy"] += 1
             self.reply(msg, {"error": {"code": "busy", "message": f"fleet saturated after {hops} hops"}})
@@ -365,7 +365,7 @@ class Generator:
 def spawn(a, nodes, seed):
     cfg = dict(port=a.port, nodes=nodes, group=a.group, model=a.model, queue_depth=a.queue_depth, max_hops=a.max_hops,
                service_ms=a.service_ms, service_dist=a.service_dist, keepalive=a.keepalive,
-               receive_max=a.receive_max, forward_nosub_busy=a.forward_nosub_busy, nodelay=not a.nagle, seed=seed)
+               receive_max=a.receive_max, backpressure=a.backpressure, forward_nosub_busy=a.forward_nosub_busy, nodelay=not a.nagle, seed=seed)
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), "devices", json.dumps(cfg)],
                             stdout=subprocess.PIPE, text=True)
 
@@ -387,6 +387,9 @@ def main():
     p.add_argument("--max-hops", type=int, default=3)
     p.add_argument("--keepalive", type=int, default=30)
     p.add_argument("--receive-max", type=int, default=0, help="CONNECT Receive Maximum of devices (0: unset)")
+    p.add_argument("--backpressure", choices=["forward", "unsubscribe"], default="forward",
+                   help="stay subscribed and forward what a full device cannot take (the daemon's protocol), "
+                        "or unsubscribe while full (and forward what still arrives; measured and rejected)")
     p.add_argument("--forward-nosub-busy", action="store_true",
                    help="not the daemon's protocol: answer busy when the broker drops a forward (PUBACK 0x10)")
     p.add_argument("--rate", type=float, default=0, help="open loop: requests/s offered")
@@ -501,7 +504,8 @@ def main():
 
     mode = f"open loop {a.rate:.0f}/s {a.arrivals}" if a.rate else f"closed loop, {a.concurrency} outstanding"
     print(f"== {a.label}: {a.nodes} devices in {len(groups)} procs{' + 1 victim proc' if victims else ''}, service "
-          f"{a.service_ms:g} ms {a.service_dist}, capacity 1+{a.queue_depth}, max_hops {a.max_hops}, {mode}, "
+          f"{a.service_ms:g} ms {a.service_dist}, capacity 1+{a.queue_depth}, max_hops {a.max_hops}, back-pressure "
+          f"{a.backpressure}, {mode}, "
           f"{a.clients} client connections, {a.duration:g} s (warm-up {a.warmup:g} s), payload {len(gen.payload)} B")
     print(f"   all online after {t_connect:.2f} s; sent {sent} ({sent / a.duration:.0f}/s); answered ok {len(ok)}, "
           f"busy {busy}; lost {len(lost)}, of which dropped by the broker with PUBACK 0x10 'no matching "
@@ -511,12 +515,12 @@ def main():
           f"{max(per_node.values())}; answered after >= 1 forward {forwarded_ok}")
     print(f"   devices (survivors): {json.dumps(stats)}")
     print(f"   CPU in the measured window, % of one core: broker {broker_cpu:.0f}, simulator {sim_cpu:.0f}, "
-          f"rest of the machine {other_cpu:.0f}")
+          f"rest of the machine {round(other_cpu)}")
     row = dict(N=a.nodes, offered=f"{a.rate:.0f}/s" if a.rate else f"C{a.concurrency}", thr=f"{thr:.0f}",
                p50=f"{pct(lat, .5):.1f}", p99=f"{pct(lat, .99):.1f}", min=min(per_node.values()),
                max=max(per_node.values()), busy=busy, fwd=stats.get("forwarded", 0), lost=len(lost), nosub=nosub,
                dup=gen.dups, unsub=stats.get("unsubscribes", 0), broker=f"{broker_cpu:.0f}", sim=f"{sim_cpu:.0f}",
-               other=f"{other_cpu:.0f}")
+               other=f"{round(other_cpu)}")
     if victims:
         tk = cpu["kill"]
         pre_rate = sum(1 for v in ok.values() if a.warmup <= rel(v[0]) < rel(tk)) / (rel(tk) - a.warmup)

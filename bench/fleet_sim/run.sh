@@ -71,36 +71,44 @@ fi
 ulimit -n 4096 2>/dev/null || true
 echo "# bench/fleet_sim/run.sh $* ($(date -u +%Y-%m-%dT%H:%MZ)); $(mosquitto -h | head -1); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $("$py" -c 'import sys, paho.mqtt; print(f"python {sys.version.split()[0]}, paho-mqtt {paho.mqtt.__version__}")')"
 echo "# broker: max_inflight_messages 20, max_queued_messages 1000 (the defaults), set_tcp_nodelay ${TCP_NODELAY:-true}, persistence false; one fresh broker per run"
-echo "# devices: capacity 1 running + 2 waiting, max_hops 3, service time fixed; clients: Poisson arrivals (open loop), 4 connections, 5 s answer timeout"
+echo "# devices: capacity 1 running + 2 waiting, max_hops 3, back-pressure by UNSUBSCRIBE (the design the daemon does not use; --backpressure unsubscribe) except in the *-fwd runs, which are the daemon protocol (forward, the default), service time fixed (exponential where a run says exp); clients: Poisson arrivals (open loop), 4 connections, 5 s answer timeout"
 d="--duration $duration"
 # 1. Sweep at a realistic service time: 100 ms ~ the DINOv2-S/14 model call on this machine
 #    (106.75 ms p50, bench/results/mqtt-overhead-2core.txt); offered load 0.6 of the fleet's capacity.
-for n in $nodes; do sim sweep-100ms --nodes "$n" --service-ms 100 --load "$load" --max-rate "$max_rate" $d; done
+for n in $nodes; do sim sweep-100ms --nodes "$n" --service-ms 100 --load "$load" --max-rate "$max_rate" $d --backpressure unsubscribe; done
 # 2. Sweep at the simulator's default 20 ms; the offered rate is capped (the simulator's own CPU).
-for n in $nodes; do sim sweep-20ms --nodes "$n" --service-ms "$service" --load "$load" --max-rate "$max_rate" $d; done
+for n in $nodes; do sim sweep-20ms --nodes "$n" --service-ms "$service" --load "$load" --max-rate "$max_rate" $d --backpressure unsubscribe; done
 # 2b. Real-size requests: the 220,782-byte image of bench/results/mqtt-overhead-2core.txt (chelsea.png) as payload.
-sim payload-220k --nodes 100 --service-ms 100 --load "$load" --payload-bytes 220782 $d
+sim payload-220k --nodes 100 --service-ms 100 --load "$load" --payload-bytes 220782 $d --backpressure unsubscribe
 # 3. Saturation: 1.5x what 10 devices can serve; then a closed loop keeping exactly their capacity busy.
-sim overload --nodes 10 --service-ms "$service" --load 1.5 $d
-sim overload+fix --nodes 10 --service-ms "$service" --load 1.5 --retry-nosub-ms 10 --forward-nosub-busy $d
-sim closed --nodes 10 --service-ms "$service" --concurrency 30 $d
+sim overload --nodes 10 --service-ms "$service" --load 1.5 $d --backpressure unsubscribe
+sim overload+fix --nodes 10 --service-ms "$service" --load 1.5 --retry-nosub-ms 10 --forward-nosub-busy $d --backpressure unsubscribe
+sim closed --nodes 10 --service-ms "$service" --concurrency 30 $d --backpressure unsubscribe
+# 3b. The same with the other back-pressure (docs/fleet.md's current design): members never unsubscribe,
+#     a full member passes the request on (up to max_hops), then answers busy.
+sim overload-fwd --nodes 10 --service-ms "$service" --load 1.5 $d
+sim closed-fwd --nodes 10 --service-ms "$service" --concurrency 30 $d
 # 4. Crashes: SIGKILL k devices mid-run (sockets close: the broker notices at once); the survivors can carry the
 #    load. Exponential service times, so that the victims' state at the kill varies; three seeds where cheap.
 for seed in 1 2 3; do
-  sim kill-1-of-3/$seed --nodes 3 --service-ms "$service" --service-dist exp --load 0.5 --kill 1 --kill-at 8 --duration 16 --seed $seed
+  sim kill-1-of-3/$seed --nodes 3 --service-ms "$service" --service-dist exp --load 0.5 --kill 1 --kill-at 8 --duration 16 --seed $seed --backpressure unsubscribe
 done
 for seed in 1 2 3; do
-  sim kill-10-of-100/$seed --nodes 100 --service-ms 100 --service-dist exp --load "$load" --kill 10 --kill-at 8 --duration 16 --seed $seed
+  sim kill-1-of-3-fwd/$seed --nodes 3 --service-ms "$service" --service-dist exp --load 0.5 --kill 1 --kill-at 8 --duration 16 --seed $seed
 done
-sim kill-30-of-300 --nodes 300 --service-ms 100 --service-dist exp --load "$load" --kill 30 --kill-at 8 --duration 16
+for seed in 1 2 3; do
+  sim kill-10-of-100/$seed --nodes 100 --service-ms 100 --service-dist exp --load "$load" --kill 10 --kill-at 8 --duration 16 --seed $seed --backpressure unsubscribe
+done
+sim kill-10-of-100-fwd --nodes 100 --service-ms 100 --service-dist exp --load "$load" --kill 10 --kill-at 8 --duration 16
+sim kill-30-of-300 --nodes 300 --service-ms 100 --service-dist exp --load "$load" --kill 30 --kill-at 8 --duration 16 --backpressure unsubscribe
 # 5. Silent death: SIGSTOP 10 of 100 (sockets stay open); the broker notices from the keep-alive (5 s, then 2 s).
-sim hang-10-of-100 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 5 --duration 16
-sim hang-ka2 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 2 --duration 16
+sim hang-10-of-100 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 5 --duration 16 --backpressure unsubscribe
+sim hang-ka2 --nodes 100 --service-ms 100 --load "$load" --kill 10 --kill-at 4 --hang --keepalive 2 --duration 16 --backpressure unsubscribe
 # 6. The broker alone: keep-alive detection for several keep-alives; retained status topics for many nodes;
 #    whether it keeps to a subscriber's Receive Maximum.
 start_broker
 "$py" bench/fleet_sim/receive_max_probe.py --port "$port" --receive-max 1,3,10
-"$py" bench/fleet_sim/keepalive_probe.py --port "$port" --keepalives 1,2,3,5,10,20
+"$py" bench/fleet_sim/keepalive_probe.py --port "$port" --keepalives 1,2,3,5,10
 "$py" bench/fleet_sim/retained_probe.py --port "$port" --counts 500,1000,2000,5000
 stop_broker
 

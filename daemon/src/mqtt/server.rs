@@ -376,6 +376,7 @@ pub(crate) fn options(
 ) -> Result<MqttOptions, String> {
     let (tls, host, port) = parse_broker_url(&config.url)?;
     let mut o = MqttOptions::new(client_id, host, port);
+    o.set_network_options(no_delay());
     o.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
     o.set_clean_start(!persistent);
     if persistent {
@@ -394,6 +395,15 @@ pub(crate) fn options(
         o.set_transport(tls_transport(config)?);
     }
     Ok(o)
+}
+
+/// TCP without Nagle's algorithm (rumqttc leaves it on). Replies are small writes after a request
+/// the broker may not have acknowledged yet at the TCP level; with Nagle they wait for that ACK,
+/// which the peer's delayed-ACK timer can hold back for tens of milliseconds.
+pub(crate) fn no_delay() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 /// Where Debian, Fedora/RHEL and Alpine/OpenEmbedded keep the system's CA bundle (PEM).
