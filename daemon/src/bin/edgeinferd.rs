@@ -187,11 +187,20 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     // with a dead transport.
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
     let mut transports = Vec::new();
+    // Cancellable MQTT requests, shared by the node's own connection and the fleet's.
+    let running = mqtt::server::Running::default();
     if config.mqtt.enabled {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         transports.push(supervise(
             "MQTT",
-            mqtt::server::serve(config.mqtt.clone(), node.clone(), registry.clone(), shutdown_rx.clone(), ready_tx),
+            mqtt::server::serve(
+                config.mqtt.clone(),
+                node.clone(),
+                registry.clone(),
+                running.clone(),
+                shutdown_rx.clone(),
+                ready_tx,
+            ),
             fatal_tx.clone(),
             shutdown_rx.clone(),
         ));
@@ -217,7 +226,14 @@ async fn run(path: PathBuf, config: Config) -> Result<(), String> {
     {
         transports.push(supervise(
             "MQTT fleet",
-            mqtt::fleet::serve(config.mqtt.clone(), node.clone(), group, registry.clone(), shutdown_rx.clone()),
+            mqtt::fleet::serve(
+                config.mqtt.clone(),
+                node.clone(),
+                group,
+                registry.clone(),
+                running.clone(),
+                shutdown_rx.clone(),
+            ),
             fatal_tx.clone(),
             shutdown_rx.clone(),
         ));

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent};
 use tokio::sync::{broadcast, watch};
 
 use crate::mqtt::reply_topics::ReplyTopics;
-use crate::mqtt::server::{Handler, Outbox, Topics, describe_connection_error, options};
+use crate::mqtt::server::{Handler, Outbox, Running, Topics, describe_connection_error, options};
 use crate::server::config::MqttConfig;
 use crate::server::registry::Registry;
 
@@ -77,6 +77,7 @@ pub async fn serve(
     node: String,
     group: String,
     registry: Arc<Registry>,
+    running: Running,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let topics = Topics::new(&config.prefix, &node);
@@ -88,7 +89,7 @@ pub async fn serve(
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let ours_max_packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
     let out = Outbox::new(client.clone(), topics.clone(), replies, &node, ours_max_packet);
-    let handler = Handler::new(out.clone(), registry.clone(), &config);
+    let handler = Handler::new(out.clone(), registry.clone(), &config, running);
     let mut membership = Membership { group: group.clone(), topics, joined: BTreeSet::new(), behind: false };
     let mut events = registry.subscribe();
     let mut connected = false;
@@ -116,7 +117,8 @@ pub async fn serve(
                     connected = true;
                     let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
                     out.set_max_packet(broker_max.min(ours_max_packet));
-                    // A new session: nothing is subscribed.
+                    // A new session: nothing is subscribed, nothing owed from the old one.
+                    out.new_session();
                     membership.joined.clear();
                     membership.sync(&client, &registry);
                     tracing::info!(%group, models = ?membership.joined, "joined the fleet work queue");
@@ -124,7 +126,18 @@ pub async fn serve(
                         registry.set_transport("fleet", "connected");
                     }
                 }
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => registry.set_transport("fleet", "connected"),
+                Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
+                    // A refusal (no ACL right to the fleet topics, or a broker without shared
+                    // subscriptions) must not pass for membership.
+                    let refused: Vec<String> =
+                        ack.return_codes.iter().filter(|c| !matches!(c, SubscribeReasonCode::Success(_))).map(|c| format!("{c:?}")).collect();
+                    if refused.is_empty() {
+                        registry.set_transport("fleet", "connected");
+                    } else {
+                        tracing::error!(%group, codes = ?refused, "the broker refused the fleet subscription (its ACL must let this node read <prefix>/fleet/models/#, and it must support shared subscriptions); retrying after the next reconnect");
+                        registry.set_transport("fleet", "refused");
+                    }
+                }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => handler.dispatch(p),
                 Ok(_) => {}
                 Err(e) => {

@@ -18,6 +18,18 @@ fn id_part(s: &str) -> String {
     if cleaned.is_empty() { "_".into() } else { cleaned }
 }
 
+/// `edgeinfer_<node>`, with the characters discovery ids cannot hold replaced; then also a short
+/// hash of the real name, so that `robot.1` and `robot_1` stay two devices.
+fn node_id(node: &str) -> String {
+    let cleaned = id_part(node);
+    if cleaned == node {
+        return format!("edgeinfer_{cleaned}");
+    }
+    // FNV-1a: stable across versions and platforms (these ids live in Home Assistant's registry).
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("edgeinfer_{cleaned}_{:08x}", hash as u32)
+}
+
 /// The discovery configs of one node.
 pub struct Discovery {
     prefix: String,
@@ -32,7 +44,7 @@ impl Discovery {
         Discovery {
             prefix: ha_prefix.trim_end_matches('/').to_string(),
             node: node.into(),
-            node_id: format!("edgeinfer_{}", id_part(node)),
+            node_id: node_id(node),
             topics,
         }
     }
@@ -91,7 +103,7 @@ impl Discovery {
                     "value_template": "{{ 'ON' if value_json.state == 'online' else 'OFF' }}",
                     "device_class": "connectivity",
                     "json_attributes_topic": status,
-                    "json_attributes_template": "{{ {'version': value_json.version, 'pid': value_json.pid} | tojson }}",
+                    "json_attributes_template": "{{ {'version': value_json.version | default(none), 'pid': value_json.pid | default(none)} | tojson }}",
                 }),
                 true,
             ),
@@ -176,7 +188,7 @@ impl Discovery {
                     "device_class": "enum",
                     "options": MODEL_STATES,
                     "json_attributes_topic": state_topic,
-                    "json_attributes_template": "{{ {'family': value_json.family, 'backend': value_json.backend, 'variant': value_json.variant, 'error': value_json.error} | tojson }}",
+                    "json_attributes_template": "{{ {'family': value_json.family | default(none), 'backend': value_json.backend | default(none), 'variant': value_json.variant | default(none), 'error': value_json.error | default(none)} | tojson }}",
                 }),
                 false,
             ),
@@ -200,7 +212,9 @@ mod tests {
     #[test]
     fn ids_are_discovery_safe_and_unique_per_entity() {
         let d = Discovery::new("homeassistant/", "robot 1.lab", Topics::new("edgeinfer", "robot 1.lab"));
-        assert_eq!(d.node_id(), "edgeinfer_robot_1_lab");
+        assert!(d.node_id().starts_with("edgeinfer_robot_1_lab_"), "{}", d.node_id());
+        assert_ne!(node_id("robot.1"), node_id("robot_1"));
+        assert_eq!(node_id("robot_1"), "edgeinfer_robot_1");
         let all: Vec<(String, Value)> = d.node_configs().into_iter().chain(d.model_configs("sam.vit/b")).collect();
         let re = |t: &str| {
             let parts: Vec<&str> = t.split('/').collect();

@@ -83,13 +83,17 @@ impl Topics {
     }
     /// `(model id, task path)` of a request topic: this node's, or the fleet's.
     pub fn parse<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = topic.strip_prefix(&self.base).or_else(|| topic.strip_prefix(&self.fleet))?;
-        rest.strip_prefix("/models/")?.split_once('/')
+        // Each base with its "/models/" as one prefix: a node named "fl" must not take
+        // "<prefix>/fleet/..." for its own.
+        let models = |base: &str| topic.strip_prefix(base).and_then(|rest| rest.strip_prefix("/models/"));
+        models(&self.base).or_else(|| models(&self.fleet))?.split_once('/')
     }
 }
 
-/// Running requests that can be cancelled, by [`ReplyTo::request_key`].
-type Running = Arc<Mutex<HashMap<RequestKey, Arc<AtomicBool>>>>;
+/// Running requests that can be cancelled, by [`ReplyTo::request_key`]: one map for the node's
+/// own connection and the fleet's, so that a cancel on the node's topic reaches a fleet request
+/// that node runs.
+pub type Running = Arc<Mutex<HashMap<RequestKey, Arc<AtomicBool>>>>;
 
 /// What identifies a running request for cancellation: its reply topic and its id (or
 /// correlation data). A client can only name requests answered on its own reply topic — which
@@ -109,12 +113,13 @@ enum RequestId {
 }
 
 /// Connects to the broker and serves until `shutdown` turns true; then publishes `offline` and
-/// disconnects. Connection failures are retried with backoff for ever; an error return means
+/// disconnects. `running` is shared with the fleet connection ([`crate::mqtt::fleet`]). Connection failures are retried with backoff for ever; an error return means
 /// the configuration cannot work (TLS files, URL), which retrying would not fix.
 pub async fn serve(
     config: MqttConfig,
     node: String,
     registry: Arc<Registry>,
+    running: Running,
     mut shutdown: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), String> {
@@ -131,7 +136,7 @@ pub async fn serve(
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let ours_max_packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
     let out = Outbox::new(client.clone(), topics.clone(), replies, &node, ours_max_packet);
-    let handler = Handler::new(out.clone(), registry.clone(), &config);
+    let handler = Handler::new(out.clone(), registry.clone(), &config, running);
     let started = Instant::now();
     let mut connected_before = false;
     // The last connection error logged: the same one again is logged at debug level only, so a
@@ -209,6 +214,7 @@ pub async fn serve(
     }
 
     registry.set_transport("mqtt", "connecting");
+    let mut announce: Option<tokio::task::JoinHandle<()>> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         tokio::select! {
@@ -242,25 +248,39 @@ pub async fn serve(
                         tracing::warn!("reconnected with a clean session (mqtt.persistent_session = false): requests and replies in flight when the connection dropped are lost");
                     }
                     connected_before = true;
-                    let filters = [topics.requests(), topics.list(), topics.metrics()]
-                        .into_iter()
-                        .map(|t| Filter { nolocal: true, ..Filter::new(t, QoS::AtLeastOnce) })
-                        .collect::<Vec<_>>();
-                    if let Err(e) = client.subscribe_many(filters).await {
-                        tracing::warn!(error = %e, "subscribe failed");
+                    if !ack.session_present {
+                        out.new_session();
                     }
-                    out.publish(topics.status(), true, status_json(&registry, &node, "online").to_string()).await;
-                    for status in registry.statuses() {
-                        let payload = serde_json::to_vec(&status).unwrap_or_default();
-                        out.publish(topics.model_state(&status.id), true, payload).await;
+                    // Subscribe and announce from a task of its own: this task polls the event
+                    // loop, and awaiting the client's request queue (which replies may fill)
+                    // from here could wait for ever.
+                    if let Some(previous) = announce.take() {
+                        previous.abort();
                     }
-                    if let Some(d) = &discovery {
-                        let models = registry.ids();
-                        let configs = d.node_configs().into_iter().chain(models.iter().flat_map(|id| d.model_configs(id)));
-                        for (topic, config) in configs {
-                            out.publish(topic, true, config.to_string()).await;
+                    let (client, topics, out, registry, node, discovery) =
+                        (client.clone(), topics.clone(), out.clone(), registry.clone(), node.clone(), discovery.clone());
+                    announce = Some(tokio::spawn(async move {
+                        let filters = [topics.requests(), topics.list(), topics.metrics()]
+                            .into_iter()
+                            .map(|t| Filter { nolocal: true, ..Filter::new(t, QoS::AtLeastOnce) })
+                            .collect::<Vec<_>>();
+                        if let Err(e) = client.subscribe_many(filters).await {
+                            tracing::warn!(error = %e, "subscribe failed");
                         }
-                    }
+                        out.publish(topics.status(), true, status_json(&registry, &node, "online").to_string()).await;
+                        for status in registry.statuses() {
+                            let payload = serde_json::to_vec(&status).unwrap_or_default();
+                            out.publish(topics.model_state(&status.id), true, payload).await;
+                        }
+                        if let Some(d) = &discovery {
+                            let models = registry.ids();
+                            let configs =
+                                d.node_configs().into_iter().chain(models.iter().flat_map(|id| d.model_configs(id)));
+                            for (topic, config) in configs {
+                                out.publish(topic, true, config.to_string()).await;
+                            }
+                        }
+                    }));
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => handler.dispatch(p),
                 Ok(_) => {}
@@ -302,6 +322,11 @@ pub async fn serve(
     }
     // Nothing may publish "online" after the "offline" below.
     republish.abort();
+    let _ = republish.await;
+    if let Some(announce) = announce.take() {
+        announce.abort();
+        let _ = announce.await;
+    }
     registry.set_transport("mqtt", "stopped");
     // Graceful: say offline (the will covers crashes), then disconnect.
     out.publish(topics.status(), true, status_json(&registry, &node, "offline").to_string()).await;
@@ -608,6 +633,11 @@ impl Outbox {
         }
     }
 
+    /// A new session began (the broker kept none): forget the acknowledgements owed for the old one.
+    pub(crate) fn new_session(&self) {
+        self.pubacks.new_session();
+    }
+
     /// Sets the largest packet the broker takes (from its CONNACK), capped by ours.
     pub(crate) fn set_max_packet(&self, max: u32) {
         self.max_packet.store(max, Ordering::Relaxed);
@@ -694,11 +724,11 @@ impl Outbox {
         }
     }
 
-    /// Acknowledges a request (QoS 1 PUBACK), queued after its final reply, once every request
-    /// received before it is acknowledged too (see `puback_order`).
-    async fn ack(&self, p: &Publish) {
+    /// Acknowledges a request (QoS 1 PUBACK) of session `generation`, queued after its final
+    /// reply, once every request received before it is acknowledged too (see `puback_order`).
+    async fn ack(&self, p: &Publish, generation: u64) {
         let _queue = self.ack_queue.lock().await;
-        for due in self.pubacks.finished(p) {
+        for due in self.pubacks.finished(p, generation) {
             if let Err(e) = self.client.ack(&due).await {
                 tracing::warn!(error = %e, "cannot acknowledge a request");
             }
@@ -749,11 +779,11 @@ pub(crate) struct Handler {
 
 impl Handler {
     /// A handler answering through `out`.
-    pub(crate) fn new(out: Outbox, registry: Arc<Registry>, config: &MqttConfig) -> Handler {
+    pub(crate) fn new(out: Outbox, registry: Arc<Registry>, config: &MqttConfig, running: Running) -> Handler {
         Handler {
             out,
             registry,
-            running: Arc::new(Mutex::new(HashMap::new())),
+            running,
             inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
             max_inflight: config.max_inflight,
             max_hops: config.shared_max_hops,
@@ -768,7 +798,7 @@ impl Handler {
     /// Takes one incoming publish: runs it in its own task, or answers `busy` (a fleet request:
     /// passes it on) when `max_inflight` are running already.
     pub(crate) fn dispatch(&self, p: Publish) {
-        self.out.pubacks.received(&p);
+        let generation = self.out.pubacks.received(&p);
         let this = self.clone();
         // Bounded: beyond max_inflight a request is answered `busy` at once instead of holding
         // its payload in yet another task.
@@ -781,7 +811,7 @@ impl Handler {
                     let handled = std::panic::AssertUnwindSafe(handle(&p, &this)).catch_unwind().await;
                     match handled {
                         Ok(Handled::Duplicate) => {}
-                        Ok(_) => this.out.ack(&p).await,
+                        Ok(_) => this.out.ack(&p, generation).await,
                         Err(_) => {
                             tracing::error!("a request handler panicked; answering internal");
                             let e = ApiError::internal("the daemon failed on this request (a bug); it was not run");
@@ -789,7 +819,7 @@ impl Handler {
                             let _ = std::panic::AssertUnwindSafe(this.out.reply(&reply, error_body(&e)))
                                 .catch_unwind()
                                 .await;
-                            this.out.ack(&p).await;
+                            this.out.ack(&p, generation).await;
                         }
                     }
                     drop(permit);
@@ -807,7 +837,7 @@ impl Handler {
                                 {
                                     this.registry.metrics().forwarded(model);
                                 }
-                                return this.out.ack(&p).await;
+                                return this.out.ack(&p, generation).await;
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on"),
                         }
@@ -818,7 +848,7 @@ impl Handler {
                         format!("{} MQTT requests are in flight (mqtt.max_inflight); retry later", this.max_inflight),
                     );
                     this.out.reply(&reply, error_body(&busy)).await;
-                    this.out.ack(&p).await;
+                    this.out.ack(&p, generation).await;
                 });
             }
         }
@@ -832,7 +862,7 @@ async fn handle(p: &Publish, handler: &Handler) -> Handled {
     let reply = ReplyTo::of(p);
     let span = tracing::info_span!("mqtt", topic = %topic);
     async move {
-        if out.topics.parse(&topic).is_some_and(|(_, task)| task == "state") {
+        if !out.topics.is_fleet(&topic) && out.topics.parse(&topic).is_some_and(|(_, task)| task == "state") {
             return Handled::NotARequest; // no-local should keep these away anyway
         }
         // A request without a reply topic is not run: its answer would go to the errors topic,
@@ -861,16 +891,19 @@ async fn handle(p: &Publish, handler: &Handler) -> Handled {
         }
         // A fleet request for a model whose queue is full here goes back to the group (the
         // subscription is being dropped; this one was already on its way).
+        // A model not configured here (a reload removed it) is passed on too: another member may
+        // serve it.
         if out.topics.is_fleet(&topic)
             && let Some((model, _)) = out.topics.parse(&topic)
-            && registry.status(model).is_some()
             && !registry.has_room(model)
         {
             let hops = hops_of(p);
             if hops < handler.max_hops {
                 match out.forward(p, hops).await {
                     Ok(()) => {
-                        registry.metrics().forwarded(model);
+                        if registry.status(model).is_some() {
+                            registry.metrics().forwarded(model);
+                        }
                         tracing::debug!(model, hops, "no room here: fleet request passed on to the group");
                         return Handled::Forwarded;
                     }

@@ -235,10 +235,13 @@ impl Registry {
         self.transports.subscribe()
     }
 
-    /// Whether model `id` would take one more request now: it is configured, its last load did
-    /// not fail, it is not being unloaded, and its queue (or, while it loads, its waiting places)
+    /// Whether model `id` would take one more request now: the daemon is not stopping, the model
+    /// is configured, its last load did not fail, it is not being unloaded, and its queue (or, while it loads, its waiting places)
     /// is not full. A fleet request for a model without room is passed on to the group.
     pub fn has_room(&self, id: &str) -> bool {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return false;
+        }
         let slots = lock(&self.slots);
         let Some(slot) = slots.get(id) else { return false };
         if matches!(slot.state, ModelState::Failed | ModelState::Unloading) {
