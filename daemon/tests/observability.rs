@@ -286,3 +286,25 @@ fn home_assistant_discovery_follows_the_schema_and_points_at_live_topics() {
     });
     assert!(daemon.terminate().success());
 }
+
+/// The exposition and the stats over D-Bus (`Daemon1.Metrics`, `Daemon1.Stats`), as
+/// `edgeinfer stats` fetches them without `--mqtt`.
+#[test]
+fn stats_over_dbus_pass_promtool() {
+    let bus = DbusBus::start();
+    let _daemon = Daemon::start(&dbus_config(&bus.address, None, "dbus-metrics"));
+    let cli = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_edgeinfer")).args(["--bus", &bus.address]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let image = fixtures().join("photos/coffee.png");
+    cli(&["embed", "-m", "dino", image.to_str().unwrap()]);
+    let text = cli(&["stats", "--prometheus"]);
+    promtool_check(&text);
+    assert_eq!(sample(&text, r#"edgeinfer_requests_total{model="dino",task="embed"}"#), 1.0);
+    assert_eq!(sample(&text, r#"edgeinfer_transport_connected{transport="dbus"}"#), 1.0);
+    let stats: Value = serde_json::from_str(&cli(&["stats"])).unwrap();
+    assert_eq!(stats["models"]["dino"]["stats"]["requests"], 1, "{stats}");
+}
