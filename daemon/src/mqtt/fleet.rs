@@ -27,7 +27,7 @@ use rumqttc::v5::{AsyncClient, Event as MqttEvent};
 use tokio::sync::{broadcast, watch};
 
 use crate::mqtt::reply_topics::ReplyTopics;
-use crate::mqtt::server::{Handler, Outbox, Running, Topics, describe_connection_error, options};
+use crate::mqtt::server::{Handler, Outbox, Reconnect, Running, Topics, describe_connection_error, options};
 use crate::server::config::MqttConfig;
 use crate::server::registry::Registry;
 
@@ -93,8 +93,7 @@ pub async fn serve(
     let mut membership = Membership { group: group.clone(), topics, joined: BTreeSet::new(), behind: false };
     let mut events = registry.subscribe();
     let mut connected = false;
-    let mut backoff = Duration::from_millis(100);
-    let mut last_error: Option<String> = None;
+    let mut reconnect = Reconnect::default();
     registry.set_transport("fleet", "connecting");
     loop {
         tokio::select! {
@@ -112,8 +111,7 @@ pub async fn serve(
             }
             polled = eventloop.poll() => match polled {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
-                    last_error = None;
+                    reconnect.connected();
                     connected = true;
                     let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
                     out.set_max_packet(broker_max.min(ours_max_packet));
@@ -144,18 +142,7 @@ pub async fn serve(
                     connected = false;
                     registry.set_transport("fleet", "reconnecting");
                     let (why, refused) = describe_connection_error(&e);
-                    let key: String = why.chars().filter(|c| !c.is_ascii_digit()).collect();
-                    if last_error.as_deref() != Some(key.as_str()) {
-                        tracing::warn!(url = %config.url, "fleet connection: {why}; reconnecting");
-                    }
-                    last_error = Some(key);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    let cap = if refused { Duration::from_secs(60) } else { Duration::from_secs(10) };
-                    backoff = (backoff * 2).min(cap);
-                    if *shutdown.borrow() {
+                    if reconnect.wait(&format!("fleet connection: {why}"), refused, &config.url, &mut shutdown).await {
                         break;
                     }
                 }

@@ -139,9 +139,6 @@ pub async fn serve(
     let handler = Handler::new(out.clone(), registry.clone(), &config, running);
     let started = Instant::now();
     let mut connected_before = false;
-    // The last connection error logged: the same one again is logged at debug level only, so a
-    // wrong password or an untrusted certificate gives one clear line, not one per retry.
-    let mut last_error: Option<String> = None;
     let mut connected_now = false;
 
     // Home Assistant discovery configs (retained), when asked for.
@@ -215,7 +212,7 @@ pub async fn serve(
 
     registry.set_transport("mqtt", "connecting");
     let mut announce: Option<tokio::task::JoinHandle<()>> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut reconnect = Reconnect::default();
     loop {
         tokio::select! {
             changed = shutdown.changed() => {
@@ -231,8 +228,7 @@ pub async fn serve(
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
-                    last_error = None;
+                    reconnect.connected();
                     connected_now = true;
                     registry.set_transport("mqtt", "connected");
                     // The broker's Maximum Packet Size: a larger reply would fail in the codec and
@@ -294,26 +290,7 @@ pub async fn serve(
                     } else {
                         format!("cannot reach the MQTT broker ({why})")
                     };
-                    let retry_in_ms = backoff.as_millis() as u64;
-                    // Compared without digits: TLS errors carry the time, socket errors ports.
-                    let key: String = why.chars().filter(|c| !c.is_ascii_digit()).collect();
-                    if last_error.as_deref() == Some(key.as_str()) {
-                        tracing::debug!(retry_in_ms, "{why}");
-                    } else if refused {
-                        tracing::error!(url = %config.url, retry_in_ms, "{why}; retrying with backoff");
-                    } else {
-                        tracing::warn!(url = %config.url, retry_in_ms, "{why}; reconnecting");
-                    }
-                    last_error = Some(key);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    // A refusal (credentials, certificates) will not heal in seconds: back off
-                    // further than for a dropped connection.
-                    let cap = if refused { Duration::from_secs(60) } else { Duration::from_secs(10) };
-                    backoff = (backoff * 2).min(cap);
-                    if *shutdown.borrow() {
+                    if reconnect.wait(&why, refused, &config.url, &mut shutdown).await {
                         break;
                     }
                 }
@@ -339,6 +316,56 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Reconnecting after a failed or lost connection: exponential backoff from 100 ms, up to 10 s,
+/// or 60 s after a refusal (credentials, certificates do not heal in seconds); each failure
+/// logged once, so a wrong password gives one clear line, not one per retry.
+pub(crate) struct Reconnect {
+    backoff: Duration,
+    /// The last failure logged, without digits (TLS errors carry the time, socket errors ports).
+    last_error: Option<String>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { backoff: Duration::from_millis(100), last_error: None }
+    }
+}
+
+impl Reconnect {
+    /// Connected: the next failure starts the backoff again and is logged.
+    pub(crate) fn connected(&mut self) {
+        *self = Reconnect::default();
+    }
+
+    /// Logs `why` (at debug level when it is the same failure as last time) and waits the
+    /// backoff, or until `shutdown` turns true; returns whether to stop.
+    pub(crate) async fn wait(
+        &mut self,
+        why: &str,
+        refused: bool,
+        url: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let retry_in_ms = self.backoff.as_millis() as u64;
+        let key: String = why.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.last_error.as_deref() == Some(key.as_str()) {
+            tracing::debug!(retry_in_ms, "{why}");
+        } else if refused {
+            tracing::error!(url, retry_in_ms, "{why}; retrying with backoff");
+        } else {
+            tracing::warn!(url, retry_in_ms, "{why}; reconnecting");
+        }
+        self.last_error = Some(key);
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        let cap = if refused { Duration::from_secs(60) } else { Duration::from_secs(10) };
+        self.backoff = (self.backoff * 2).min(cap);
+        *shutdown.borrow()
+    }
 }
 
 /// One line saying why a connection attempt failed, and whether the broker or the TLS handshake
@@ -790,6 +817,27 @@ impl Handler {
         }
     }
 
+    /// Passes fleet request `p` (on `topic`) back to the group when it may go round once more
+    /// (fewer than `shared_max_hops` passes so far); whether it did. Not a fleet request, hops
+    /// used up, or the publish failed: false, and the caller answers it here.
+    async fn pass_on(&self, p: &Publish, topic: &str) -> bool {
+        let hops = hops_of(p);
+        if !self.out.topics.is_fleet(topic) || hops >= self.max_hops {
+            return false;
+        }
+        if let Err(e) = self.out.forward(p, hops).await {
+            tracing::warn!(error = %e, "cannot pass a fleet request on; answering it here");
+            return false;
+        }
+        if let Some((model, _)) = self.out.topics.parse(topic) {
+            tracing::debug!(model, hops, "no room here: fleet request passed on to the group");
+            if self.registry.status(model).is_some() {
+                self.registry.metrics().forwarded(model);
+            }
+        }
+        true
+    }
+
     /// Whether no request of this connection is being handled.
     pub(crate) fn idle(&self) -> bool {
         self.inflight.available_permits() >= self.max_inflight.max(1)
@@ -828,19 +876,8 @@ impl Handler {
             Err(_) => {
                 tokio::spawn(async move {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let hops = hops_of(&p);
-                    if this.out.topics.is_fleet(&topic) && hops < this.max_hops {
-                        match this.out.forward(&p, hops).await {
-                            Ok(()) => {
-                                if let Some((model, _)) = this.out.topics.parse(&topic)
-                                    && this.registry.status(model).is_some()
-                                {
-                                    this.registry.metrics().forwarded(model);
-                                }
-                                return this.out.ack(&p, generation).await;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on"),
-                        }
+                    if this.pass_on(&p, &topic).await {
+                        return this.out.ack(&p, generation).await;
                     }
                     let reply = ReplyTo::of(&p);
                     let busy = ApiError::new(
@@ -894,22 +931,10 @@ async fn handle(p: &Publish, handler: &Handler) -> Handled {
         // A model not configured here (a reload removed it) is passed on too: another member may
         // serve it.
         if out.topics.is_fleet(&topic)
-            && let Some((model, _)) = out.topics.parse(&topic)
-            && !registry.has_room(model)
+            && out.topics.parse(&topic).is_some_and(|(model, _)| !registry.has_room(model))
+            && handler.pass_on(p, &topic).await
         {
-            let hops = hops_of(p);
-            if hops < handler.max_hops {
-                match out.forward(p, hops).await {
-                    Ok(()) => {
-                        if registry.status(model).is_some() {
-                            registry.metrics().forwarded(model);
-                        }
-                        tracing::debug!(model, hops, "no room here: fleet request passed on to the group");
-                        return Handled::Forwarded;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot pass a fleet request on; running it here"),
-                }
-            }
+            return Handled::Forwarded;
         }
         let body = answer(&topic, p, &props, out, &reply, &registry, &running).await;
         out.reply(&reply, body).await;
