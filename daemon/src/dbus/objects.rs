@@ -33,7 +33,7 @@ pub fn model_path(id: &str) -> OwnedObjectPath {
 
 /// The D-Bus name of a state.
 pub fn state_name(s: ModelState) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    s.as_str().to_string()
 }
 
 /// `org.edgeinfer.Model1`.

@@ -8,9 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::mqtt::server::Topics;
-
-/// What a model's state can be (the `enum` sensor's options).
-const MODEL_STATES: [&str; 5] = ["unloaded", "loading", "loaded", "failed", "unloading"];
+use crate::server::registry::ModelState;
 
 /// A name usable as a discovery node id or object id (`[a-zA-Z0-9_-]+`).
 fn id_part(s: &str) -> String {
@@ -87,10 +85,36 @@ impl Discovery {
         (self.config_topic(component, object), entity)
     }
 
+    /// A measurement sensor reading the retained stats document with `template`; a diagnostic
+    /// one (a property of the node rather than of its work) when `diagnostic`.
+    fn stats_sensor(
+        &self,
+        object: &str,
+        name: &str,
+        template: String,
+        device_class: Option<&str>,
+        unit: &str,
+        diagnostic: bool,
+    ) -> (String, Value) {
+        let mut sensor = json!({
+            "name": name,
+            "state_topic": self.topics.stats(),
+            "value_template": template,
+            "unit_of_measurement": unit,
+            "state_class": "measurement",
+        });
+        if let Some(class) = device_class {
+            sensor["device_class"] = json!(class);
+        }
+        if diagnostic {
+            sensor["entity_category"] = json!("diagnostic");
+        }
+        self.entity("sensor", object, sensor, false)
+    }
+
     /// The node's own entities: online (connectivity), resident memory, uptime.
     pub fn node_configs(&self) -> Vec<(String, Value)> {
         let status = self.topics.status();
-        let stats = self.topics.stats();
         vec![
             // Connectivity is the one entity that stays available: it shows "off" when the
             // node is offline (its will or its clean stop).
@@ -107,74 +131,25 @@ impl Discovery {
                 }),
                 true,
             ),
-            self.entity(
-                "sensor",
+            self.stats_sensor(
                 "memory",
-                json!({
-                    "name": "Resident memory",
-                    "state_topic": stats,
-                    "value_template": "{{ value_json.rss_mb | round(1) }}",
-                    "device_class": "data_size",
-                    "unit_of_measurement": "MiB",
-                    "state_class": "measurement",
-                    "entity_category": "diagnostic",
-                }),
-                false,
+                "Resident memory",
+                "{{ value_json.rss_mb | round(1) }}".into(),
+                Some("data_size"),
+                "MiB",
+                true,
             ),
-            self.entity(
-                "sensor",
-                "uptime",
-                json!({
-                    "name": "Uptime",
-                    "state_topic": stats,
-                    "value_template": "{{ value_json.uptime_s }}",
-                    "device_class": "duration",
-                    "unit_of_measurement": "s",
-                    "state_class": "measurement",
-                    "entity_category": "diagnostic",
-                }),
-                false,
-            ),
+            self.stats_sensor("uptime", "Uptime", "{{ value_json.uptime_s }}".into(), Some("duration"), "s", true),
         ]
     }
 
     /// The entities of model `id`: its state, request rate, error rate, and latency (p50, p99).
     pub fn model_configs(&self, id: &str) -> Vec<(String, Value)> {
-        let stats = self.topics.stats();
         let state_topic = self.topics.model_state(id);
         // Stats of a model not loaded are null: the template answers 0 rather than failing.
         let of_model = |expr: &str| {
             format!(
                 "{{{{ value_json.models['{id}'].{expr} if value_json.models['{id}'] is defined and value_json.models['{id}'].stats else 0 }}}}"
-            )
-        };
-        let rate = |object: &str, name: &str, key: &str, unit: &str| {
-            self.entity(
-                "sensor",
-                &format!("{id}_{object}"),
-                json!({
-                    "name": format!("{id} {name}"),
-                    "state_topic": stats,
-                    "value_template": of_model(key),
-                    "unit_of_measurement": unit,
-                    "state_class": "measurement",
-                }),
-                false,
-            )
-        };
-        let latency = |object: &str, name: &str, index: usize| {
-            self.entity(
-                "sensor",
-                &format!("{id}_{object}"),
-                json!({
-                    "name": format!("{id} {name}"),
-                    "state_topic": stats,
-                    "value_template": of_model(&format!("stats.latency_ms[{index}] | round(1)")),
-                    "device_class": "duration",
-                    "unit_of_measurement": "ms",
-                    "state_class": "measurement",
-                }),
-                false,
             )
         };
         vec![
@@ -186,16 +161,30 @@ impl Discovery {
                     "state_topic": state_topic,
                     "value_template": "{{ value_json.state }}",
                     "device_class": "enum",
-                    "options": MODEL_STATES,
+                    "options": ModelState::ALL.map(ModelState::as_str),
                     "json_attributes_topic": state_topic,
                     "json_attributes_template": "{{ {'family': value_json.family | default(none), 'backend': value_json.backend | default(none), 'variant': value_json.variant | default(none), 'error': value_json.error | default(none)} | tojson }}",
                 }),
                 false,
             ),
-            rate("request_rate", "request rate", "requests_per_s", "req/s"),
-            rate("error_rate", "error rate", "errors_per_s", "err/s"),
-            latency("latency_p50", "latency p50", 0),
-            latency("latency_p99", "latency p99", 2),
+            self.stats_sensor(&format!("{id}_request_rate"), &format!("{id} request rate"), of_model("requests_per_s"), None, "req/s", false),
+            self.stats_sensor(&format!("{id}_error_rate"), &format!("{id} error rate"), of_model("errors_per_s"), None, "err/s", false),
+            self.stats_sensor(
+                &format!("{id}_latency_p50"),
+                &format!("{id} latency p50"),
+                of_model("stats.latency_ms[0] | round(1)"),
+                Some("duration"),
+                "ms",
+                false,
+            ),
+            self.stats_sensor(
+                &format!("{id}_latency_p99"),
+                &format!("{id} latency p99"),
+                of_model("stats.latency_ms[2] | round(1)"),
+                Some("duration"),
+                "ms",
+                false,
+            ),
         ]
     }
 

@@ -158,18 +158,11 @@ impl Metrics {
         let cache_hits = Family::<ModelLabel, Gauge>::default();
         let cache_misses = Family::<ModelLabel, Gauge>::default();
         let busy = Family::<ModelLabel, Gauge>::default();
-        const STATES: [(ModelState, &str); 5] = [
-            (ModelState::Unloaded, "unloaded"),
-            (ModelState::Loading, "loading"),
-            (ModelState::Loaded, "loaded"),
-            (ModelState::Failed, "failed"),
-            (ModelState::Unloading, "unloading"),
-        ];
         for m in models {
             let model = ModelLabel { model: m.id.clone() };
-            for (s, name) in STATES {
+            for s in ModelState::ALL {
                 state
-                    .get_or_create(&ModelStateLabel { model: m.id.clone(), state: name.into() })
+                    .get_or_create(&ModelStateLabel { model: m.id.clone(), state: s.as_str().into() })
                     .set(i64::from(m.state == s));
             }
             memory.get_or_create(&model).set((m.memory_mb * 1024.0 * 1024.0) as i64);

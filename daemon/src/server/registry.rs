@@ -39,6 +39,23 @@ pub enum ModelState {
     Unloading,
 }
 
+impl ModelState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [ModelState; 5] =
+        [ModelState::Unloaded, ModelState::Loading, ModelState::Loaded, ModelState::Failed, ModelState::Unloading];
+
+    /// Its name on every transport (the serde name: `unloaded`, `loading`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Unloaded => "unloaded",
+            ModelState::Loading => "loading",
+            ModelState::Loaded => "loaded",
+            ModelState::Failed => "failed",
+            ModelState::Unloading => "unloading",
+        }
+    }
+}
+
 /// What the transports publish about a model.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelStatus {
@@ -747,6 +764,13 @@ async fn load_worker(m: ModelConfig, ort_library: Option<PathBuf>) -> Result<Wor
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn state_names_are_the_serde_names() {
+        for state in ModelState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
 
     fn fixture(family: &str) -> PathBuf {
         edgeinfer_models::fixtures::fixtures_dir().join(family)
