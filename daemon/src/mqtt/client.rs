@@ -95,6 +95,43 @@ fn nonce() -> u64 {
     (t as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }
 
+/// The retained messages on `filters` (topic and JSON payload, in arrival order): subscribes,
+/// collects until `quiet` passes without a message once every subscription is acknowledged (the
+/// retained messages come right after), at most `limit`, then unsubscribes. QoS 0: a QoS 1
+/// subscriber gets at most the broker's in-flight window plus its queue of them (1,020 on a
+/// default Mosquitto, measured by bench/fleet_sim), which would silently cut a large fleet short.
+async fn retained(
+    conn: &mut Conn,
+    filters: &[String],
+    limit: Duration,
+    quiet: Duration,
+) -> Result<Vec<(String, Value)>, ApiError> {
+    for f in filters {
+        conn.client.subscribe(f.clone(), QoS::AtMostOnce).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    let mut messages = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut acks = 0;
+        loop {
+            let wait = if acks >= filters.len() { quiet } else { limit };
+            match tokio::time::timeout(wait, conn.eventloop.poll()).await {
+                Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acks += 1,
+                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    messages.push((topic, serde_json::from_slice(&p.payload).unwrap_or(Value::Null)));
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    for f in filters {
+        let _ = conn.client.unsubscribe(f.clone()).await;
+    }
+    Ok(messages)
+}
+
 /// Finds the node: the given one, or the only one whose retained status says online.
 async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
     if remote.fleet {
@@ -103,35 +140,19 @@ async fn node(conn: &mut Conn, remote: &Remote) -> Result<String, ApiError> {
     if let Some(n) = &remote.node {
         return Ok(n.clone());
     }
-    let filter = format!("{}/+/status", remote.prefix);
-    conn.client.subscribe(filter.clone(), QoS::AtMostOnce).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut online = Vec::new();
-    // Retained messages arrive right after the subscription is acknowledged.
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        let mut acked = false;
-        loop {
-            // Once subscribed, the retained statuses come at once: stop after a short quiet spell.
-            let wait = if acked { Duration::from_millis(300) } else { Duration::from_secs(3) };
-            match tokio::time::timeout(wait, conn.eventloop.poll()).await {
-                Err(_) => break,
-                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acked = true,
-                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    // A node's status can come twice (retained, then republished): count it once.
-                    if v["state"] == "online"
-                        && let Some(n) = v["node"].as_str()
-                        && !online.iter().any(|o| o == n)
-                    {
-                        online.push(n.to_string());
-                    }
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => break,
-            }
+    let statuses =
+        retained(conn, &[format!("{}/+/status", remote.prefix)], Duration::from_secs(3), Duration::from_millis(300))
+            .await?;
+    let mut online: Vec<String> = Vec::new();
+    for (_, v) in statuses {
+        // A node's status can come twice (retained, then republished): count it once.
+        if v["state"] == "online"
+            && let Some(n) = v["node"].as_str()
+            && !online.iter().any(|o| o == n)
+        {
+            online.push(n.to_string());
         }
-    })
-    .await;
-    let _ = conn.client.unsubscribe(filter).await;
+    }
     match online.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(ApiError::new(
@@ -163,44 +184,22 @@ pub struct NodeView {
 pub async fn nodes(remote: &Remote) -> Result<Vec<NodeView>, ApiError> {
     let mut conn = connect(remote).await?;
     let filters = [format!("{}/+/status", remote.prefix), format!("{}/+/stats", remote.prefix)];
-    // QoS 0: a QoS 1 subscriber gets at most the broker's in-flight window plus its queue of the
-    // retained messages (1,020 on a default Mosquitto, measured by bench/fleet_sim), which would
-    // silently cut a large fleet short; at QoS 0 every retained message comes.
-    for f in &filters {
-        conn.client.subscribe(f.clone(), QoS::AtMostOnce).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    }
+    let messages =
+        retained(&mut conn, &filters, remote.timeout.min(Duration::from_secs(10)), Duration::from_millis(400)).await?;
     let mut seen: std::collections::BTreeMap<String, NodeView> = Default::default();
-    let _ = tokio::time::timeout(remote.timeout.min(Duration::from_secs(10)), async {
-        let mut acks = 0;
-        loop {
-            // Retained messages come right after each subscription is acknowledged: stop after a
-            // short quiet spell once both are.
-            let wait = if acks >= filters.len() { Duration::from_millis(400) } else { Duration::from_secs(10) };
-            match tokio::time::timeout(wait, conn.eventloop.poll()).await {
-                Err(_) | Ok(Err(_)) => break,
-                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => acks += 1,
-                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let Some(rest) = topic.strip_prefix(&format!("{}/", remote.prefix)) else { continue };
-                    let Some((node, kind)) = rest.split_once('/') else { continue };
-                    if node == FLEET || node == "replies" {
-                        continue;
-                    }
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    let view = seen
-                        .entry(node.to_string())
-                        .or_insert_with(|| NodeView { node: node.into(), ..Default::default() });
-                    match kind {
-                        "status" => view.status = v,
-                        "stats" => view.stats = v,
-                        _ => {}
-                    }
-                }
-                Ok(Ok(_)) => {}
-            }
+    for (topic, v) in messages {
+        let Some(rest) = topic.strip_prefix(&format!("{}/", remote.prefix)) else { continue };
+        let Some((node, kind)) = rest.split_once('/') else { continue };
+        if node == FLEET || node == "replies" {
+            continue;
         }
-    })
-    .await;
+        let view = seen.entry(node.to_string()).or_insert_with(|| NodeView { node: node.into(), ..Default::default() });
+        match kind {
+            "status" => view.status = v,
+            "stats" => view.stats = v,
+            _ => {}
+        }
+    }
     let _ = conn.client.disconnect().await;
     Ok(seen.into_values().filter(|v| !v.status.is_null()).collect())
 }
