@@ -367,13 +367,7 @@ fn a_job_running_while_the_bus_restarts_leaves_the_daemon_serving() {
 fn requests_waiting_for_a_load_are_bounded_and_time_out() {
     let broker = Mosquitto::start();
     let parent = tempfile::tempdir().unwrap();
-    let (dir, fifo) = hung_dinov2(parent.path());
-    let cfg = format!(
-        "{}\n[[models]]\nid = \"slow\"\npath = \"{}\"\nfamily = \"dinov2\"\nqueue_depth = 1\ntimeout_ms = 3000\ngallery = \"{}\"\n",
-        config(&broker.url(), "waiters", ""),
-        dir.display(),
-        fifo.display()
-    );
+    let cfg = format!("{}\n{}", config(&broker.url(), "waiters", ""), hung_model(parent.path(), "slow", 3000));
     let mut daemon = Daemon::start(&cfg);
     let mut c = Client::connect(broker.port);
     let image = photo_b64(&fixtures().join("photos/coffee.png"));

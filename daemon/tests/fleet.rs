@@ -188,12 +188,7 @@ fn fleet_spreads_work_survives_a_kill_and_takes_a_restarted_node_back() {
 fn a_node_with_a_full_queue_takes_no_fleet_work() {
     let broker = Mosquitto::start();
     let state = tempfile::tempdir().unwrap();
-    let (hung, fifo) = hung_dinov2(state.path());
-    let stuck = format!(
-        "[[models]]\nid = \"llm\"\npath = \"{}\"\nfamily = \"dinov2\"\nqueue_depth = 1\ntimeout_ms = 60000\ngallery = \"{}\"\n",
-        hung.display(),
-        fifo.display()
-    );
+    let stuck = hung_model(state.path(), "llm", 60000);
     // Round-robin can hand a passed-on copy back to c; enough hops that one always reaches a or b.
     let hops = |cfg: String| cfg.replace("shared_group = \"line\"", "shared_group = \"line\"\nshared_max_hops = 10");
     let mut nodes = [

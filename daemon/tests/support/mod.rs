@@ -330,6 +330,17 @@ pub fn hung_dinov2(parent: &Path) -> (PathBuf, PathBuf) {
     (dir, fifo)
 }
 
+/// A `[[models]]` block for model `id` that never finishes loading (a [`hung_dinov2`] folder
+/// under `parent`), with `queue_depth = 1` and a request timeout of `timeout_ms`.
+pub fn hung_model(parent: &Path, id: &str, timeout_ms: u64) -> String {
+    let (dir, fifo) = hung_dinov2(parent);
+    format!(
+        "[[models]]\nid = \"{id}\"\npath = \"{}\"\nfamily = \"dinov2\"\nqueue_depth = 1\ntimeout_ms = {timeout_ms}\ngallery = \"{}\"\n",
+        dir.display(),
+        fifo.display()
+    )
+}
+
 /// An MQTT 5 test client.
 pub struct Client {
     pub client: AsyncClient,
