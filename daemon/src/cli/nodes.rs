@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::mqtt::client::NodeView;
 
-/// One line per node: name, state, version, models (`id:state`), requests waiting and the
+/// One line per node: name, state, version, models (`id:state`, the state from the latest stats), requests waiting and the
 /// request rate over the last stats interval, and how long ago its last stats were published.
 pub fn table(nodes: &[NodeView], now: SystemTime) -> String {
     let mut out = format!(
@@ -22,7 +22,13 @@ pub fn table(nodes: &[NodeView], now: SystemTime) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|m| format!("{}:{}", m["id"].as_str().unwrap_or("?"), m["state"].as_str().unwrap_or("?")))
+            .map(|m| {
+                let id = m["id"].as_str().unwrap_or("?");
+                // The status is republished on connection changes only; the stats, every
+                // interval, carry each model's current state.
+                let state = n.stats["models"][id]["state"].as_str().or_else(|| m["state"].as_str()).unwrap_or("?");
+                format!("{id}:{state}")
+            })
             .collect();
         let per_model = |key: &str| -> Option<f64> {
             let models = n.stats["models"].as_object()?;
@@ -72,8 +78,8 @@ mod tests {
         let nodes = [
             NodeView {
                 node: "robot-1".into(),
-                status: json!({"state": "online", "version": "0.1.0", "models": [{"id": "dino", "state": "loaded"}]}),
-                stats: json!({"at": 999_990, "models": {"dino": {"stats": {"queue_depth": 2}, "requests_per_s": 1.5}}}),
+                status: json!({"state": "online", "version": "0.1.0", "models": [{"id": "dino", "state": "unloaded"}]}),
+                stats: json!({"at": 999_990, "models": {"dino": {"state": "loaded", "stats": {"queue_depth": 2}, "requests_per_s": 1.5}}}),
             },
             NodeView { node: "robot-2".into(), status: json!({"state": "offline"}), stats: Value::Null },
         ];
