@@ -237,34 +237,57 @@ fn onnx_community_folders_load_by_path_alone() {
     assert_eq!(r["token_ids"], case["greedy_new_ids"]);
 }
 
+/// The three masks of a `segment --json` answer on the 170 × 120 photo each have at least
+/// `floor` IoU to transformers' fp32 masks in `golden` (a uint8 `[3, H, W]` .npy).
+fn assert_masks_close(answer: &Value, golden: &Path, floor: f64, label: &str) {
+    let edgeinfer_onnx::Tensor::U8(golden) = edgeinfer_onnx::Tensor::read_npy(golden).unwrap() else {
+        panic!("masks are uint8")
+    };
+    let masks = answer["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 3, "{label}");
+    for (i, m) in masks.iter().enumerate() {
+        let rle: edgeinfer_models::mask::CocoRle = serde_json::from_value(m["rle"].clone()).unwrap();
+        let ours = edgeinfer_models::mask::BinaryMask::from_coco_rle(&rle).unwrap();
+        let reference = edgeinfer_models::mask::BinaryMask {
+            width: 170,
+            height: 120,
+            data: golden.index_axis(ndarray::Axis(0), i).iter().copied().collect(),
+        };
+        let iou = ours.iou(&reference);
+        assert!(iou >= floor, "{label} mask {i}: IoU {iou} to transformers' fp32 mask");
+    }
+}
+
 #[test]
 fn a_transformers_js_sam_folder_segments_by_path_alone_in_each_variant() {
     // models/fixtures/sam-hf: graphs written by Optimum under onnx/, as Xenova/slimsam-* ships them.
     let photo = fixtures().join("sam/photo.png");
-    let golden = edgeinfer_onnx::Tensor::read_npy(&fixtures().join("sam-hf/e2e/point.masks.npy")).unwrap();
-    let edgeinfer_onnx::Tensor::U8(golden) = golden else { panic!("masks are uint8") };
+    let golden = fixtures().join("sam-hf/e2e/point.masks.npy");
     for (variant, floor) in [("fp32", 0.99), ("fp16", 0.9), ("quantized", 0.7)] {
         let r = json(&local(
             "sam-hf",
             &["--variant", variant, "segment", photo.to_str().unwrap(), "--point", "100,60", "--json"],
         ));
-        let masks = r["masks"].as_array().unwrap();
-        assert_eq!(masks.len(), 3, "{variant}");
-        for (i, m) in masks.iter().enumerate() {
-            let rle: edgeinfer_models::mask::CocoRle = serde_json::from_value(m["rle"].clone()).unwrap();
-            let ours = edgeinfer_models::mask::BinaryMask::from_coco_rle(&rle).unwrap();
-            let reference = edgeinfer_models::mask::BinaryMask {
-                width: 170,
-                height: 120,
-                data: golden.index_axis(ndarray::Axis(0), i).iter().copied().collect(),
-            };
-            let iou = ours.iou(&reference);
-            assert!(iou >= floor, "{variant} mask {i}: IoU {iou} to transformers' fp32 mask");
-        }
+        assert_masks_close(&r, &golden, floor, variant);
     }
     // A box needs an input_boxes the Optimum export lacks: a typed error, exit code 2.
     let out = local("sam-hf", &["segment", photo.to_str().unwrap(), "--box", "40,15,150,110"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad_input") && err.contains("input_boxes"), "{err}");
+}
+
+#[test]
+fn an_onnx_community_sam2_folder_segments_a_box_by_path_alone() {
+    // models/fixtures/sam2-hf: onnx-community/sam2*-ONNX's layout (image_embeddings.0/1/2,
+    // input_boxes), detected as SAM 2 from config.json and loaded by path alone.
+    let photo = fixtures().join("sam/photo.png");
+    let golden = fixtures().join("sam2-hf/e2e/box.masks.npy");
+    for (variant, floor) in [("fp32", 0.99), ("fp16", 0.95), ("quantized", 0.85)] {
+        let r = json(&local(
+            "sam2-hf",
+            &["--variant", variant, "segment", photo.to_str().unwrap(), "--box", "60,20,150,100", "--json"],
+        ));
+        assert_masks_close(&r, &golden, floor, variant);
+    }
 }

@@ -146,17 +146,59 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-@torch.no_grad()
-def main() -> None:
+def fixture_folder() -> tuple[Path, Image.Image]:
+    """--out (its onnx/, golden/ and e2e/ emptied) and the photo of the SAM fixtures."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--photo", type=Path, default=Path(__file__).parent.parent / "fixtures/sam/photo.png")
     args = ap.parse_args()
-    out: Path = args.out
     for sub in ["onnx", "golden", "e2e"]:
-        shutil.rmtree(out / sub, ignore_errors=True)
-        (out / sub).mkdir(parents=True)
-    photo = Image.open(args.photo).convert("RGB")
+        shutil.rmtree(args.out / sub, ignore_errors=True)
+        (args.out / sub).mkdir(parents=True)
+    return args.out, Image.open(args.photo).convert("RGB")
+
+
+def write_variants(out: Path, variants: dict, tolerance: dict, encoder_case: dict, decoder_cases: dict,
+                   decoder_feeds: dict, e2e: dict, feed_of, post) -> None:
+    """Writes each variant of both graphs; parity cases of each against ONNX Runtime on the fp32
+    cases' inputs (variants.json); fidelity as mask IoU of the whole pipeline (the processor's
+    pre/post-processing, `post(pred_masks, inputs)`) against fp32 PyTorch's e2e masks
+    (fidelity.json). `feed_of(encoder outputs, processor inputs)` is the decoder's feed."""
+    g = out / "golden"
+    pixel_values = np.load(out / encoder_case["inputs"]["pixel_values"])
+    variant_cases, fidelity = [], {}
+    for variant, make in variants.items():
+        for graph in GRAPHS:
+            make(out / "onnx" / f"{graph}.onnx", out / "onnx" / f"{graph}_{variant}.onnx")
+        atol, rtol = tolerance[variant]
+        enc = ort_run(out / "onnx" / f"vision_encoder_{variant}.onnx", {"pixel_values": pixel_values})
+        vcase = {"name": f"vision_encoder@{variant}", "model": f"onnx/vision_encoder_{variant}.onnx", "atol": atol,
+                 "rtol": rtol, "inputs": encoder_case["inputs"], "outputs": {}}
+        for k, v in enc.items():
+            vcase["outputs"][k] = "golden/" + save_npy(g / f"vision_encoder@{variant}.{k}.npy", v)
+        variant_cases.append(vcase)
+        for name, case in decoder_cases.items():
+            dec = ort_run(out / "onnx" / f"prompt_encoder_mask_decoder_{variant}.onnx", decoder_feeds[name])
+            vcase = {"name": f"decoder_{name}@{variant}", "model": f"onnx/prompt_encoder_mask_decoder_{variant}.onnx",
+                     "atol": atol, "rtol": rtol, "inputs": case["inputs"], "outputs": {}}
+            for k, v in dec.items():
+                vcase["outputs"][k] = "golden/" + save_npy(g / f"decoder_{name}@{variant}.{k}.npy", v)
+            variant_cases.append(vcase)
+        ious = []
+        for name, (ref_masks, inputs) in e2e.items():
+            emb = ort_run(out / "onnx" / f"vision_encoder_{variant}.onnx", {"pixel_values": inputs["pixel_values"].numpy()})
+            dec = ort_run(out / "onnx" / f"prompt_encoder_mask_decoder_{variant}.onnx", feed_of(emb, inputs))
+            masks = post(dec["pred_masks"], inputs)
+            ious += [mask_iou(a, b) for a, b in zip(masks, ref_masks)]
+        fidelity[variant] = {"mask_iou_min": min(ious), "mask_iou_mean": float(np.mean(ious)), "masks": len(ious)}
+        print(f"{variant}: mask IoU against fp32 PyTorch min {min(ious):.4f} mean {np.mean(ious):.4f}")
+    (out / "variants.json").write_text(json.dumps({"cases": variant_cases}, indent=1) + "\n")
+    (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+
+
+@torch.no_grad()
+def main() -> None:
+    out, photo = fixture_folder()
     proc = processor()
     model = build_tiny(SEED)
     calibrate(model, prompt_inputs(proc, photo, PROMPTS["point"]))
@@ -209,42 +251,13 @@ def main() -> None:
         print(f"{name}: areas {[int(m.sum()) for m in masks]} of {masks[0].size}, iou {ref.iou_scores[0, 0].tolist()}")
     (out / "e2e" / "prompts.json").write_text(json.dumps(PROMPTS, indent=1) + "\n")
 
-    # Variants: written as the Hub repositories ship them; parity cases against ONNX Runtime;
-    # fidelity as mask IoU of the whole pipeline (PyTorch pre/post-processing) against fp32.
-    variant_cases, fidelity = [], {}
-    encoder_feed = {"pixel_values": pixel_values.numpy()}
-    for variant, make in VARIANTS.items():
-        for graph in GRAPHS:
-            make(out / "onnx" / f"{graph}.onnx", out / "onnx" / f"{graph}_{variant}.onnx")
-        atol, rtol = VARIANT_TOLERANCE[variant]
-        enc = ort_run(out / "onnx" / f"vision_encoder_{variant}.onnx", encoder_feed)
-        vcase = {"name": f"vision_encoder@{variant}", "model": f"onnx/vision_encoder_{variant}.onnx", "atol": atol,
-                 "rtol": rtol, "inputs": encoder_case["inputs"], "outputs": {}}
-        for k, v in enc.items():
-            np.save(g / f"vision_encoder@{variant}.{k}.npy", v)
-            vcase["outputs"][k] = f"golden/vision_encoder@{variant}.{k}.npy"
-        variant_cases.append(vcase)
-        for name, feed in decoder_feeds.items():
-            dec = ort_run(out / "onnx" / f"prompt_encoder_mask_decoder_{variant}.onnx", feed)
-            vcase = {"name": f"decoder_{name}@{variant}", "model": f"onnx/prompt_encoder_mask_decoder_{variant}.onnx",
-                     "atol": atol, "rtol": rtol, "inputs": cases[1 + list(decoder_feeds).index(name)]["inputs"],
-                     "outputs": {}}
-            for k, v in dec.items():
-                np.save(g / f"decoder_{name}@{variant}.{k}.npy", v)
-                vcase["outputs"][k] = f"golden/decoder_{name}@{variant}.{k}.npy"
-            variant_cases.append(vcase)
-        ious = []
-        for name, (ref_masks, inputs) in e2e.items():
-            emb = ort_run(out / "onnx" / f"vision_encoder_{variant}.onnx", {"pixel_values": inputs["pixel_values"].numpy()})
-            dec = ort_run(out / "onnx" / f"prompt_encoder_mask_decoder_{variant}.onnx",
-                          {**emb, "input_points": inputs["input_points"].numpy().astype(np.float32),
-                           "input_labels": inputs["input_labels"].numpy().astype(np.int64)})
-            masks = post_process(proc, dec["pred_masks"], inputs)
-            ious += [mask_iou(a, b) for a, b in zip(masks, ref_masks)]
-        fidelity[variant] = {"mask_iou_min": min(ious), "mask_iou_mean": float(np.mean(ious)), "masks": len(ious)}
-        print(f"{variant}: mask IoU against fp32 PyTorch min {min(ious):.4f} mean {np.mean(ious):.4f}")
-    (out / "variants.json").write_text(json.dumps({"cases": variant_cases}, indent=1) + "\n")
-    (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+    # Variants: written as the Hub repositories ship them.
+    def feed_of(embeddings: dict, inputs) -> dict:
+        return {**embeddings, "input_points": inputs["input_points"].numpy().astype(np.float32),
+                "input_labels": inputs["input_labels"].numpy().astype(np.int64)}
+
+    write_variants(out, VARIANTS, VARIANT_TOLERANCE, encoder_case, dict(zip(decoder_feeds, cases[1:])),
+                   decoder_feeds, e2e, feed_of, lambda masks, inputs: post_process(proc, masks, inputs))
     for f in sorted((out / "onnx").iterdir()):
         print(f"{f.name}: {f.stat().st_size / 1e6:.2f} MB")
 

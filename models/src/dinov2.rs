@@ -70,19 +70,19 @@ pub type MeanStd = ([f32; 3], [f32; 3]);
 /// SAM's read).
 #[derive(Deserialize)]
 pub(crate) struct ProcessorJson {
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "flag_or_yes")]
     do_resize: bool,
     pub(crate) size: Option<serde_json::Value>,
     /// `SamImageProcessor`: the size images are padded to.
     pub(crate) pad_size: Option<serde_json::Value>,
     resample: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag_or_no")]
     do_center_crop: bool,
     crop_size: Option<serde_json::Value>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "flag_or_yes")]
     do_rescale: bool,
     rescale_factor: Option<f32>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "flag_or_yes")]
     do_normalize: bool,
     image_mean: Option<Vec<f32>>,
     image_std: Option<Vec<f32>>,
@@ -90,6 +90,16 @@ pub(crate) struct ProcessorJson {
 
 fn yes() -> bool {
     true
+}
+
+/// A flag written as `null` (transformers' fast processors save unset options so) takes its
+/// default: true for the steps on by default, false for centre cropping.
+fn flag_or_yes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+fn flag_or_no<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 impl ProcessorJson {

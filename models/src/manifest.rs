@@ -85,6 +85,23 @@ pub fn model_files(family: Family, dir: &Path, variant: Variant) -> Result<Vec<P
     Ok(files)
 }
 
+fn folder_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default()
+}
+
+/// `config.json`'s `model_type`, or "" when there is none.
+fn model_type(dir: &Path) -> String {
+    #[derive(Deserialize)]
+    struct ModelType {
+        model_type: Option<String>,
+    }
+    std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<ModelType>(&text).ok())
+        .and_then(|c| c.model_type)
+        .unwrap_or_default()
+}
+
 /// Detects the family of the model in `dir`.
 pub fn detect(dir: &Path) -> Result<Family> {
     if !dir.is_dir() {
@@ -104,12 +121,16 @@ pub fn detect(dir: &Path) -> Result<Family> {
         return Ok(Family::Llama);
     }
     if has("encoder.onnx") && has("decoder.onnx") {
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-        return Ok(if name.contains("sam2") { Family::Sam2 } else { Family::Sam });
+        return Ok(if folder_name(dir).contains("sam2") { Family::Sam2 } else { Family::Sam });
     }
     if crate::sam::is_transformers_layout(dir) {
-        // transformers.js / Optimum: vision_encoder + prompt_encoder_mask_decoder.
-        return Ok(Family::Sam);
+        // transformers.js / Optimum: vision_encoder + prompt_encoder_mask_decoder; SAM 2 when
+        // config.json's model_type says so (onnx-community/sam2*-ONNX), or the folder's name.
+        return Ok(if model_type(dir).starts_with("sam2") || folder_name(dir).contains("sam2") {
+            Family::Sam2
+        } else {
+            Family::Sam
+        });
     }
     if has("preprocessor_config.json") {
         return Ok(Family::Dinov2);
@@ -142,6 +163,7 @@ mod tests {
         assert_eq!(detect(&f.join("dinov2")).unwrap(), Family::Dinov2);
         assert_eq!(detect(&f.join("llama")).unwrap(), Family::Llama);
         assert_eq!(detect(&f.join("sam-hf")).unwrap(), Family::Sam);
+        assert_eq!(detect(&f.join("sam2-hf")).unwrap(), Family::Sam2);
         assert!(detect(&f.join("photos")).is_err());
         assert!(detect(&f.join("nope")).is_err());
         assert_eq!("MobileSAM".parse::<Family>().unwrap(), Family::Sam);

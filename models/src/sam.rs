@@ -18,6 +18,14 @@
 //! `pred_masks [1, 1, 3, h, w]` logits, post-processed as `SamProcessor.post_process_masks`
 //! (upsample to the pad size, crop, upsample to the original size, threshold).
 //!
+//! SAM 2 in the onnx-community layout (`onnx-community/sam2*-ONNX`: the same two file names,
+//! written by a custom script): pre-processing as transformers' `Sam2ImageProcessorFast` (the
+//! 8-bit image stretched to S × S, antialiased bilinear, then normalised); the encoder returns
+//! `image_embeddings.0/1/2` (the two high-resolution maps, then the image embedding), the decoder
+//! takes them with `input_points`, `input_labels` and `input_boxes` (`[1, 0, 4]` without a box)
+//! and answers `pred_masks [1, 1, 3, h, w]`, upsampled straight to the original size as
+//! `Sam2Processor.post_process_masks` does.
+//!
 //! SAM 2 (samexporter layout): like `SAM2Transforms`, the image is stretched to S × S (antialiased
 //! bilinear on floats, as torchvision's tensor `Resize`) and normalised; the encoder returns
 //! `image_embed` and the two `high_res_feats`, which the decoder takes with the prompts
@@ -56,6 +64,10 @@ const HF_DECODER: &str = "prompt_encoder_mask_decoder";
 /// SAM 2 encoder outputs: the image embedding, then the two high-resolution feature maps.
 const SAM2_FEATURES: [&str; 3] = ["image_embed", "high_res_feats_0", "high_res_feats_1"];
 
+/// The same three in the onnx-community layout (`Sam2Model.get_image_embeddings`: the two
+/// high-resolution maps first, the image embedding last).
+const SAM2_HF_FEATURES: [&str; 3] = ["image_embeddings.2", "image_embeddings.0", "image_embeddings.1"];
+
 /// Limits on prompts.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -90,7 +102,8 @@ pub enum EncoderLayout {
 pub enum Generation {
     /// SAM and its light variants: `image_embeddings`, official decoder layout.
     Sam,
-    /// SAM 2: `image_embed` + `high_res_feats_0/1`, samexporter decoder layout.
+    /// SAM 2: an image embedding and two high-resolution feature maps (samexporter's
+    /// `image_embed` + `high_res_feats_0/1`, or onnx-community's `image_embeddings.0/1/2`).
     Sam2,
 }
 
@@ -105,6 +118,10 @@ pub enum DecoderLayout {
     /// transformers.js / Optimum: `image_embeddings`, `image_positional_embeddings`,
     /// `input_points`, `input_labels` (int64), optional `input_boxes` → `iou_scores`, `pred_masks`.
     Transformers,
+    /// onnx-community's SAM 2 (`onnx-community/sam2*-ONNX`): `image_embeddings.0/1/2`,
+    /// `input_points`, `input_labels` (int64), `input_boxes [1, M, 4]` (M = 0 without a box) →
+    /// `iou_scores`, `pred_masks`, `object_score_logits`.
+    Sam2Transformers,
 }
 
 /// The image side of SAM: encoder output plus what is needed to map prompts and masks.
@@ -289,7 +306,11 @@ fn preprocessing(dir: &Path, manifest: &ManifestJson) -> Result<(Option<u32>, [f
         let (m, s) = normalize.unwrap_or(([0.0; 3], [1.0; 3]));
         (mean, std) = (Some(m.map(|x| x / r)), Some(s.map(|x| x / r)));
         let edge = |v: &Option<serde_json::Value>, key: &str| v.as_ref()?.get(key)?.as_u64()?.try_into().ok();
-        size = edge(&json.pad_size, "height").or_else(|| edge(&json.size, "longest_edge"));
+        // SamImageProcessor pads to a square (or resizes the longest edge); Sam2's stretches to
+        // {height, width}.
+        size = edge(&json.pad_size, "height")
+            .or_else(|| edge(&json.size, "longest_edge"))
+            .or_else(|| edge(&json.size, "height"));
     }
     Ok((
         manifest.image_size.or(size),
@@ -336,18 +357,21 @@ impl Sam {
             }
         };
         let encoder_has = |name: &str| encoder.outputs().iter().any(|o| o.name == name);
-        let generation = if SAM2_FEATURES.iter().all(|n| encoder_has(n)) {
-            Generation::Sam2
-        } else if encoder_has("image_embeddings") {
-            Generation::Sam
-        } else {
-            return Err(ModelError::Config(
-                "encoder has neither an 'image_embeddings' output (SAM) nor 'image_embed' + 'high_res_feats_0/1' (SAM 2)"
-                    .into(),
-            ));
-        };
+        let generation =
+            if SAM2_FEATURES.iter().all(|n| encoder_has(n)) || SAM2_HF_FEATURES.iter().all(|n| encoder_has(n)) {
+                Generation::Sam2
+            } else if encoder_has("image_embeddings") {
+                Generation::Sam
+            } else {
+                return Err(ModelError::Config(
+                    "encoder has neither an 'image_embeddings' output (SAM) nor 'image_embed' + 'high_res_feats_0/1' \
+                 or 'image_embeddings.0/1/2' (SAM 2)"
+                        .into(),
+                ));
+            };
         let decoder_has = |name: &str| decoder.inputs().iter().any(|i| i.name == name);
         let decoder_layout = match generation {
+            Generation::Sam2 if decoder_has("input_points") => DecoderLayout::Sam2Transformers,
             Generation::Sam2 => DecoderLayout::Sam2Exporter,
             Generation::Sam if decoder_has("input_points") => DecoderLayout::Transformers,
             Generation::Sam => DecoderLayout::Official,
@@ -376,6 +400,18 @@ impl Sam {
                 &["iou_scores", "pred_masks"],
                 "transformers.js SAM",
             ),
+            DecoderLayout::Sam2Transformers => (
+                &[
+                    "image_embeddings.0",
+                    "image_embeddings.1",
+                    "image_embeddings.2",
+                    "input_points",
+                    "input_labels",
+                    "input_boxes",
+                ],
+                &["iou_scores", "pred_masks"],
+                "onnx-community SAM 2",
+            ),
         };
         for name in expected_inputs {
             if !decoder_has(name) {
@@ -401,10 +437,22 @@ impl Sam {
         }
         let fixed = |shape: &[edgeinfer_onnx::Dim], at: usize| shape.get(at).and_then(|d| d.fixed());
         let low_res_size = match decoder_layout {
-            DecoderLayout::Transformers => {
-                // pred_masks [B, P, 3, h, w], else 4x the embedding grid (the upscaling of every SAM).
+            DecoderLayout::Transformers | DecoderLayout::Sam2Transformers => {
+                // pred_masks [B, P, 3, h, w], else 4x the embedding grid (the upscaling of every
+                // SAM), as the decoder or the encoder declares it.
+                let embedding = if decoder_layout == DecoderLayout::Sam2Transformers {
+                    SAM2_HF_FEATURES[0]
+                } else {
+                    "image_embeddings"
+                };
                 let masks = decoder.outputs().iter().find(|o| o.name == "pred_masks").map(|o| o.shape.clone());
-                let grid = encoder.outputs().iter().find(|o| o.name == "image_embeddings").map(|o| o.shape.clone());
+                let declared = |s: &[edgeinfer_onnx::Dim]| fixed(s, 2).is_some() && fixed(s, 3).is_some();
+                let grid = decoder
+                    .inputs()
+                    .iter()
+                    .chain(encoder.outputs())
+                    .find(|o| o.name == embedding && declared(&o.shape))
+                    .map(|o| o.shape.clone());
                 let dims = |shape: Option<&[edgeinfer_onnx::Dim]>, a: usize, b: usize| {
                     shape.and_then(|s| Some((fixed(s, a)?, fixed(s, b)?)))
                 };
@@ -413,7 +461,7 @@ impl Sam {
                     Some(size) => size,
                     None => {
                         return Err(ModelError::Config(
-                            "cannot tell the mask size: neither pred_masks nor image_embeddings has a fixed size"
+                            "cannot tell the mask size: neither pred_masks nor the image embedding has a fixed size"
                                 .into(),
                         ));
                     }
@@ -512,6 +560,14 @@ impl Sam {
         Ok(Array4::from_shape_vec((1, 3, s, s), resized).unwrap_or_else(|_| Array4::zeros((1, 3, s, s))))
     }
 
+    /// The encoder input of onnx-community's SAM 2, as transformers' `Sam2ImageProcessorFast`
+    /// makes it: the 8-bit image stretched to S × S (antialiased bilinear, which torchvision
+    /// computes as PIL does), then rescaled and ImageNet-normalised, as `[1, 3, S, S]`.
+    pub fn sam2_processor_input(&self, image: &RgbImage) -> Result<Array4<f32>> {
+        let resized = image::resize(image, self.image_size, self.image_size, Resample::Bilinear)?;
+        Ok(image::to_nchw(&resized, 1.0, self.pixel_mean, self.pixel_std))
+    }
+
     /// The encoder feed for SAM / SAM 1-style encoders: the image resized so its longest side is
     /// the encoder size, as HWC pixels or normalised and zero-padded NCHW, and the resized size.
     pub fn encoder_input(&self, image: &RgbImage) -> Result<((String, Tensor), (u32, u32))> {
@@ -536,14 +592,17 @@ impl Sam {
             let EncoderLayout::Plain { input } = &self.layout else {
                 return Err(ModelError::Config("a SAM 2 encoder takes a [1,3,S,S] image".into()));
             };
-            let mut out =
-                self.encoder.run_as_declared(vec![(input.clone(), Tensor::F32(self.sam2_input(image)?.into_dyn()))])?;
+            let (pixels, names) = match self.decoder_layout {
+                DecoderLayout::Sam2Transformers => (self.sam2_processor_input(image)?, SAM2_HF_FEATURES),
+                _ => (self.sam2_input(image)?, SAM2_FEATURES),
+            };
+            let mut out = self.encoder.run_as_declared(vec![(input.clone(), Tensor::F32(pixels.into_dyn()))])?;
             let mut high_res_features = Vec::with_capacity(2);
-            for name in &SAM2_FEATURES[1..] {
+            for name in &names[1..] {
                 high_res_features.push(out.take(name)?.into_f32()?);
             }
             return Ok(ImageEmbedding {
-                image_embeddings: out.take(SAM2_FEATURES[0])?.into_f32()?,
+                image_embeddings: out.take(names[0])?.into_f32()?,
                 high_res_features,
                 original: (image.width, image.height),
                 resized: (self.image_size, self.image_size),
@@ -619,7 +678,9 @@ impl Sam {
         let (ow, oh) = embedding.original;
         let (lh, lw) = self.low_res_size;
         let answer = match self.decoder_layout {
-            DecoderLayout::Transformers => self.decode_transformers(embedding, prompt)?,
+            DecoderLayout::Transformers | DecoderLayout::Sam2Transformers => {
+                self.decode_transformers(embedding, prompt)?
+            }
             _ => self.decode_official(embedding, prompt)?,
         };
         let DecoderAnswer { iou, low_res, full_res, candidates_only } = answer;
@@ -741,49 +802,73 @@ impl Sam {
         Ok(DecoderAnswer { iou: iou.iter().copied().collect(), low_res, full_res, candidates_only: sam2 })
     }
 
-    /// The transformers.js / Optimum decoder: `input_points [1, 1, N, 2]` in the encoder's frame
+    /// The transformers.js / Optimum decoders: `input_points [1, 1, N, 2]` in the encoder's frame
     /// with int64 `input_labels` (the graph pads), a box as `input_boxes [1, 1, 4]` where the
     /// graph has that input; no mask prompt. Answers `pred_masks [1, 1, 3, h, w]`.
+    ///
+    /// SAM (Optimum) takes `image_embeddings` and the encoder's `image_positional_embeddings`,
+    /// and needs a point. SAM 2 (onnx-community) takes `image_embeddings.0/1/2` and always an
+    /// `input_boxes` tensor, `[1, 0, 4]` without a box; a box alone goes with one not-a-point
+    /// (label -1), as the graph wants a points tensor.
     fn decode_transformers(&self, embedding: &ImageEmbedding, prompt: &Prompt) -> Result<DecoderAnswer> {
+        let sam2 = self.decoder_layout == DecoderLayout::Sam2Transformers;
+        let layout = if sam2 { "onnx-community SAM 2 layout" } else { "transformers.js layout" };
         if prompt.mask_input.is_some() {
-            return Err(ModelError::BadInput(
-                "this model's decoder (transformers.js layout) takes no mask prompt: send points or a box".into(),
-            ));
+            return Err(ModelError::BadInput(format!(
+                "this model's decoder ({layout}) takes no mask prompt: send points or a box"
+            )));
         }
         let has_boxes = self.decoder.inputs().iter().any(|i| i.name == "input_boxes");
         if prompt.bbox.is_some() && !has_boxes {
-            return Err(ModelError::BadInput(
-                "this model's decoder (transformers.js layout) has no input_boxes: prompt it with points".into(),
-            ));
+            return Err(ModelError::BadInput(format!(
+                "this model's decoder ({layout}) has no input_boxes: prompt it with points"
+            )));
         }
-        if prompt.points.is_empty() {
-            return Err(ModelError::BadInput(
-                "this model's decoder (transformers.js layout) needs at least one point".into(),
-            ));
+        if prompt.points.is_empty() && !sam2 {
+            return Err(ModelError::BadInput(format!("this model's decoder ({layout}) needs at least one point")));
         }
-        let positional = self
-            .positional_embeddings
-            .get()
-            .ok_or_else(|| ModelError::BadInput("this embedding was not made by this model's encoder".into()))?;
         let (sx, sy) = self.prompt_scale(embedding);
-        let n = prompt.points.len();
-        let coords: Vec<f32> = prompt.points.iter().flat_map(|p| [p.x * sx, p.y * sy]).collect();
-        let labels: Vec<i64> = prompt.points.iter().map(|p| i64::from(p.positive)).collect();
+        let mut coords: Vec<f32> = prompt.points.iter().flat_map(|p| [p.x * sx, p.y * sy]).collect();
+        let mut labels: Vec<i64> = prompt.points.iter().map(|p| i64::from(p.positive)).collect();
+        if labels.is_empty() {
+            coords = vec![0.0, 0.0];
+            labels = vec![-1];
+        }
+        let n = labels.len();
         let labels =
             ArrayD::from_shape_vec(IxDyn(&[1, 1, n]), labels).map_err(|e| ModelError::BadInput(e.to_string()))?;
-        let mut feed = vec![
-            ("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())),
+        let mut feed = Vec::with_capacity(6);
+        if sam2 {
+            let [high_res_0, high_res_1] = embedding.high_res_features.as_slice() else {
+                return Err(ModelError::BadInput("this embedding was not made by a SAM 2 encoder".into()));
+            };
+            feed.extend([
+                (SAM2_HF_FEATURES[0].to_string(), Tensor::F32(embedding.image_embeddings.clone())),
+                (SAM2_HF_FEATURES[1].to_string(), Tensor::F32(high_res_0.clone())),
+                (SAM2_HF_FEATURES[2].to_string(), Tensor::F32(high_res_1.clone())),
+            ]);
+        } else {
+            feed.push(("image_embeddings".to_string(), Tensor::F32(embedding.image_embeddings.clone())));
+            if self.decoder.inputs().iter().any(|i| i.name == "image_positional_embeddings") {
+                let positional = self.positional_embeddings.get().ok_or_else(|| {
+                    ModelError::BadInput("this embedding was not made by this model's encoder".into())
+                })?;
+                feed.push(("image_positional_embeddings".to_string(), Tensor::F32(positional.clone())));
+            }
+        }
+        feed.extend([
             ("input_points".to_string(), Tensor::from_shape_vec(&[1, 1, n, 2], coords)?),
             ("input_labels".to_string(), Tensor::I64(labels)),
-        ];
-        if self.decoder.inputs().iter().any(|i| i.name == "image_positional_embeddings") {
-            feed.push(("image_positional_embeddings".to_string(), Tensor::F32(positional.clone())));
-        }
-        if let Some(b) = prompt.bbox {
-            feed.push((
+        ]);
+        match prompt.bbox {
+            Some(b) => feed.push((
                 "input_boxes".to_string(),
                 Tensor::from_shape_vec(&[1, 1, 4], vec![b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy])?,
-            ));
+            )),
+            None if sam2 => {
+                feed.push(("input_boxes".to_string(), Tensor::from_shape_vec(&[1, 0, 4], Vec::<f32>::new())?))
+            }
+            None => {}
         }
         let mut out = self.decoder.run_as_declared(feed)?;
         let iou: Vec<f32> = out.take("iou_scores")?.into_f32()?.iter().copied().collect();

@@ -76,6 +76,16 @@ fn sam_transformers_layout_quantized_and_fp16_variants_match_onnxruntime() {
 }
 
 #[test]
+fn sam2_onnx_community_layout_matches_pytorch() {
+    run_family("sam2-hf");
+}
+
+#[test]
+fn sam2_onnx_community_layout_quantized_and_fp16_variants_match_onnxruntime() {
+    run_cases("sam2-hf", variant_cases("sam2-hf"));
+}
+
+#[test]
 fn dinov2_matches_pytorch() {
     run_family("dinov2");
 }

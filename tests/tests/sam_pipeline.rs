@@ -3,7 +3,8 @@
 //! predicted IoUs within 1e-3, on both backends and both encoder layouts; RLE strings equal
 //! pycocotools'. SAM 2 likewise against `SAM2ImagePredictor`, pre-processing included. SAM in the
 //! transformers.js / Optimum layout (graphs written by Optimum) against transformers'
-//! `SamProcessor` + `SamModel` + `post_process_masks`, loaded by path alone, every variant.
+//! `SamProcessor` + `SamModel` + `post_process_masks`, loaded by path alone, every variant; SAM 2
+//! in the onnx-community layout likewise against `Sam2Processor` + `Sam2Model`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use serde_json::Value;
 const SAM: &str = "sam";
 const SAM2: &str = "sam2";
 const SAM_HF: &str = "sam-hf";
+const SAM2_HF: &str = "sam2-hf";
 
 fn photo() -> RgbImage {
     // The same photo in both fixtures.
@@ -286,13 +288,17 @@ fn transformers_layout_masks_match_sam_processor_on_both_backends() {
 
 #[test]
 fn transformers_layout_variants_load_by_name_and_stay_close_to_fp32() {
-    // Each variant file runs through the whole pipeline on both backends; its masks are compared
-    // with the fp32 graph's masks from the same backend. The tiny random-weight model is
-    // fragile under 8-bit weights (fidelity.json: ORT's own quantized masks have IoU >= 0.78 to
-    // PyTorch's), so the bar is what ORT itself reaches, not a trained model's 0.95.
-    let dir = fixtures().join(SAM_HF);
+    variants_stay_close_to_fp32(SAM_HF, &["point", "points", "background"]);
+}
+
+/// Each variant file of `fixture` runs through the whole pipeline on both backends; its masks
+/// are compared with the fp32 graph's masks from the same backend. The tiny random-weight models
+/// are fragile under 8-bit weights (fidelity.json: ORT's own quantized masks have IoU >= 0.78 to
+/// PyTorch's), so the bar is what ORT itself reaches, not a trained model's 0.95.
+fn variants_stay_close_to_fp32(fixture: &str, names: &[&str]) {
+    let dir = fixtures().join(fixture);
     let fidelity: Value = serde_json::from_slice(&std::fs::read(dir.join("fidelity.json")).unwrap()).unwrap();
-    let specs = prompts(SAM_HF);
+    let specs = prompts(fixture);
     for backend in backends() {
         let fp32 = Sam::load(&dir, backend.as_ref(), &SessionOptions::default()).unwrap();
         let reference = fp32.embed(&photo()).unwrap();
@@ -300,14 +306,15 @@ fn transformers_layout_variants_load_by_name_and_stay_close_to_fp32() {
             let sam = Sam::load_variant(&dir, variant, backend.as_ref(), &SessionOptions::default()).unwrap();
             let embedding = sam.embed(&photo()).unwrap();
             let floor = fidelity[variant.name()]["mask_iou_min"].as_f64().unwrap() - 0.05;
-            for name in ["point", "points", "background"] {
+            for name in names {
                 let p = prompt(&specs[name]);
                 let ours = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
                 let full = fp32.segment(&reference, &p, &SegmentOptions::default()).unwrap();
                 for (i, (a, b)) in ours.iter().zip(&full).enumerate() {
                     let iou = a.mask.iou(&b.mask);
-                    println!("{} {variant} {name}[{i}]: mask IoU to fp32 {iou:.4}", backend.kind().name());
-                    assert!(iou >= floor, "{} {variant} {name}[{i}]: IoU {iou} < {floor}", backend.kind().name());
+                    let label = backend.kind().name();
+                    println!("{fixture} {label} {variant} {name}[{i}]: mask IoU to fp32 {iou:.4}");
+                    assert!(iou >= floor, "{fixture} {label} {variant} {name}[{i}]: IoU {iou} < {floor}");
                 }
             }
         }
@@ -341,4 +348,52 @@ fn transformers_layout_refuses_what_its_decoder_cannot_take() {
         ),
     ];
     assert_refused(&sam, &embedding, cases);
+}
+
+#[test]
+fn onnx_community_sam2_masks_match_sam2_processor_on_both_backends() {
+    // models/fixtures/sam2-hf: transformers' Sam2Model in onnx-community/sam2*-ONNX's layout
+    // (vision_encoder -> image_embeddings.0/1/2; input_boxes [1, 0, 4] without a box).
+    let dir = fixtures().join(SAM2_HF);
+    assert_eq!(edgeinfer_models::manifest::detect(&dir).unwrap(), edgeinfer_models::manifest::Family::Sam2);
+    let specs = prompts(SAM2_HF);
+    for backend in backends() {
+        let sam = Sam::load(&dir, backend.as_ref(), &SessionOptions::default()).unwrap();
+        assert_eq!(sam.generation(), Generation::Sam2);
+        assert_eq!(sam.decoder_layout(), DecoderLayout::Sam2Transformers);
+        // From preprocessor_config.json: size {height: 128, width: 128}.
+        assert_eq!(sam.image_size(), 128);
+        for name in ["point", "points", "background", "box", "box_point"] {
+            check_case(&sam, SAM2_HF, backend.kind().name(), name, &prompt(&specs[name]), &SegmentOptions::default());
+        }
+        let embedding = sam.embed(&photo()).unwrap();
+        let p = prompt(&specs["box_point"]);
+        let all = sam.segment(&embedding, &p, &SegmentOptions::default()).unwrap();
+        let single = sam.segment(&embedding, &p, &SegmentOptions { multimask: false, best_only: false }).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].score, all.iter().map(|m| m.score).fold(f32::MIN, f32::max));
+    }
+}
+
+#[test]
+fn onnx_community_sam2_variants_load_by_name_and_stay_close_to_fp32() {
+    variants_stay_close_to_fp32(SAM2_HF, &["point", "background", "box", "box_point"]);
+}
+
+#[test]
+fn onnx_community_sam2_refuses_mask_prompts_and_foreign_embeddings() {
+    let tract = edgeinfer_onnx::backend(edgeinfer_onnx::BackendKind::Tract, None).unwrap();
+    let sam = Sam::load(&fixtures().join(SAM2_HF), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let embedding = sam.embed(&photo()).unwrap();
+    let pt = Point { x: 10.0, y: 10.0, positive: true };
+    let refine = Prompt {
+        points: vec![pt],
+        mask_input: Some(LowResMask(ndarray::Array2::zeros((32, 32)))),
+        ..Default::default()
+    };
+    assert_refused(&sam, &embedding, vec![(refine, "no mask prompt")]);
+    // A SAM embedding (no high-resolution maps) is refused with a typed error.
+    let sam1 = Sam::load(&fixtures().join(SAM), tract.as_ref(), &SessionOptions::default()).unwrap();
+    let foreign = sam1.embed(&photo()).unwrap();
+    assert_refused(&sam, &foreign, vec![(Prompt { points: vec![pt], ..Default::default() }, "SAM 2")]);
 }
