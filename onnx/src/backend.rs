@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ep::EpConfig;
 use crate::error::{OnnxError, Result};
-use crate::retained::{Retain, Retained, check_retain};
+use crate::retained::{InPlace, Retain, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 /// Which backend implementation.
@@ -242,12 +242,44 @@ pub trait Session: Send + Sync {
         let kept = retain.iter().map(|r| outputs.take(&r.name).map(Retained::from)).collect::<Result<Vec<_>>>()?;
         Ok((outputs, kept))
     }
+    /// [`Session::run_retaining`] with `state` values the graph updates in place: each is fed as
+    /// its input and comes back, in the same order, holding its output, which must have the
+    /// input's shape. ONNX Runtime on the CPU binds input and output to one buffer (the graph's
+    /// kernels see the same memory and write only what changes; an output of another shape is a
+    /// run error); the default implementation, used by tract and GPU sessions, retains each
+    /// output and hands it back as the new value.
+    fn run_in_place(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        state: Vec<InPlace>,
+        retain: &[Retain],
+    ) -> Result<(Outputs, Vec<Retained>, Vec<InPlace>)> {
+        run_in_place_by_retaining(self, inputs, state, retain)
+    }
     /// Which execution providers run this session.
     fn providers(&self) -> &ProviderReport;
     /// The backend that created this session.
     fn backend(&self) -> BackendKind;
     /// Counters (runs, plans built).
     fn stats(&self) -> SessionStats;
+}
+
+/// [`Session::run_in_place`] through [`Session::run_retaining`]: each state output is retained and
+/// handed back as the new value.
+pub(crate) fn run_in_place_by_retaining<S: Session + ?Sized>(
+    session: &S,
+    inputs: Vec<(String, Tensor)>,
+    state: Vec<InPlace>,
+    retain: &[Retain],
+) -> Result<(Outputs, Vec<Retained>, Vec<InPlace>)> {
+    let names: Vec<(String, String)> = state.iter().map(|s| (s.input.clone(), s.output.clone())).collect();
+    let retained: Vec<(String, Retained)> = state.into_iter().map(|s| (s.input, s.value)).collect();
+    let mut all = retain.to_vec();
+    all.extend(names.iter().map(|(_, output)| Retain::device(output.clone())));
+    let (outputs, mut kept) = session.run_retaining(inputs, retained, &all)?;
+    let values = kept.split_off(retain.len());
+    let state = names.into_iter().zip(values).map(|((input, output), value)| InPlace { input, output, value });
+    Ok((outputs, kept, state.collect()))
 }
 
 /// An inference engine able to load models.

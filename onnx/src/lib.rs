@@ -33,7 +33,7 @@ pub use backend::{
 };
 pub use ep::{EpConfig, ExecutionProvider, parse_ep_list};
 pub use error::{OnnxError, Result};
-pub use retained::{Placement, Retain, Retained};
+pub use retained::{InPlace, Placement, Retain, Retained};
 pub use tensor::{DType, Diff, Dim, Outputs, Tensor, TensorElement, TensorInfo};
 
 /// Creates a backend of the given kind. `ort_library` is the configured ONNX Runtime library

@@ -49,6 +49,21 @@ impl Retain {
     }
 }
 
+/// A value the graph reads as `input` and writes back as `output`, of the same shape: a KV cache
+/// of the whole context that `GroupQueryAttention` updates in place (ORT-GenAI's
+/// `past_present_share_buffer`). ONNX Runtime on the CPU binds both names to one buffer, so a
+/// step writes only its new positions; other backends run the graph as usual and hand the
+/// output back as the new value.
+#[derive(Debug)]
+pub struct InPlace {
+    /// The input name.
+    pub input: String,
+    /// The output name.
+    pub output: String,
+    /// The current value (an initial [`Retained::from_tensor`], then what the last run gave).
+    pub value: Retained,
+}
+
 /// A session output kept for feeding back. Cheap to move; read it with [`Retained::to_tensor`]
 /// (a copy when the value lives in ONNX Runtime).
 #[derive(Debug)]
@@ -107,6 +122,11 @@ impl Retained {
     #[cfg(feature = "ort")]
     pub(crate) fn held(&self) -> &Held {
         &self.value
+    }
+
+    #[cfg(feature = "ort")]
+    pub(crate) fn into_held(self) -> Held {
+        self.value
     }
 
     /// The data in place, when it is `f32` and in CPU memory: no copy, whichever backend holds it.

@@ -349,6 +349,9 @@ fn onnxruntime_genai_builder_folders_generate_what_onnxruntime_genai_generates()
                 continue;
             }
             let model = loaded.unwrap_or_else(|e| panic!("{precision}: {e}"));
+            // genai_config.json's past_present_share_buffer: one KV buffer per layer, updated in
+            // place as onnxruntime-genai does.
+            assert!(model.kv_in_place(), "{precision}: the KV cache should be updated in place");
             for (case, prompt) in cases.as_array().unwrap().iter().zip(prompts["generate"].as_array().unwrap()) {
                 let want: Vec<u32> = serde_json::from_value(case["greedy_new_ids"].clone()).unwrap();
                 let text = prompt["prompt"].as_str().unwrap();

@@ -296,3 +296,115 @@ fn device_values_live_in_cuda_memory_and_feed_any_session() {
         assert!(diff.within(1e-4, 1e-3), "GPU cache fed to {label}: next logits {diff:?}");
     }
 }
+
+/// The KV buffers of an ORT-GenAI folder (`past_present_share_buffer`), `[1, kv, capacity, hd]`
+/// each, fed through `run_in_place`: `[1, 0, ...]`-past runs through `run_retaining` are the
+/// reference.
+#[test]
+fn a_shared_kv_buffer_is_updated_in_place_and_gives_the_growing_caches_logits() {
+    let Some(backend) = edgeinfer_tests::ort_backend() else { return };
+    let dir = fixtures().join("llama-genai/fp32");
+    let model_dir = ModelDir::open(&dir).unwrap();
+    let session = backend.load(&ModelSource::File(model_dir.onnx.clone()), &SessionOptions::default()).unwrap();
+    let layout = model_dir.layout(session.as_ref()).unwrap();
+    assert!(layout.shares_kv_buffer, "genai_config.json says past_present_share_buffer");
+    let model = Model { session, layout };
+    let feed = |ids: &[i64], past: usize| {
+        let n = ids.len();
+        edgeinfer_onnx::conform_inputs(
+            model.session.inputs(),
+            vec![
+                ("input_ids".to_string(), Tensor::from_shape_vec(&[1, n], ids.to_vec()).unwrap()),
+                ("attention_mask".to_string(), Tensor::from_shape_vec(&[1, past + n], vec![1i64; past + n]).unwrap()),
+            ],
+        )
+        .unwrap()
+    };
+    let logits = [Retain::host("logits")];
+    let last_row = |r: &Retained| {
+        let v = r.view_f32().unwrap();
+        v.index_axis(ndarray::Axis(1), v.shape()[1] - 1).to_owned()
+    };
+    // Reference: the cache grows by the step's positions.
+    let shape0 = [1, model.layout.kv_heads, 0, model.layout.head_dim];
+    let mut past: Vec<(String, Retained)> = model
+        .past_names()
+        .into_iter()
+        .map(|n| (n, Tensor::zeros(model.layout.kv_dtype, &shape0).unwrap().into()))
+        .collect();
+    let prompt = [5i64, 6, 7, 8, 9];
+    let steps = [[11i64], [12], [13]];
+    let mut reference = Vec::new();
+    let mut len = 0;
+    for ids in std::iter::once(&prompt[..]).chain(steps.iter().map(|s| &s[..])) {
+        let mut retain = logits.to_vec();
+        retain.extend(model.present_retain(Placement::Device));
+        let (_, mut kept) = model.session.run_retaining(feed(ids, len), past, &retain).unwrap();
+        reference.push(last_row(&kept.remove(0)));
+        past = model.past_names().into_iter().zip(kept).collect();
+        len += ids.len();
+    }
+    // In place: one buffer per name, the length of the whole sequence.
+    let capacity = prompt.len() + steps.len();
+    let shape = [1, model.layout.kv_heads, capacity, model.layout.head_dim];
+    let mut state: Vec<edgeinfer_onnx::InPlace> = model
+        .past_names()
+        .into_iter()
+        .zip(model.present_names())
+        .map(|(input, output)| edgeinfer_onnx::InPlace {
+            input,
+            output,
+            value: Tensor::zeros(model.layout.kv_dtype, &shape).unwrap().into(),
+        })
+        .collect();
+    let mut len = 0;
+    let mut addresses = None;
+    for (i, ids) in std::iter::once(&prompt[..]).chain(steps.iter().map(|s| &s[..])).enumerate() {
+        let (_, kept, next) = model.session.run_in_place(feed(ids, len), state, &logits).unwrap();
+        state = next;
+        len += ids.len();
+        let worst = (last_row(&kept[0]) - &reference[i]).abs().fold(0.0f32, |a, &b| a.max(b));
+        assert!(worst <= 1e-4, "step {i}: logits differ from the growing cache's by {worst}");
+        for s in &state {
+            assert_eq!(s.value.shape(), shape, "{}: the buffer keeps its length", s.input);
+        }
+        // The same buffers every step: ONNX Runtime wrote into them.
+        let now: Vec<usize> = state.iter().map(|s| s.value.view_f32().unwrap().as_ptr() as usize).collect();
+        assert_eq!(*addresses.get_or_insert_with(|| now.clone()), now, "step {i}: the KV buffers moved");
+    }
+}
+
+/// Where a backend cannot share buffers (tract), `run_in_place` hands each output back as the
+/// new value: the same as `run_retaining`. ONNX Runtime writes into the buffer it is given, so
+/// an output longer than its input (a cache that grows) is a clear run error there.
+#[test]
+fn run_in_place_elsewhere_hands_outputs_back_as_the_new_state() {
+    for backend in backends() {
+        let model = load(&backend);
+        let prompt = [1i64, 2, 3];
+        let shape0 = [1, model.layout.kv_heads, 0, model.layout.head_dim];
+        let zeros = || -> Retained { Tensor::zeros(model.layout.kv_dtype, &shape0).unwrap().into() };
+        let past: Vec<(String, Retained)> = model.past_names().into_iter().map(|n| (n, zeros())).collect();
+        let mut retain = vec![Retain::host("logits")];
+        retain.extend(model.present_retain(Placement::Device));
+        let (_, want) = model.session.run_retaining(model.token_inputs(&prompt, 0), past, &retain).unwrap();
+        let state = model
+            .past_names()
+            .into_iter()
+            .zip(model.present_names())
+            .map(|(input, output)| edgeinfer_onnx::InPlace { input, output, value: zeros() })
+            .collect();
+        let kind = backend.kind();
+        let result = model.session.run_in_place(model.token_inputs(&prompt, 0), state, &retain[..1]);
+        if kind == BackendKind::Ort {
+            let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("present.0.key") && err.contains("shape"), "{err}");
+            continue;
+        }
+        let (_, kept, state) = result.unwrap();
+        assert_same(&format!("{kind} logits"), &kept[0].to_tensor().unwrap(), &want[0].to_tensor().unwrap());
+        for (s, w) in state.iter().zip(&want[1..]) {
+            assert_same(&format!("{kind} {}", s.output), &s.value.to_tensor().unwrap(), &w.to_tensor().unwrap());
+        }
+    }
+}

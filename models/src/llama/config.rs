@@ -38,6 +38,11 @@ pub struct LlamaLayout {
     pub context_length: usize,
     /// Vocabulary size (logits width).
     pub vocab_size: Option<usize>,
+    /// The graph can update one KV buffer of a fixed length in place (ORT-GenAI's
+    /// `past_present_share_buffer`: `GroupQueryAttention` writes the new positions into the past
+    /// tensor it is given, bound as the present output too, and attends over the
+    /// `attention_mask`'s length), rather than return a cache one position longer each step.
+    pub shares_kv_buffer: bool,
 }
 
 impl LlamaLayout {
@@ -135,6 +140,15 @@ pub struct GenerationConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 struct GenaiConfig {
     model: Option<GenaiModel>,
+    search: Option<GenaiSearch>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct GenaiSearch {
+    /// The graph's attention (GroupQueryAttention) updates a KV buffer of the whole context in
+    /// place: past and present are the same tensor.
+    #[serde(default)]
+    past_present_share_buffer: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -308,6 +322,7 @@ impl ModelDir {
             use_cache_branch: inputs.iter().find(|i| i.name == "use_cache_branch").map(|i| i.name.clone()),
             context_length,
             vocab_size,
+            shares_kv_buffer: self.genai.search.as_ref().is_some_and(|s| s.past_present_share_buffer),
         })
     }
 }

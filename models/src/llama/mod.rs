@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use edgeinfer_onnx::{
-    Backend, ModelSource, Placement, Retain, Retained, Session, SessionOptions, Tensor, conform_inputs,
+    Backend, InPlace, ModelSource, Placement, Retain, Retained, Session, SessionOptions, Tensor, conform_inputs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +137,10 @@ pub struct Llama {
     /// `logits`, then `present.{i}.key`, `present.{i}.value` for every layer: the outputs left
     /// in the backend's memory (logits read in place, the rest fed back as the next step's past).
     retained_outputs: Vec<Retain>,
+    /// The KV cache is one buffer per layer of the generation's whole length, updated in place
+    /// ([`LlamaLayout::shares_kv_buffer`] on a CPU ONNX Runtime session), rather than a cache
+    /// one position longer after every step.
+    shared_kv: bool,
     tokenizer: Tokenizer,
     model_dir: ModelDir,
     eos: Vec<u32>,
@@ -179,7 +183,22 @@ impl Llama {
                 (0..layout.layers).flat_map(|i| [layout.present_key(i), layout.present_value(i)]).map(Retain::device),
             )
             .collect();
-        Ok(Llama { session, layout, retained_outputs, tokenizer, model_dir, eos, bos, max_prompt_tokens: None })
+        // In place only where both names can be bound to one host buffer: ONNX Runtime on the
+        // CPU. (A GPU session would need the buffer in device memory from the start.)
+        let shared_kv = layout.shares_kv_buffer
+            && session.backend() == edgeinfer_onnx::BackendKind::Ort
+            && session.providers().active.iter().all(|p| p == "CPUExecutionProvider");
+        Ok(Llama {
+            session,
+            layout,
+            retained_outputs,
+            shared_kv,
+            tokenizer,
+            model_dir,
+            eos,
+            bos,
+            max_prompt_tokens: None,
+        })
     }
 
     /// The tokenizer.
@@ -190,6 +209,12 @@ impl Llama {
     /// Graph wiring (layers, KV heads, context length...).
     pub fn layout(&self) -> &LlamaLayout {
         &self.layout
+    }
+
+    /// Whether the KV cache is one buffer per layer updated in place (an ORT-GenAI graph with
+    /// `past_present_share_buffer`, on ONNX Runtime's CPU provider).
+    pub fn kv_in_place(&self) -> bool {
+        self.shared_kv
     }
 
     /// The session.
@@ -289,7 +314,7 @@ impl Llama {
         let max_new = request.max_new_tokens.or(g.max_new_tokens).unwrap_or(256);
         Ok(Generator {
             model: self,
-            cache: KvCache::empty(&self.layout)?,
+            cache: KvCache::new(self, prompt.len().saturating_add(max_new))?,
             history: prompt.clone(),
             pending: prompt,
             generated: Vec::new(),
@@ -336,18 +361,36 @@ impl Llama {
         if let Some(name) = &self.layout.use_cache_branch {
             feed.push((name.clone(), Tensor::from_shape_vec(&[1], vec![past > 0])?));
         }
-        let mut past_values = Vec::with_capacity(2 * self.layout.layers);
-        for (i, (k, v)) in cache.take().into_iter().enumerate() {
-            past_values.push((self.layout.past_key(i), k));
-            past_values.push((self.layout.past_value(i), v));
-        }
-        // The new cache stays in the backend's memory (ONNX Runtime's own buffers; on the GPU
-        // with the default placement on a CUDA session) and goes straight back in next step:
-        // copying it out and back cost ~8 ms per token at 1024 tokens of context on a 135M model
-        // (bench/results/pipelines-2core.txt).
         // ORT-GenAI folders declare int32 ids and masks; ours and Optimum's int64.
         let feed = conform_inputs(self.session.inputs(), feed)?;
-        let (_, mut kept) = self.session.run_retaining(feed, past_values, &self.retained_outputs)?;
+        if let Some(capacity) = cache.capacity
+            && past + n > capacity
+        {
+            return Err(ModelError::Config(format!(
+                "the KV buffer holds {capacity} positions, this step needs {}",
+                past + n
+            )));
+        }
+        let mut past_values = Vec::with_capacity(2 * self.layout.layers);
+        for (i, (k, v)) in cache.take().into_iter().enumerate() {
+            past_values.push((self.layout.past_key(i), self.layout.present_key(i), k));
+            past_values.push((self.layout.past_value(i), self.layout.present_value(i), v));
+        }
+        let mut kept = if cache.capacity.is_some() {
+            // One buffer per layer for the whole generation: the graph writes this step's
+            // positions into it and attends over the attention mask's length.
+            let state =
+                past_values.into_iter().map(|(input, output, value)| InPlace { input, output, value }).collect();
+            let (_, kept, state) = self.session.run_in_place(feed, state, &self.retained_outputs[..1])?;
+            kept.into_iter().chain(state.into_iter().map(|s| s.value)).collect()
+        } else {
+            // The new cache stays in the backend's memory (ONNX Runtime's own buffers; on the
+            // GPU with the default placement on a CUDA session) and goes straight back in next
+            // step: copying it out and back cost ~8 ms per token at 1024 tokens of context on a
+            // 135M model (bench/results/pipelines-2core.txt).
+            let past_values = past_values.into_iter().map(|(input, _, value)| (input, value)).collect();
+            self.session.run_retaining(feed, past_values, &self.retained_outputs)?.1
+        };
         // Only the last position's logits are needed: read that row in place (the whole
         // `[1, n, vocab]` block is 200 MB for 1024 prompt tokens of a 49k vocabulary; copying it
         // cost more than a tenth of the prefill).
@@ -356,11 +399,18 @@ impl Llama {
         if shape.len() != 3 || shape[1] != n {
             return Err(ModelError::Config(format!("logits have shape {shape:?}, expected [1, {n}, vocab]")));
         }
+        // Copied as one slice when contiguous: an element-wise walk of the dynamic-rank view cost
+        // 0.17 ms per token for a 49k vocabulary, 4 % of a q4 decode step.
         let row = ndarray::Axis(1);
         let last: Vec<f32> = if let Some(view) = logits.view_f32() {
-            view.index_axis(row, n - 1).iter().copied().collect()
+            let last = view.index_axis(row, n - 1);
+            last.as_slice().map_or_else(|| last.iter().copied().collect(), <[f32]>::to_vec)
         } else if let Some(view) = logits.view_f16() {
-            view.index_axis(row, n - 1).iter().map(|v| v.to_f32()).collect()
+            let last = view.index_axis(row, n - 1);
+            match last.as_slice() {
+                Some(values) => values.iter().map(|v| v.to_f32()).collect(),
+                None => last.iter().map(|v| v.to_f32()).collect(),
+            }
         } else {
             logits.into_tensor()?.to_f32_array().index_axis(row, n - 1).iter().copied().collect()
         };
@@ -382,7 +432,7 @@ impl Llama {
 
     /// Logits of the last prompt position after a prefill (for parity checks).
     pub fn prefill_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        let mut cache = KvCache::empty(&self.layout)?;
+        let mut cache = KvCache::new(self, ids.len())?;
         self.forward(ids, &mut cache)
     }
 
@@ -394,7 +444,7 @@ impl Llama {
     /// on their own, so this equals what `complete` computes, which one prefill of the whole text
     /// does not.
     pub fn step_logits(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut cache = KvCache::empty(&self.layout)?;
+        let mut cache = KvCache::new(self, prompt.len() + continuation.len())?;
         let mut steps = Vec::with_capacity(continuation.len());
         if continuation.is_empty() {
             return Ok(steps);
@@ -407,21 +457,28 @@ impl Llama {
     }
 }
 
-/// The KV cache between steps: each layer's key and value `[1, kv_heads, past, head_dim]`.
+/// The KV cache between steps: each layer's key and value, `[1, kv_heads, past, head_dim]`, or
+/// `[1, kv_heads, capacity, head_dim]` with the first `len` positions filled when the graph
+/// updates one buffer in place.
 struct KvCache {
     layers: Vec<(Retained, Retained)>,
     len: usize,
+    /// The buffers' length, when shared.
+    capacity: Option<usize>,
 }
 
 impl KvCache {
-    fn empty(layout: &LlamaLayout) -> Result<KvCache> {
-        let shape = [1, layout.kv_heads, 0, layout.head_dim];
+    /// An empty cache for a generation of at most `positions` tokens (prompt included).
+    fn new(model: &Llama, positions: usize) -> Result<KvCache> {
+        let layout = &model.layout;
+        let capacity = model.shared_kv.then(|| positions.clamp(1, layout.context_length.max(1)));
+        let shape = [1, layout.kv_heads, capacity.unwrap_or(0), layout.head_dim];
         let mut layers = Vec::with_capacity(layout.layers);
         for _ in 0..layout.layers {
             layers
                 .push((Tensor::zeros(layout.kv_dtype, &shape)?.into(), Tensor::zeros(layout.kv_dtype, &shape)?.into()));
         }
-        Ok(KvCache { layers, len: 0 })
+        Ok(KvCache { layers, len: 0, capacity })
     }
 
     fn take(&mut self) -> Vec<(Retained, Retained)> {

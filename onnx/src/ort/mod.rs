@@ -28,7 +28,7 @@ use crate::backend::{
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
-use crate::retained::{Held, Placement, Retain, Retained, check_retain};
+use crate::retained::{Held, InPlace, Placement, Retain, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 
 pub use library::{OrtRuntime, minimum_version};
@@ -270,9 +270,20 @@ impl OrtSession {
     /// they live in `lent` memory, or have a type a [`Tensor`] can't hold), the rest tensors.
     fn collect(
         &self,
+        results: ort::session::SessionOutputs<'_>,
+        retain: &[Retain],
+        lent: &[std::ops::Range<usize>],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        self.collect_except(results, retain, lent, &[])
+    }
+
+    /// [`Self::collect`], leaving out the outputs named in `skip` (updated in place).
+    fn collect_except(
+        &self,
         mut results: ort::session::SessionOutputs<'_>,
         retain: &[Retain],
         lent: &[std::ops::Range<usize>],
+        skip: &[&str],
     ) -> Result<(Outputs, Vec<Retained>)> {
         let mut kept = Vec::with_capacity(retain.len());
         for Retain { name, .. } in retain {
@@ -298,7 +309,9 @@ impl OrtSession {
             }
         }
         let mut entries = Vec::with_capacity(self.outputs.len());
-        for info in self.outputs.iter().filter(|o| !retain.iter().any(|r| r.name == o.name)) {
+        for info in
+            self.outputs.iter().filter(|o| !retain.iter().any(|r| r.name == o.name) && !skip.contains(&o.name.as_str()))
+        {
             let value = results.get(&info.name).ok_or_else(|| OnnxError::MissingOutput(info.name.clone()))?;
             entries.push((info.name.clone(), tensor_from_value(value).map_err(|e| self.run_error(e))?));
         }
@@ -503,6 +516,86 @@ impl Session for OrtSession {
         self.collect(results, retain, &lent)
     }
 
+    fn run_in_place(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        state: Vec<InPlace>,
+        retain: &[Retain],
+    ) -> Result<(Outputs, Vec<Retained>, Vec<InPlace>)> {
+        // On a GPU the state would have to start in device memory to be shared; there the
+        // outputs are retained and handed back instead.
+        let on_host = state.iter().all(|s| s.value.memory_device() == "Cpu");
+        if self.cuda_device.is_some() || !on_host {
+            return crate::backend::run_in_place_by_retaining(self, inputs, state, retain);
+        }
+        check_retain(&self.outputs, retain)?;
+        let described: Vec<(&str, DType, &[usize])> = inputs
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
+            .chain(state.iter().map(|s| (s.input.as_str(), s.value.dtype(), s.value.shape())))
+            .collect();
+        validate_described(&self.inputs, &described)?;
+        for s in &state {
+            if !self.outputs.iter().any(|o| o.name == s.output) || retain.iter().any(|r| r.name == s.output) {
+                return Err(OnnxError::BadInput(format!("'{}' is not an output to update in place", s.output)));
+            }
+        }
+        let err = |e: ort::Error| self.run_error(e);
+        let owned: Vec<(&str, DynValue, usize)> = inputs
+            .iter()
+            .map(|(name, t)| {
+                let input = StandardInput::of(t);
+                Ok((name.as_str(), input.to_owned_value()?, input.byte_range().len()))
+            })
+            .collect::<ort::Result<_>>()
+            .map_err(err)?;
+        let host =
+            MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default).map_err(err)?;
+        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Each state value as a tensor ONNX Runtime allocated (only those can be bound as
+        // outputs): the first run copies the caller's initial tensor in, later runs get back
+        // what they returned.
+        let mut bound = Vec::with_capacity(state.len());
+        for s in state {
+            let (dtype, shape) = (s.value.dtype(), s.value.shape().to_vec());
+            let value = match s.value.into_held() {
+                Held::Ort(v) => v,
+                Held::Tensor(t) => allocated_copy(session.allocator(), &t).map_err(err)?,
+            };
+            bound.push((s.input, s.output, value, dtype, shape));
+        }
+        let mut binding = session.create_binding().map_err(err)?;
+        for (name, value, _) in &owned {
+            binding.bind_input(*name, value).map_err(err)?;
+        }
+        for (input, output, value, _, _) in &mut bound {
+            binding.bind_input(input.as_str(), &*value).map_err(err)?;
+            binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
+        }
+        for info in self.outputs.iter().filter(|o| !bound.iter().any(|b| b.1 == o.name)) {
+            binding.bind_output_to_device(info.name.as_str(), &host).map_err(err)?;
+        }
+        let mut results = session.run_binding(&binding).map_err(err)?;
+        for (_, output, ..) in &bound {
+            // The same buffer as the value kept below.
+            drop(results.remove(output.as_str()));
+        }
+        let lent: Vec<std::ops::Range<usize>> =
+            owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
+        let (outputs, kept) =
+            self.collect_except(results, retain, &lent, &bound.iter().map(|b| b.1.as_str()).collect::<Vec<_>>())?;
+        drop(binding);
+        let state = bound
+            .into_iter()
+            .map(|(input, output, value, dtype, shape)| InPlace {
+                input,
+                output,
+                value: Retained::from_ort(value, dtype, shape),
+            })
+            .collect();
+        Ok((outputs, kept, state))
+    }
+
     fn providers(&self) -> &ProviderReport {
         &self.report
     }
@@ -580,6 +673,28 @@ impl<'a> StandardInput<'a> {
             StandardInput::Bool(a) => TensorRef::from_array_view(a)?.into(),
             StandardInput::U8(a) => TensorRef::from_array_view(a)?.into(),
         })
+    }
+}
+
+/// A tensor ONNX Runtime allocates with `allocator`, holding a copy of `t` (a value that can be
+/// bound as an output, which one made from our own memory cannot).
+fn allocated_copy(allocator: &ort::memory::Allocator, t: &Tensor) -> ort::Result<DynValue> {
+    fn copy<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+        allocator: &ort::memory::Allocator,
+        a: &ndarray::ArrayD<T>,
+    ) -> ort::Result<DynValue> {
+        let mut value = ort::value::Tensor::<T>::new(allocator, a.shape().to_vec())?;
+        value.extract_array_mut().assign(a);
+        Ok(value.into_dyn())
+    }
+    match t {
+        Tensor::F32(a) => copy(allocator, a),
+        Tensor::F16(a) => copy(allocator, a),
+        Tensor::Bf16(a) => copy(allocator, a),
+        Tensor::I64(a) => copy(allocator, a),
+        Tensor::I32(a) => copy(allocator, a),
+        Tensor::Bool(a) => copy(allocator, a),
+        Tensor::U8(a) => copy(allocator, a),
     }
 }
 
