@@ -31,6 +31,25 @@ bench_llama_135m() {
   cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$1/"
 }
 
+# bench_genai_folder PYTHON PRECISION DIR: the ORT-GenAI model builder's folder (-p PRECISION -e
+# cpu) of a SmolLM-135M-sized LLaMA with random weights, unless DIR has one already (PYTHON: with
+# onnxruntime-genai 0.18.0, torch and transformers).
+bench_genai_folder() {
+  local py=$1 precision=$2 folder=$3 hf=$root/bench/out/llama-135m-hf
+  [ -f "$folder/genai_config.json" ] && return 0
+  [ -f "$hf/config.json" ] || "$py" - "$hf" <<'PY'
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                     rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+LlamaForCausalLM(config).save_pretrained(sys.argv[1])
+PY
+  cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$hf/"
+  "$py" -m onnxruntime_genai.models.builder -i "$hf" -o "$folder" -p "$precision" -e cpu -c "$root/bench/out/genai-cache"
+}
+
 bench_ort() {
   source "$root/scripts/ort-env.sh"
   ort_venv "$root/.venv" "onnxruntime==1.32.0"

@@ -23,20 +23,7 @@ out=$root/bench/out
 source bench/common.sh
 bench_ort
 folder=$out/llama-135m-genai-$precision
-if [ ! -f "$folder/genai_config.json" ]; then
-  hf=$out/llama-135m-hf
-  [ -f "$hf/config.json" ] || "$py" - "$hf" <<'PY'
-import sys, torch
-from transformers import LlamaConfig, LlamaForCausalLM
-torch.manual_seed(0)
-config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                     rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-LlamaForCausalLM(config).save_pretrained(sys.argv[1])
-PY
-  cp models/fixtures/llama/tokenizer.json models/fixtures/llama/tokenizer_config.json "$hf/"
-  "$py" -m onnxruntime_genai.models.builder -i "$hf" -o "$folder" -p "$precision" -e cpu -c "$out/genai-cache"
-fi
+bench_genai_folder "$py" "$precision" "$folder"
 # Both sides with the same intra-op threads.
 "$py" - "$folder/genai_config.json" "$threads" <<'PY'
 import json, sys

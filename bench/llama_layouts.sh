@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# LLaMA-135M decode on ONNX Runtime, both run by us: our own export (Optimum layout,
+# models/export/export_llama.py: plain attention, the KV cache one position longer each step)
+# against the ORT-GenAI model builder's folder of the same architecture and precision (fused
+# norms, GroupQueryAttention, the KV cache updated in place), in alternating fresh-process
+# rounds. Random weights (speed does not depend on them).
+#
+#   bench/llama_layouts.sh [--precision fp32] [--rounds N] [--threads N] [--contexts 16,256] [--runs N]
+# Needs GENAI_PYTHON (a Python with onnxruntime-genai 0.18.0, torch and transformers) to build the
+# GenAI folder the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+precision=fp32; rounds=3; threads=$(nproc); contexts=16,256; runs=5
+while [ $# -gt 0 ]; do
+  case $1 in
+    --precision) precision=$2; shift 2;; --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;;
+    --contexts) contexts=$2; shift 2;; --runs) runs=$2; shift 2;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+out=$root/bench/out
+source bench/common.sh
+bench_ort
+own=$out/llama-135m
+bench_llama_135m "$own"
+genai=$out/llama-135m-genai-$precision
+bench_genai_folder "${GENAI_PYTHON:?set GENAI_PYTHON to a Python with onnxruntime-genai 0.18.0}" "$precision" "$genai"
+# Our export's variant of the same precision (fp32: model.onnx; q4: model_q4.onnx).
+variant=$precision; [ "$variant" = int4 ] && variant=q4
+cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+ours() { VARIANT=$variant target/release/examples/llama_decode "$own" ort "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "own", /'; }
+builder() { target/release/examples/llama_decode "$genai" ort "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "genai", /'; }
+bench_alternate "$rounds" "$results" ours builder
+
+python3 - "$results" "$threads" "$precision" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print(f"\nLLaMA-135M {sys.argv[3]} decode step ms on ort ({sys.argv[2]} threads): our export vs the GenAI builder's folder")
+print("| context | our export | GenAI builder folder | our export's tokens/s relative (median) | per round |")
+print("|---|---|---|---|---|")
+for context in sorted({r["context"] for r in rows}):
+    by = lambda g: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["graph"] == g}
+    own, genai = by("own"), by("genai")
+    ratios = [genai[k] / own[k] for k in sorted(own) if k in genai]
+    print(f"| {context} | {statistics.median(own.values()):.2f} | {statistics.median(genai.values()):.2f} "
+          f"| {statistics.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
+PY
