@@ -56,14 +56,11 @@ from torch import nn
 from transformers import Sam2Config, Sam2ImageProcessorFast, Sam2Model, Sam2Processor
 
 from common import rerandomize, save_npy, seed_everything
-from export_sam_hf import GRAPHS, fixture_folder, write_variants
-from quantize import to_dynamic, to_fp16
-from onnxruntime.quantization import QuantType
+from export_sam_hf import GRAPHS, VARIANTS, fixture_folder, write_variants
 
 SEED = 2024
 SIZE = 128
 EMBEDDINGS = ["image_embeddings.0", "image_embeddings.1", "image_embeddings.2"]
-VARIANTS = {"quantized": lambda s, d: to_dynamic(s, d, QuantType.QUInt8), "fp16": to_fp16}
 VARIANT_TOLERANCE = {"quantized": (2e-2, 2e-2), "fp16": (3e-2, 3e-2)}
 
 # Prompts in original-image pixels (the photo is 170 x 120), as Sam2Processor takes them.
