@@ -88,10 +88,13 @@ def to_qdq(src: Path, dst: Path, calibration: list[dict]) -> None:
                     op_types_to_quantize=["MatMul", "Gemm", "Conv"])
 
 
-def to_q4(src: Path, dst: Path) -> None:
+def to_q4(src: Path, dst: Path, accuracy_level: int | None = None) -> None:
+    """4-bit MatMulNBits, blocks of 32. `accuracy_level` 4 lets ONNX Runtime's CPU kernels quantise
+    the activations to int8 (what onnxruntime-genai's builder writes for CPU int4); left out, they
+    compute in float32, which tract's kernels match (the fixtures' setting)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True)
+    quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=accuracy_level)
     quant.process()
     quant.model.save_model_to_file(str(dst), use_external_data_format=False)
 
@@ -202,6 +205,9 @@ def main() -> None:
     ap.add_argument("--calibrate-with", nargs="*", type=Path, default=[],
                     help="pixel_values .npy files to calibrate qdq on (with --no-goldens), e.g. "
                          "../fixtures/dinov2/golden/preprocess.*.npy")
+    ap.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
+                    help="q4: MatMulNBits' accuracy_level (4: int8 activations on ONNX Runtime's CPU "
+                         "kernels, faster; the fixtures leave it out)")
     args = ap.parse_args()
     folder: Path = args.dir
     src = folder / "model.onnx"
@@ -226,7 +232,7 @@ def main() -> None:
                 raise SystemExit("qdq needs calibration inputs: run it on a fixture folder (cases.json)")
             to_qdq(src, dst, calibration)
         elif variant == "q4":
-            to_q4(src, dst)
+            to_q4(src, dst, args.accuracy_level)
         else:
             raise SystemExit(f"unknown variant {variant}")
         print(f"{dst}: {dst.stat().st_size} bytes")
