@@ -371,16 +371,19 @@ impl Llama {
                 past + n
             )));
         }
-        let mut past_values = Vec::with_capacity(2 * self.layout.layers);
-        for (i, (k, v)) in cache.take().into_iter().enumerate() {
-            past_values.push((self.layout.past_key(i), self.layout.present_key(i), k));
-            past_values.push((self.layout.past_value(i), self.layout.present_value(i), v));
-        }
+        let layers = cache.take().into_iter().enumerate();
         let mut kept = if cache.capacity.is_some() {
             // One buffer per layer for the whole generation: the graph writes this step's
             // positions into it and attends over the attention mask's length.
-            let state =
-                past_values.into_iter().map(|(input, output, value)| InPlace { input, output, value }).collect();
+            let layout = &self.layout;
+            let state = layers
+                .flat_map(|(i, (k, v))| {
+                    [
+                        InPlace { input: layout.past_key(i), output: layout.present_key(i), value: k },
+                        InPlace { input: layout.past_value(i), output: layout.present_value(i), value: v },
+                    ]
+                })
+                .collect();
             let (_, kept, state) = self.session.run_in_place(feed, state, &self.retained_outputs[..1])?;
             kept.into_iter().chain(state.into_iter().map(|s| s.value)).collect()
         } else {
@@ -388,7 +391,8 @@ impl Llama {
             // GPU with the default placement on a CUDA session) and goes straight back in next
             // step: copying it out and back cost ~8 ms per token at 1024 tokens of context on a
             // 135M model (bench/results/pipelines-2core.txt).
-            let past_values = past_values.into_iter().map(|(input, _, value)| (input, value)).collect();
+            let past_values =
+                layers.flat_map(|(i, (k, v))| [(self.layout.past_key(i), k), (self.layout.past_value(i), v)]).collect();
             self.session.run_retaining(feed, past_values, &self.retained_outputs)?.1
         };
         // Only the last position's logits are needed: read that row in place (the whole

@@ -221,13 +221,15 @@ impl OrtSession {
     /// (for outputs retained with [`Placement::Device`] on a CUDA/TensorRT session), so a KV
     /// cache stays on the GPU between steps. Our tensors are bound as copies owned by `ort`
     /// values (an IoBinding copies borrowed data anyway), whose buffers count as lent memory;
-    /// retained ORT values are bound as they are.
+    /// retained ORT values are bound as they are. Each `state` value is bound as its input and
+    /// its output both (see [`Session::run_in_place`]) and comes back holding the output.
     fn run_bound(
         &self,
         inputs: Vec<(String, Tensor)>,
         retained: Vec<(String, Retained)>,
         retain: &[Retain],
-    ) -> Result<(Outputs, Vec<Retained>)> {
+        state: Vec<InPlace>,
+    ) -> Result<(Outputs, Vec<Retained>, Vec<InPlace>)> {
         let err = |e: ort::Error| self.run_error(e);
         let owned: Vec<(&str, DynValue, usize)> = tensor_inputs(&inputs, &retained)
             .map(|(name, t)| {
@@ -246,6 +248,18 @@ impl OrtSession {
         };
         let device = cuda.as_ref().unwrap_or(&host);
         let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Each state value as a tensor ONNX Runtime allocated (only those can be bound as
+        // outputs): the first run copies the caller's initial tensor in, later runs get back
+        // what they returned.
+        let mut bound = Vec::with_capacity(state.len());
+        for s in state {
+            let (dtype, shape) = (s.value.dtype(), s.value.shape().to_vec());
+            let value = match s.value.into_held() {
+                Held::Ort(v) => v,
+                Held::Tensor(t) => allocated_copy(session.allocator(), &t).map_err(err)?,
+            };
+            bound.push((s.input, s.output, value, dtype, shape));
+        }
         let mut binding = session.create_binding().map_err(err)?;
         for (name, value, _) in &owned {
             binding.bind_input(*name, value).map_err(err)?;
@@ -255,30 +269,40 @@ impl OrtSession {
                 binding.bind_input(name.as_str(), v).map_err(err)?;
             }
         }
-        for info in &self.outputs {
+        for (input, output, value, _, _) in &mut bound {
+            binding.bind_input(input.as_str(), &*value).map_err(err)?;
+            binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
+        }
+        let updated: Vec<&str> = bound.iter().map(|b| b.1.as_str()).collect();
+        for info in self.outputs.iter().filter(|o| !updated.contains(&o.name.as_str())) {
             let on_device = retain.iter().any(|r| r.name == info.name && r.placement == Placement::Device);
             binding.bind_output_to_device(info.name.as_str(), if on_device { device } else { &host }).map_err(err)?;
         }
-        let results = session.run_binding(&binding).map_err(err)?;
+        let mut results = session.run_binding(&binding).map_err(err)?;
+        for output in &updated {
+            // The same buffer as the state value handed back below.
+            drop(results.remove(*output));
+        }
         // The owned copies die with the binding at the end of this call, like lent buffers.
         let lent: Vec<std::ops::Range<usize>> =
             owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
-        self.collect(results, retain, &lent)
+        let (outputs, kept) = self.collect(results, retain, &lent, &updated)?;
+        drop(binding);
+        let state = bound
+            .into_iter()
+            .map(|(input, output, value, dtype, shape)| InPlace {
+                input,
+                output,
+                value: Retained::from_ort(value, dtype, shape),
+            })
+            .collect();
+        Ok((outputs, kept, state))
     }
 
     /// Splits a run's results: the outputs in `retain` become [`Retained`] values (copied when
-    /// they live in `lent` memory, or have a type a [`Tensor`] can't hold), the rest tensors.
+    /// they live in `lent` memory, or have a type a [`Tensor`] can't hold), the rest tensors but
+    /// those in `skip` (updated in place, handed back by the caller).
     fn collect(
-        &self,
-        results: ort::session::SessionOutputs<'_>,
-        retain: &[Retain],
-        lent: &[std::ops::Range<usize>],
-    ) -> Result<(Outputs, Vec<Retained>)> {
-        self.collect_except(results, retain, lent, &[])
-    }
-
-    /// [`Self::collect`], leaving out the outputs named in `skip` (updated in place).
-    fn collect_except(
         &self,
         mut results: ort::session::SessionOutputs<'_>,
         retain: &[Retain],
@@ -493,7 +517,8 @@ impl Session for OrtSession {
             .collect();
         validate_described(&self.inputs, &described)?;
         if retain.iter().any(|r| r.placement == Placement::Device) {
-            return self.run_bound(inputs, retained, retain);
+            let (outputs, kept, _) = self.run_bound(inputs, retained, retain, Vec::new())?;
+            return Ok((outputs, kept));
         }
         let standard: Vec<(&str, StandardInput<'_>)> =
             tensor_inputs(&inputs, &retained).map(|(name, t)| (name, StandardInput::of(t))).collect();
@@ -513,7 +538,7 @@ impl Session for OrtSession {
         // What ORT may hand back in an input's buffer (a graph output that is a graph input, a
         // pass-through) points into memory we lent it, which is freed when this call returns.
         let lent: Vec<std::ops::Range<usize>> = standard.iter().map(|(_, input)| input.byte_range()).collect();
-        self.collect(results, retain, &lent)
+        self.collect(results, retain, &lent, &[])
     }
 
     fn run_in_place(
@@ -540,60 +565,7 @@ impl Session for OrtSession {
                 return Err(OnnxError::BadInput(format!("'{}' is not an output to update in place", s.output)));
             }
         }
-        let err = |e: ort::Error| self.run_error(e);
-        let owned: Vec<(&str, DynValue, usize)> = inputs
-            .iter()
-            .map(|(name, t)| {
-                let input = StandardInput::of(t);
-                Ok((name.as_str(), input.to_owned_value()?, input.byte_range().len()))
-            })
-            .collect::<ort::Result<_>>()
-            .map_err(err)?;
-        let host =
-            MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default).map_err(err)?;
-        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        // Each state value as a tensor ONNX Runtime allocated (only those can be bound as
-        // outputs): the first run copies the caller's initial tensor in, later runs get back
-        // what they returned.
-        let mut bound = Vec::with_capacity(state.len());
-        for s in state {
-            let (dtype, shape) = (s.value.dtype(), s.value.shape().to_vec());
-            let value = match s.value.into_held() {
-                Held::Ort(v) => v,
-                Held::Tensor(t) => allocated_copy(session.allocator(), &t).map_err(err)?,
-            };
-            bound.push((s.input, s.output, value, dtype, shape));
-        }
-        let mut binding = session.create_binding().map_err(err)?;
-        for (name, value, _) in &owned {
-            binding.bind_input(*name, value).map_err(err)?;
-        }
-        for (input, output, value, _, _) in &mut bound {
-            binding.bind_input(input.as_str(), &*value).map_err(err)?;
-            binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
-        }
-        for info in self.outputs.iter().filter(|o| !bound.iter().any(|b| b.1 == o.name)) {
-            binding.bind_output_to_device(info.name.as_str(), &host).map_err(err)?;
-        }
-        let mut results = session.run_binding(&binding).map_err(err)?;
-        for (_, output, ..) in &bound {
-            // The same buffer as the value kept below.
-            drop(results.remove(output.as_str()));
-        }
-        let lent: Vec<std::ops::Range<usize>> =
-            owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
-        let (outputs, kept) =
-            self.collect_except(results, retain, &lent, &bound.iter().map(|b| b.1.as_str()).collect::<Vec<_>>())?;
-        drop(binding);
-        let state = bound
-            .into_iter()
-            .map(|(input, output, value, dtype, shape)| InPlace {
-                input,
-                output,
-                value: Retained::from_ort(value, dtype, shape),
-            })
-            .collect();
-        Ok((outputs, kept, state))
+        self.run_bound(inputs, Vec::new(), retain, state)
     }
 
     fn providers(&self) -> &ProviderReport {
