@@ -40,17 +40,6 @@ ours() { target/release/examples/llama_decode "$folder" ort "$threads" "$context
 theirs() { "$py" bench/genai_decode.py "$folder" "$threads" "$contexts" "$runs"; }
 bench_alternate "$rounds" "$results" ours theirs
 
-"$py" - "$results" "$threads" "$precision" <<'PY'
-import json, sys
-import numpy as np
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"\nLLaMA-135M {sys.argv[3]} ORT-GenAI folder, decode step ms ({sys.argv[2]} threads; ratio = genai/ours = our speed-up)")
-print("| context | onnxruntime-genai | ours, ort | tokens/s ratio (median) | per round |")
-print("|---|---|---|---|---|")
-for context in sorted({r["context"] for r in rows}):
-    by = lambda side: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["side"] == side}
-    genai, ours = by("genai"), by("ort")
-    ratios = [genai[k] / ours[k] for k in sorted(genai) if k in ours]
-    print(f"| {context} | {np.median(list(genai.values())):.2f} | {np.median(list(ours.values())):.2f} "
-          f"| {np.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
-PY
+python3 bench/ratio_table.py "$results" side \
+  "LLaMA-135M $precision ORT-GenAI folder, decode step ms ($threads threads; ratio = genai/ours = our speed-up)" \
+  "onnxruntime-genai=genai" "ours, ort=ort" a/b "tokens/s ratio (median)" "per round"

@@ -31,17 +31,6 @@ ours() { target/release/examples/llama_decode "$out/llama-135m" ort "$threads" "
 theirs() { (cd bench && "$root/.venv-bench/bin/python" llama_decode_python.py "$out/llama-135m" "$threads" "$contexts" "$runs"); }
 bench_alternate "$rounds" "$results" ours theirs
 
-"$root/.venv-bench/bin/python" - "$results" "$threads" <<'PY'
-import json, sys
-import numpy as np
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"\nLLaMA-135M decode step, ms ({sys.argv[2]} threads; median over rounds; ratio = ours/Python per round)")
-print("| context | Python ORT | ours, ort | ratio (median) | ratio per round |")
-print("|---|---|---|---|---|")
-for context in sorted({r["context"] for r in rows}):
-    by = lambda side: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["side"] == side}
-    py, ours = by("python"), by("ort")
-    ratios = [ours[k] / py[k] for k in sorted(py) if k in ours]
-    print(f"| {context} | {np.median(list(py.values())):.2f} | {np.median(list(ours.values())):.2f} "
-          f"| {np.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
-PY
+python3 bench/ratio_table.py "$results" side \
+  "LLaMA-135M decode step, ms ($threads threads; median over rounds; ratio = ours/Python per round)" \
+  "Python ORT=python" "ours, ort=ort" b/a "ratio (median)" "ratio per round"

@@ -36,16 +36,6 @@ ours() { VARIANT=$variant target/release/examples/llama_decode "$own" ort "$thre
 builder() { target/release/examples/llama_decode "$genai" ort "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "genai", /'; }
 bench_alternate "$rounds" "$results" ours builder
 
-python3 - "$results" "$threads" "$precision" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"\nLLaMA-135M {sys.argv[3]} decode step ms on ort ({sys.argv[2]} threads): our export vs the GenAI builder's folder")
-print("| context | our export | GenAI builder folder | our export's tokens/s relative (median) | per round |")
-print("|---|---|---|---|---|")
-for context in sorted({r["context"] for r in rows}):
-    by = lambda g: {r["round"]: r["decode_ms"] for r in rows if r["context"] == context and r["graph"] == g}
-    own, genai = by("own"), by("genai")
-    ratios = [genai[k] / own[k] for k in sorted(own) if k in genai]
-    print(f"| {context} | {statistics.median(own.values()):.2f} | {statistics.median(genai.values()):.2f} "
-          f"| {statistics.median(ratios):.3f} | {' '.join(f'{r:.2f}' for r in ratios)} |")
-PY
+python3 bench/ratio_table.py "$results" graph \
+  "LLaMA-135M $precision decode step ms on ort ($threads threads): our export vs the GenAI builder's folder" \
+  "our export=own" "GenAI builder folder=genai" b/a "our export's tokens/s relative (median)" "per round"
