@@ -201,6 +201,9 @@ pub struct SessionStats {
     pub runs: u64,
     /// Optimised plans built (tract: 1 for a symbolic plan, one per new shape otherwise; 0 for ORT).
     pub plans_built: u64,
+    /// IoBindings built for [`Session::run_in_place`] (ONNX Runtime on the CPU): one per sequence
+    /// of in-place runs, each feeding back what the last handed back; 0 elsewhere.
+    pub bindings_built: u64,
 }
 
 /// A loaded model, ready to run. Implementations are thread-safe; concurrent `run` calls may be
@@ -256,6 +259,12 @@ pub trait Session: Send + Sync {
     ) -> Result<(Outputs, Vec<Retained>, Vec<InPlace>)> {
         run_in_place_by_retaining(self, inputs, state, retain)
     }
+    /// Ends a sequence of [`Session::run_in_place`] calls: drops what the backend kept between
+    /// them (ONNX Runtime keeps the last run's binding, which holds the state buffers, so that
+    /// the next step rebinds only the plain inputs). Call it when the state is dropped, so its
+    /// memory goes with it. Running in place again afterwards works as before. The default does
+    /// nothing.
+    fn release_in_place(&self) {}
     /// Which execution providers run this session.
     fn providers(&self) -> &ProviderReport;
     /// The backend that created this session.

@@ -426,7 +426,11 @@ impl Session for TractSession {
     }
 
     fn stats(&self) -> SessionStats {
-        SessionStats { runs: self.runs.load(Ordering::Relaxed), plans_built: self.plans_built.load(Ordering::Relaxed) }
+        SessionStats {
+            runs: self.runs.load(Ordering::Relaxed),
+            plans_built: self.plans_built.load(Ordering::Relaxed),
+            bindings_built: 0,
+        }
     }
 }
 

@@ -357,8 +357,12 @@ fn onnxruntime_genai_builder_folders_generate_what_onnxruntime_genai_generates()
                 let text = prompt["prompt"].as_str().unwrap();
                 let ids: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
                 assert_eq!(model.tokenizer().encode(text, false).unwrap(), ids, "tokenisation");
+                let built = model.session().stats().bindings_built;
                 let done = model.complete(&text_request(text, want.len())).unwrap();
                 assert_eq!(done.token_ids, want, "{precision}: greedy ids for {text:?}");
+                // One binding for the whole generation: each step rebinds only ids and mask (the
+                // cache, dropped at the end, releases it; the next generation binds its own).
+                assert_eq!(model.session().stats().bindings_built, built + 1, "{precision}: bindings for {text:?}");
             }
         }
     }

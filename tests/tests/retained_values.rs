@@ -333,7 +333,7 @@ fn a_shared_kv_buffer_is_updated_in_place_and_gives_the_growing_caches_logits() 
         .map(|n| (n, Tensor::zeros(model.layout.kv_dtype, &shape0).unwrap().into()))
         .collect();
     let prompt = [5i64, 6, 7, 8, 9];
-    let steps = [[11i64], [12], [13]];
+    let steps = [[11i64], [12], [13], [14]];
     let mut reference = Vec::new();
     let mut len = 0;
     for ids in std::iter::once(&prompt[..]).chain(steps.iter().map(|s| &s[..])) {
@@ -359,7 +359,14 @@ fn a_shared_kv_buffer_is_updated_in_place_and_gives_the_growing_caches_logits() 
         .collect();
     let mut len = 0;
     let mut addresses = None;
+    let built = || model.session.stats().bindings_built;
     for (i, ids) in std::iter::once(&prompt[..]).chain(steps.iter().map(|s| &s[..])).enumerate() {
+        if i == steps.len() {
+            // Every step so far fed back what the last handed back: one binding served them all.
+            assert_eq!(built(), 1, "in-place bindings built for {i} runs");
+            // Let go of it: the next step binds the same buffers again, and computes the same.
+            model.session.release_in_place();
+        }
         let (_, kept, next) = model.session.run_in_place(feed(ids, len), state, &logits).unwrap();
         state = next;
         len += ids.len();
@@ -372,6 +379,7 @@ fn a_shared_kv_buffer_is_updated_in_place_and_gives_the_growing_caches_logits() 
         let now: Vec<usize> = state.iter().map(|s| s.value.view_f32().unwrap().as_ptr() as usize).collect();
         assert_eq!(*addresses.get_or_insert_with(|| now.clone()), now, "step {i}: the KV buffers moved");
     }
+    assert_eq!(built(), 2, "a binding after the release");
 }
 
 /// Where a backend cannot share buffers (tract), `run_in_place` hands each output back as the

@@ -465,6 +465,9 @@ impl Llama {
 /// `[1, kv_heads, capacity, head_dim]` with the first `len` positions filled when the graph
 /// updates one buffer in place.
 struct KvCache {
+    /// The session the buffers are bound in, when shared: told to let go of them when the
+    /// cache is dropped.
+    session: Option<Arc<dyn Session>>,
     layers: Vec<(Retained, Retained)>,
     len: usize,
     /// The buffers' length, when shared.
@@ -482,7 +485,8 @@ impl KvCache {
             layers
                 .push((Tensor::zeros(layout.kv_dtype, &shape)?.into(), Tensor::zeros(layout.kv_dtype, &shape)?.into()));
         }
-        Ok(KvCache { layers, len: 0, capacity })
+        let session = capacity.map(|_| model.session.clone());
+        Ok(KvCache { session, layers, len: 0, capacity })
     }
 
     fn take(&mut self) -> Vec<(Retained, Retained)> {
@@ -492,6 +496,14 @@ impl KvCache {
     fn put(&mut self, layers: Vec<(Retained, Retained)>, len: usize) {
         self.layers = layers;
         self.len = len;
+    }
+}
+
+impl Drop for KvCache {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            session.release_in_place();
+        }
     }
 }
 

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::Session as OrtInner;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{RunOptions, Session as OrtInner};
 use ort::value::{DynTensorValueType, DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::backend::{
@@ -74,14 +74,65 @@ impl Backend for OrtBackend {
 /// A model loaded into ONNX Runtime.
 pub struct OrtSession {
     label: String,
-    inner: Mutex<OrtInner>,
+    inner: Mutex<Locked>,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: ProviderReport,
     runs: AtomicU64,
+    /// In-place bindings built (see [`KeptBinding`]).
+    bindings_built: AtomicU64,
     /// The CUDA device the graph runs on (a registered CUDA or TensorRT provider), where
     /// [`Placement::Device`] outputs are kept.
     cuda_device: Option<i32>,
+}
+
+/// What a run holds the session's lock for: ORT's session (its runs are not thread safe), the
+/// options every run passes, and the binding of the last in-place run.
+struct Locked {
+    session: OrtInner,
+    /// Runs log at warning severity: the session logs verbosely, which is how ORT reports node
+    /// placement while loading, and left at that a run formats log lines of its own.
+    run_options: RunOptions,
+    in_place: Option<KeptBinding>,
+}
+
+/// The IoBinding of the last in-place run, kept while the caller feeds its state back: the state
+/// values stay bound as input and output, so a step rebinds only the plain inputs (a LLaMA's
+/// ids and mask) instead of every layer's KV buffer twice. Any other state (another generation,
+/// a changed value) builds a new binding; [`Session::release_in_place`] drops it.
+struct KeptBinding {
+    binding: SendBinding,
+    /// Per state value: input name, output name, data address.
+    state: Vec<(String, String, usize)>,
+    /// The plain inputs bound, by name.
+    inputs: Vec<String>,
+}
+
+/// An `ort` IoBinding, which is not `Send` because it wraps a C pointer. It is only used under
+/// the session's lock, from one thread at a time, as ORT requires.
+struct SendBinding(ort::session::IoBinding);
+
+// SAFETY: an OrtIoBinding is a plain heap object with no thread affinity (ORT only requires that
+// it is not used by two threads at once), and every use of this one is under `OrtSession::inner`'s
+// lock; the values it holds are reference counted by `ort` (`Arc`), which is `Send`.
+#[allow(unsafe_code)]
+unsafe impl Send for SendBinding {}
+
+impl KeptBinding {
+    /// Whether a run with this state (in order, at the same addresses: what the last run handed
+    /// back) and these plain inputs can use this binding.
+    fn fits(
+        &self,
+        state: &[(String, String, DynValue, DType, Vec<usize>)],
+        inputs: &[(&str, DynValue, usize)],
+    ) -> bool {
+        self.state.len() == state.len()
+            && self.inputs.len() == inputs.len()
+            && self.state.iter().zip(state).all(|((input, output, address), (i, o, value, _, _))| {
+                input == i && output == o && data_address(value) == Some(*address)
+            })
+            && self.inputs.iter().zip(inputs).all(|(name, (n, _, _))| name == n)
+    }
 }
 
 /// Log lines one session's loading produced that matter to us.
@@ -160,13 +211,16 @@ impl OrtSession {
                         }
                         _ => None,
                     });
+                    let mut run_options = RunOptions::new().map_err(|e| invalid(source, e))?;
+                    run_options.set_log_level(LogLevel::Warning).map_err(|e| invalid(source, e))?;
                     return Ok(OrtSession {
                         label: source.label(),
-                        inner: Mutex::new(inner),
+                        inner: Mutex::new(Locked { session: inner, run_options, in_place: None }),
                         inputs,
                         outputs,
                         report,
                         runs: AtomicU64::new(0),
+                        bindings_built: AtomicU64::new(0),
                         cuda_device,
                     });
                 }
@@ -222,7 +276,8 @@ impl OrtSession {
     /// cache stays on the GPU between steps. Our tensors are bound as copies owned by `ort`
     /// values (an IoBinding copies borrowed data anyway), whose buffers count as lent memory;
     /// retained ORT values are bound as they are. Each `state` value is bound as its input and
-    /// its output both (see [`Session::run_in_place`]) and comes back holding the output.
+    /// its output both (see [`Session::run_in_place`]) and comes back holding the output; that
+    /// binding is kept for the next in-place run (see [`KeptBinding`]).
     fn run_bound(
         &self,
         inputs: Vec<(String, Tensor)>,
@@ -247,7 +302,8 @@ impl OrtSession {
             None => None,
         };
         let device = cuda.as_ref().unwrap_or(&host);
-        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Locked { session, run_options, in_place } = &mut *guard;
         // Each state value as a tensor ONNX Runtime allocated (only those can be bound as
         // outputs): the first run copies the caller's initial tensor in, later runs get back
         // what they returned.
@@ -260,34 +316,66 @@ impl OrtSession {
             };
             bound.push((s.input, s.output, value, dtype, shape));
         }
-        let mut binding = session.create_binding().map_err(err)?;
+        let updated: Vec<String> = bound.iter().map(|b| b.1.clone()).collect();
+        let mut fresh = None;
+        let binding = if bound.is_empty() {
+            let mut binding = session.create_binding().map_err(err)?;
+            for (name, r) in &retained {
+                if let Held::Ort(v) = r.held() {
+                    binding.bind_input(name.as_str(), v).map_err(err)?;
+                }
+            }
+            fresh.insert(binding)
+        } else {
+            let reusable = in_place.as_ref().is_some_and(|kept| kept.fits(&bound, &owned) && retained.is_empty());
+            if !reusable {
+                // The old binding (and the buffers it holds) goes first.
+                *in_place = None;
+                let mut binding = session.create_binding().map_err(err)?;
+                for (name, r) in &retained {
+                    if let Held::Ort(v) = r.held() {
+                        binding.bind_input(name.as_str(), v).map_err(err)?;
+                    }
+                }
+                for (input, output, value, _, _) in &mut bound {
+                    binding.bind_input(input.as_str(), &*value).map_err(err)?;
+                    binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
+                }
+                let state = bound
+                    .iter()
+                    .map(|(input, output, value, _, _)| {
+                        (input.clone(), output.clone(), data_address(value).unwrap_or_default())
+                    })
+                    .collect();
+                let inputs = owned.iter().map(|(name, _, _)| name.to_string()).collect();
+                *in_place = Some(KeptBinding { binding: SendBinding(binding), state, inputs });
+                self.bindings_built.fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(kept) = in_place.as_mut() else {
+                return Err(self.run_error("the in-place binding is gone"));
+            };
+            &mut kept.binding.0
+        };
         for (name, value, _) in &owned {
             binding.bind_input(*name, value).map_err(err)?;
         }
-        for (name, r) in &retained {
-            if let Held::Ort(v) = r.held() {
-                binding.bind_input(name.as_str(), v).map_err(err)?;
-            }
-        }
-        for (input, output, value, _, _) in &mut bound {
-            binding.bind_input(input.as_str(), &*value).map_err(err)?;
-            binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
-        }
-        let updated: Vec<&str> = bound.iter().map(|b| b.1.as_str()).collect();
-        for info in self.outputs.iter().filter(|o| !updated.contains(&o.name.as_str())) {
+        // Bound again every run: a kept binding otherwise holds the last run's outputs.
+        for info in self.outputs.iter().filter(|o| !updated.contains(&o.name)) {
             let on_device = retain.iter().any(|r| r.name == info.name && r.placement == Placement::Device);
             binding.bind_output_to_device(info.name.as_str(), if on_device { device } else { &host }).map_err(err)?;
         }
-        let mut results = session.run_binding(&binding).map_err(err)?;
+        let mut results = session.run_binding_with_options(binding, run_options).map_err(err)?;
         for output in &updated {
             // The same buffer as the state value handed back below.
-            drop(results.remove(*output));
+            drop(results.remove(output.as_str()));
         }
-        // The owned copies die with the binding at the end of this call, like lent buffers.
+        // The owned copies die with the binding at the end of this call (or when the kept one
+        // binds the next step's inputs), like lent buffers.
         let lent: Vec<std::ops::Range<usize>> =
             owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
+        let updated: Vec<&str> = updated.iter().map(String::as_str).collect();
         let (outputs, kept) = self.collect(results, retain, &lent, &updated)?;
-        drop(binding);
+        drop(fresh);
         let state = bound
             .into_iter()
             .map(|(input, output, value, dtype, shape)| InPlace {
@@ -532,9 +620,11 @@ impl Session for OrtSession {
                 values.push((std::borrow::Cow::Borrowed(name.as_str()), v.into()));
             }
         }
-        let mut session = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let results =
-            session.run(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(|e| self.run_error(e))?;
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Locked { session, run_options, .. } = &mut *guard;
+        let results = session
+            .run_with_options(ort::session::SessionInputs::<'_, '_, 0>::ValueMap(values), run_options)
+            .map_err(|e| self.run_error(e))?;
         // What ORT may hand back in an input's buffer (a graph output that is a graph input, a
         // pass-through) points into memory we lent it, which is freed when this call returns.
         let lent: Vec<std::ops::Range<usize>> = standard.iter().map(|(_, input)| input.byte_range()).collect();
@@ -568,6 +658,10 @@ impl Session for OrtSession {
         self.run_bound(inputs, Vec::new(), retain, state)
     }
 
+    fn release_in_place(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).in_place = None;
+    }
+
     fn providers(&self) -> &ProviderReport {
         &self.report
     }
@@ -577,7 +671,11 @@ impl Session for OrtSession {
     }
 
     fn stats(&self) -> SessionStats {
-        SessionStats { runs: self.runs.load(Ordering::Relaxed), plans_built: 0 }
+        SessionStats {
+            runs: self.runs.load(Ordering::Relaxed),
+            plans_built: 0,
+            bindings_built: self.bindings_built.load(Ordering::Relaxed),
+        }
     }
 }
 
