@@ -12,6 +12,11 @@ Files written to --out:
                The first step passes an empty past (past_sequence_length = 0).
   config.json, generation_config.json, tokenizer.json, tokenizer_config.json (with chat_template)
 
+The graph is traced with the query heads grouped by their KV head (`grouped_query_attention`: no
+`repeat_kv` copies of the cache) and its shape arithmetic folded into constants
+(slim_graph.py); both are checked to give the same outputs as the plain trace. On SmolLM-135M
+that is 2,738 nodes instead of 6,906, and a q4 decode step at 16 tokens of context 30 % shorter.
+
 Production use:
   python export_llama.py --hf-model /path/to/SmolLM2-135M-Instruct --out /srv/models/smollm2
 Benchmark model (SmolLM-135M-sized, random weights):
@@ -23,6 +28,7 @@ Fixture (tiny config, grouped-query attention, a tokenizer trained here, goldens
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -37,7 +43,10 @@ from transformers import (
     AutoTokenizer,
 )
 
+from transformers.models.llama import modeling_llama
+
 from common import Manifest, check_with_onnxruntime, onnx_size_report, rerandomize, seed_everything
+from slim_graph import fold_file
 
 OPSET = 17
 
@@ -129,6 +138,44 @@ def io_names(layers: int):
     return inputs, outputs
 
 
+def grouped_query_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' eager attention with the query heads grouped by the KV head they share,
+    instead of `repeat_kv`: that copies every layer's whole K and V cache `heads / kv_heads`
+    times at every step (expand + reshape in the graph). Here the query is viewed as
+    `[batch, kv_heads, groups, seq, head_dim]` and K and V as `[batch, kv_heads, 1, total,
+    head_dim]`, which matmul broadcasts over the groups without a copy. Head h = kv * groups + g,
+    as repeat_kv orders them; the softmax, mask and scaling are the same, so the outputs are the
+    same numbers (checked against the original before export)."""
+    batch, heads, seq, dim = query.shape
+    kv_heads = key.shape[1]
+    query = query.reshape(batch, kv_heads, heads // kv_heads, seq, dim)
+    weights = torch.matmul(query, key.unsqueeze(2).transpose(3, 4)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask[:, :, None]
+    weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.matmul(weights, value.unsqueeze(2)).reshape(batch, heads, seq, dim)
+    return output.transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def grouped_attention(model: LlamaForCausalLM, example: list[torch.Tensor]):
+    """LLaMA attention traced as `grouped_query_attention`, after checking that it gives the
+    model's own outputs on `example`."""
+    wrapper = Wrapper(model)
+    original = modeling_llama.eager_attention_forward
+    with torch.no_grad():
+        want = wrapper(*example)
+        modeling_llama.eager_attention_forward = grouped_query_attention
+        try:
+            got = wrapper(*example)
+            worst = max(float((a - b).abs().max()) for a, b in zip(want, got))
+            if worst > 1e-4:
+                raise SystemExit(f"grouped-query attention differs from the model's by {worst}")
+            yield
+        finally:
+            modeling_llama.eager_attention_forward = original
+
+
 def export(model: LlamaForCausalLM, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
@@ -150,10 +197,31 @@ def export(model: LlamaForCausalLM, out: Path) -> None:
         axes[name] = {0: "batch_size", 2: "past_sequence_length"}
     for name in outputs[1:]:
         axes[name] = {0: "batch_size", 2: "total_sequence_length"}
-    torch.onnx.export(Wrapper(model), tuple(example), out / "model.onnx", input_names=inputs, output_names=outputs,
-                      dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    with grouped_attention(model, example):
+        torch.onnx.export(Wrapper(model), tuple(example), out / "model.onnx", input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False)
+    print(fold_file(out / "model.onnx", fold_check_feeds(model)))
     cfg.save_pretrained(out)
     print(onnx_size_report(out / "model.onnx"))
+
+
+def fold_check_feeds(model: LlamaForCausalLM) -> list[dict[str, np.ndarray]]:
+    """Inputs the folded graph must answer exactly as the traced one: a left-padded batch
+    prefill, a decode step and a chunk after a past (the shapes generation feeds)."""
+    cfg = model.config
+    layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+    inputs, _ = io_names(layers)
+    rng = np.random.default_rng(0)
+    feeds = []
+    for batch, seq, past, pad in [(2, 4, 0, 1), (1, 1, 5, 0), (1, 3, 2, 0)]:
+        mask = np.ones((batch, past + seq), np.int64)
+        mask[0, :pad] = 0
+        positions = np.clip(mask.cumsum(-1) - 1, 0, None)[:, past:]
+        values = [rng.integers(0, cfg.vocab_size, (batch, seq)), mask, positions]
+        values += [rng.standard_normal((batch, kv, past, hd)).astype(np.float32) for _ in range(2 * layers)]
+        feeds.append(dict(zip(inputs, values)))
+    return feeds
 
 
 def empty_past(model, batch=1):
