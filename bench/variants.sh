@@ -41,12 +41,16 @@ memory() {
   echo "peak resident memory while loading, MiB (fresh process each; 'grown' = peak while loading - before)"
   echo "| model | backend | files | before | grown | grown / files | peak after a request |"
   echo "|---|---|---|---|---|---|---|"
-  local v b
-  for v in fp32 int8 quantized qdq fp16; do
-    for b in tract ort; do VARIANT=$v target/release/examples/load_rss dinov2 "$out/dinov2-s" "$b"; done
-  done
-  for v in fp32 int8 q4; do
-    for b in tract ort; do VARIANT=$v target/release/examples/load_rss llama "$out/llama-135m" "$b"; done
+  # Cold: the first model of a fresh process (the runtime's own start-up included); warm: after
+  # a tiny model was loaded and dropped, the model's own cost.
+  local v b w
+  for w in 0 1; do
+    for v in fp32 int8 quantized qdq fp16; do
+      for b in tract ort; do WARM=$w VARIANT=$v target/release/examples/load_rss dinov2 "$out/dinov2-s" "$b"; done
+    done
+    for v in fp32 int8 q4; do
+      for b in tract ort; do WARM=$w VARIANT=$v target/release/examples/load_rss llama "$out/llama-135m" "$b"; done
+    done
   done
 }
 if [ "$only" = memory ]; then memory; exit 0; fi

@@ -5,7 +5,10 @@
 //!     cargo run --release --example load_rss -- <sam|dinov2|llama> <model dir> <tract|ort> [KEY=VALUE ...]
 //!
 //! (`KEY=VALUE`: ONNX Runtime session config entries, e.g. `session.disable_prepacking=1`.
-//! `VARIANT=q4` in the environment loads that precision variant of a DINOv2 or LLaMA folder.)
+//! `VARIANT=q4` in the environment loads that precision variant of a DINOv2 or LLaMA folder.
+//! `WARM=1` first loads and drops the tiny DINOv2 fixture, then resets the peak (`clear_refs`):
+//! the model's own cost in a process whose runtime is already initialised, as in a daemon that
+//! serves several models; the backend column then says `(warm)`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -47,6 +50,13 @@ fn main() {
     let photo = std::fs::read(edgeinfer_tests::fixtures().join("photos/chelsea.png")).unwrap();
     let image = decode(ImageInput::Encoded(&photo), &ImageLimits::default()).unwrap();
     let variant = edgeinfer_tests::bench_variant();
+    let warm = std::env::var_os("WARM").is_some_and(|v| v == "1");
+    if warm {
+        let probe = edgeinfer_tests::fixtures().join("dinov2");
+        drop(Dinov2::load_variant(&probe, Variant::default(), backend.as_ref(), &options).unwrap());
+        // "5" resets VmHWM to the current RSS (proc(5), /proc/pid/clear_refs).
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    }
     let before = status_mib("VmRSS:");
     let (load_peak, run_peak) = match family {
         "sam" => {
@@ -81,8 +91,9 @@ fn main() {
     let files = onnx_mib(family.parse().unwrap(), &dir.canonicalize().unwrap(), variant);
     let grown = load_peak - before;
     println!(
-        "| {family} {variant} | {} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
+        "| {family} {variant} | {}{} | {files:.1} | {before:.1} | {grown:.1} | {:.2} | {run_peak:.1} |",
         kind.name(),
+        if warm { " (warm)" } else { "" },
         grown / files
     );
 }
