@@ -316,64 +316,57 @@ impl OrtSession {
             };
             bound.push((s.input, s.output, value, dtype, shape));
         }
-        let updated: Vec<String> = bound.iter().map(|b| b.1.clone()).collect();
         let mut fresh = None;
+        // A kept binding is reused as long as the caller feeds back what the last run handed back.
         let binding = if bound.is_empty() {
-            let mut binding = session.create_binding().map_err(err)?;
-            for (name, r) in &retained {
-                if let Held::Ort(v) = r.held() {
-                    binding.bind_input(name.as_str(), v).map_err(err)?;
-                }
-            }
-            fresh.insert(binding)
+            fresh.insert(session.create_binding().map_err(err)?)
         } else {
-            let reusable = in_place.as_ref().is_some_and(|kept| kept.fits(&bound, &owned) && retained.is_empty());
-            if !reusable {
-                // The old binding (and the buffers it holds) goes first.
-                *in_place = None;
-                let mut binding = session.create_binding().map_err(err)?;
-                for (name, r) in &retained {
-                    if let Held::Ort(v) = r.held() {
-                        binding.bind_input(name.as_str(), v).map_err(err)?;
+            let reusable = retained.is_empty() && in_place.as_ref().is_some_and(|kept| kept.fits(&bound, &owned));
+            match in_place {
+                Some(kept) if reusable => &mut kept.binding.0,
+                slot => {
+                    // The old binding (and the buffers it holds) goes first.
+                    *slot = None;
+                    let mut binding = session.create_binding().map_err(err)?;
+                    for (input, output, value, _, _) in &mut bound {
+                        binding.bind_input(input.as_str(), &*value).map_err(err)?;
+                        binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
                     }
+                    let state = bound
+                        .iter()
+                        .map(|(input, output, value, _, _)| {
+                            (input.clone(), output.clone(), data_address(value).unwrap_or_default())
+                        })
+                        .collect();
+                    let inputs = owned.iter().map(|(name, _, _)| name.to_string()).collect();
+                    self.bindings_built.fetch_add(1, Ordering::Relaxed);
+                    &mut slot.insert(KeptBinding { binding: SendBinding(binding), state, inputs }).binding.0
                 }
-                for (input, output, value, _, _) in &mut bound {
-                    binding.bind_input(input.as_str(), &*value).map_err(err)?;
-                    binding.bind_output(output.as_str(), &mut *value).map_err(err)?;
-                }
-                let state = bound
-                    .iter()
-                    .map(|(input, output, value, _, _)| {
-                        (input.clone(), output.clone(), data_address(value).unwrap_or_default())
-                    })
-                    .collect();
-                let inputs = owned.iter().map(|(name, _, _)| name.to_string()).collect();
-                *in_place = Some(KeptBinding { binding: SendBinding(binding), state, inputs });
-                self.bindings_built.fetch_add(1, Ordering::Relaxed);
             }
-            let Some(kept) = in_place.as_mut() else {
-                return Err(self.run_error("the in-place binding is gone"));
-            };
-            &mut kept.binding.0
         };
         for (name, value, _) in &owned {
             binding.bind_input(*name, value).map_err(err)?;
         }
+        for (name, r) in &retained {
+            if let Held::Ort(v) = r.held() {
+                binding.bind_input(name.as_str(), v).map_err(err)?;
+            }
+        }
+        let updated: Vec<&str> = bound.iter().map(|b| b.1.as_str()).collect();
         // Bound again every run: a kept binding otherwise holds the last run's outputs.
-        for info in self.outputs.iter().filter(|o| !updated.contains(&o.name)) {
+        for info in self.outputs.iter().filter(|o| !updated.contains(&o.name.as_str())) {
             let on_device = retain.iter().any(|r| r.name == info.name && r.placement == Placement::Device);
             binding.bind_output_to_device(info.name.as_str(), if on_device { device } else { &host }).map_err(err)?;
         }
         let mut results = session.run_binding_with_options(binding, run_options).map_err(err)?;
         for output in &updated {
             // The same buffer as the state value handed back below.
-            drop(results.remove(output.as_str()));
+            drop(results.remove(*output));
         }
         // The owned copies die with the binding at the end of this call (or when the kept one
         // binds the next step's inputs), like lent buffers.
         let lent: Vec<std::ops::Range<usize>> =
             owned.iter().filter_map(|(_, value, bytes)| data_address(value).map(|a| a..a + bytes)).collect();
-        let updated: Vec<&str> = updated.iter().map(String::as_str).collect();
         let (outputs, kept) = self.collect(results, retain, &lent, &updated)?;
         drop(fresh);
         let state = bound
