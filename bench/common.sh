@@ -3,6 +3,8 @@
 #                        export environment (torch, transformers): EXPORT_PYTHON, or .venv-export
 #                        is created (downloads ~5 GB of torch wheels).
 #   bench_llama_135m DIR the same for a SmolLM-135M-sized LLaMA, with the fixture's tokenizer.
+#   bench_llama_135m_hf PYTHON  that LLaMA as a Hugging Face checkpoint (bench/out/llama-135m-hf).
+#   bench_genai_folder PYTHON PRECISION DIR  the ORT-GenAI builder's folder of that checkpoint.
 #   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
 #   bench_export SCRIPT ARGS...  run a models/export script in that environment.
 #   bench_cuda_libs PYTHON...  put the CUDA / cuDNN libraries of pip's nvidia-* wheels (in those
@@ -31,13 +33,13 @@ bench_llama_135m() {
   cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$1/"
 }
 
-# bench_genai_folder PYTHON PRECISION DIR: the ORT-GenAI model builder's folder (-p PRECISION -e
-# cpu) of a SmolLM-135M-sized LLaMA with random weights, unless DIR has one already (PYTHON: with
-# onnxruntime-genai 0.18.0, torch and transformers).
-bench_genai_folder() {
-  local py=$1 precision=$2 folder=$3 hf=$root/bench/out/llama-135m-hf
-  [ -f "$folder/genai_config.json" ] && return 0
-  [ -f "$hf/config.json" ] || "$py" - "$hf" <<'PY'
+# bench_llama_135m_hf PYTHON: the SmolLM-135M-sized LLaMA with random weights as a Hugging Face
+# checkpoint (bench/out/llama-135m-hf, with the fixture's tokenizer), unless there is one already
+# (PYTHON: with torch and transformers). The GenAI folders and llama.cpp's GGUF are built from it.
+bench_llama_135m_hf() {
+  local py=$1 hf=$root/bench/out/llama-135m-hf
+  [ -f "$hf/config.json" ] && return 0
+  "$py" - "$hf" <<'PY'
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 torch.manual_seed(0)
@@ -47,7 +49,17 @@ config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, 
 LlamaForCausalLM(config).save_pretrained(sys.argv[1])
 PY
   cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$hf/"
-  "$py" -m onnxruntime_genai.models.builder -i "$hf" -o "$folder" -p "$precision" -e cpu -c "$root/bench/out/genai-cache"
+}
+
+# bench_genai_folder PYTHON PRECISION DIR: the ORT-GenAI model builder's folder (-p PRECISION -e
+# cpu) of that checkpoint, unless DIR has one already (PYTHON: with onnxruntime-genai 0.18.0,
+# torch and transformers).
+bench_genai_folder() {
+  local py=$1 precision=$2 folder=$3
+  [ -f "$folder/genai_config.json" ] && return 0
+  bench_llama_135m_hf "$py"
+  "$py" -m onnxruntime_genai.models.builder -i "$root/bench/out/llama-135m-hf" -o "$folder" -p "$precision" -e cpu \
+    -c "$root/bench/out/genai-cache"
 }
 
 bench_ort() {

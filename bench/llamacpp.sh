@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LLaMA-135M q4 decode against llama.cpp Q4_0 on the same weights, in alternating fresh-process
 # rounds (the order swapped every round). The weights are the random-weight SmolLM-135M-sized
-# checkpoint bench_genai_folder writes (bench/out/llama-135m-hf). Three sides:
+# checkpoint bench_llama_135m_hf writes (bench/out/llama-135m-hf). Three sides:
 #   - llama.cpp: llama-cpp-python 0.3.36 built from source here (about 14 minutes on 2 cores, once,
 #     into bench/out/venv-llamacpp; never CI), the GGUF written by llama.cpp's own converter
 #     (bench/gguf_convert.py) and quantised to Q4_0 by llama.cpp's quantiser;
@@ -28,6 +28,7 @@ out=$root/bench/out
 source bench/common.sh
 bench_ort
 hf=$out/llama-135m-hf
+bench_llama_135m_hf "$py"
 genai=$out/llama-135m-genai-int4
 bench_genai_folder "$py" int4 "$genai"
 own=$out/llama-135m-same
