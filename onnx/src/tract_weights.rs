@@ -8,16 +8,23 @@
 //! offset is its slot number; when tract asks for that data, [`WeightSlots`] hands the bytes over
 //! by move. A weight then exists twice only while tract copies it into its own aligned tensor:
 //! the peak is the weights plus the largest single weight.
+//!
+//! Weights already in an external data file (`model_q4.onnx_data`) get slots too, which say where
+//! in which file they are; they are read when tract asks for them. tract itself refuses a data
+//! file whose canonical path leaves the model's directory, which every file of a Hugging Face
+//! cache snapshot does (they are symlinks into `blobs/`), so the location is checked here instead:
+//! a relative path without `..`, in the model's directory as given, whose canonical path is in
+//! that directory or, for a snapshot (`<repo>/snapshots/<revision>/`), in `<repo>/blobs/`.
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use tract_onnx::data_resolver::{MmapDataResolver, ModelDataResolver};
 use tract_onnx::pb;
 use tract_onnx::prelude::TractResult;
-use tract_onnx::tract_core::internal::bail;
+use tract_onnx::tract_core::internal::{bail, format_err};
 
 /// Weights smaller than this stay inline in the protobuf (not worth a slot).
 const MIN_SLOT_BYTES: usize = 4096;
@@ -38,57 +45,104 @@ pub(crate) fn decode_file(path: &Path) -> Result<pb::ModelProto, String> {
 
 /// The weights moved out of one model's protobuf, handed to tract one by one.
 pub(crate) struct WeightSlots {
-    /// The canonical path of the model file: requests for any other file are real external data.
+    /// The canonical path of the model file, which every weight now names as its data file.
     model_file: PathBuf,
-    model_dir: String,
-    slots: Mutex<Vec<Option<Vec<u8>>>>,
+    /// The canonical directory of the model file: what tract resolves the weights' location in.
+    tract_dir: String,
+    /// The model's directory as given (symlinks not followed), where external data files are.
+    given_dir: PathBuf,
+    slots: Mutex<Vec<Option<Slot>>>,
+}
+
+/// Where one weight's bytes are.
+enum Slot {
+    /// Moved out of the protobuf.
+    Inline(Vec<u8>),
+    /// In an external data file beside the model, as its `external_data` entries say.
+    External { location: String, offset: usize, length: Option<usize> },
+    /// External data entries that do not parse (said when tract asks for the weight).
+    Unreadable(String),
 }
 
 impl WeightSlots {
     /// Moves every large inline weight of `proto` (initializers and `Constant` values, in
-    /// subgraphs too) into slots and points the tensors at them. `None` when the model cannot be
-    /// addressed that way (its path is not UTF-8, it is a symlink to outside its directory, or
-    /// it already names itself as external data): tract then reads it the ordinary way.
+    /// subgraphs too) into slots, notes where every external one is, and points all of them at
+    /// slots of the model file. `None` when the model's path does not resolve to a UTF-8 one:
+    /// tract then reads it the ordinary way.
+    ///
+    /// tract resolves a weight's `location` in the directory it is given and refuses one whose
+    /// canonical path leaves it, so it is given the model file's canonical directory and name,
+    /// and external data is read here instead (see [`WeightSlots::may_read`]). A Hugging Face
+    /// cache snapshot is made of symlinks into `../../blobs/`, and `model_q4.onnx_data` there is one.
     pub(crate) fn take_from(proto: &mut pb::ModelProto, path: &Path) -> Option<WeightSlots> {
-        // tract resolves `<model dir>/<location>` and insists it stays inside the model dir (a
-        // model file symlinked from elsewhere does not): only then can the model name itself.
-        let model_dir = path.parent()?.to_str()?.to_owned();
-        let location = path.file_name()?.to_str()?.to_owned();
         let model_file = path.canonicalize().ok()?;
-        let dir = if model_dir.is_empty() { Path::new(".") } else { Path::new(&model_dir) };
-        if !model_file.starts_with(dir.canonicalize().ok()?) {
-            return None;
-        }
+        let tract_dir = model_file.parent()?.to_str()?.to_owned();
+        let location = model_file.file_name()?.to_str()?.to_owned();
+        let given_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let graph = proto.graph.as_mut()?;
-        if refers_to(graph, dir, &model_file) {
-            return None;
-        }
         let mut slots = Vec::new();
         visit_tensors(graph, &mut |tensor| {
-            if tensor.raw_data.len() < MIN_SLOT_BYTES {
+            let external = tensor.data_location == Some(pb::tensor_proto::DataLocation::External as i32);
+            let slot = if external {
+                external_slot(&tensor.external_data)
+            } else if tensor.raw_data.len() >= MIN_SLOT_BYTES {
+                Slot::Inline(std::mem::take(&mut tensor.raw_data))
+            } else {
                 return;
-            }
-            let data = std::mem::take(&mut tensor.raw_data);
+            };
+            let length = match &slot {
+                Slot::Inline(data) => Some(data.len()),
+                Slot::External { length, .. } => *length,
+                Slot::Unreadable(_) => None,
+            };
             let entry = |key: &str, value: String| pb::StringStringEntryProto { key: key.into(), value };
             tensor.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
-            tensor.external_data = vec![
-                entry("location", location.clone()),
-                entry("offset", slots.len().to_string()),
-                entry("length", data.len().to_string()),
-            ];
-            slots.push(Some(data));
+            tensor.external_data = vec![entry("location", location.clone()), entry("offset", slots.len().to_string())];
+            tensor.external_data.extend(length.map(|n| entry("length", n.to_string())));
+            slots.push(Some(slot));
         });
-        Some(WeightSlots { model_file, model_dir, slots: Mutex::new(slots) })
+        Some(WeightSlots { model_file, tract_dir, given_dir, slots: Mutex::new(slots) })
     }
 
-    /// The model's directory, as given (external data resolves against it).
+    /// Whether external data at the canonical path `file` may be read: it is in the model's
+    /// directory, or the model's directory is a Hugging Face cache snapshot
+    /// (`<repo>/snapshots/<revision>/...`) and `file` is one of that repository's `blobs/`.
+    fn may_read(&self, file: &Path) -> bool {
+        let inside = |dir: &Path| dir.canonicalize().is_ok_and(|dir| file.starts_with(dir));
+        if inside(&self.given_dir) {
+            return true;
+        }
+        let absolute = std::path::absolute(&self.given_dir).unwrap_or_else(|_| self.given_dir.clone());
+        let snapshot_of = absolute.ancestors().find(|a| a.parent().is_some_and(|p| p.ends_with("snapshots")));
+        snapshot_of.and_then(Path::parent).and_then(Path::parent).is_some_and(|repo| inside(&repo.join("blobs")))
+    }
+
+    /// The directory to give tract for this model (the weights resolve against it).
     pub(crate) fn model_dir(&self) -> &str {
-        &self.model_dir
+        &self.tract_dir
     }
 
     /// How many weights tract has not taken (0 after a complete parse).
     pub(crate) fn left(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// Where a tensor's `external_data` entries say its bytes are.
+fn external_slot(entries: &[pb::StringStringEntryProto]) -> Slot {
+    let value = |key: &str| entries.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+    let number = |key: &str| value(key).map(|v| v.parse::<usize>().map_err(|_| format!("external data {key} {v:?}")));
+    let Some(location) = value("location") else {
+        return Slot::Unreadable("external data without a location".into());
+    };
+    match (number("offset").transpose(), number("length").transpose()) {
+        (Ok(offset), Ok(length)) => {
+            Slot::External { location: location.to_owned(), offset: offset.unwrap_or(0), length }
+        }
+        (Err(e), _) | (_, Err(e)) => Slot::Unreadable(e),
     }
 }
 
@@ -101,15 +155,36 @@ impl ModelDataResolver for WeightSlots {
         length: Option<usize>,
     ) -> TractResult<()> {
         if path != self.model_file {
-            return MmapDataResolver.read_bytes_from_path(buf, path, offset, length);
+            bail!("weight data asked for from {path:?}, which is not the model file");
         }
         let taken = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(offset).and_then(Option::take);
         match taken {
-            Some(data) if length.is_none_or(|n| n == data.len()) => {
+            Some(Slot::Inline(data)) if length.is_none_or(|n| n == data.len()) => {
                 *buf = data;
                 Ok(())
             }
-            Some(data) => bail!("weight slot {offset} holds {} bytes, {length:?} asked for", data.len()),
+            Some(Slot::Inline(data)) => bail!("weight slot {offset} holds {} bytes, {length:?} asked for", data.len()),
+            Some(Slot::External { location, offset, length }) => {
+                let relative = Path::new(&location);
+                if location.is_empty()
+                    || relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                {
+                    bail!(
+                        "external data location must be a relative path inside the model directory, got {location:?}"
+                    );
+                }
+                let file = self.given_dir.join(relative);
+                let resolved = file.canonicalize().map_err(|e| format_err!("external data {file:?}: {e}"))?;
+                if !self.may_read(&resolved) {
+                    bail!(
+                        "external data {location:?} resolves to {resolved:?}, outside the model directory {:?} \
+                         (and not a blob of the Hugging Face cache it is a snapshot of)",
+                        self.given_dir
+                    );
+                }
+                MmapDataResolver.read_bytes_from_path(buf, &resolved, offset, length)
+            }
+            Some(Slot::Unreadable(why)) => bail!("{why}"),
             None => bail!("weight slot {offset} does not exist or was already taken"),
         }
     }
@@ -131,21 +206,6 @@ fn visit_tensors(graph: &mut pb::GraphProto, f: &mut dyn FnMut(&mut pb::TensorPr
             }
         }
     }
-}
-
-/// Whether any tensor of `graph` (initializers and every tensor attribute, in subgraphs too)
-/// already keeps its data in `model_file` itself, however the location is spelled.
-fn refers_to(graph: &pb::GraphProto, dir: &Path, model_file: &Path) -> bool {
-    let names_model = |t: &pb::TensorProto| {
-        t.external_data
-            .iter()
-            .any(|e| e.key == "location" && dir.join(&e.value).canonicalize().is_ok_and(|p| p == model_file))
-    };
-    graph.initializer.iter().any(names_model)
-        || graph.node.iter().flat_map(|n| &n.attribute).any(|a| {
-            a.t.iter().chain(&a.tensors).any(names_model)
-                || a.g.iter().chain(&a.graphs).any(|g| refers_to(g, dir, model_file))
-        })
 }
 
 /// A [`bytes::Buf`] over a file, read `CHUNK` bytes at a time. An I/O error is kept, to be
@@ -244,13 +304,15 @@ mod tests {
     }
 
     #[test]
-    fn a_model_symlinked_from_outside_its_directory_keeps_its_weights_inline() {
+    fn a_model_symlinked_from_outside_its_directory_uses_the_slots() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("model.onnx");
         std::os::unix::fs::symlink(probe("weights.onnx"), &link).unwrap();
         let mut proto = decode_file(&link).unwrap();
-        assert!(WeightSlots::take_from(&mut proto, &link).is_none());
-        assert!(proto.graph.unwrap().initializer.iter().any(|t| t.raw_data.len() >= MIN_SLOT_BYTES));
+        let slots = Arc::new(WeightSlots::take_from(&mut proto, &link).unwrap());
+        let onnx = tract_onnx::model::Onnx { provider: slots.clone(), ..tract_onnx::onnx() };
+        onnx.parse(&proto, Some(slots.model_dir())).unwrap();
+        assert_eq!(slots.left(), 0);
     }
 
     #[test]
@@ -268,15 +330,39 @@ mod tests {
     }
 
     #[test]
-    fn a_model_whose_external_data_names_itself_keeps_its_weights_inline() {
+    fn external_data_outside_the_model_directory_is_refused() {
+        // A copy of the probe beside a symlink that leaves its directory.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.onnx");
-        std::fs::copy(probe("weights.onnx"), &path).unwrap();
-        let mut proto = decode_file(&path).unwrap();
-        let graph = proto.graph.as_mut().unwrap();
-        graph.initializer[1].external_data =
-            vec![pb::StringStringEntryProto { key: "location".into(), value: "./model.onnx".into() }];
-        assert!(WeightSlots::take_from(&mut proto, &path).is_none());
+        let path = dir.path().join("model").join("weights_external.onnx");
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        std::fs::copy(probe("weights_external.onnx"), &path).unwrap();
+        std::fs::copy(probe("weights_external.onnx.data"), path.with_file_name("weights_external.onnx.data")).unwrap();
+        std::fs::copy(probe("weights_external.onnx.data"), dir.path().join("outside.data")).unwrap();
+        std::os::unix::fs::symlink("../outside.data", path.with_file_name("outside-link")).unwrap();
+        for (location, refusal) in [
+            ("../probe/weights_external.onnx.data", "relative path inside the model directory"),
+            ("/etc/passwd", "relative path inside the model directory"),
+            ("outside-link", "outside the model directory"),
+            ("weights_external.onnx.data", "external data offset \"x\""),
+        ] {
+            let mut proto = decode_file(&path).unwrap();
+            let graph = proto.graph.as_mut().unwrap();
+            let tensor = graph.initializer.iter_mut().find(|t| !t.external_data.is_empty()).unwrap();
+            for entry in &mut tensor.external_data {
+                match entry.key.as_str() {
+                    "location" => entry.value = location.into(),
+                    "offset" if location == "weights_external.onnx.data" => entry.value = "x".into(),
+                    _ => {}
+                }
+            }
+            if location == "weights_external.onnx.data" && !tensor.external_data.iter().any(|e| e.key == "offset") {
+                tensor.external_data.push(pb::StringStringEntryProto { key: "offset".into(), value: "x".into() });
+            }
+            let slots = Arc::new(WeightSlots::take_from(&mut proto, &path).unwrap());
+            let onnx = tract_onnx::model::Onnx { provider: slots.clone(), ..tract_onnx::onnx() };
+            let err = format!("{:?}", onnx.parse(&proto, Some(slots.model_dir())).unwrap_err());
+            assert!(err.contains(refusal), "{location}: {err}");
+        }
     }
 
     #[test]

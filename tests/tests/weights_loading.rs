@@ -1,5 +1,6 @@
 //! How weights reach a session: stored inline in the `.onnx` file, in an external data file (as
-//! Optimum stores models over 2 GB), through a symlinked model file, and with a broken data file.
+//! Optimum stores models over 2 GB), through a symlinked model file, from a Hugging Face cache
+//! snapshot (model and data file both symlinks into `blobs/`), and with a broken data file.
 //! tract moves inline weights out of the protobuf one by one (`onnx/src/tract_weights.rs`); these
 //! check that every way in gives the numpy result on every backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -51,6 +52,26 @@ fn a_model_file_symlinked_from_another_directory_loads() {
         assert_numpy_result(&y, &format!("symlink on {}", backend.kind().name()));
         let y = run(backend.as_ref(), &relative.join(".").join("model.onnx")).unwrap();
         assert_numpy_result(&y, &format!("copy on {}", backend.kind().name()));
+    }
+}
+
+#[test]
+fn external_data_in_a_hugging_face_cache_snapshot_loads_on_every_backend() {
+    // models--org--name/snapshots/<rev>/onnx/* -> ../../../blobs/<sha256>, as huggingface_hub and
+    // `edgeinfer pull` leave them.
+    let cache = tempfile::tempdir().unwrap();
+    let blobs = cache.path().join("blobs");
+    let onnx = cache.path().join("snapshots/0123abcd/onnx");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&onnx).unwrap();
+    for (file, blob) in [("weights_external.onnx", "a1"), ("weights_external.onnx.data", "b2")] {
+        std::fs::copy(probe(file), blobs.join(blob)).unwrap();
+        std::os::unix::fs::symlink(Path::new("../../../blobs").join(blob), onnx.join(file)).unwrap();
+    }
+    for backend in backends() {
+        let name = backend.kind().name();
+        let y = run(backend.as_ref(), &onnx.join("weights_external.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_numpy_result(&y, &format!("snapshot on {name}"));
     }
 }
 
