@@ -45,8 +45,9 @@ impl Hub {
         for name in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
             std::fs::copy(f.join("llama").join(name), llama.join(name)).unwrap();
         }
-        for variant in ["model", "model_q4"] {
-            std::fs::copy(f.join(format!("llama/{variant}.onnx")), llama.join(format!("onnx/{variant}.onnx"))).unwrap();
+        // The q4 graph keeps its weights in model_q4.onnx_data, as onnx-community's larger graphs do.
+        for file in ["model.onnx", "model_q4.onnx", "model_q4.onnx_data"] {
+            std::fs::copy(f.join("llama").join(file), llama.join("onnx").join(file)).unwrap();
         }
         let log = dir.path().join("requests.jsonl");
         let mut child = Command::new("python3")
@@ -214,7 +215,7 @@ fn pull_fetches_one_variant_into_the_hf_cache_and_hf_paths_load_it() {
 
 #[test]
 fn interrupted_downloads_resume_and_bad_bytes_are_refused() {
-    let hub = Hub::start(&["--fault", "drop:onnx/model_q4.onnx:100000"]);
+    let hub = Hub::start(&["--fault", "drop:onnx/model_q4.onnx_data:100000"]);
     let cache = tempfile::tempdir().unwrap();
     let out = edgeinfer(cache.path(), Some(&hub), &[], &["pull", LLAMA, "--variant", "q4"]);
     let snapshot = PathBuf::from(ok(&out));
@@ -224,8 +225,10 @@ fn interrupted_downloads_resume_and_bad_bytes_are_refused() {
     let cdn: Vec<Value> =
         hub.requests().into_iter().filter(|r| r["path"].as_str().unwrap().starts_with("/cdn/")).collect();
     assert!(cdn.iter().any(|r| r["range"] == "bytes=100000-" && r["status"] == 206), "{cdn:?}");
-    let pulled = std::fs::read(snapshot.join("onnx/model_q4.onnx")).unwrap();
-    assert_eq!(pulled, std::fs::read(fixtures().join("llama/model_q4.onnx")).unwrap());
+    for file in ["model_q4.onnx", "model_q4.onnx_data"] {
+        let pulled = std::fs::read(snapshot.join("onnx").join(file)).unwrap();
+        assert_eq!(pulled, std::fs::read(fixtures().join("llama").join(file)).unwrap(), "{file}");
+    }
     // It generates.
     let hf = format!("hf:{LLAMA}");
     let text = edgeinfer(
@@ -279,11 +282,11 @@ fn a_cache_written_by_huggingface_hub_is_read_by_hf_paths_and_the_daemon_config(
     let snapshot = python(
         &format!(
             "from huggingface_hub import snapshot_download\n\
-             print(snapshot_download('{LLAMA}', allow_patterns=['*.json', 'onnx/model_q4.onnx']))"
+             print(snapshot_download('{LLAMA}', allow_patterns=['*.json', 'onnx/model_q4.onnx*']))"
         ),
         &env,
     );
-    assert!(Path::new(&snapshot).join("onnx/model_q4.onnx").exists(), "{snapshot}");
+    assert!(Path::new(&snapshot).join("onnx/model_q4.onnx_data").exists(), "{snapshot}");
     let hf = format!("hf:{LLAMA}");
     let out = edgeinfer(
         cache.path(),

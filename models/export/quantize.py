@@ -9,12 +9,13 @@ Variants (file names as onnx-community publishes them, next to model.onnx):
                                    weights, calibrated on the fixture's inputs (vision models)
   q4         model_q4.onnx         ORT MatMulNBitsQuantizer, 4-bit blocks of 32 (LLaMA)
 A graph over --external-data-mb (1) keeps its weights in <file>_data beside it (model_q4.onnx_data),
-which ONNX Runtime maps instead of copying (see move_weights_out); the tiny fixtures stay single
-files.
+which ONNX Runtime maps instead of copying (see move_weights_out). The tiny DINOv2 fixture's
+variants stay single files; the LLaMA fixture's are written with --external-data-mb 0.1, so that
+the tests load both forms.
 
 Fixtures (run from models/export/, after the family's export script):
   python quantize.py --family dinov2 --dir ../fixtures/dinov2
-  python quantize.py --family llama --dir ../fixtures/llama
+  python quantize.py --family llama --dir ../fixtures/llama --external-data-mb 0.1
 This writes the variant graphs, golden/<case>@<variant>.out.*.npy (ONNX Runtime's outputs on the
 fixture's parity inputs: the reference our backends must match), variants.json (those parity
 cases, in cases.json's format) and fidelity.json (each variant against the fp32 PyTorch goldens).
@@ -235,7 +236,7 @@ def main() -> None:
                          "kernels, faster; the fixtures leave it out)")
     ap.add_argument("--external-data-mb", type=float, default=1,
                     help="graphs larger than this keep their weights in <file>_data (default 1 MiB: every "
-                         "real model; the tiny fixtures stay single files)")
+                         "real model; the LLaMA fixture uses 0.1)")
     args = ap.parse_args()
     folder: Path = args.dir
     src = folder / "model.onnx"

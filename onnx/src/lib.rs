@@ -20,6 +20,8 @@ pub mod tensor;
 #[cfg(feature = "tract")]
 pub mod tract;
 #[cfg(feature = "tract")]
+mod tract_barrier;
+#[cfg(feature = "tract")]
 mod tract_rewrite;
 #[cfg(feature = "tract")]
 mod tract_weights;

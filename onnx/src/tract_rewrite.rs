@@ -15,10 +15,11 @@
 //! (`declutter_reshape_folding_input_axis`) folds a merging reshape of the activations into the
 //! matmul by reshaping every input that shares the axis, the packed weight included, which
 //! scrambles its blocks. A LLaMA's `o_proj` (heads × head_dim merged into the hidden size) is
-//! that case: the tiny LLaMA's q4 logits came out off by 12.7 against ONNX Runtime. Such a
-//! MatMulNBits is dequantised here into a plain MatMul with a float weight of the scales' type:
-//! the same values, at the cost of that one weight's memory (in a LLaMA, `o_proj` is about a
-//! tenth of the weights). Every other MatMulNBits keeps tract's int4 kernels.
+//! that case: the tiny LLaMA's q4 logits came out off by 12.7 against ONNX Runtime. An
+//! `EdgeinferBarrier` (`tract_barrier`: an identity tract cannot look through) goes between
+//! such a Reshape and the MatMulNBits, so the reshape stays where it is and the weight keeps
+//! tract's int4 kernels. (Until 2026-12-01 the weight was dequantised to f32 instead: about a
+//! tenth of a LLaMA's weights held and read at 8 times their size.)
 //!
 //! **DynamicQuantizeLinear is slow on tract.** Its `DynamicQuantizeLinearU8` runs about 1 ms
 //! per call on a 257×384 activation (48 calls: 53 ms of a 164 ms DINOv2-S int8 run on one
@@ -48,7 +49,7 @@ const ATTR_INT: i32 = 2;
 /// Applies the rewrites above to `graph`; returns how many nodes were rewritten.
 pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
     spell_out_dequantize_before_reductions(graph)
-        + dequantize_nbits_after_reshape(graph)
+        + separate_nbits_from_reshape(graph)
         + spell_out_dynamic_quantize(graph)
 }
 
@@ -163,180 +164,28 @@ fn dynamic_quantize(node: &pb::NodeProto, index: usize) -> Vec<pb::NodeProto> {
     ]
 }
 
-fn dequantize_nbits_after_reshape(graph: &mut pb::GraphProto) -> usize {
-    replace_nodes(graph, |graph, node, _| {
+fn separate_nbits_from_reshape(graph: &mut pb::GraphProto) -> usize {
+    replace_nodes(graph, |graph, node, index| {
+        let activations = node.input.first().filter(|a| !a.is_empty())?;
         let after_reshape = node.op_type == "MatMulNBits"
             && node.domain == "com.microsoft"
-            && node
-                .input
-                .first()
-                .is_some_and(|a| graph.node.iter().any(|p| p.op_type == "Reshape" && p.output.contains(a)));
+            && graph.node.iter().any(|p| is_onnx_op(p, "Reshape") && p.output.contains(activations));
         if !after_reshape {
             return None;
         }
-        let (weight, dtype) = NBits::of(graph, node)?.dequantize()?;
-        Some(dequantized_matmul(node, weight, dtype))
-    })
-}
-
-/// A MatMulNBits `node` as a MatMul with the float weight `weight` (raw data of ONNX type
-/// `dtype`), plus an Add for its bias.
-fn dequantized_matmul(node: &pb::NodeProto, weight: Vec<u8>, dtype: i32) -> Replacement {
-    let weight_name =
-        format!("{}.edgeinfer_dequantized", if node.name.is_empty() { &node.output[0] } else { &node.name });
-    let (n, k) = (attr_int(node, "N").unwrap_or(0), attr_int(node, "K").unwrap_or(0));
-    let constants = vec![pb::TensorProto {
-        name: weight_name.clone(),
-        dims: vec![k, n],
-        data_type: dtype,
-        raw_data: weight,
-        ..Default::default()
-    }];
-    let bias = node.input.get(5).filter(|b| !b.is_empty()).cloned();
-    let product = if bias.is_some() { format!("{weight_name}.product") } else { node.output[0].clone() };
-    let mut nodes = vec![pb::NodeProto {
-        name: format!("{}.edgeinfer_matmul", node.name),
-        op_type: "MatMul".into(),
-        input: vec![node.input[0].clone(), weight_name],
-        output: vec![product.clone()],
-        ..Default::default()
-    }];
-    if let Some(bias) = bias {
-        nodes.push(pb::NodeProto {
-            name: format!("{}.edgeinfer_bias", node.name),
-            op_type: "Add".into(),
-            input: vec![product, bias],
-            output: vec![node.output[0].clone()],
+        let separated = format!("{activations}.edgeinfer_barrier{index}");
+        let barrier = pb::NodeProto {
+            name: separated.clone(),
+            op_type: crate::tract_barrier::OP_TYPE.into(),
+            domain: crate::tract_barrier::DOMAIN.into(),
+            input: vec![activations.clone()],
+            output: vec![separated.clone()],
             ..Default::default()
-        });
-    }
-    Replacement { nodes, constants }
-}
-
-fn attr_int(node: &pb::NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
-/// The constant inputs of one `MatMulNBits` node, as stored.
-struct NBits<'a> {
-    k: usize,
-    n: usize,
-    bits: usize,
-    block_size: usize,
-    weight: &'a pb::TensorProto,
-    scales: &'a pb::TensorProto,
-    zero_points: Option<&'a pb::TensorProto>,
-}
-
-/// ONNX `TensorProto.DataType` codes used here.
-const UINT8: i32 = 2;
-const FLOAT16: i32 = 10;
-
-impl<'a> NBits<'a> {
-    /// The node's attributes and constant inputs; `None` (node left to tract) for forms this
-    /// does not handle: g_idx, non-constant or external weights, bits other than 2/4/8.
-    fn of(graph: &'a pb::GraphProto, node: &pb::NodeProto) -> Option<NBits<'a>> {
-        let constant = |i: usize| {
-            let name = node.input.get(i).filter(|n| !n.is_empty())?;
-            graph.initializer.iter().find(|t| &t.name == name && t.data_location.unwrap_or(0) == 0)
         };
-        if node.input.get(4).is_some_and(|g| !g.is_empty()) {
-            return None;
-        }
-        let usize_attr = |name: &str| attr_int(node, name).and_then(|v| usize::try_from(v).ok());
-        let bits = usize_attr("bits").unwrap_or(4);
-        if !matches!(bits, 2 | 4 | 8) {
-            return None;
-        }
-        Some(NBits {
-            k: usize_attr("K")?,
-            n: usize_attr("N")?,
-            bits,
-            block_size: usize_attr("block_size").filter(|&b| b > 0)?,
-            weight: constant(1)?,
-            scales: constant(2)?,
-            zero_points: match node.input.get(3).filter(|z| !z.is_empty()) {
-                Some(_) => Some(constant(3)?),
-                None => None,
-            },
-        })
-    }
-
-    /// The float weight `[K, N]` as little-endian raw data of the scales' type (float32 or
-    /// float16), and that type's code; `None` when the stored sizes do not add up.
-    fn dequantize(&self) -> Option<(Vec<u8>, i32)> {
-        let (k, n, bits, block_size) = (self.k, self.n, self.bits, self.block_size);
-        let per_byte = 8 / bits;
-        let blocks = k.div_ceil(block_size);
-        let blob = block_size.div_ceil(per_byte);
-        let weight = bytes_u8(self.weight)?;
-        let scales = floats(self.scales)?;
-        if weight.len() != n.checked_mul(blocks)?.checked_mul(blob)? || scales.len() != n.checked_mul(blocks)? {
-            return None;
-        }
-        let default_zero = (1u32 << (bits - 1)) as f32;
-        let mask = ((1u16 << bits) - 1) as u8;
-        let zero = |col: usize, blk: usize| -> Option<f32> {
-            Some(match self.zero_points {
-                None => default_zero,
-                Some(z) if z.data_type == UINT8 => {
-                    let packed = bytes_u8(z)?;
-                    let byte = *packed.get(col * blocks.div_ceil(per_byte) + blk / per_byte)?;
-                    ((byte >> (bits * (blk % per_byte))) & mask) as f32
-                }
-                Some(z) => *floats(z)?.get(col * blocks + blk)?,
-            })
-        };
-        let mut w = vec![0f32; k.checked_mul(n)?];
-        for col in 0..n {
-            for blk in 0..blocks {
-                let scale = scales[col * blocks + blk];
-                let zp = zero(col, blk)?;
-                for i in 0..block_size {
-                    let kk = blk * block_size + i;
-                    if kk >= k {
-                        break;
-                    }
-                    let byte = weight[(col * blocks + blk) * blob + i / per_byte];
-                    let q = (byte >> (bits * (i % per_byte))) & mask;
-                    w[kk * n + col] = (f32::from(q) - zp) * scale;
-                }
-            }
-        }
-        Some(if self.scales.data_type == FLOAT16 {
-            (w.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(), FLOAT16)
-        } else {
-            (w.iter().flat_map(|v| v.to_le_bytes()).collect(), FLOAT as i32)
-        })
-    }
-}
-
-/// The bytes of a uint8 tensor stored inline.
-fn bytes_u8(t: &pb::TensorProto) -> Option<Vec<u8>> {
-    if t.data_type != UINT8 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        return Some(t.raw_data.clone());
-    }
-    t.int32_data.iter().map(|&v| u8::try_from(v).ok()).collect()
-}
-
-/// The values of a float32 or float16 tensor stored inline.
-fn floats(t: &pb::TensorProto) -> Option<Vec<f32>> {
-    match t.data_type {
-        1 if !t.raw_data.is_empty() => {
-            Some(t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
-        1 => Some(t.float_data.clone()),
-        FLOAT16 if !t.raw_data.is_empty() => {
-            Some(t.raw_data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
-        }
-        FLOAT16 => {
-            t.int32_data.iter().map(|&v| u16::try_from(v).ok().map(|b| half::f16::from_bits(b).to_f32())).collect()
-        }
-        _ => None,
-    }
+        let mut matmul = node.clone();
+        matmul.input[0] = separated;
+        Some(vec![barrier, matmul].into())
+    })
 }
 
 fn spell_out_dequantize_before_reductions(graph: &mut pb::GraphProto) -> usize {
@@ -431,5 +280,28 @@ mod tests {
         assert_eq!(ops, ["Cast", "Cast", "Sub", "Mul", "Softmax", "DequantizeLinear", "Relu"]);
         assert_eq!(graph.node[3].output, ["d"]);
         assert_eq!(graph.node[3].input[1], "s");
+    }
+
+    #[test]
+    fn a_barrier_separates_only_a_matmul_nbits_fed_by_a_reshape() {
+        let nbits = |inputs: &[&str], output: &str| pb::NodeProto {
+            domain: "com.microsoft".into(),
+            ..node("MatMulNBits", inputs, output)
+        };
+        let mut graph = pb::GraphProto {
+            node: vec![
+                node("Reshape", &["attn", "shape"], "merged"),
+                nbits(&["merged", "w", "s"], "o_proj"),
+                nbits(&["o_proj", "w2", "s2"], "up_proj"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(rewrite(&mut graph), 1);
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Reshape", crate::tract_barrier::OP_TYPE, "MatMulNBits", "MatMulNBits"]);
+        assert_eq!(graph.node[1].input, ["merged"]);
+        assert_eq!(graph.node[2].input, [graph.node[1].output[0].as_str(), "w", "s"]);
+        assert_eq!(graph.node[2].output, ["o_proj"]);
+        assert_eq!(graph.node[3].input[0], "o_proj");
     }
 }

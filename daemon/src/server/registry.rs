@@ -165,20 +165,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Estimated memory of a model: the ONNX files its family loads from `dir` — not every `.onnx`
-/// in the folder, which may hold other layouts or quantised variants — plus every external-data
-/// file in the folder (`.onnx_data`, `.data`, `.bin`: counted whoever uses them, so the estimate
-/// errs high). Loading peaks within about 1.2× this on both backends (README, Benchmarks). Where
-/// the family or its files cannot be determined, every weight file counts.
+/// in the folder, which may hold other layouts or quantised variants — plus the external-data
+/// files in the folder (`.onnx_data`, `.data`, `.bin`) except those named after a graph it does
+/// not load: onnx-community ships `model.onnx_data` beside `model_q4.onnx_data`, and a q4 load
+/// reads only the second. A data file named after no graph counts, so the estimate errs high.
+/// Loading peaks within about 1.2× this on both backends (README, Benchmarks). Where the family
+/// or its files cannot be determined, every weight file counts.
 pub fn estimate_bytes(family: Option<Family>, variant: Variant, dir: &Path) -> u64 {
     let family = family.or_else(|| edgeinfer_models::manifest::detect(dir).ok());
     let named = family
         .and_then(|f| edgeinfer_models::manifest::model_files(f, dir, variant).ok())
         .filter(|files| files.iter().all(|p| p.is_file()));
-    let onnx: u64 = match &named {
-        Some(files) => files.iter().filter(|p| is_onnx(p)).map(|p| size(p)).sum(),
-        None => 0,
-    };
-    onnx + weight_files(dir, 0, named.is_none())
+    match &named {
+        Some(files) => {
+            let graphs: Vec<&Path> = files.iter().filter(|p| is_onnx(p)).map(PathBuf::as_path).collect();
+            graphs.iter().map(|p| size(p)).sum::<u64>() + weight_files(dir, 0, Some(&graphs))
+        }
+        None => weight_files(dir, 0, None),
+    }
 }
 
 fn size(p: &Path) -> u64 {
@@ -189,22 +193,39 @@ fn is_onnx(p: &Path) -> bool {
     p.extension().is_some_and(|x| x == "onnx")
 }
 
-/// Bytes of the weight files under `p` (two levels deep): external data, and `.onnx` files too
-/// when `with_onnx`.
-fn weight_files(p: &Path, depth: usize, with_onnx: bool) -> u64 {
+/// Bytes of the weight files under `p` (two levels deep). With `loaded` (the graphs a model
+/// loads): external data, except a file named after a graph beside it that is not loaded
+/// (`model.onnx_data`, `model.onnx.data`, `model.onnx_data_1` belong to `model.onnx`). Without:
+/// every `.onnx` file and every external data file.
+fn weight_files(p: &Path, depth: usize, loaded: Option<&[&Path]>) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+    let entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let unloaded_graphs: Vec<String> = entries
+        .iter()
+        .filter(|e| is_onnx(e) && loaded.is_some_and(|l| !l.iter().any(|g| same_file(g, e))))
+        .filter_map(|e| e.file_name()?.to_str().map(str::to_owned))
+        .collect();
     entries
-        .flatten()
-        .map(|e| {
-            let path = e.path();
+        .iter()
+        .map(|path| {
             if path.is_dir() {
-                return if depth < 2 { weight_files(&path, depth + 1, with_onnx) } else { 0 };
+                return if depth < 2 { weight_files(path, depth + 1, loaded) } else { 0 };
             }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let data =
-                path.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "onnx_data" | "data" | "bin"));
-            if data || (with_onnx && is_onnx(&path)) { size(&path) } else { 0 }
+                path.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "onnx_data" | "data" | "bin"))
+                    || name.contains(".onnx_data");
+            let of_unloaded_graph = unloaded_graphs
+                .iter()
+                .any(|g| name.starts_with(&format!("{g}_data")) || name.starts_with(&format!("{g}.data")));
+            if (data && !of_unloaded_graph) || (loaded.is_none() && is_onnx(path)) { size(path) } else { 0 }
         })
         .sum()
+}
+
+/// Whether `a` and `b` name the same file (however the paths are spelled).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 impl Registry {
@@ -788,8 +809,12 @@ mod tests {
         let expected = size(sam.join("encoder.onnx")) + size(sam.join("decoder.onnx"));
         assert_eq!(estimate_bytes(None, Variant::Fp32, &sam), expected);
         assert_eq!(estimate_bytes(Some(Family::Sam), Variant::Fp32, &sam), expected);
+        // The LLaMA fixture's variants keep their weights in model_<variant>.onnx_data: each
+        // counts for its own graph only.
         let llama = fixture("llama");
         assert_eq!(estimate_bytes(None, Variant::Fp32, &llama), size(llama.join("model.onnx")));
+        let q4 = size(llama.join("model_q4.onnx")) + size(llama.join("model_q4.onnx_data"));
+        assert_eq!(estimate_bytes(None, Variant::Q4, &llama), q4);
     }
 
     #[test]
