@@ -21,11 +21,7 @@
 //! tract's int4 kernels. (Until 2026-12-01 the weight was dequantised to f32 instead: about a
 //! tenth of a LLaMA's weights held and read at 8 times their size.)
 //!
-//! **DynamicQuantizeLinear is slow on tract.** Its `DynamicQuantizeLinearU8` runs about 1 ms
-//! per call on a 257×384 activation (48 calls: 53 ms of a 164 ms DINOv2-S int8 run on one
-//! thread, more than the int8 matmuls save). Spelled out in the ONNX ops it is defined by
-//! (ReduceMin/ReduceMax, then element-wise Div, Round, Add, Clip, Cast), tract runs it with its
-//! vectorised kernels. Round is half-to-even, as the operator specifies.
+//! (`DynamicQuantizeLinear`, slow in tract 0.23, is replaced at parse time: see `tract_quantize`.)
 
 use tract_onnx::pb;
 
@@ -48,9 +44,7 @@ const ATTR_INT: i32 = 2;
 
 /// Applies the rewrites above to `graph`; returns how many nodes were rewritten.
 pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
-    spell_out_dequantize_before_reductions(graph)
-        + separate_nbits_from_reshape(graph)
-        + spell_out_dynamic_quantize(graph)
+    spell_out_dequantize_before_reductions(graph) + separate_nbits_from_reshape(graph)
 }
 
 /// What takes one node's place: the nodes computing its outputs, in order, and the constants they
@@ -91,77 +85,6 @@ fn replace_nodes(
 /// Whether `node` is the standard-domain op `op_type`.
 fn is_onnx_op(node: &pb::NodeProto, op_type: &str) -> bool {
     node.op_type == op_type && (node.domain.is_empty() || node.domain == "ai.onnx")
-}
-
-/// Constants the spelled-out DynamicQuantizeLinear uses.
-const DQL_ZERO: &str = "edgeinfer.dql.zero";
-const DQL_LEVELS: &str = "edgeinfer.dql.levels";
-const DQL_TINY: &str = "edgeinfer.dql.tiny";
-
-fn spell_out_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
-    let rewritten = replace_nodes(graph, |_, node, index| {
-        is_onnx_op(node, "DynamicQuantizeLinear").then(|| dynamic_quantize(node, index).into())
-    });
-    if rewritten > 0 {
-        for (name, value) in [(DQL_ZERO, 0f32), (DQL_LEVELS, 255.0), (DQL_TINY, f32::MIN_POSITIVE)] {
-            graph.initializer.push(pb::TensorProto {
-                name: name.into(),
-                dims: vec![],
-                data_type: FLOAT as i32,
-                float_data: vec![value],
-                ..Default::default()
-            });
-        }
-    }
-    rewritten
-}
-
-/// `DynamicQuantizeLinear(x) -> (y, y_scale, y_zero_point)` as its definition:
-/// `lo = min(min(x), 0)`, `hi = max(max(x), 0)`, `y_scale = (hi - lo) / 255`,
-/// `y_zero_point = u8(clip(round(-lo / y_scale), 0, 255))`,
-/// `y = u8(clip(round(x / y_scale) + y_zero_point, 0, 255))` (an all-zero `x` divides by the
-/// smallest float instead of 0, giving `y = 0`, `y_zero_point = 0`).
-fn dynamic_quantize(node: &pb::NodeProto, index: usize) -> Vec<pb::NodeProto> {
-    let p = format!("edgeinfer.dql{index}");
-    let x = node.input.first().cloned().unwrap_or_default();
-    let output = |k: usize, fallback: &str| {
-        node.output.get(k).filter(|o| !o.is_empty()).cloned().unwrap_or_else(|| format!("{p}.{fallback}"))
-    };
-    let (y, y_scale, y_zero_point) = (output(0, "y"), output(1, "scale"), output(2, "zero_point"));
-    let op = |op: &str, inputs: &[&str], out: &str| pb::NodeProto {
-        name: format!("{p}.{out}"),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.to_string()],
-        attribute: match op {
-            "ReduceMin" | "ReduceMax" => {
-                vec![pb::AttributeProto { name: "keepdims".into(), r#type: ATTR_INT, i: 0, ..Default::default() }]
-            }
-            "Cast" => vec![pb::AttributeProto { name: "to".into(), r#type: ATTR_INT, i: 2, ..Default::default() }],
-            _ => vec![],
-        },
-        ..Default::default()
-    };
-    let n = |s: &str| format!("{p}.{s}");
-    vec![
-        op("ReduceMin", &[&x], &n("min")),
-        op("ReduceMax", &[&x], &n("max")),
-        op("Min", &[&n("min"), DQL_ZERO], &n("lo")),
-        op("Max", &[&n("max"), DQL_ZERO], &n("hi")),
-        op("Sub", &[&n("hi"), &n("lo")], &n("range")),
-        op("Div", &[&n("range"), DQL_LEVELS], &y_scale),
-        op("Max", &[&y_scale, DQL_TINY], &n("divisor")),
-        op("Div", &[&n("lo"), &n("divisor")], &n("lo_steps")),
-        op("Neg", &[&n("lo_steps")], &n("neg_lo_steps")),
-        op("Round", &[&n("neg_lo_steps")], &n("zp_rounded")),
-        op("Clip", &[&n("zp_rounded"), DQL_ZERO, DQL_LEVELS], &n("zp")),
-        op("Cast", &[&n("zp")], &y_zero_point),
-        op("Div", &[&x, &n("divisor")], &n("steps")),
-        op("Round", &[&n("steps")], &n("rounded")),
-        op("Add", &[&n("rounded"), &n("zp")], &n("shifted")),
-        op("Clip", &[&n("shifted"), DQL_ZERO, DQL_LEVELS], &n("clipped")),
-        op("Cast", &[&n("clipped")], &y),
-    ]
 }
 
 fn separate_nbits_from_reshape(graph: &mut pb::GraphProto) -> usize {
