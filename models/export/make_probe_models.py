@@ -14,6 +14,13 @@
   passthrough.onnx     x [2,3] -> outputs x (the graph input itself), y = Identity(x) and
                        z = Add(x, x): outputs ONNX Runtime may hand back in the input's own buffer.
 
+  matmul_integer.onnx  a [2,3,40] uint8 and a_zero_point [] uint8 (run-time inputs, as
+                       DynamicQuantizeLinear feeds them) -> three MatMulInteger forms with constant
+                       weights: int8 B without b_zero_point (quantize_dynamic's int8), uint8 B
+                       with a per-column b_zero_point (its uint8), and int8 B with a constant
+                       a_zero_point and a scalar b_zero_point -> y_int8, y_uint8, y_both [2,3,24]
+                       int32. matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result.
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 
@@ -45,6 +53,47 @@ def main() -> None:
     np.save(args.out / "unsupported_op.y.npy", np.array(np.linalg.det(np.maximum(x, 0)), dtype=np.float32))
     weights(args.out)
     passthrough(args.out)
+    matmul_integer(args.out)
+
+
+def matmul_integer(out: Path) -> None:
+    rng = np.random.default_rng(7)
+    k, n = 40, 24
+    a = rng.integers(0, 256, (2, 3, k), dtype=np.uint8)
+    a_zp = np.array(131, dtype=np.uint8)
+    b_int8 = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    b_uint8 = rng.integers(0, 256, (k, n), dtype=np.uint8)
+    b_uint8_zp = rng.integers(0, 256, (n,), dtype=np.uint8)
+    const_a_zp = np.array(17, dtype=np.uint8)
+    b_both = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    b_both_zp = np.array(-5, dtype=np.int8)
+    init = [
+        onnx.numpy_helper.from_array(v, name)
+        for name, v in [("b_int8", b_int8), ("b_uint8", b_uint8), ("b_uint8_zp", b_uint8_zp),
+                        ("const_a_zp", const_a_zp), ("b_both", b_both), ("b_both_zp", b_both_zp)]
+    ]
+    nodes = [
+        helper.make_node("MatMulInteger", ["a", "b_int8", "a_zero_point"], ["y_int8"]),
+        helper.make_node("MatMulInteger", ["a", "b_uint8", "a_zero_point", "b_uint8_zp"], ["y_uint8"]),
+        helper.make_node("MatMulInteger", ["a", "b_both", "const_a_zp", "b_both_zp"], ["y_both"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "matmul_integer",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [2, 3, k]),
+         helper.make_tensor_value_info("a_zero_point", TensorProto.UINT8, [])],
+        [helper.make_tensor_value_info(y, TensorProto.INT32, [2, 3, n]) for y in ("y_int8", "y_uint8", "y_both")],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out / "matmul_integer.onnx")
+    a32 = a.astype(np.int32)
+    np.save(out / "matmul_integer.a.npy", a)
+    np.save(out / "matmul_integer.a_zero_point.npy", a_zp)
+    np.save(out / "matmul_integer.y_int8.npy", (a32 - 131) @ b_int8.astype(np.int32))
+    np.save(out / "matmul_integer.y_uint8.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - b_uint8_zp.astype(np.int32)))
+    np.save(out / "matmul_integer.y_both.npy", (a32 - 17) @ (b_both.astype(np.int32) + 5))
 
 
 def passthrough(out: Path) -> None:

@@ -119,10 +119,14 @@ pub struct TractSession {
     plans_built: AtomicU64,
 }
 
-fn parse(source: &ModelSource, options: &SessionOptions) -> Result<(InferenceModel, Vec<TensorInfo>, Vec<TensorInfo>)> {
+pub(crate) fn parse(
+    source: &ModelSource,
+    options: &SessionOptions,
+) -> Result<(InferenceModel, Vec<TensorInfo>, Vec<TensorInfo>)> {
     let mut onnx = tract_onnx::onnx().with_ignore_output_shapes(true).with_ignore_value_info(true);
     crate::tract_barrier::register(&mut onnx);
     crate::tract_quantize::register(&mut onnx);
+    crate::tract_matmul_integer::register(&mut onnx);
     let (mut proto, model_dir) = match source {
         ModelSource::File(path) => {
             let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io { path: path.clone(), source: e })?;
