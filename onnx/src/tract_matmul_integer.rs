@@ -176,8 +176,8 @@ impl MatMulInteger {
         // - a0 · ΣB[n]
         if let Some(a0) = a0 {
             let sums = model.add_const(format!("{prefix}.b_sums"), Tensor::from_shape(&[n], &b_sums)?)?;
-            let a0 = broadcast_scalar(model, prefix, "a0", a0, rank)?;
-            let sums = broadcast_vector(model, prefix, "b_sums", sums, rank)?;
+            let a0 = with_leading_axes(model, prefix, "a0", a0, rank)?;
+            let sums = with_leading_axes(model, prefix, "b_sums", sums, rank - 1)?;
             let term = model.wire_node(format!("{prefix}.a0_b_sums"), mul(), &[a0, sums])?[0];
             y = model.wire_node(format!("{prefix}.minus_a0_b_sums"), sub(), &[y, term])?[0];
         }
@@ -185,29 +185,15 @@ impl MatMulInteger {
     }
 }
 
-/// A rank-0 wire as rank `rank` (all axes 1), for tract's same-rank binary ops.
-fn broadcast_scalar(
+/// `wire` with `count` leading axes of extent 1 (tract's binary ops want operands of one rank).
+fn with_leading_axes(
     model: &mut TypedModel,
     prefix: &str,
     name: &str,
     mut wire: OutletId,
-    rank: usize,
+    count: usize,
 ) -> TractResult<OutletId> {
-    for axis in 0..rank {
-        wire = model.wire_node(format!("{prefix}.{name}_axis{axis}"), AxisOp::Add(0), &[wire])?[0];
-    }
-    Ok(wire)
-}
-
-/// A `[n]` wire as `[1, …, 1, n]` of rank `rank`.
-fn broadcast_vector(
-    model: &mut TypedModel,
-    prefix: &str,
-    name: &str,
-    mut wire: OutletId,
-    rank: usize,
-) -> TractResult<OutletId> {
-    for axis in 0..rank - 1 {
+    for axis in 0..count {
         wire = model.wire_node(format!("{prefix}.{name}_axis{axis}"), AxisOp::Add(0), &[wire])?[0];
     }
     Ok(wire)
