@@ -47,35 +47,22 @@ pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
     spell_out_dequantize_before_reductions(graph) + separate_nbits_from_reshape(graph)
 }
 
-/// What takes one node's place: the nodes computing its outputs, in order, and the constants they
-/// add.
-struct Replacement {
-    nodes: Vec<pb::NodeProto>,
-    constants: Vec<pb::TensorProto>,
-}
-
-impl From<Vec<pb::NodeProto>> for Replacement {
-    fn from(nodes: Vec<pb::NodeProto>) -> Self {
-        Replacement { nodes, constants: Vec::new() }
-    }
-}
-
-/// Puts `replace`'s answer in the place of each node it answers for (it sees the graph, the node
-/// and how many nodes it replaced before); returns how many it replaced.
+/// Puts `replace`'s answer (the nodes computing the same outputs, in order) in the place of each
+/// node it answers for (it sees the graph, the node and how many nodes it replaced before);
+/// returns how many it replaced.
 fn replace_nodes(
     graph: &mut pb::GraphProto,
-    mut replace: impl FnMut(&pb::GraphProto, &pb::NodeProto, usize) -> Option<Replacement>,
+    mut replace: impl FnMut(&pb::GraphProto, &pb::NodeProto, usize) -> Option<Vec<pb::NodeProto>>,
 ) -> usize {
     let mut replaced = 0;
     let mut i = 0;
     while i < graph.node.len() {
-        let Some(Replacement { nodes, constants }) = replace(graph, &graph.node[i], replaced) else {
+        let Some(nodes) = replace(graph, &graph.node[i], replaced) else {
             i += 1;
             continue;
         };
         let added = nodes.len();
         graph.node.splice(i..=i, nodes);
-        graph.initializer.extend(constants);
         i += added;
         replaced += 1;
     }
@@ -107,7 +94,7 @@ fn separate_nbits_from_reshape(graph: &mut pb::GraphProto) -> usize {
         };
         let mut matmul = node.clone();
         matmul.input[0] = separated;
-        Some(vec![barrier, matmul].into())
+        Some(vec![barrier, matmul])
     })
 }
 
@@ -120,7 +107,7 @@ fn spell_out_dequantize_before_reductions(graph: &mut pb::GraphProto) -> usize {
             && node.output.len() == 1
             && matches!(consumers(graph, &node.output[0]).as_slice(), [op] if AXIS_REDUCING.contains(&op.as_str()));
         let scalar_params = node.input.iter().skip(1).all(|p| p.is_empty() || is_scalar(graph, p));
-        (feeds_reduction && scalar_params).then(|| spelled_out(node).into())
+        (feeds_reduction && scalar_params).then(|| spelled_out(node))
     })
 }
 
