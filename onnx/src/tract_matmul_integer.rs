@@ -99,14 +99,43 @@ impl MatMulInteger {
             return Ok(None);
         }
         let (k, n) = (b.shape()[0], b.shape()[1]);
-        // a0: a scalar (a per-row zero point is left to tract); b0: absent or constant.
+        // Everything that sends a node to tract's own op is checked before anything is wired.
+        let a_is_u8 = match a_fact.datum_type {
+            dt if dt == u8::datum_type() => true,
+            dt if dt == i8::datum_type() => false,
+            _ => return Ok(None),
+        };
+        // a0: a scalar (a per-row zero point is left to tract).
+        if let Some(slot) = self.a_zero_point
+            && model.outlet_fact(inputs[slot])?.shape.volume() != 1.to_dim()
+        {
+            return Ok(None);
+        }
+        // The weight as i8: a u8 one moves by -128, and so does its zero point, which must then
+        // be 0. A weight zero point also needs ΣA per row, broadcast against it: tract 0.23 fuses
+        // that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
+        // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op.
+        let shift = if b.datum_type() == u8::datum_type() { 128 } else { 0 };
+        if let Some(slot) = self.b_zero_point {
+            let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
+            let zp = zp.cast_to::<i32>()?;
+            let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?;
+            if !(zp.len() == 1 || zp.len() == n) || zp.iter().any(|z| z - shift != 0) {
+                return Ok(None);
+            }
+        }
+
+        let b_i32 = b.cast_to::<i32>()?;
+        let b_i8: Vec<i8> = b_i32.try_as_plain_ram()?.as_slice::<i32>()?.iter().map(|v| (v - shift) as i8).collect();
+        let mut b_sums = vec![0i32; n];
+        for (i, v) in b_i8.iter().enumerate() {
+            b_sums[i % n] += i32::from(*v);
+        }
+        let b_wire = model.add_const(format!("{prefix}.b_i8"), Tensor::from_shape(&[k, n], &b_i8)?)?;
+
         let a0 = match self.a_zero_point {
             Some(slot) => {
-                let fact = model.outlet_fact(inputs[slot])?;
-                if fact.shape.volume() != 1.to_dim() {
-                    return Ok(None);
-                }
-                let rank0 = fact.rank();
+                let rank0 = model.outlet_fact(inputs[slot])?.rank();
                 let mut wire =
                     model.wire_node(format!("{prefix}.a0_i32"), cast(i32::datum_type()), &[inputs[slot]])?[0];
                 for axis in (0..rank0).rev() {
@@ -116,40 +145,9 @@ impl MatMulInteger {
             }
             None => None,
         };
-        let b0: Vec<i32> = match self.b_zero_point {
-            Some(slot) => {
-                let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
-                let zp = zp.cast_to::<i32>()?;
-                let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
-                match zp.len() {
-                    1 => vec![zp[0]; n],
-                    len if len == n => zp,
-                    _ => return Ok(None),
-                }
-            }
-            None => vec![0; n],
-        };
-
-        // The weight as i8 (a u8 one moves by -128, and so does its zero point), and its sums.
-        let b_i32 = b.cast_to::<i32>()?;
-        let b_values = b_i32.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
-        let shift = if b.datum_type() == u8::datum_type() { 128 } else { 0 };
-        let b_i8: Vec<i8> = b_values.iter().map(|v| (v - shift) as i8).collect();
-        let b0: Vec<i32> = b0.iter().map(|z| z - shift).collect();
-        if b0.iter().any(|z| *z != 0) {
-            // A weight zero point also needs ΣA per row, broadcast against it: tract 0.23 fuses
-            // that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
-            // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op.
-            return Ok(None);
-        }
-        let mut b_sums = vec![0i32; n];
-        for (i, v) in b_i8.iter().enumerate() {
-            b_sums[i % n] += i32::from(*v);
-        }
-        let b_wire = model.add_const(format!("{prefix}.b_i8"), Tensor::from_shape(&[k, n], &b_i8)?)?;
 
         // A as i8 likewise.
-        let (a, a0) = if a_fact.datum_type == u8::datum_type() {
+        let (a, a0) = if a_is_u8 {
             let a = model.wire_node(
                 format!("{prefix}.a_i8"),
                 tract_onnx::tract_core::ops::quant::offset_u8_as_i8(),
@@ -163,10 +161,8 @@ impl MatMulInteger {
                 None => model.add_const(format!("{prefix}.a0_i8"), tensor0(-128i32))?,
             };
             (a, Some(a0))
-        } else if a_fact.datum_type == i8::datum_type() {
-            (a, a0)
         } else {
-            return Ok(None);
+            (a, a0)
         };
 
         let lead: String = "abcdefgh".chars().take(rank.saturating_sub(1)).collect();
