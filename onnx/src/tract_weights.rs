@@ -51,6 +51,8 @@ pub(crate) struct WeightSlots {
     tract_dir: String,
     /// The model's directory as given (symlinks not followed), where external data files are.
     given_dir: PathBuf,
+    /// The canonical directories external data may resolve into (see [`readable_dirs`]).
+    readable: Vec<PathBuf>,
     slots: Mutex<Vec<Option<Slot>>>,
 }
 
@@ -72,7 +74,7 @@ impl WeightSlots {
     ///
     /// tract resolves a weight's `location` in the directory it is given and refuses one whose
     /// canonical path leaves it, so it is given the model file's canonical directory and name,
-    /// and external data is read here instead (see [`WeightSlots::may_read`]). A Hugging Face
+    /// and external data is read here instead (see [`readable_dirs`]). A Hugging Face
     /// cache snapshot is made of symlinks into `../../blobs/`, and `model_q4.onnx_data` there is one.
     pub(crate) fn take_from(proto: &mut pb::ModelProto, path: &Path) -> Option<WeightSlots> {
         let model_file = path.canonicalize().ok()?;
@@ -104,20 +106,8 @@ impl WeightSlots {
             tensor.external_data.extend(length.map(|n| entry("length", n.to_string())));
             slots.push(Some(slot));
         });
-        Some(WeightSlots { model_file, tract_dir, given_dir, slots: Mutex::new(slots) })
-    }
-
-    /// Whether external data at the canonical path `file` may be read: it is in the model's
-    /// directory, or the model's directory is a Hugging Face cache snapshot
-    /// (`<repo>/snapshots/<revision>/...`) and `file` is one of that repository's `blobs/`.
-    fn may_read(&self, file: &Path) -> bool {
-        let inside = |dir: &Path| dir.canonicalize().is_ok_and(|dir| file.starts_with(dir));
-        if inside(&self.given_dir) {
-            return true;
-        }
-        let absolute = std::path::absolute(&self.given_dir).unwrap_or_else(|_| self.given_dir.clone());
-        let snapshot_of = absolute.ancestors().find(|a| a.parent().is_some_and(|p| p.ends_with("snapshots")));
-        snapshot_of.and_then(Path::parent).and_then(Path::parent).is_some_and(|repo| inside(&repo.join("blobs")))
+        let readable = readable_dirs(&given_dir);
+        Some(WeightSlots { model_file, tract_dir, given_dir, readable, slots: Mutex::new(slots) })
     }
 
     /// The directory to give tract for this model (the weights resolve against it).
@@ -129,6 +119,16 @@ impl WeightSlots {
     pub(crate) fn left(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|s| s.is_some()).count()
     }
+}
+
+/// The canonical directories external data of a model in `given_dir` may resolve into: that
+/// directory and, when it is a Hugging Face cache snapshot (`<repo>/snapshots/<revision>/...`),
+/// that repository's `blobs/`.
+fn readable_dirs(given_dir: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(given_dir).unwrap_or_else(|_| given_dir.to_path_buf());
+    let snapshot_of = absolute.ancestors().find(|a| a.parent().is_some_and(|p| p.ends_with("snapshots")));
+    let blobs = snapshot_of.and_then(Path::parent).and_then(Path::parent).map(|repo| repo.join("blobs"));
+    std::iter::once(given_dir.to_path_buf()).chain(blobs).filter_map(|dir| dir.canonicalize().ok()).collect()
 }
 
 /// Where a tensor's `external_data` entries say its bytes are.
@@ -175,7 +175,7 @@ impl ModelDataResolver for WeightSlots {
                 }
                 let file = self.given_dir.join(relative);
                 let resolved = file.canonicalize().map_err(|e| format_err!("external data {file:?}: {e}"))?;
-                if !self.may_read(&resolved) {
+                if !self.readable.iter().any(|dir| resolved.starts_with(dir)) {
                     bail!(
                         "external data {location:?} resolves to {resolved:?}, outside the model directory {:?} \
                          (and not a blob of the Hugging Face cache it is a snapshot of)",
