@@ -12,10 +12,13 @@ Files written to --out:
                The first step passes an empty past (past_sequence_length = 0).
   config.json, generation_config.json, tokenizer.json, tokenizer_config.json (with chat_template)
 
-The graph is traced with the query heads grouped by their KV head (`grouped_query_attention`: no
-`repeat_kv` copies of the cache) and its shape arithmetic folded into constants
-(slim_graph.py); both are checked to give the same outputs as the plain trace. On SmolLM-135M
-that is 2,738 nodes instead of 6,906, and a q4 decode step at 16 tokens of context 30 % shorter.
+The layers are traced in a packed form (`packed_attention`, `packed_mlp`): q, k and v as one
+matmul, gate and up as one, the rotary embedding applied to the query and key heads together
+with `rotate_half` as a matmul, and the query heads grouped by their KV head (no `repeat_kv`
+copies of the cache). The traced shape arithmetic is folded into constants (slim_graph.py). Both
+are checked to give the same outputs as the plain trace. On SmolLM-135M that is 1,664 compute
+nodes instead of 2,024 (6,906 nodes in all before the grouping and folding), and a decode step on
+ONNX Runtime 5-10 % shorter in q4, about 3 % in fp32.
 
 Production use:
   python export_llama.py --hf-model /path/to/SmolLM2-135M-Instruct --out /srv/models/smollm2
@@ -138,42 +141,74 @@ def io_names(layers: int):
     return inputs, outputs
 
 
-def grouped_query_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """transformers' eager attention with the query heads grouped by the KV head they share,
-    instead of `repeat_kv`: that copies every layer's whole K and V cache `heads / kv_heads`
-    times at every step (expand + reshape in the graph). Here the query is viewed as
-    `[batch, kv_heads, groups, seq, head_dim]` and K and V as `[batch, kv_heads, 1, total,
-    head_dim]`, which matmul broadcasts over the groups without a copy. Head h = kv * groups + g,
-    as repeat_kv orders them; the softmax, mask and scaling are the same, so the outputs are the
-    same numbers (checked against the original before export)."""
-    batch, heads, seq, dim = query.shape
-    kv_heads = key.shape[1]
+def packed_attention(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
+                     past_key_values=None, **kwargs):
+    """`LlamaAttention.forward` as the graph should run it, the same numbers in fewer ops:
+    - q, k and v come from one matmul (the three weights concatenated, folded at export) and a Split;
+    - the rotary embedding is applied to the query and key heads together, and `rotate_half` is a
+      matmul with a constant signed permutation instead of two slices, a negation and a concat;
+    - the query heads are grouped by the KV head they share (`[batch, kv_heads, groups, seq,
+      head_dim]`, K and V broadcast over the groups) instead of `repeat_kv`, which copies every
+      layer's whole cache `heads / kv_heads` times at every step. Head h = kv * groups + g, as
+      repeat_kv orders them, so the softmax, mask and scaling see the same numbers."""
+    cache = cache if cache is not None else past_key_values
+    batch, seq, _ = hidden_states.shape
+    dim = self.head_dim
+    heads = self.config.num_attention_heads
+    kv_heads = self.config.num_key_value_heads
+    projections = (self.q_proj, self.k_proj, self.v_proj)
+    weight = torch.cat([p.weight for p in projections])
+    bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
+    qkv = torch.nn.functional.linear(hidden_states, weight, bias)
+    qk, value = qkv.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+    qk = qk.reshape(batch, seq, heads + kv_heads, dim).transpose(1, 2)  # the cache's [batch, heads, seq, dim]
+    cos, sin = (t.unsqueeze(1) for t in position_embeddings)
+    half = dim // 2
+    rotate = np.zeros((dim, dim), np.float32)  # numpy: a constant in the trace, not scatter ops
+    rotate[np.arange(half) + half, np.arange(half)] = -1.0  # out[:half] = -x[half:]
+    rotate[np.arange(half), np.arange(half) + half] = 1.0  # out[half:] = x[:half]
+    rotate = torch.from_numpy(rotate).to(qk.dtype)
+    qk = qk * cos + torch.matmul(qk, rotate) * sin
+    query, key = qk.split([heads, kv_heads], dim=1)
+    value = value.reshape(batch, seq, kv_heads, dim).transpose(1, 2)
+    if cache is not None:
+        key, value = cache.update(key, value, self.layer_idx)
     query = query.reshape(batch, kv_heads, heads // kv_heads, seq, dim)
-    weights = torch.matmul(query, key.unsqueeze(2).transpose(3, 4)) * scaling
+    weights = torch.matmul(query, key.unsqueeze(2).transpose(3, 4)) * self.scaling
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, None]
     weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    output = torch.matmul(weights, value.unsqueeze(2)).reshape(batch, heads, seq, dim)
-    return output.transpose(1, 2).contiguous(), None
+    output = torch.matmul(weights, value.unsqueeze(2))  # [batch, kv_heads, groups, seq, dim]
+    output = output.permute(0, 3, 1, 2, 4).reshape(batch, seq, heads * dim)
+    return self.o_proj(output), None
+
+
+def packed_mlp(self, x):
+    """`LlamaMLP.forward` with the gate and up projections as one matmul and a Split."""
+    weight = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+    bias = torch.cat([self.gate_proj.bias, self.up_proj.bias]) if self.gate_proj.bias is not None else None
+    gate, up = torch.nn.functional.linear(x, weight, bias).split(self.intermediate_size, dim=-1)
+    return self.down_proj(self.act_fn(gate) * up)
 
 
 @contextlib.contextmanager
-def grouped_attention(model: LlamaForCausalLM, example: list[torch.Tensor]):
-    """LLaMA attention traced as `grouped_query_attention`, after checking that it gives the
-    model's own outputs on `example`."""
+def packed_layers(model: LlamaForCausalLM, example: list[torch.Tensor]):
+    """LLaMA layers traced as `packed_attention` and `packed_mlp`, after checking that they give
+    the model's own outputs on `example`."""
     wrapper = Wrapper(model)
-    original = modeling_llama.eager_attention_forward
+    originals = modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward
     with torch.no_grad():
         want = wrapper(*example)
-        modeling_llama.eager_attention_forward = grouped_query_attention
+        modeling_llama.LlamaAttention.forward = packed_attention
+        modeling_llama.LlamaMLP.forward = packed_mlp
         try:
             got = wrapper(*example)
             worst = max(float((a - b).abs().max()) for a, b in zip(want, got))
             if worst > 1e-4:
-                raise SystemExit(f"grouped-query attention differs from the model's by {worst}")
+                raise SystemExit(f"the packed layers differ from the model's by {worst}")
             yield
         finally:
-            modeling_llama.eager_attention_forward = original
+            modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward = originals
 
 
 def export(model: LlamaForCausalLM, out: Path) -> None:
@@ -197,7 +232,7 @@ def export(model: LlamaForCausalLM, out: Path) -> None:
         axes[name] = {0: "batch_size", 2: "past_sequence_length"}
     for name in outputs[1:]:
         axes[name] = {0: "batch_size", 2: "total_sequence_length"}
-    with grouped_attention(model, example):
+    with packed_layers(model, example):
         torch.onnx.export(Wrapper(model), tuple(example), out / "model.onnx", input_names=inputs,
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
                           dynamo=False)

@@ -41,10 +41,14 @@ DEFAULT_VARIANTS = {"dinov2": ["fp16", "int8", "quantized", "qdq"], "llama": ["f
 
 # Tolerances for our backends against ONNX Runtime's output of the same variant file, as
 # (atol, rtol × the largest reference value), about 3× the worst difference measured on tract
-# (ORT through our binding matches ORT's Python API exactly). fp16 rounds every intermediate;
-# the static QDQ graph quantises every activation to 256 levels, so a value that lands next to a
-# rounding boundary flips one step and carries that step onwards (3e-2 of the range measured).
-TOLERANCE = {"fp16": (2e-2, 2e-2), "int8": (1e-2, 1e-2), "quantized": (1e-2, 1e-2), "qdq": (5e-2, 5e-2),
+# (ORT through our binding matches ORT's Python API exactly). fp16 rounds every intermediate.
+# The 8-bit graphs quantise activations to 256 levels (QDQ statically, int8/quantized with
+# DynamicQuantizeLinear at run time), so a value that lands on a rounding tie within float noise
+# rounds one way on one backend and the other way on the next, and that one step is carried
+# onwards: 3e-2 of the range measured on DINOv2's QDQ graph, 3.5e-2 on the LLaMA fixture's int8
+# graph (one element of an o_proj input at 188.50002 codes on ORT, 188.5 on tract). Cases without
+# such a tie agree to about 1e-6.
+TOLERANCE = {"fp16": (2e-2, 2e-2), "int8": (5e-2, 5e-2), "quantized": (5e-2, 5e-2), "qdq": (5e-2, 5e-2),
              "q4": (2e-3, 1e-2)}
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
