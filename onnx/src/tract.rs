@@ -17,17 +17,18 @@ use tract_onnx::pb;
 use tract_onnx::prelude::{
     Framework, InferenceFact, InferenceModel, InferenceModelExt, TDim, TValue, TVec, TypedFact, TypedModel, TypedOp,
 };
-use tract_onnx::tract_core::internal::{DatumType, IntoTValue, IntoTensor, Tensor as TractTensor, bail};
+use tract_onnx::tract_core::internal::{DatumType, IntoTValue, Tensor as TractTensor, bail};
 use tract_onnx::tract_core::plan::SimplePlan;
 use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::InferenceOp;
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderReport, Session, SessionOptions, SessionStats,
-    TractPlanMode, validate_inputs,
+    TractPlanMode, validate_described, validate_inputs,
 };
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
+use crate::retained::{Retain, Retained, check_retain};
 use crate::tensor::{DType, Dim, Outputs, Tensor, TensorInfo};
 use crate::tract_weights::{self, WeightSlots};
 
@@ -234,7 +235,7 @@ impl TractSession {
     }
 
     /// The plan for these inputs: the symbolic one, or a cached/new per-shape one.
-    fn plan_for(&self, inputs: &[TractTensor]) -> Result<Plan> {
+    fn plan_for(&self, inputs: &[TValue]) -> Result<Plan> {
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         let per = match &mut *plans {
             Plans::Symbolic(plan) => return Ok(plan.clone()),
@@ -277,7 +278,7 @@ impl TractSession {
             && info.shape.iter().filter_map(Dim::fixed).product::<usize>() <= 16
     }
 
-    fn key(&self, inputs: &[TractTensor], fold: bool) -> PlanKey {
+    fn key(&self, inputs: &[TValue], fold: bool) -> PlanKey {
         PlanKey(
             inputs
                 .iter()
@@ -290,11 +291,11 @@ impl TractSession {
         )
     }
 
-    fn concrete_plan(&self, model: &InferenceModel, inputs: &[TractTensor], fold: bool) -> anyhow_compat::Result<Plan> {
+    fn concrete_plan(&self, model: &InferenceModel, inputs: &[TValue], fold: bool) -> anyhow_compat::Result<Plan> {
         let mut concrete: InferenceModel = model.clone();
         for (ix, t) in inputs.iter().enumerate() {
             let fact = if fold && self.foldable(ix) {
-                InferenceFact::from(t.clone())
+                InferenceFact::from(TractTensor::clone(t))
             } else {
                 InferenceFact::dt_shape(t.datum_type(), t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>())
             };
@@ -315,6 +316,49 @@ impl TractSession {
 
     fn run_error(&self, e: impl std::fmt::Display) -> OnnxError {
         OnnxError::Run { backend: "tract", reason: format!("{}: {e:#}", self.label) }
+    }
+
+    /// Runs the graph on named inputs (checked by the caller): puts them in the graph's order,
+    /// finds the plan, and re-plans per shape once if the symbolic plan cannot run them.
+    fn execute(&self, inputs: Vec<(String, TValue)>) -> Result<TVec<TValue>> {
+        let mut by_name: BTreeMap<String, TValue> = inputs.into_iter().collect();
+        let mut ordered: Vec<TValue> = Vec::with_capacity(self.inputs.len());
+        for info in &self.inputs {
+            let value = by_name
+                .remove(&info.name)
+                .ok_or_else(|| OnnxError::BadInput(format!("missing input '{}'", info.name)))?;
+            ordered.push(value);
+        }
+        let plan = no_panic(|| self.plan_for(&ordered)).map_err(|e| self.run_error(e))??;
+        let results = if self.plans_per_shape() {
+            self.guarded_run(&plan, ordered.into_iter().collect())?
+        } else {
+            // The inputs are kept (shared, not copied) in case the symbolic plan cannot run them
+            // and we re-plan.
+            match no_panic(|| plan.run(ordered.iter().cloned().collect())).map_err(|e| self.run_error(e))? {
+                Ok(r) => r,
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    self.fall_back_to_per_shape(&error)?;
+                    let plan = self.plan_for(&ordered)?;
+                    self.guarded_run(&plan, ordered.into_iter().collect())?
+                }
+            }
+        };
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// An output kept as tract's own value.
+    fn retained(&self, value: TValue) -> Result<Retained> {
+        match dtype_of(value.datum_type()) {
+            Some(dtype) => {
+                let shape = value.shape().to_vec();
+                Ok(Retained::from_tract(value, dtype, shape))
+            }
+            // Element types our tensors do not carry as such (f64) are converted.
+            None => Ok(Retained::from_tensor(tensor_from_tract(&value).map_err(|e| self.run_error(e))?)),
+        }
     }
 
     fn guarded_run(&self, plan: &Plan, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
@@ -390,37 +434,54 @@ impl Session for TractSession {
 
     fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs> {
         validate_inputs(&self.inputs, &inputs)?;
-        let mut by_name: BTreeMap<String, Tensor> = inputs.into_iter().collect();
-        let mut ordered: Vec<TractTensor> = Vec::with_capacity(self.inputs.len());
-        for info in &self.inputs {
-            let tensor = by_name
-                .remove(&info.name)
-                .ok_or_else(|| OnnxError::BadInput(format!("missing input '{}'", info.name)))?;
-            ordered.push(to_tract(tensor)?);
-        }
-        let plan = no_panic(|| self.plan_for(&ordered)).map_err(|e| self.run_error(e))??;
-        let symbolic = !self.plans_per_shape();
-        let values = |ts: &[TractTensor]| -> TVec<TValue> { ts.iter().map(|t| t.clone().into_tvalue()).collect() };
-        let results = if symbolic {
-            // Keep the inputs in case the symbolic plan cannot run them and we re-plan.
-            match no_panic(|| plan.run(values(&ordered))).map_err(|e| self.run_error(e))? {
-                Ok(r) => r,
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    self.fall_back_to_per_shape(&error)?;
-                    let plan = self.plan_for(&ordered)?;
-                    self.guarded_run(&plan, ordered.into_iter().map(|t| t.into_tvalue()).collect())?
-                }
-            }
-        } else {
-            self.guarded_run(&plan, ordered.into_iter().map(|t| t.into_tvalue()).collect())?
-        };
+        let values =
+            inputs.into_iter().map(|(name, t)| Ok((name, to_tract(t)?.into_tvalue()))).collect::<Result<_>>()?;
+        let results = self.execute(values)?;
         let mut entries = Vec::with_capacity(results.len());
         for (value, info) in results.into_iter().zip(&self.outputs) {
-            entries.push((info.name.clone(), from_tract(value.into_tensor()).map_err(|e| self.run_error(e))?));
+            entries.push((info.name.clone(), tensor_from_tract(&value).map_err(|e| self.run_error(e))?));
         }
-        self.runs.fetch_add(1, Ordering::Relaxed);
         Ok(Outputs::new(entries))
+    }
+
+    /// Retained values are tract's own: fed back and kept as they are, with no conversion.
+    fn run_retaining(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        retained: Vec<(String, Retained)>,
+        retain: &[Retain],
+    ) -> Result<(Outputs, Vec<Retained>)> {
+        check_retain(&self.outputs, retain)?;
+        let described: Vec<(&str, DType, &[usize])> = inputs
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
+            .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
+            .collect();
+        validate_described(&self.inputs, &described)?;
+        let mut values = Vec::with_capacity(inputs.len() + retained.len());
+        for (name, t) in inputs {
+            values.push((name, to_tract(t)?.into_tvalue()));
+        }
+        for (name, r) in retained {
+            values.push((name, r.into_tract_value()?));
+        }
+        let results = self.execute(values)?;
+        let mut kept: Vec<Option<Retained>> = retain.iter().map(|_| None).collect();
+        let mut entries = Vec::with_capacity(results.len());
+        for (value, info) in results.into_iter().zip(&self.outputs) {
+            match retain.iter().position(|r| r.name == info.name) {
+                Some(slot) => kept[slot] = Some(self.retained(value)?),
+                None => {
+                    entries.push((info.name.clone(), tensor_from_tract(&value).map_err(|e| self.run_error(e))?));
+                }
+            }
+        }
+        let kept = kept
+            .into_iter()
+            .zip(retain)
+            .map(|(value, r)| value.ok_or_else(|| self.run_error(format!("the run returned no '{}'", r.name))))
+            .collect::<Result<_>>()?;
+        Ok((Outputs::new(entries), kept))
     }
 
     fn providers(&self) -> &ProviderReport {
@@ -452,6 +513,11 @@ fn datum_type(dtype: DType) -> Result<DatumType> {
     })
 }
 
+/// [`to_tract`] as a value a plan runs on.
+pub(crate) fn to_tract_value(tensor: Tensor) -> Result<TValue> {
+    Ok(to_tract(tensor)?.into_tvalue())
+}
+
 fn to_tract(tensor: Tensor) -> Result<TractTensor> {
     Ok(match tensor {
         Tensor::F32(a) => a.into(),
@@ -465,16 +531,31 @@ fn to_tract(tensor: Tensor) -> Result<TractTensor> {
     })
 }
 
-fn from_tract(tensor: TractTensor) -> anyhow_compat::Result<Tensor> {
+/// A copy of a tract tensor as ours (tract keeps its data in aligned buffers of its own, so
+/// there is no moving it out).
+pub(crate) fn tensor_from_tract(tensor: &TractTensor) -> anyhow_compat::Result<Tensor> {
     Ok(match tensor.datum_type() {
-        DatumType::F32 => Tensor::F32(tensor.into_plain_array::<f32>()?),
-        DatumType::F16 => Tensor::F16(tensor.into_plain_array::<half::f16>()?),
-        DatumType::I64 => Tensor::I64(tensor.into_plain_array::<i64>()?),
-        DatumType::I32 => Tensor::I32(tensor.into_plain_array::<i32>()?),
-        DatumType::Bool => Tensor::Bool(tensor.into_plain_array::<bool>()?),
-        DatumType::U8 => Tensor::U8(tensor.into_plain_array::<u8>()?),
-        DatumType::F64 => Tensor::F32(tensor.into_plain_array::<f64>()?.mapv(|v| v as f32)),
+        DatumType::F32 => Tensor::F32(tensor.to_plain_array_view::<f32>()?.to_owned()),
+        DatumType::F16 => Tensor::F16(tensor.to_plain_array_view::<half::f16>()?.to_owned()),
+        DatumType::I64 => Tensor::I64(tensor.to_plain_array_view::<i64>()?.to_owned()),
+        DatumType::I32 => Tensor::I32(tensor.to_plain_array_view::<i32>()?.to_owned()),
+        DatumType::Bool => Tensor::Bool(tensor.to_plain_array_view::<bool>()?.to_owned()),
+        DatumType::U8 => Tensor::U8(tensor.to_plain_array_view::<u8>()?.to_owned()),
+        DatumType::F64 => Tensor::F32(tensor.to_plain_array_view::<f64>()?.mapv(|v| v as f32)),
         other => bail!("output element type {other:?} is not supported"),
+    })
+}
+
+/// Our element type for a tract one that [`tensor_from_tract`] carries over unchanged.
+fn dtype_of(datum: DatumType) -> Option<DType> {
+    Some(match datum {
+        DatumType::F32 => DType::F32,
+        DatumType::F16 => DType::F16,
+        DatumType::I64 => DType::I64,
+        DatumType::I32 => DType::I32,
+        DatumType::Bool => DType::Bool,
+        DatumType::U8 => DType::U8,
+        _ => return None,
     })
 }
 

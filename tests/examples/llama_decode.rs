@@ -8,7 +8,8 @@
 //!
 //! `bench/gpu_llama.sh` uses the last two on a GPU: the same model with the KV cache kept in GPU
 //! memory and in host memory. `VARIANT=q4` (any precision variant name) loads that variant of
-//! the folder's graph (`bench/variants.sh`).
+//! the folder's graph (`bench/variants.sh`). `NEW_TOKENS=N` generates N tokens instead of 9 (a
+//! profile of the decode steps rather than of the prefill).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -37,6 +38,7 @@ fn main() {
         Some(other) => panic!("kv cache placement '{other}': {usage}"),
     };
     let variant = edgeinfer_tests::bench_variant();
+    let new_tokens: usize = std::env::var("NEW_TOKENS").map_or(9, |n| n.parse().expect("NEW_TOKENS: a count"));
     let mut model = Llama::load_variant(dir, variant, backend.as_ref(), &options).unwrap();
     model.set_kv_placement(placement);
     let eps = model.session().providers().active.join(",");
@@ -48,13 +50,13 @@ fn main() {
         }
         let request = GenerateRequest {
             input: PromptInput::Ids(edgeinfer_tests::bench_prompt_ids(context)),
-            max_new_tokens: Some(9),
+            max_new_tokens: Some(new_tokens),
             ignore_eos: true,
             ..Default::default()
         };
         let mut decode_ms = |_| {
             let usage = model.complete(&request).unwrap().usage;
-            assert_eq!(usage.generated_tokens, 9);
+            assert_eq!(usage.generated_tokens, new_tokens);
             1e3 / usage.tokens_per_second
         };
         decode_ms(0); // warm-up

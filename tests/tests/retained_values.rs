@@ -117,7 +117,8 @@ fn retained_kv_cache_equals_copied_outputs_and_feeds_the_next_step() {
         for (name, value) in present.iter().zip(&kept) {
             assert_eq!(value.shape(), expected_shape, "{kind} {name}");
             assert_eq!(value.dtype(), model.layout.kv_dtype, "{kind} {name}");
-            assert_eq!(value.is_backend_owned(), backend.kind() == BackendKind::Ort, "{kind} {name}: who holds it");
+            // ORT's own value, or tract's own tensor: no conversion either way.
+            assert!(value.is_backend_owned(), "{kind} {name}: held by the backend");
             assert_eq!(value.memory_device(), "Cpu", "{kind} {name}: a CPU session keeps it in host memory");
             assert_same(&format!("{kind} {name}"), &value.to_tensor().unwrap(), copied.get(name).unwrap());
         }

@@ -255,7 +255,8 @@ impl OrtSession {
     }
 
     /// Retained values in device memory this session has no transfer for (a GPU value fed to a
-    /// session without CUDA, or one on another GPU) are copied to the host first.
+    /// session without CUDA, or one on another GPU), and tract's values, are copied to the host
+    /// as [`Tensor`]s first.
     fn readable(&self, retained: Vec<(String, Retained)>) -> Result<Vec<(String, Retained)>> {
         retained
             .into_iter()
@@ -265,6 +266,9 @@ impl OrtSession {
                         !(device == AllocationDevice::CUDA.as_str() && self.cuda_device == Some(id))
                     }),
                     Held::Tensor(_) => false,
+                    // A tract session's value: host memory, but not in a form ORT reads.
+                    #[cfg(feature = "tract")]
+                    Held::Tract(_) => true,
                 };
                 Ok((name, if foreign { Retained::from_tensor(r.to_tensor()?) } else { r }))
             })
@@ -313,6 +317,11 @@ impl OrtSession {
             let value = match s.value.into_held() {
                 Held::Ort(v) => v,
                 Held::Tensor(t) => allocated_copy(session.allocator(), &t).map_err(err)?,
+                #[cfg(feature = "tract")]
+                Held::Tract(v) => {
+                    let t = crate::tract::tensor_from_tract(&v).map_err(|e| self.run_error(format!("{e:#}")))?;
+                    allocated_copy(session.allocator(), &t).map_err(err)?
+                }
             };
             bound.push((s.input, s.output, value, dtype, shape));
         }
@@ -762,7 +771,8 @@ fn allocated_copy(allocator: &ort::memory::Allocator, t: &Tensor) -> ort::Result
 }
 
 /// The inputs a run holds as our [`Tensor`]s: the plain ones, then retained values that are
-/// tensors (the rest are ORT values, passed as they are).
+/// tensors (the rest are ORT values, passed as they are; tract's were made tensors by
+/// `OrtSession::readable`).
 fn tensor_inputs<'a>(
     inputs: &'a [(String, Tensor)],
     retained: &'a [(String, Retained)],
@@ -770,6 +780,8 @@ fn tensor_inputs<'a>(
     inputs.iter().map(|(name, t)| (name.as_str(), t)).chain(retained.iter().filter_map(|(name, r)| match r.held() {
         Held::Tensor(t) => Some((name.as_str(), t)),
         Held::Ort(_) => None,
+        #[cfg(feature = "tract")]
+        Held::Tract(_) => None,
     }))
 }
 
