@@ -16,6 +16,10 @@ puts a constant in their place wherever that is exact:
     (right-aligned) dimension, which broadcasting keeps.
 The chains that fed them are then dead and removed. Values are never approximated: the folded
 graph computes the same outputs bit for bit, which `verify_same` checks on ONNX Runtime.
+
+Identical constants are then shared (`share_identical_constants`): a trace records a constant
+once per use, so a matrix every layer builds the same way (the packed LLaMA layers' rotate_half)
+would otherwise be stored once per layer.
 """
 
 from __future__ import annotations
@@ -113,6 +117,50 @@ def _remove_dead(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(kept)
 
 
+def share_identical_constants(model: onnx.ModelProto) -> int:
+    """Points every use of a constant (a Constant node's tensor, or an initializer held in the file
+    rather than in external data) at the first one of the same kind with the same type, shape and
+    bytes, and removes the copies; returns how many it removed. Graph inputs and outputs keep
+    their names."""
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return 0  # names used inside subgraphs are not rewritten here
+    keep = {i.name for i in graph.input} | {o.name for o in graph.output}
+
+    def key(kind: str, t: onnx.TensorProto) -> tuple:
+        return (kind, t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes())
+
+    first: dict[tuple, str] = {}
+    alias: dict[str, str] = {}
+
+    def note(k: tuple, name: str) -> None:
+        if k in first:
+            alias[name] = first[k]
+        else:
+            first[k] = name
+
+    for t in graph.initializer:
+        if t.name not in keep and t.data_location != onnx.TensorProto.EXTERNAL:
+            note(key("initializer", t), t.name)
+    for node in graph.node:
+        value = [a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value and node.output[0] not in keep:
+            note(key("constant", value[0]), node.output[0])
+    if not alias:
+        return 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    kept_nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output and n.output[0] in alias)]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    kept = [t for t in graph.initializer if t.name not in alias]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(alias)
+
+
 def fold_shape_arithmetic(model: onnx.ModelProto) -> dict[str, int]:
     """Folds `model` in place; returns how many inputs were replaced, by kind."""
     inference = _inferred(model)
@@ -186,6 +234,7 @@ def fold_file(path: Path, feeds: list[dict[str, np.ndarray]]) -> str:
     model = onnx.load(path, load_external_data=False)
     before = len(model.graph.node)
     replaced = fold_shape_arithmetic(model)
+    shared = share_identical_constants(model)
     folded = path.with_name(path.stem + ".folded.onnx")
     onnx.save(model, folded)
     try:
@@ -193,4 +242,5 @@ def fold_file(path: Path, feeds: list[dict[str, np.ndarray]]) -> str:
         folded.replace(path)
     finally:
         folded.unlink(missing_ok=True)
-    return f"shape arithmetic folded: {before} -> {len(model.graph.node)} nodes ({replaced})"
+    return (f"shape arithmetic folded: {before} -> {len(model.graph.node)} nodes ({replaced}); "
+            f"{shared} duplicate constants shared")
