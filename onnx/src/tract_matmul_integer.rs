@@ -115,7 +115,11 @@ impl MatMulInteger {
         // be 0. A weight zero point also needs ΣA per row, broadcast against it: tract 0.23 fuses
         // that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
         // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op.
-        let shift = if b.datum_type() == u8::datum_type() { 128 } else { 0 };
+        let shift = match b.datum_type() {
+            dt if dt == u8::datum_type() => 128,
+            dt if dt == i8::datum_type() => 0,
+            _ => return Ok(None),
+        };
         if let Some(slot) = self.b_zero_point {
             let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
             let zp = zp.cast_to::<i32>()?;
@@ -125,13 +129,29 @@ impl MatMulInteger {
             }
         }
 
-        let b_i32 = b.cast_to::<i32>()?;
-        let b_i8: Vec<i8> = b_i32.try_as_plain_ram()?.as_slice::<i32>()?.iter().map(|v| (v - shift) as i8).collect();
+        // An i8 weight is wired as it is (no copy); a u8 one is shifted into one new i8 tensor.
+        // Both the original and anything made from it stay alive until the whole model is
+        // translated, so a widened or extra copy here is a copy of the weight at the load's peak
+        // (an i32 cast of LLaMA-135M's int8 lm_head alone was 113 MB).
         let mut b_sums = vec![0i32; n];
-        for (i, v) in b_i8.iter().enumerate() {
-            b_sums[i % n] += i32::from(*v);
-        }
-        let b_wire = model.add_const(format!("{prefix}.b_i8"), Tensor::from_shape(&[k, n], &b_i8)?)?;
+        let b_wire = if shift == 0 {
+            for (i, v) in b.try_as_plain_ram()?.as_slice::<i8>()?.iter().enumerate() {
+                b_sums[i % n] += i32::from(*v);
+            }
+            inputs[1]
+        } else {
+            let mut b_i8 = Tensor::zero::<i8>(&[k, n])?;
+            {
+                let source = b.try_as_plain_ram()?;
+                let mut target = b_i8.try_as_plain_ram_mut()?;
+                let target = target.as_slice_mut::<i8>()?;
+                for (i, (t, v)) in target.iter_mut().zip(source.as_slice::<u8>()?).enumerate() {
+                    *t = (i16::from(*v) - 128) as i8;
+                    b_sums[i % n] += i32::from(*t);
+                }
+            }
+            model.add_const(format!("{prefix}.b_i8"), b_i8)?
+        };
 
         let a0 = match self.a_zero_point {
             Some(slot) => {
