@@ -10,29 +10,38 @@
 # Then peak resident memory while loading each variant, against the size of its files (a
 # quantised model should not cost more than its files), in a fresh process each.
 #
-#   bench/variants.sh [--rounds N] [--threads N] [--runs N] [--only speed|memory]
+#   bench/variants.sh [--rounds N] [--threads N] [--runs N] [--only speed|memory] [--family dinov2|llama]
 # Needs the export environment for the models (EXPORT_PYTHON, see bench/common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=3; threads=$(nproc); runs=10; only=
+rounds=3; threads=$(nproc); runs=10; only=; family=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;; --runs) runs=$2; shift 2;;
     --only) only=$2; shift 2;;
+    --family) family=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
 out=$root/bench/out
 source bench/common.sh
 bench_ort
-bench_dinov2_s "$out/dinov2-s"
-[ -f "$out/dinov2-s/model_qdq.onnx" ] || bench_export quantize.py --family dinov2 --dir "$out/dinov2-s" \
-  --variants fp16,int8,quantized,qdq --no-goldens --calibrate-with "$root"/models/fixtures/dinov2/golden/preprocess.*.npy
-bench_llama_135m "$out/llama-135m"
-[ -f "$out/llama-135m/model_q4.onnx" ] || bench_export quantize.py --family llama --dir "$out/llama-135m" \
-  --variants int8,q4 --no-goldens
-cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer
+dinov2_variants=(fp32 fp16 int8 quantized qdq)
+llama_variants=(fp32 int8 q4)
+[ "$family" = llama ] && dinov2_variants=()
+[ "$family" = dinov2 ] && llama_variants=()
+if [ "$family" != llama ]; then
+  bench_dinov2_s "$out/dinov2-s"
+  [ -f "$out/dinov2-s/model_qdq.onnx" ] || bench_export quantize.py --family dinov2 --dir "$out/dinov2-s" \
+    --variants fp16,int8,quantized,qdq --no-goldens --calibrate-with "$root"/models/fixtures/dinov2/golden/preprocess.*.npy
+fi
+if [ "$family" != dinov2 ]; then
+  bench_llama_135m "$out/llama-135m"
+  [ -f "$out/llama-135m/model_q4.onnx" ] || bench_export quantize.py --family llama --dir "$out/llama-135m" \
+    --variants int8,q4 --no-goldens
+fi
+[ "$family" = llama ] || cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer
 cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
 
 memory() {
@@ -45,10 +54,10 @@ memory() {
   # a tiny model was loaded and dropped, the model's own cost.
   local v b w
   for w in 0 1; do
-    for v in fp32 int8 quantized qdq fp16; do
+    for v in ${dinov2_variants[@]+"${dinov2_variants[@]}"}; do
       for b in tract ort; do WARM=$w VARIANT=$v target/release/examples/load_rss dinov2 "$out/dinov2-s" "$b"; done
     done
-    for v in fp32 int8 q4; do
+    for v in ${llama_variants[@]+"${llama_variants[@]}"}; do
       for b in tract ort; do WARM=$w VARIANT=$v target/release/examples/load_rss llama "$out/llama-135m" "$b"; done
     done
   done
@@ -57,13 +66,11 @@ if [ "$only" = memory ]; then memory; exit 0; fi
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-dinov2_variants=(fp32 fp16 int8 quantized qdq)
-llama_variants=(fp32 int8 q4)
 file() { [ "$1" = fp32 ] && echo model.onnx || echo "model_$1.onnx"; }
 for round in $(seq 1 "$rounds"); do
   order=("${dinov2_variants[@]}")
   [ $((round % 2)) = 0 ] && order=($(printf '%s\n' "${dinov2_variants[@]}" | tac))
-  for v in "${order[@]}"; do
+  for v in ${order[@]+"${order[@]}"}; do
     for backend in tract ort; do
       target/release/edgeinfer check "$out/dinov2-s/$(file "$v")" --backend "$backend" --threads "$threads" \
         --dim batch_size=1 --dim height=224 --dim width=224 --runs "$runs" --json 2>/dev/null |
@@ -73,7 +80,7 @@ for round in $(seq 1 "$rounds"); do
   done
   order=("${llama_variants[@]}")
   [ $((round % 2)) = 0 ] && order=($(printf '%s\n' "${llama_variants[@]}" | tac))
-  for v in "${order[@]}"; do
+  for v in ${order[@]+"${order[@]}"}; do
     for backend in tract ort; do
       VARIANT=$v target/release/examples/llama_decode "$out/llama-135m" "$backend" "$threads" 16,256 3 |
         python3 -c 'import json,sys
