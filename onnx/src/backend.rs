@@ -228,8 +228,9 @@ pub trait Session: Send + Sync {
     /// two inputs must give every declared input exactly once, as for [`Session::run`].
     ///
     /// ONNX Runtime keeps retained outputs in its own buffers (no copy out, no copy back), on the
-    /// GPU for [`Placement::Device`](crate::Placement::Device) when the graph runs there; the
-    /// default implementation, used by tract, moves tensors through [`Session::run`].
+    /// GPU for [`Placement::Device`](crate::Placement::Device) when the graph runs there; tract
+    /// keeps its own values the same way. The default implementation moves tensors through
+    /// [`Session::run`].
     fn run_retaining(
         &self,
         inputs: Vec<(String, Tensor)>,
@@ -331,6 +332,21 @@ pub fn validate_inputs(infos: &[TensorInfo], inputs: &[(String, Tensor)]) -> Res
     let described: Vec<(&str, DType, &[usize])> =
         inputs.iter().map(|(name, t)| (name.as_str(), t.dtype(), t.shape())).collect();
     validate_described(infos, &described)
+}
+
+/// [`validate_inputs`] for a run with retained values: the plain inputs and the retained ones
+/// together.
+pub(crate) fn validate_with_retained(
+    infos: &[TensorInfo],
+    inputs: &[(String, Tensor)],
+    retained: &[(String, Retained)],
+) -> Result<()> {
+    let described: Vec<(&str, DType, &[usize])> = inputs
+        .iter()
+        .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
+        .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
+        .collect();
+    validate_described(infos, &described).map(|_| ())
 }
 
 /// [`validate_inputs`] on name, element type and shape, for inputs that are not all [`Tensor`]s

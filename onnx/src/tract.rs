@@ -24,7 +24,7 @@ use tract_onnx::tract_hir::infer::InferenceOp;
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderReport, Session, SessionOptions, SessionStats,
-    TractPlanMode, validate_described, validate_inputs,
+    TractPlanMode, validate_inputs, validate_with_retained,
 };
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
@@ -452,12 +452,7 @@ impl Session for TractSession {
         retain: &[Retain],
     ) -> Result<(Outputs, Vec<Retained>)> {
         check_retain(&self.outputs, retain)?;
-        let described: Vec<(&str, DType, &[usize])> = inputs
-            .iter()
-            .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
-            .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
-            .collect();
-        validate_described(&self.inputs, &described)?;
+        validate_with_retained(&self.inputs, &inputs, &retained)?;
         let mut values = Vec::with_capacity(inputs.len() + retained.len());
         for (name, t) in inputs {
             values.push((name, to_tract(t)?.into_tvalue()));

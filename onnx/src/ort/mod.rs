@@ -23,7 +23,7 @@ use ort::value::{DynTensorValueType, DynValue, TensorElementType, TensorRef, Val
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderAttempt, ProviderReport, Session, SessionOptions,
-    SessionStats, validate_described,
+    SessionStats, validate_described, validate_with_retained,
 };
 use crate::ep::{EpConfig, ExecutionProvider};
 use crate::error::{OnnxError, Result};
@@ -600,12 +600,7 @@ impl Session for OrtSession {
     ) -> Result<(Outputs, Vec<Retained>)> {
         check_retain(&self.outputs, retain)?;
         let retained = self.readable(retained)?;
-        let described: Vec<(&str, DType, &[usize])> = inputs
-            .iter()
-            .map(|(name, t)| (name.as_str(), t.dtype(), t.shape()))
-            .chain(retained.iter().map(|(name, r)| (name.as_str(), r.dtype(), r.shape())))
-            .collect();
-        validate_described(&self.inputs, &described)?;
+        validate_with_retained(&self.inputs, &inputs, &retained)?;
         if retain.iter().any(|r| r.placement == Placement::Device) {
             let (outputs, kept, _) = self.run_bound(inputs, retained, retain, Vec::new())?;
             return Ok((outputs, kept));
@@ -613,7 +608,7 @@ impl Session for OrtSession {
         let standard: Vec<(&str, StandardInput<'_>)> =
             tensor_inputs(&inputs, &retained).map(|(name, t)| (name, StandardInput::of(t))).collect();
         let mut values: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(described.len());
+            Vec::with_capacity(inputs.len() + retained.len());
         for (name, input) in &standard {
             values.push((std::borrow::Cow::Borrowed(*name), input.to_value().map_err(|e| self.run_error(e))?));
         }
