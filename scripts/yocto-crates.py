@@ -61,8 +61,10 @@ def bitbake_license(spdx: str) -> str:
 
 
 def render_licenses() -> str:
+    # Not --offline: the manifests of crates for other targets (Windows, macOS) are read too, and a
+    # fresh machine has only downloaded the ones its own builds needed.
     tree = subprocess.run(
-        ["cargo", "tree", "--locked", "--offline", "-p", "edgeinfer-daemon", "--all-features", "-e", "normal,build",
+        ["cargo", "tree", "--locked", "-p", "edgeinfer-daemon", "--all-features", "-e", "normal,build",
          "--target", "all", "--prefix", "none", "--format", "{p}|{l}"],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     crates = {}
