@@ -24,7 +24,7 @@ use tract_onnx::tract_hir::infer::InferenceOp;
 
 use crate::backend::{
     Backend, BackendKind, ModelSource, OptimizationLevel, ProviderReport, Session, SessionOptions, SessionStats,
-    TractPlanMode, validate_inputs, validate_with_retained,
+    TractPlanMode, validate_with_retained,
 };
 use crate::error::{OnnxError, Result};
 use crate::guard::no_panic;
@@ -357,8 +357,13 @@ impl TractSession {
                 Ok(Retained::from_tract(value, dtype, shape))
             }
             // Element types our tensors do not carry as such (f64) are converted.
-            None => Ok(Retained::from_tensor(tensor_from_tract(&value).map_err(|e| self.run_error(e))?)),
+            None => Ok(Retained::from_tensor(self.output_tensor(&value)?)),
         }
+    }
+
+    /// An output as our tensor (a copy).
+    fn output_tensor(&self, value: &TValue) -> Result<Tensor> {
+        tensor_from_tract(value).map_err(|e| self.run_error(e))
     }
 
     fn guarded_run(&self, plan: &Plan, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
@@ -433,15 +438,7 @@ impl Session for TractSession {
     }
 
     fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Outputs> {
-        validate_inputs(&self.inputs, &inputs)?;
-        let values =
-            inputs.into_iter().map(|(name, t)| Ok((name, to_tract(t)?.into_tvalue()))).collect::<Result<_>>()?;
-        let results = self.execute(values)?;
-        let mut entries = Vec::with_capacity(results.len());
-        for (value, info) in results.into_iter().zip(&self.outputs) {
-            entries.push((info.name.clone(), tensor_from_tract(&value).map_err(|e| self.run_error(e))?));
-        }
-        Ok(Outputs::new(entries))
+        Ok(self.run_retaining(inputs, Vec::new(), &[])?.0)
     }
 
     /// Retained values are tract's own: fed back and kept as they are, with no conversion.
@@ -455,7 +452,7 @@ impl Session for TractSession {
         validate_with_retained(&self.inputs, &inputs, &retained)?;
         let mut values = Vec::with_capacity(inputs.len() + retained.len());
         for (name, t) in inputs {
-            values.push((name, to_tract(t)?.into_tvalue()));
+            values.push((name, to_tract_value(t)?));
         }
         for (name, r) in retained {
             values.push((name, r.into_tract_value()?));
@@ -466,9 +463,7 @@ impl Session for TractSession {
         for (value, info) in results.into_iter().zip(&self.outputs) {
             match retain.iter().position(|r| r.name == info.name) {
                 Some(slot) => kept[slot] = Some(self.retained(value)?),
-                None => {
-                    entries.push((info.name.clone(), tensor_from_tract(&value).map_err(|e| self.run_error(e))?));
-                }
+                None => entries.push((info.name.clone(), self.output_tensor(&value)?)),
             }
         }
         let kept = kept

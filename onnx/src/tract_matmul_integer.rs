@@ -133,24 +133,29 @@ impl MatMulInteger {
         // Both the original and anything made from it stay alive until the whole model is
         // translated, so a widened or extra copy here is a copy of the weight at the load's peak
         // (an i32 cast of LLaMA-135M's int8 lm_head alone was 113 MB).
-        let mut b_sums = vec![0i32; n];
-        let b_wire = if shift == 0 {
-            for (i, v) in b.try_as_plain_ram()?.as_slice::<i8>()?.iter().enumerate() {
-                b_sums[i % n] += i32::from(*v);
-            }
-            inputs[1]
+        let shifted = if shift == 0 {
+            None
         } else {
             let mut b_i8 = Tensor::zero::<i8>(&[k, n])?;
             {
                 let source = b.try_as_plain_ram()?;
                 let mut target = b_i8.try_as_plain_ram_mut()?;
-                let target = target.as_slice_mut::<i8>()?;
-                for (i, (t, v)) in target.iter_mut().zip(source.as_slice::<u8>()?).enumerate() {
+                for (t, v) in target.as_slice_mut::<i8>()?.iter_mut().zip(source.as_slice::<u8>()?) {
                     *t = (i16::from(*v) - 128) as i8;
-                    b_sums[i % n] += i32::from(*t);
                 }
             }
-            model.add_const(format!("{prefix}.b_i8"), b_i8)?
+            Some(b_i8)
+        };
+        let mut b_sums = vec![0i32; n];
+        {
+            let b_i8 = shifted.as_ref().unwrap_or(&*b).try_as_plain_ram()?;
+            for (i, v) in b_i8.as_slice::<i8>()?.iter().enumerate() {
+                b_sums[i % n] += i32::from(*v);
+            }
+        }
+        let b_wire = match shifted {
+            Some(b_i8) => model.add_const(format!("{prefix}.b_i8"), b_i8)?,
+            None => inputs[1],
         };
 
         let a0 = match self.a_zero_point {
