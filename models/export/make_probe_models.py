@@ -21,6 +21,14 @@
                        a_zero_point and a scalar b_zero_point -> y_int8, y_uint8, y_both [2,3,24]
                        int32. matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result.
 
+  matmul_nbits.onnx    a [2,3,64] float -> four com.microsoft MatMulNBits forms with constant 4-bit
+                       weights (N = 40): 32-wide blocks without zero points (what our quantize step
+                       and onnxruntime-genai's builder write), 32-wide blocks with packed zero
+                       points and a bias, one 64-wide block with zero points, and 16-wide blocks
+                       (a form tract packs no Q4_0 from) -> y_sym, y_zp_bias, y_b64_zp, y_b16
+                       [2,3,40] float. Scales are f16 values, as Q4_0 stores them.
+                       matmul_nbits.{a,y_*}.npy: the input and numpy's result (float64, stored as float32).
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -54,6 +62,7 @@ def main() -> None:
     weights(args.out)
     passthrough(args.out)
     matmul_integer(args.out)
+    matmul_nbits(args.out)
 
 
 def matmul_integer(out: Path) -> None:
@@ -94,6 +103,54 @@ def matmul_integer(out: Path) -> None:
     np.save(out / "matmul_integer.y_int8.npy", (a32 - 131) @ b_int8.astype(np.int32))
     np.save(out / "matmul_integer.y_uint8.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - b_uint8_zp.astype(np.int32)))
     np.save(out / "matmul_integer.y_both.npy", (a32 - 17) @ (b_both.astype(np.int32) + 5))
+
+
+def matmul_nbits(out: Path) -> None:
+    rng = np.random.default_rng(11)
+    k, n = 64, 40
+    a = rng.standard_normal((2, 3, k)).astype(np.float32)
+    init, nodes, results = [], [], {}
+    for name, block, zero_points, bias in [
+        ("y_sym", 32, False, False), ("y_zp_bias", 32, True, True),
+        ("y_b64_zp", 64, True, False), ("y_b16", 16, False, False),
+    ]:
+        blocks = k // block
+        codes = rng.integers(0, 16, (n, blocks, block), dtype=np.uint8)
+        scales = rng.uniform(0.005, 0.05, (n, blocks)).astype(np.float16).astype(np.float32)
+        zeros = rng.integers(0, 16, (n, blocks), dtype=np.uint8) if zero_points else np.full((n, blocks), 8, np.uint8)
+        packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+        inputs = ["a", f"{name}.b", f"{name}.scales"]
+        init += [onnx.numpy_helper.from_array(packed, f"{name}.b"),
+                 onnx.numpy_helper.from_array(scales.reshape(-1), f"{name}.scales")]
+        if zero_points:
+            padded = np.concatenate([zeros, np.zeros((n, blocks % 2), np.uint8)], axis=1)
+            zp = (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+            init.append(onnx.numpy_helper.from_array(zp, f"{name}.zero_points"))
+            inputs.append(f"{name}.zero_points")
+        weight = ((codes.astype(np.float64) - zeros[..., None]) * scales[..., None]).reshape(n, k)
+        y = a.astype(np.float64) @ weight.T
+        if bias:
+            b = rng.standard_normal(n).astype(np.float32)
+            init.append(onnx.numpy_helper.from_array(b, f"{name}.bias"))
+            inputs += [""] * (5 - len(inputs)) + [f"{name}.bias"]
+            y = y + b
+        nodes.append(helper.make_node("MatMulNBits", inputs, [name], domain="com.microsoft",
+                                      K=k, N=n, bits=4, block_size=block))
+        results[name] = y
+    graph = helper.make_graph(
+        nodes, "matmul_nbits",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, k])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 3, n]) for y in results],
+        init,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="edgeinfer")
+    model.ir_version = 8
+    onnx.save(model, out / "matmul_nbits.onnx")
+    np.save(out / "matmul_nbits.a.npy", a)
+    for name, y in results.items():
+        np.save(out / f"matmul_nbits.{name}.npy", y.astype(np.float32))
 
 
 def passthrough(out: Path) -> None:

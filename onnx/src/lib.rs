@@ -24,6 +24,8 @@ mod tract_barrier;
 #[cfg(feature = "tract")]
 mod tract_matmul_integer;
 #[cfg(feature = "tract")]
+mod tract_matmul_nbits;
+#[cfg(feature = "tract")]
 mod tract_quantize;
 #[cfg(feature = "tract")]
 mod tract_rewrite;

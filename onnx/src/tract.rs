@@ -128,6 +128,7 @@ pub(crate) fn parse(
     crate::tract_barrier::register(&mut onnx);
     crate::tract_quantize::register(&mut onnx);
     crate::tract_matmul_integer::register(&mut onnx);
+    crate::tract_matmul_nbits::register(&mut onnx);
     let (mut proto, model_dir) = match source {
         ModelSource::File(path) => {
             let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io { path: path.clone(), source: e })?;
@@ -174,6 +175,11 @@ pub(crate) fn parse(
     }
     drop(proto);
     let mut model = parsed.model;
+    // 4-bit weights are repacked one at a time, each original dropped as soon as it is packed.
+    let packed = crate::tract_matmul_nbits::pack_constant_weights(&mut model).map_err(|e| invalid(source, e))?;
+    if packed > 0 {
+        tracing::debug!(model = %source.label(), packed, "4-bit weights repacked for tract (see tract_matmul_nbits)");
+    }
     if !options.dims.is_empty() {
         fix_dims(&mut model, &inputs, &options.dims).map_err(|e| invalid(source, e))?;
     }

@@ -1,0 +1,320 @@
+//! `MatMulNBits` for tract with each constant 4-bit weight repacked before translation, one at a
+//! time, so that loading a q4 model does not hold every weight twice.
+//!
+//! tract 0.23 maps a 4-bit `MatMulNBits` onto its Q4_0 block-quant matmul, but repacks the weight
+//! while it translates the whole model, when every original (the nibbles and scales as read from
+//! the file) is still held by the parsed model: loading LLaMA-135M q4 peaked at 1.66× its files,
+//! all of the originals plus all of the repacked weights plus the lm_head unpacked to one byte per
+//! code. Here [`pack_constant_weights`] runs over the parsed model before translation. Each
+//! constant weight is repacked into Q4_0 straight from its nibbles, and the constants it came from
+//! are replaced at once by empty ones, so the original is freed before the next weight is packed.
+//! Translation then wires the packed weight as tract does: `A @ W^T` through a block-quant
+//! `EinSum`, and a weight zero point other than Q4_0's fixed 8 as a per-block correction against
+//! the block sums of `A`: `(q - z)·s = (q - 8)·s + (8 - z)·s`, with the scale rounded to f16 as
+//! Q4_0 stores it, so the split is exact against the stored weight.
+//!
+//! Forms not packed here keep tract's own op: 2-bit weights, a `K` that is not a whole number of
+//! blocks or a block that is not a multiple of 32, a weight or zero point computed at run time or
+//! shared with another node, float zero points and `g_idx`.
+
+use std::borrow::Cow;
+
+use tract_onnx::model::{ParsingContext, optional_inputs};
+use tract_onnx::pb;
+use tract_onnx::tract_core::ops::cast::cast;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::math::add;
+use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
+use tract_onnx::tract_core::tract_linalg::block_quant::{BlockQuantFact, BlockQuantStorage, Q4_0};
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
+
+/// The parser tract registered for `MatMulNBits`, kept for the forms handled by tract's op.
+static TRACTS_OWN: std::sync::OnceLock<Builder> = std::sync::OnceLock::new();
+
+type Builder = fn(&ParsingContext, &pb::NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// Q4_0's block length: its blocks hold 32 codes and one f16 scale.
+const QK: usize = 32;
+
+/// The zero point Q4_0 bakes in (`(code - 8) * scale`), and the default of a 4-bit export.
+const Q4_0_ZERO: u8 = 8;
+
+/// Replaces tract's parser for `MatMulNBits` with this one.
+pub(crate) fn register(onnx: &mut tract_onnx::Onnx) {
+    if let Some(own) = onnx.op_register.0.get("MatMulNBits") {
+        let _ = TRACTS_OWN.set(*own);
+        onnx.op_register.insert("MatMulNBits", parse);
+    }
+}
+
+fn parse(ctx: &ParsingContext, node: &pb::NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let own = TRACTS_OWN.get().context("tract's MatMulNBits parser")?;
+    let (tracts, closures) = own(ctx, node)?;
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    let as_usize = |v: Option<i64>| v.and_then(|v| usize::try_from(v).ok()).unwrap_or(0);
+    let slots: Vec<Option<usize>> = optional_inputs(node).take(6).collect();
+    let op = MatMulNBits {
+        k: as_usize(attr("K")),
+        n: as_usize(attr("N")),
+        bits: as_usize(attr("bits").or(Some(4))),
+        block_size: as_usize(attr("block_size")),
+        zero_points: slots[3],
+        has_g_idx: slots[4].is_some(),
+        bias: slots[5],
+        packed: None,
+        tracts,
+    };
+    Ok((expand(op), closures))
+}
+
+#[derive(Debug, Clone)]
+struct MatMulNBits {
+    k: usize,
+    n: usize,
+    bits: usize,
+    block_size: usize,
+    /// Input slots of the optional inputs (absent inputs take no slot).
+    zero_points: Option<usize>,
+    has_g_idx: bool,
+    bias: Option<usize>,
+    /// The weight in Q4_0, once [`pack_constant_weights`] has packed it.
+    packed: Option<Packed>,
+    /// tract's own op for the same node.
+    tracts: Box<dyn InferenceOp>,
+}
+
+#[derive(Debug, Clone)]
+struct Packed {
+    /// `[1, N, K]` block-quant storage.
+    weight: Arc<Tensor>,
+    /// `(8 - z)·s` per `[N, quantization block]`, where some zero point is not 8.
+    offsets: Option<Arc<Tensor>>,
+}
+
+/// Repacks the constant weight of every `MatMulNBits` this module handles into Q4_0 and drops the
+/// original constants as it goes (see the module notes). Returns how many weights were packed.
+pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<usize> {
+    let mut packed = 0;
+    for id in 0..model.nodes().len() {
+        let Some(op) = ours(model.node(id)) else { continue };
+        if op.packed.is_some() || !op.packable() {
+            continue;
+        }
+        let inputs = model.node(id).inputs.clone();
+        let zero_point_slot = op.zero_points;
+        // The weight must be a constant only this node reads, or packing it would keep both.
+        let Some(b) = constant(model, inputs[1]).filter(|_| sole_reader(model, inputs[1], id)) else { continue };
+        let Some(scales) = constant(model, inputs[2]) else { continue };
+        let zero_points = match op.zero_points.map(|slot| constant(model, inputs[slot])) {
+            Some(None) => continue,
+            Some(Some(zp)) => Some(zp),
+            None => None,
+        };
+        let Some(weight) = op.pack(&b, &scales, zero_points.as_deref())? else { continue };
+        let mut op = op.clone();
+        op.packed = Some(weight);
+        drop((b, scales, zero_points));
+        model.node_mut(id).op = expand(op);
+        for slot in [Some(1), Some(2), zero_point_slot].into_iter().flatten() {
+            if sole_reader(model, inputs[slot], id) {
+                empty_constant(model, inputs[slot])?;
+            }
+        }
+        packed += 1;
+    }
+    Ok(packed)
+}
+
+fn ours(node: &InferenceNode) -> Option<&MatMulNBits> {
+    let op: &dyn InferenceOp = &*node.op;
+    let expansion = tract_onnx::tract_core::downcast_rs::Downcast::as_any(op).downcast_ref::<Box<dyn Expansion>>()?;
+    tract_onnx::tract_core::downcast_rs::Downcast::as_any(&**expansion).downcast_ref::<MatMulNBits>()
+}
+
+/// The value of a `Const` node's output.
+fn constant(model: &InferenceModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    model.node(outlet.node).op_as::<Const>().map(|c| c.val().clone())
+}
+
+/// Whether `outlet` feeds `node` alone (and is not a model output).
+fn sole_reader(model: &InferenceModel, outlet: OutletId, node: usize) -> bool {
+    let successors = &model.node(outlet.node).outputs[outlet.slot].successors;
+    successors.iter().all(|inlet| inlet.node == node) && !model.outputs.contains(&outlet)
+}
+
+/// Replaces a constant by an empty one of its type: its value is held nowhere else any more.
+fn empty_constant(model: &mut InferenceModel, outlet: OutletId) -> TractResult<()> {
+    let Some(value) = constant(model, outlet) else { return Ok(()) };
+    let empty = Arc::new(Tensor::zero_dt(value.datum_type(), &[0])?);
+    drop(value);
+    model.node_mut(outlet.node).op = Box::new(Const::new(empty.clone())?);
+    model.set_outlet_fact(outlet, InferenceFact::try_from(empty)?)
+}
+
+impl MatMulNBits {
+    fn packable(&self) -> bool {
+        let whole_blocks =
+            self.block_size > 0 && self.block_size.is_multiple_of(QK) && self.k.is_multiple_of(self.block_size);
+        self.bits == 4 && whole_blocks && self.n > 0 && !self.has_g_idx
+    }
+
+    /// The weight in Q4_0 and its zero-point offsets, or `None` for a form tract's op handles.
+    fn pack(&self, b: &Tensor, scales: &Tensor, zero_points: Option<&Tensor>) -> TractResult<Option<Packed>> {
+        let (k, n) = (self.k, self.n);
+        let n_blocks = k / self.block_size;
+        if b.datum_type() != u8::datum_type() || b.len() != n * k / 2 || scales.len() != n * n_blocks {
+            return Ok(None);
+        }
+        let zero_points = match zero_points {
+            Some(zp) if zp.datum_type() != u8::datum_type() || zp.len() != n * n_blocks.div_ceil(2) => return Ok(None),
+            Some(zp) => Some(zp.try_as_plain_ram()?),
+            None => None,
+        };
+        let zero_points = match &zero_points {
+            Some(zp) => Some(zp.as_slice::<u8>()?),
+            None => None,
+        };
+        let scales = scales.cast_to::<f32>()?;
+        let scales = scales.try_as_plain_ram()?;
+        let scales = scales.as_slice::<f32>()?;
+        // `B` is `[N, blocks, block_size / 2]`: with whole blocks, that is the row-major `[N, K]`
+        // nibbles, low nibble first, that Q4_0 packs from. A wider block repeats its scale over
+        // each of its 32-code blocks, which changes nothing about what the weight dequantizes to.
+        let per_32: Cow<[f32]> = if self.block_size == QK {
+            Cow::Borrowed(scales)
+        } else {
+            Cow::Owned(scales.iter().flat_map(|s| std::iter::repeat_n(*s, self.block_size / QK)).collect())
+        };
+        let nibbles = b.try_as_plain_ram()?;
+        let blob = Q4_0.pack_prequantized_nibbles(nibbles.as_slice::<u8>()?, &per_32, n, k)?;
+        let storage = BlockQuantStorage::new(Box::new(Q4_0), n, k, Arc::new(blob))?;
+        let weight = Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, n, k]));
+
+        let offsets = match zero_points {
+            Some(zp) => {
+                let zp_row = n_blocks.div_ceil(2);
+                let offsets: Vec<f32> = (0..n * n_blocks)
+                    .map(|i| {
+                        let (col, blk) = (i / n_blocks, i % n_blocks);
+                        let z = (zp[col * zp_row + blk / 2] >> (4 * (blk % 2))) & 0x0F;
+                        (f32::from(Q4_0_ZERO) - f32::from(z)) * f16::from_f32(scales[i]).to_f32()
+                    })
+                    .collect();
+                let any = offsets.iter().any(|o| *o != 0.0);
+                any.then(|| Tensor::from_shape(&[n, n_blocks], &offsets).map(Arc::new)).transpose()?
+            }
+            None => None,
+        };
+        Ok(Some(Packed { weight, offsets }))
+    }
+
+    fn tracts(&self) -> TractResult<&dyn Expansion> {
+        let op: &dyn InferenceOp = &*self.tracts;
+        tract_onnx::tract_core::downcast_rs::Downcast::as_any(op)
+            .downcast_ref::<Box<dyn Expansion>>()
+            .map(|e| e.as_ref())
+            .context("tract's MatMulNBits is not an expansion")
+    }
+
+    /// `Y = A @ W^T (+ bias)` against the packed weight, computed in f32 and cast back to A's type.
+    fn wire_packed(
+        &self,
+        packed: &Packed,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let (k, n, block_size) = (self.k, self.n, self.block_size);
+        let a_fact = model.outlet_fact(inputs[0])?.clone();
+        let rank = a_fact.rank();
+        ensure!(rank >= 1, "MatMulNBits: A must have at least one axis");
+        let a = model.wire_node(format!("{prefix}.cast_a"), cast(f32::datum_type()), &[inputs[0]])?[0];
+        let lead: String = "abcdefgh".chars().take(rank - 1).collect();
+        let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, n, k));
+        let weight = model.wire_node(
+            format!("{prefix}.weight_bq"),
+            Const::new_with_exotic_fact(packed.weight.clone(), Box::new(fact))?,
+            &[],
+        )?[0];
+        let axes = AxesMapping::from_strs(&[format!("{lead}k"), "gnk".to_string()], &[format!("{lead}n")])?;
+        let mut y = model.wire_node(format!("{prefix}.matmul"), EinSum::new(axes, f32::datum_type()), &[a, weight])?[0];
+        if let Some(offsets) = &packed.offsets {
+            // Σ over each quantization block of A, against the `[N, blocks]` offsets.
+            let offsets = model.add_const(format!("{prefix}.zp_offsets"), offsets.clone())?;
+            let blocks = tvec![(k / block_size).to_dim(), block_size.to_dim()];
+            let blocked = model.wire_node(
+                format!("{prefix}.a_blocked"),
+                AxisOp::Reshape(rank - 1, tvec![k.to_dim()], blocks),
+                &[a],
+            )?[0];
+            let sums = model.wire_node(
+                format!("{prefix}.a_block_sums"),
+                Reduce::new(tvec![rank], Reducer::Sum),
+                &[blocked],
+            )?[0];
+            let sums = model.wire_node(format!("{prefix}.a_sums"), AxisOp::Rm(rank), &[sums])?[0];
+            let axes = AxesMapping::from_strs(&[format!("{lead}z"), "nz".to_string()], &[format!("{lead}n")])?;
+            let correction = model.wire_node(
+                format!("{prefix}.zp_correction"),
+                EinSum::new(axes, f32::datum_type()),
+                &[sums, offsets],
+            )?[0];
+            y = wire_with_rank_broadcast(format!("{prefix}.unbias"), model, add(), &[y, correction])?[0];
+        }
+        y = model.wire_node(format!("{prefix}.cast_y"), cast(a_fact.datum_type), &[y])?[0];
+        if let Some(slot) = self.bias {
+            y = wire_with_rank_broadcast(format!("{prefix}.bias"), model, add(), &[y, inputs[slot]])?[0];
+        }
+        Ok(tvec!(y))
+    }
+}
+
+impl Expansion for MatMulNBits {
+    fn name(&self) -> StaticName {
+        "MatMulNBits".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        // tract's rules say nothing of B, scales or zero points, which packing empties.
+        self.tracts()?.rules(s, inputs, outputs)
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        match &self.packed {
+            Some(packed) => self.wire_packed(packed, prefix, model, inputs),
+            None => self.tracts()?.wire(prefix, model, inputs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_4_bit_weights_are_packed_and_their_originals_emptied() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/probe/matmul_nbits.onnx");
+        let mut onnx = tract_onnx::onnx();
+        register(&mut onnx);
+        let mut model = onnx.model_for_path(&path).unwrap();
+        let before = model.nodes().iter().filter_map(|n| n.op_as::<Const>()).map(|c| c.val().len()).sum::<usize>();
+        // 32-wide blocks (twice) and the 64-wide block; the 16-wide one stays tract's.
+        assert_eq!(pack_constant_weights(&mut model).unwrap(), 3);
+        let packed: Vec<_> = model.nodes().iter().filter_map(|n| ours(n).map(|op| op.packed.is_some())).collect();
+        assert_eq!(packed, [true, true, true, false]);
+        let left = model.nodes().iter().filter_map(|n| n.op_as::<Const>()).map(|c| c.val().len()).sum::<usize>();
+        // Left: the 16-wide form's weight and scales, and the bias.
+        let (n, k) = (40, 64);
+        assert_eq!(before - left, 3 * (n * k / 2) + n * 2 + n * 2 + n + n + n);
+        assert_eq!(left, n * k / 2 + n * 4 + n);
+        // Packing again finds nothing left to pack.
+        assert_eq!(pack_constant_weights(&mut model).unwrap(), 0);
+    }
+}
