@@ -22,6 +22,8 @@ pub mod tract;
 #[cfg(feature = "tract")]
 mod tract_barrier;
 #[cfg(feature = "tract")]
+mod tract_cache_matmul;
+#[cfg(feature = "tract")]
 mod tract_matmul_integer;
 #[cfg(feature = "tract")]
 mod tract_matmul_nbits;

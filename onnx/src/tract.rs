@@ -126,6 +126,7 @@ pub(crate) fn parse(
 ) -> Result<(InferenceModel, Vec<TensorInfo>, Vec<TensorInfo>)> {
     let mut onnx = tract_onnx::onnx().with_ignore_output_shapes(true).with_ignore_value_info(true);
     crate::tract_barrier::register(&mut onnx);
+    crate::tract_cache_matmul::register(&mut onnx);
     crate::tract_quantize::register(&mut onnx);
     crate::tract_matmul_integer::register(&mut onnx);
     crate::tract_matmul_nbits::register(&mut onnx);
