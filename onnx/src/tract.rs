@@ -120,6 +120,20 @@ pub struct TractSession {
     plans_built: AtomicU64,
 }
 
+/// A parser of one ONNX op type, as `tract_onnx::Onnx::op_register` holds them (our ops that
+/// wrap tract's own keep tract's parser to fall back on).
+pub(crate) type OpParser = fn(
+    &tract_onnx::model::ParsingContext,
+    &pb::NodeProto,
+) -> tract_onnx::prelude::TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// The expansion an op parsed by `tract_hir::ops::expandable::expand` holds.
+pub(crate) fn expansion(op: &dyn InferenceOp) -> Option<&dyn tract_onnx::tract_hir::ops::expandable::Expansion> {
+    let boxed = tract_onnx::tract_core::downcast_rs::Downcast::as_any(op)
+        .downcast_ref::<Box<dyn tract_onnx::tract_hir::ops::expandable::Expansion>>()?;
+    Some(boxed.as_ref())
+}
+
 pub(crate) fn parse(
     source: &ModelSource,
     options: &SessionOptions,

@@ -21,9 +21,7 @@ use tract_onnx::tract_core::ops::math::{mul, sub};
 use tract_onnx::tract_hir::internal::*;
 
 /// The parser tract registered for `MatMulInteger`, kept for the forms handled by tract's op.
-static TRACTS_OWN: std::sync::OnceLock<Builder> = std::sync::OnceLock::new();
-
-type Builder = fn(&ParsingContext, &pb::NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
 
 /// Replaces tract's parser for `MatMulInteger` with this one.
 pub(crate) fn register(onnx: &mut tract_onnx::Onnx) {
@@ -53,11 +51,7 @@ struct MatMulInteger {
 
 impl MatMulInteger {
     fn tracts(&self) -> TractResult<&dyn Expansion> {
-        let op: &dyn InferenceOp = &*self.tracts;
-        tract_onnx::tract_core::downcast_rs::Downcast::as_any(op)
-            .downcast_ref::<Box<dyn Expansion>>()
-            .map(|e| e.as_ref())
-            .context("tract's MatMulInteger is not an expansion")
+        crate::tract::expansion(&*self.tracts).context("tract's MatMulInteger is not an expansion")
     }
 }
 

@@ -31,9 +31,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
 
 /// The parser tract registered for `MatMulNBits`, kept for the forms handled by tract's op.
-static TRACTS_OWN: std::sync::OnceLock<Builder> = std::sync::OnceLock::new();
-
-type Builder = fn(&ParsingContext, &pb::NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
 
 /// Q4_0's block length: its blocks hold 32 codes and one f16 scale.
 const QK: usize = 32;
@@ -128,9 +126,8 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
 }
 
 fn ours(node: &InferenceNode) -> Option<&MatMulNBits> {
-    let op: &dyn InferenceOp = &*node.op;
-    let expansion = tract_onnx::tract_core::downcast_rs::Downcast::as_any(op).downcast_ref::<Box<dyn Expansion>>()?;
-    tract_onnx::tract_core::downcast_rs::Downcast::as_any(&**expansion).downcast_ref::<MatMulNBits>()
+    let expansion = crate::tract::expansion(&*node.op)?;
+    tract_onnx::tract_core::downcast_rs::Downcast::as_any(expansion).downcast_ref::<MatMulNBits>()
 }
 
 /// The value of a `Const` node's output.
@@ -211,11 +208,7 @@ impl MatMulNBits {
     }
 
     fn tracts(&self) -> TractResult<&dyn Expansion> {
-        let op: &dyn InferenceOp = &*self.tracts;
-        tract_onnx::tract_core::downcast_rs::Downcast::as_any(op)
-            .downcast_ref::<Box<dyn Expansion>>()
-            .map(|e| e.as_ref())
-            .context("tract's MatMulNBits is not an expansion")
+        crate::tract::expansion(&*self.tracts).context("tract's MatMulNBits is not an expansion")
     }
 
     /// `Y = A @ W^T (+ bias)` against the packed weight, computed in f32 and cast back to A's type.

@@ -60,13 +60,13 @@ pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
 }
 
 fn route_cache_matmuls(graph: &mut pb::GraphProto) -> usize {
-    let producers: HashMap<String, usize> =
-        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
     let past_keys: HashSet<&str> =
         graph.input.iter().map(|i| i.name.as_str()).filter(|name| is_past_key(name)).collect();
     if past_keys.is_empty() {
         return 0;
     }
+    let producers: HashMap<String, usize> =
+        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
     let routed: Vec<usize> = (0..graph.node.len())
         .filter(|&i| {
             let node = &graph.node[i];
