@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tract_linalg::multithread::Executor;
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModel, InferenceModelExt, TDim, TValue, TVec, TypedFact, TypedModel, TypedOp,
+    Framework, InferenceFact, InferenceModel, InferenceModelExt, TDim, TValue, TVec, TypedFact, TypedOp,
 };
 use tract_onnx::tract_core::internal::{DatumType, IntoTValue, Tensor as TractTensor, bail};
 use tract_onnx::tract_core::plan::SimplePlan;
@@ -413,7 +413,11 @@ fn not_onnx(e: impl std::fmt::Display) -> String {
 }
 
 fn build_plan(model: Model, optimize: bool, run_options: &RunOptions) -> anyhow_compat::Result<Plan> {
-    let typed: TypedModel = if optimize { model.into_optimized()? } else { model.into_typed()?.into_decluttered()? };
+    let mut typed = model.into_typed()?.into_decluttered()?;
+    crate::tract_quantize::vectorise_quantize_linear(&mut typed)?;
+    if optimize {
+        typed.optimize()?;
+    }
     SimplePlan::new_with_options(typed, run_options)
 }
 

@@ -1,20 +1,30 @@
-//! `DynamicQuantizeLinear` for tract, as one op with tight loops.
+//! Activation quantisation for tract, as ops with tight loops.
 //!
-//! Every dynamically quantised matmul (`quantize_dynamic`'s int8 and uint8 graphs) quantises its
-//! activations first. tract 0.23's own op folds over an ndarray view and rounds through a libm
-//! call per element: about 1 ms per call on a 257×384 activation (53 of 164 ms of a DINOv2-S
-//! int8 run on one thread). Spelled out in the ops the operator is defined by, it cost 17 graph
-//! nodes per call, 816 in a DINOv2-S, each a pass over the data or a dispatch for a scalar.
-//! Here it is one node: one pass for the range, one for the codes, both vectorised.
+//! **`DynamicQuantizeLinear`.** Every dynamically quantised matmul (`quantize_dynamic`'s int8 and
+//! uint8 graphs) quantises its activations first. tract 0.23's own op folds over an ndarray view
+//! and rounds through a libm call per element: about 1 ms per call on a 257×384 activation (53 of
+//! 164 ms of a DINOv2-S int8 run on one thread). Spelled out in the ops the operator is defined
+//! by, it cost 17 graph nodes per call, 816 in a DINOv2-S, each a pass over the data or a dispatch
+//! for a scalar. Here it is one node: one pass for the range, one for the codes, both vectorised.
 //!
 //! Semantics (the operator's definition, as ONNX Runtime computes it):
 //! `lo = min(min(x), 0)`, `hi = max(max(x), 0)`, `y_scale = (hi - lo) / 255`,
 //! `y_zero_point = u8(clip(round(-lo / y_scale), 0, 255))`,
 //! `y = u8(clip(round(x / y_scale) + y_zero_point, 0, 255))`, rounding half to even. An all-zero
 //! `x` divides by the smallest positive float instead of 0, giving `y = 0`, `y_zero_point = 0`.
+//!
+//! **`QuantizeLinear` with a constant scale and zero point** (every activation of a statically
+//! quantised QDQ graph) is tract's element-wise `QuantizeLinearU8`/`I8`, which also rounds
+//! through a call per element: 62 of 251 ms of a DINOv2-S QDQ run (182 calls). tract's
+//! declutter needs its op to fold `DequantizeLinear → element-wise → QuantizeLinear` chains into
+//! lookup tables, so the op is swapped for [`QuantizeLinearF32`] only after declutter
+//! ([`vectorise_quantize_linear`]), with tract's own parameters and results: `x · (1 / y_scale)`
+//! rounded half to even, plus the zero point, saturated (a NaN gives the zero point).
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
 use tract_onnx::tract_hir::internal::*;
 
 /// Replaces tract's parser for `DynamicQuantizeLinear` with this one.
@@ -92,6 +102,112 @@ impl TypedOp for DynamicQuantizeU8 {
     }
 
     as_op!();
+}
+
+/// Swaps each of tract's `QuantizeLinearU8`/`I8` on float32 input in `model` for
+/// [`QuantizeLinearF32`] (see the module notes); returns how many.
+pub(crate) fn vectorise_quantize_linear(model: &mut TypedModel) -> TractResult<usize> {
+    let mut swapped = 0;
+    for id in 0..model.nodes().len() {
+        let node = &model.nodes()[id];
+        let Some(element_wise) = node.op_as::<ElementWiseOp>() else { continue };
+        let replacement = if let Some(q) = element_wise.0.downcast_ref::<QuantizeLinearU8>() {
+            QuantizeLinearF32 { inverse_scale: q.scale, zero_point: q.zero_point.into(), signed: false }
+        } else if let Some(q) = element_wise.0.downcast_ref::<QuantizeLinearI8>() {
+            QuantizeLinearF32 { inverse_scale: q.scale, zero_point: q.zero_point.into(), signed: true }
+        } else {
+            continue;
+        };
+        if node.inputs.len() != 1 || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
+            continue;
+        }
+        model.node_mut(id).op = Box::new(replacement);
+        swapped += 1;
+    }
+    Ok(swapped)
+}
+
+/// `QuantizeLinear` of float32 to u8 or i8 with a scalar scale and zero point, vectorised.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QuantizeLinearF32 {
+    /// `1 / y_scale`, as tract keeps it.
+    inverse_scale: f32,
+    zero_point: i16,
+    /// i8 codes, else u8.
+    signed: bool,
+}
+
+impl Eq for QuantizeLinearF32 {}
+
+impl Op for QuantizeLinearF32 {
+    fn name(&self) -> StaticName {
+        "EdgeinferQuantizeLinear".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantizeLinearF32 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let plain = x.try_as_plain_ram()?;
+        let xs = plain.as_slice::<f32>()?;
+        let y = if self.signed {
+            let mut y = Tensor::zero::<i8>(x.shape())?;
+            let codes = quantize_linear(xs, self.inverse_scale, self.zero_point, true);
+            // Two's complement: the same bytes read as i8.
+            y.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?.iter_mut().zip(codes).for_each(|(y, c)| *y = c as i8);
+            y
+        } else {
+            let mut y = Tensor::zero::<u8>(x.shape())?;
+            quantize_linear_into(
+                xs,
+                y.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
+                self.inverse_scale,
+                self.zero_point,
+                false,
+            );
+            y
+        };
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for QuantizeLinearF32 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let dt = if self.signed { i8::datum_type() } else { u8::datum_type() };
+        Ok(tvec!(dt.fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+/// The codes of `xs` (bytes; two's complement for i8): `saturate(round(x · inverse_scale) +
+/// zero_point)`, rounding half to even, a NaN giving the zero point.
+fn quantize_linear(xs: &[f32], inverse_scale: f32, zero_point: i16, signed: bool) -> Vec<u8> {
+    let mut codes = vec![0u8; xs.len()];
+    quantize_linear_into(xs, &mut codes, inverse_scale, zero_point, signed);
+    codes
+}
+
+/// [`quantize_linear`] into `codes` (as long as `xs`).
+#[allow(clippy::manual_clamp)] // max then min on purpose: `clamp` keeps a NaN
+fn quantize_linear_into(xs: &[f32], codes: &mut [u8], inverse_scale: f32, zero_point: i16, signed: bool) {
+    // Codes are computed offset into 0..=255 (i8 by +128), then read back as bytes.
+    let (offset, flip) = if signed { (128.0, 0x80) } else { (0.0, 0) };
+    let zero_point = f32::from(zero_point) + offset;
+    for (code, &v) in codes.iter_mut().zip(xs) {
+        let scaled = v * inverse_scale;
+        let scaled = if scaled.is_nan() { 0.0 } else { scaled };
+        // Beyond ±512 the code saturates whatever the zero point; inside, the rounding trick is
+        // exact.
+        let scaled = scaled.max(-512.0).min(512.0);
+        let rounded = (scaled + ROUNDER) - ROUNDER;
+        let offset_code = (rounded + zero_point).max(0.0).min(255.0);
+        *code = (offset_code + CODE_BITS).to_bits() as u8 ^ flip;
+    }
 }
 
 /// Lanes the range is kept in, so the loop vectorises (a float min/max chain does not).
@@ -172,6 +288,47 @@ mod tests {
         for xs in cases {
             assert_eq!(dynamic_quantize(&xs), reference(&xs), "{} values", xs.len());
         }
+    }
+
+    #[test]
+    fn quantize_linear_matches_tracts_own_op() {
+        use tract_onnx::tract_core::ops::quant::{quantize_linear_f32_i8, quantize_linear_f32_u8};
+        let mut xs: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) * 0.0137).collect();
+        // Ties at scale 1 / 0.5, values that saturate, and the edges of the i8 and u8 ranges.
+        xs.extend((-600..600).map(|i| i as f32 * 0.25));
+        xs.extend([3.0e4, -3.0e4, 0.0, -0.0]);
+        for (scale, zero_point) in [(0.0213f32, 0i16), (0.5, 17), (0.0078, 128), (1.0, 255), (3.3, 64)] {
+            let inverse = scale.recip();
+            let ours = quantize_linear(&xs, inverse, zero_point, false);
+            let tracts: Vec<u8> = xs.iter().map(|&x| quantize_linear_f32_u8(x, inverse, zero_point.into())).collect();
+            assert_eq!(ours, tracts, "u8, scale {scale}, zero point {zero_point}");
+        }
+        for (scale, zero_point) in [(0.0213f32, 0i16), (0.5, -17), (0.0078, 127), (1.0, -128)] {
+            let inverse = scale.recip();
+            let ours: Vec<i8> = quantize_linear(&xs, inverse, zero_point, true).into_iter().map(|c| c as i8).collect();
+            let tracts: Vec<i8> = xs.iter().map(|&x| quantize_linear_f32_i8(x, inverse, zero_point.into())).collect();
+            assert_eq!(ours, tracts, "i8, scale {scale}, zero point {zero_point}");
+        }
+        // Far out of range (tract's own op overflows its i32 there): saturated.
+        assert_eq!(quantize_linear(&[1e9, -1e9, f32::INFINITY], 1.0, 3, false), vec![255, 0, 255]);
+        assert_eq!(quantize_linear(&[1e9, -1e9], 1.0, 3, true), vec![127u8, 0x80]);
+        // NaN: tract rounds it to 0 before adding the zero point.
+        assert_eq!(quantize_linear(&[f32::NAN], 1.0, 9, false), vec![9]);
+        assert_eq!(quantize_linear(&[f32::NAN], 1.0, -9, true), vec![(-9i8) as u8]);
+    }
+
+    #[test]
+    fn a_qdq_graphs_quantize_linear_ops_are_swapped_after_declutter() {
+        use crate::{ModelSource, SessionOptions};
+        use tract_onnx::prelude::InferenceModelExt;
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/dinov2/model_qdq.onnx");
+        let (model, _, _) = crate::tract::parse(&ModelSource::File(fixture), &SessionOptions::default()).unwrap();
+        let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        let swapped = vectorise_quantize_linear(&mut typed).unwrap();
+        let tracts = typed.nodes().iter().filter(|n| n.op().name().starts_with("QuantizeLinear")).count();
+        let tables = typed.nodes().iter().filter(|n| n.op().name() == "LookupTable").count();
+        // Every quantisation tract did not fold into a lookup table (it still does: the GELUs).
+        assert!(swapped >= 24 && tracts == 0 && tables > 0, "{swapped} swapped, {tracts} left, {tables} tables");
     }
 
     #[test]
