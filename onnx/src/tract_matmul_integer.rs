@@ -121,6 +121,9 @@ impl MatMulInteger {
             if !(zp.len() == 1 || zp.len() == n) || zp.iter().any(|z| z - shift != 0) {
                 return Ok(None);
             }
+        } else if shift != 0 {
+            // A u8 weight without a zero point is centred on 0, not 128.
+            return Ok(None);
         }
 
         // An i8 weight is wired as it is (no copy); a u8 one is shifted into one new i8 tensor.

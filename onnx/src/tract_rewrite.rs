@@ -29,7 +29,7 @@
 //!
 //! **Statically quantised (QDQ) matmuls.** A `MatMul` of `DequantizeLinear(x_q)` (a scalar
 //! scale and zero point) by `DequantizeLinear(w_q)` (a constant 2-D int8 or uint8 weight, per
-//! tensor or per output column) is what `quantize_static` writes for every linear layer. tract
+//! tensor or per output column, symmetric) is what `quantize_static` writes for every linear layer. tract
 //! dequantises both and multiplies in float32: a DINOv2-S QDQ run paid the float matmuls and the
 //! quantisation around them, 0.62-0.72× its fp32 speed. It becomes
 //! `MatMulInteger(x_q, w_q, x_zero_point, w_zero_point) → Cast → Mul(x_scale · w_scale)`, the
@@ -88,15 +88,17 @@ fn integer_qdq_matmuls(graph: &mut pb::GraphProto) -> usize {
     }
     let constants: HashMap<String, (Vec<i64>, i32)> =
         graph.initializer.iter().map(|t| (t.name.clone(), (t.dims.clone(), t.data_type))).collect();
+    let zero_points: HashMap<String, Vec<u8>> =
+        graph.initializer.iter().filter_map(|t| Some((t.name.clone(), inline_bytes(t)?))).collect();
     let rewritten = replace_nodes(graph, |_, node, _| {
         if !is_onnx_op(node, "MatMul") || node.input.len() != 2 || node.output.len() != 1 {
             return None;
         }
         let activations = dequantized.get(&node.input[0])?;
         let weight = dequantized.get(&node.input[1])?;
-        let zero_points = quantized_activations(activations, &constants)?;
-        let weight_zero_point = quantized_weight(weight, &constants)?;
-        Some(integer_matmul(node, activations, weight, zero_points, weight_zero_point))
+        let activations_zero_point = quantized_activations(activations, &constants)?;
+        let weight_zero_point = quantized_weight(weight, &constants, &zero_points)?;
+        Some(integer_matmul(node, activations, weight, activations_zero_point, weight_zero_point))
     });
     if rewritten > 0 {
         drop_unread(graph, &dequantized);
@@ -118,9 +120,13 @@ fn quantized_activations<'a>(
 
 /// For `DequantizeLinear(w_q, scale[, zero_point])` of a constant 2-D u8 or i8 weight, quantised
 /// per tensor or per output column (axis 1): its zero point, `Some("")` when there is none.
+/// Only the symmetric forms `tract_matmul_integer` wires itself qualify (an i8 weight without a
+/// zero point or with zeros, a u8 one with 128s, read from the graph file): any other weight
+/// zero point would take tract's own `MatMulInteger`, which is not checked per column.
 fn quantized_weight<'a>(
     dequantize: &'a pb::NodeProto,
     constants: &HashMap<String, (Vec<i64>, i32)>,
+    zero_points: &HashMap<String, Vec<u8>>,
 ) -> Option<&'a str> {
     let weight = dequantize.input.first()?;
     let scale = dequantize.input.get(1)?;
@@ -141,13 +147,28 @@ fn quantized_weight<'a>(
     if !(per_tensor || per_column) {
         return None;
     }
-    if !zero_point.is_empty() {
-        let (zp_dims, zp_dt) = constants.get(zero_point)?;
-        if zp_dt != dt || zp_dims.iter().product::<i64>() != scale_dims.iter().product::<i64>() {
-            return None;
-        }
+    let neutral = if *dt == UINT8 { 128 } else { 0 };
+    if zero_point.is_empty() {
+        return (neutral == 0).then_some(zero_point);
     }
-    Some(zero_point)
+    let (zp_dims, zp_dt) = constants.get(zero_point)?;
+    let values = zero_points.get(zero_point)?;
+    let count = zp_dims.iter().product::<i64>();
+    let symmetric = values.len() as i64 == count && values.iter().all(|&v| v == neutral);
+    (zp_dt == dt && count == scale_dims.iter().product::<i64>() && symmetric).then_some(zero_point)
+}
+
+/// The bytes of a small u8 or i8 initializer stored in the graph file (not external data).
+fn inline_bytes(tensor: &pb::TensorProto) -> Option<Vec<u8>> {
+    if (tensor.data_type != UINT8 && tensor.data_type != INT8) || tensor.dims.iter().product::<i64>() > 1 << 16 {
+        return None;
+    }
+    if !tensor.raw_data.is_empty() {
+        return Some(tensor.raw_data.to_vec());
+    }
+    // Without raw data, 8-bit values are stored one per int32 (an external tensor has neither).
+    let bytes: Vec<u8> = tensor.int32_data.iter().map(|&v| v as u8).collect();
+    (bytes.len() as i64 == tensor.dims.iter().product::<i64>()).then_some(bytes)
 }
 
 /// `matmul` as `MatMulInteger → Cast → Mul(x_scale · w_scale)`, writing the same output.
@@ -427,17 +448,24 @@ mod tests {
                 // Scales along the rows (axis 0) cannot be factored out of the sums.
                 node("DequantizeLinear", &["w3", "ws3"], "w3d"),
                 node("MatMul", &["xd", "w3d"], "y4"),
+                // An asymmetric weight, and one whose zero points are not in the graph file.
+                per_column(node("DequantizeLinear", &["w", "ws", "wz_asymmetric"], "w4d")),
+                node("MatMul", &["xd", "w4d"], "y5"),
+                per_column(node("DequantizeLinear", &["w", "ws", "wz_external"], "w5d")),
+                node("MatMul", &["xd", "w5d"], "y6"),
             ],
             initializer: vec![
                 constant("xs", &[], FLOAT as i32),
                 constant("xz", &[], UINT8),
                 constant("w", &[8, 4], INT8),
                 constant("ws", &[4], FLOAT as i32),
-                constant("wz", &[4], INT8),
+                pb::TensorProto { raw_data: vec![0u8; 4], ..constant("wz", &[4], INT8) },
                 constant("w2", &[8, 4], INT8),
                 constant("s", &[], FLOAT as i32),
                 constant("w3", &[8, 4], INT8),
                 constant("ws3", &[8], FLOAT as i32),
+                pb::TensorProto { raw_data: vec![0, 0, 3, 0], ..constant("wz_asymmetric", &[4], INT8) },
+                constant("wz_external", &[4], INT8),
             ],
             ..Default::default()
         };
@@ -449,7 +477,7 @@ mod tests {
             .chain(integer)
             .chain(integer)
             .chain(integer)
-            .chain(["MatMul", "DequantizeLinear", "MatMul"])
+            .chain(["MatMul", "DequantizeLinear", "MatMul", "DequantizeLinear", "MatMul", "DequantizeLinear", "MatMul"])
             .collect();
         // The weight dequantisations now unread are gone; the activations' stays for `scores`.
         assert_eq!(ops, expected);
