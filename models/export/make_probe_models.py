@@ -19,7 +19,9 @@
                        weights: int8 B without b_zero_point (quantize_dynamic's int8), uint8 B
                        with a per-column b_zero_point (its uint8), and int8 B with a constant
                        a_zero_point and a scalar b_zero_point -> y_int8, y_uint8, y_both [2,3,24]
-                       int32. matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result.
+                       int32; and the uint8 B without a b_zero_point (centred on 0) and with a
+                       scalar 128 (the shift to int8 exactly) -> y_uint8_no_zp, y_uint8_128.
+                       matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result.
 
   matmul_nbits.onnx    a [2,3,64] float -> four com.microsoft MatMulNBits forms with constant 4-bit
                        weights (N = 40): 32-wide blocks without zero points (what our quantize step
@@ -79,18 +81,22 @@ def matmul_integer(out: Path) -> None:
     init = [
         onnx.numpy_helper.from_array(v, name)
         for name, v in [("b_int8", b_int8), ("b_uint8", b_uint8), ("b_uint8_zp", b_uint8_zp),
-                        ("const_a_zp", const_a_zp), ("b_both", b_both), ("b_both_zp", b_both_zp)]
+                        ("const_a_zp", const_a_zp), ("b_both", b_both), ("b_both_zp", b_both_zp),
+                        ("b_128", np.array(128, dtype=np.uint8))]
     ]
     nodes = [
         helper.make_node("MatMulInteger", ["a", "b_int8", "a_zero_point"], ["y_int8"]),
         helper.make_node("MatMulInteger", ["a", "b_uint8", "a_zero_point", "b_uint8_zp"], ["y_uint8"]),
         helper.make_node("MatMulInteger", ["a", "b_both", "const_a_zp", "b_both_zp"], ["y_both"]),
+        helper.make_node("MatMulInteger", ["a", "b_uint8", "a_zero_point"], ["y_uint8_no_zp"]),
+        helper.make_node("MatMulInteger", ["a", "b_uint8", "a_zero_point", "b_128"], ["y_uint8_128"]),
     ]
+    outputs = ("y_int8", "y_uint8", "y_both", "y_uint8_no_zp", "y_uint8_128")
     graph = helper.make_graph(
         nodes, "matmul_integer",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [2, 3, k]),
          helper.make_tensor_value_info("a_zero_point", TensorProto.UINT8, [])],
-        [helper.make_tensor_value_info(y, TensorProto.INT32, [2, 3, n]) for y in ("y_int8", "y_uint8", "y_both")],
+        [helper.make_tensor_value_info(y, TensorProto.INT32, [2, 3, n]) for y in outputs],
         init,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer")
@@ -103,6 +109,8 @@ def matmul_integer(out: Path) -> None:
     np.save(out / "matmul_integer.y_int8.npy", (a32 - 131) @ b_int8.astype(np.int32))
     np.save(out / "matmul_integer.y_uint8.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - b_uint8_zp.astype(np.int32)))
     np.save(out / "matmul_integer.y_both.npy", (a32 - 17) @ (b_both.astype(np.int32) + 5))
+    np.save(out / "matmul_integer.y_uint8_no_zp.npy", (a32 - 131) @ b_uint8.astype(np.int32))
+    np.save(out / "matmul_integer.y_uint8_128.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - 128))
 
 
 def matmul_nbits(out: Path) -> None:

@@ -229,9 +229,10 @@ mod tests {
         let (model, _, _) = crate::tract::parse(&ModelSource::File(probe), &SessionOptions::default()).unwrap();
         let typed = model.into_typed().unwrap();
         let names: Vec<&str> = typed.nodes().iter().map(|n| n.name.as_str()).collect();
-        // y_int8 (no weight zero point) gets its column sums as a constant; y_uint8 and y_both
-        // have weight zero points, which keep tract's own op (the integration test checks all
-        // three against numpy).
-        assert_eq!(names.iter().filter(|n| n.ends_with(".b_sums")).count(), 1, "{names:?}");
+        // y_int8 (no weight zero point) and y_uint8_128 (a uint8 weight centred on 128, shifted
+        // to int8) get their column sums as a constant; y_uint8 and y_both have other weight
+        // zero points and y_uint8_no_zp a uint8 weight centred on 0, which keep tract's own op
+        // (the integration test checks all five against numpy).
+        assert_eq!(names.iter().filter(|n| n.ends_with(".b_sums")).count(), 2, "{names:?}");
     }
 }

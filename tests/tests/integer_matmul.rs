@@ -23,7 +23,7 @@ fn every_backend_gives_numpys_integers() {
         let inputs = ["a", "a_zero_point"]
             .map(|i| (i.to_string(), Tensor::read_npy(&probe(&format!("matmul_integer.{i}.npy"))).unwrap()));
         let mut out = session.run(inputs.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        for y in ["y_int8", "y_uint8", "y_both"] {
+        for y in ["y_int8", "y_uint8", "y_both", "y_uint8_no_zp", "y_uint8_128"] {
             let got = out.take(y).unwrap();
             let want = Tensor::read_npy(&probe(&format!("matmul_integer.{y}.npy"))).unwrap();
             match (&got, &want) {
