@@ -88,8 +88,14 @@ fn integer_qdq_matmuls(graph: &mut pb::GraphProto) -> usize {
     }
     let constants: HashMap<String, (Vec<i64>, i32)> =
         graph.initializer.iter().map(|t| (t.name.clone(), (t.dims.clone(), t.data_type))).collect();
-    let zero_points: HashMap<String, Vec<u8>> =
-        graph.initializer.iter().filter_map(|t| Some((t.name.clone(), inline_bytes(t)?))).collect();
+    let weight_zero_points: HashSet<&str> =
+        dequantized.values().filter_map(|n| n.input.get(2)).map(String::as_str).collect();
+    let zero_points: HashMap<String, Vec<u8>> = graph
+        .initializer
+        .iter()
+        .filter(|t| weight_zero_points.contains(t.name.as_str()))
+        .filter_map(|t| Some((t.name.clone(), inline_bytes(t)?)))
+        .collect();
     let rewritten = replace_nodes(graph, |_, node, _| {
         if !is_onnx_op(node, "MatMul") || node.input.len() != 2 || node.output.len() != 1 {
             return None;
@@ -205,14 +211,20 @@ fn integer_matmul(
     ]
 }
 
-/// Removes the nodes of `candidates` (by output) that nothing reads any more.
+/// Removes the nodes of `candidates` (by output) that nothing reads any more (the graph's
+/// outputs and the nodes of its subgraphs, which may read the outer scope, included).
 fn drop_unread(graph: &mut pb::GraphProto, candidates: &HashMap<String, pb::NodeProto>) {
-    let read: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .chain(graph.output.iter().map(|o| o.name.clone()))
-        .collect();
+    let mut read: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut pending: Vec<&pb::NodeProto> = graph.node.iter().collect();
+    while let Some(node) = pending.pop() {
+        read.extend(node.input.iter().cloned());
+        for attribute in &node.attribute {
+            for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+                read.extend(subgraph.output.iter().map(|o| o.name.clone()));
+                pending.extend(&subgraph.node);
+            }
+        }
+    }
     graph
         .node
         .retain(|n| !(n.output.len() == 1 && candidates.contains_key(&n.output[0]) && !read.contains(&n.output[0])));
@@ -487,6 +499,42 @@ mod tests {
         assert_eq!(graph.node[5].output, ["y"]);
         assert_eq!(graph.node[6].input, ["xq", "w2", "xz"]);
         assert_eq!(graph.node[13].output, ["y3"]);
+    }
+
+    #[test]
+    fn a_dequantized_weight_a_subgraph_reads_is_kept() {
+        let constant = |name: &str, dims: &[i64], data_type: i32| pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type,
+            ..Default::default()
+        };
+        let branch = pb::GraphProto { node: vec![node("Relu", &["wd"], "r")], ..Default::default() };
+        let mut conditional = node("If", &["c"], "branch_out");
+        conditional.attribute.push(pb::AttributeProto {
+            name: "then_branch".into(),
+            g: Some(branch),
+            ..Default::default()
+        });
+        let mut graph = pb::GraphProto {
+            node: vec![
+                node("DequantizeLinear", &["xq", "xs", "xz"], "xd"),
+                node("DequantizeLinear", &["w", "s"], "wd"),
+                node("MatMul", &["xd", "wd"], "y"),
+                conditional,
+            ],
+            initializer: vec![
+                constant("xs", &[], FLOAT as i32),
+                constant("xz", &[], INT8),
+                constant("w", &[8, 4], INT8),
+                constant("s", &[], FLOAT as i32),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(integer_qdq_matmuls(&mut graph), 1);
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["DequantizeLinear", "MatMulInteger", "Cast", "Mul", "Mul", "If"]);
+        assert_eq!(graph.node[0].output, ["wd"]);
     }
 
     #[test]
