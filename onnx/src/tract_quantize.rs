@@ -156,18 +156,20 @@ impl EvalOp for QuantizeLinearF32 {
         let xs = plain.as_slice::<f32>()?;
         let y = if self.signed {
             let mut y = Tensor::zero::<i8>(x.shape())?;
-            let codes = quantize_linear(xs, self.inverse_scale, self.zero_point, true);
-            // Two's complement: the same bytes read as i8.
-            y.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?.iter_mut().zip(codes).for_each(|(y, c)| *y = c as i8);
+            quantize_linear_i8(
+                xs,
+                y.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?,
+                self.inverse_scale,
+                self.zero_point,
+            );
             y
         } else {
             let mut y = Tensor::zero::<u8>(x.shape())?;
-            quantize_linear_into(
+            quantize_linear_u8(
                 xs,
                 y.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
                 self.inverse_scale,
                 self.zero_point,
-                false,
             );
             y
         };
@@ -184,17 +186,29 @@ impl TypedOp for QuantizeLinearF32 {
     as_op!();
 }
 
-/// The codes of `xs` (bytes; two's complement for i8): `saturate(round(x · inverse_scale) +
+/// The u8 codes of `xs` into `ys` (as long as `xs`): `saturate(round(x · inverse_scale) +
 /// zero_point)`, rounding half to even, a NaN giving the zero point.
-fn quantize_linear(xs: &[f32], inverse_scale: f32, zero_point: i16, signed: bool) -> Vec<u8> {
-    let mut codes = vec![0u8; xs.len()];
-    quantize_linear_into(xs, &mut codes, inverse_scale, zero_point, signed);
-    codes
+fn quantize_linear_u8(xs: &[f32], ys: &mut [u8], inverse_scale: f32, zero_point: i16) {
+    quantize_linear_into(xs, ys, inverse_scale, zero_point, false, |code| code);
 }
 
-/// [`quantize_linear`] into `codes` (as long as `xs`).
+/// [`quantize_linear_u8`] for i8 codes.
+fn quantize_linear_i8(xs: &[f32], ys: &mut [i8], inverse_scale: f32, zero_point: i16) {
+    // Two's complement: the code's byte read as i8.
+    quantize_linear_into(xs, ys, inverse_scale, zero_point, true, |code| code as i8);
+}
+
+/// The codes of `xs` into `codes` (as long as `xs`), as bytes offset into 0..=255 for i8, each code's byte stored through `store`
+/// (the identity for u8, a reinterpretation for i8).
 #[allow(clippy::manual_clamp)] // max then min on purpose: `clamp` keeps a NaN
-fn quantize_linear_into(xs: &[f32], codes: &mut [u8], inverse_scale: f32, zero_point: i16, signed: bool) {
+fn quantize_linear_into<T>(
+    xs: &[f32],
+    codes: &mut [T],
+    inverse_scale: f32,
+    zero_point: i16,
+    signed: bool,
+    store: impl Fn(u8) -> T,
+) {
     // Codes are computed offset into 0..=255 (i8 by +128), then read back as bytes.
     let (offset, flip) = if signed { (128.0, 0x80) } else { (0.0, 0) };
     let zero_point = f32::from(zero_point) + offset;
@@ -206,7 +220,7 @@ fn quantize_linear_into(xs: &[f32], codes: &mut [u8], inverse_scale: f32, zero_p
         let scaled = scaled.max(-512.0).min(512.0);
         let rounded = (scaled + ROUNDER) - ROUNDER;
         let offset_code = (rounded + zero_point).max(0.0).min(255.0);
-        *code = (offset_code + CODE_BITS).to_bits() as u8 ^ flip;
+        *code = store((offset_code + CODE_BITS).to_bits() as u8 ^ flip);
     }
 }
 
@@ -290,6 +304,18 @@ mod tests {
         }
     }
 
+    fn codes_u8(xs: &[f32], inverse_scale: f32, zero_point: i16) -> Vec<u8> {
+        let mut ys = vec![0; xs.len()];
+        quantize_linear_u8(xs, &mut ys, inverse_scale, zero_point);
+        ys
+    }
+
+    fn codes_i8(xs: &[f32], inverse_scale: f32, zero_point: i16) -> Vec<i8> {
+        let mut ys = vec![0; xs.len()];
+        quantize_linear_i8(xs, &mut ys, inverse_scale, zero_point);
+        ys
+    }
+
     #[test]
     fn quantize_linear_matches_tracts_own_op() {
         use tract_onnx::tract_core::ops::quant::{quantize_linear_f32_i8, quantize_linear_f32_u8};
@@ -299,22 +325,22 @@ mod tests {
         xs.extend([3.0e4, -3.0e4, 0.0, -0.0]);
         for (scale, zero_point) in [(0.0213f32, 0i16), (0.5, 17), (0.0078, 128), (1.0, 255), (3.3, 64)] {
             let inverse = scale.recip();
-            let ours = quantize_linear(&xs, inverse, zero_point, false);
+            let ours = codes_u8(&xs, inverse, zero_point);
             let tracts: Vec<u8> = xs.iter().map(|&x| quantize_linear_f32_u8(x, inverse, zero_point.into())).collect();
             assert_eq!(ours, tracts, "u8, scale {scale}, zero point {zero_point}");
         }
         for (scale, zero_point) in [(0.0213f32, 0i16), (0.5, -17), (0.0078, 127), (1.0, -128)] {
             let inverse = scale.recip();
-            let ours: Vec<i8> = quantize_linear(&xs, inverse, zero_point, true).into_iter().map(|c| c as i8).collect();
+            let ours = codes_i8(&xs, inverse, zero_point);
             let tracts: Vec<i8> = xs.iter().map(|&x| quantize_linear_f32_i8(x, inverse, zero_point.into())).collect();
             assert_eq!(ours, tracts, "i8, scale {scale}, zero point {zero_point}");
         }
         // Far out of range (tract's own op overflows its i32 there): saturated.
-        assert_eq!(quantize_linear(&[1e9, -1e9, f32::INFINITY], 1.0, 3, false), vec![255, 0, 255]);
-        assert_eq!(quantize_linear(&[1e9, -1e9], 1.0, 3, true), vec![127u8, 0x80]);
+        assert_eq!(codes_u8(&[1e9, -1e9, f32::INFINITY], 1.0, 3), vec![255, 0, 255]);
+        assert_eq!(codes_i8(&[1e9, -1e9], 1.0, 3), vec![127, -128]);
         // NaN: tract rounds it to 0 before adding the zero point.
-        assert_eq!(quantize_linear(&[f32::NAN], 1.0, 9, false), vec![9]);
-        assert_eq!(quantize_linear(&[f32::NAN], 1.0, -9, true), vec![(-9i8) as u8]);
+        assert_eq!(codes_u8(&[f32::NAN], 1.0, 9), vec![9]);
+        assert_eq!(codes_i8(&[f32::NAN], 1.0, -9), vec![-9]);
     }
 
     #[test]

@@ -414,6 +414,11 @@ mod tests {
         pb::TensorProto { name: name.into(), dims: vec![], data_type: 1, float_data: vec![0.5], ..Default::default() }
     }
 
+    /// An initializer of a shape and an element type, without data unless the caller adds some.
+    fn constant(name: &str, dims: &[i64], data_type: i32) -> pb::TensorProto {
+        pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type, ..Default::default() }
+    }
+
     #[test]
     fn only_a_dequantize_feeding_a_reduction_is_spelled_out() {
         let mut graph = pb::GraphProto {
@@ -435,12 +440,6 @@ mod tests {
 
     #[test]
     fn a_qdq_matmul_by_a_constant_weight_becomes_an_integer_matmul() {
-        let constant = |name: &str, dims: &[i64], data_type: i32| pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type,
-            ..Default::default()
-        };
         let per_column = |mut n: pb::NodeProto| {
             n.attribute.push(pb::AttributeProto { name: "axis".into(), r#type: ATTR_INT, i: 1, ..Default::default() });
             n
@@ -503,12 +502,6 @@ mod tests {
 
     #[test]
     fn a_dequantized_weight_a_subgraph_reads_is_kept() {
-        let constant = |name: &str, dims: &[i64], data_type: i32| pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type,
-            ..Default::default()
-        };
         let branch = pb::GraphProto { node: vec![node("Relu", &["wd"], "r")], ..Default::default() };
         let mut conditional = node("If", &["c"], "branch_out");
         conditional.attribute.push(pb::AttributeProto {
