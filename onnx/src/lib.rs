@@ -30,6 +30,8 @@ mod tract_matmul_nbits;
 #[cfg(feature = "tract")]
 mod tract_quantize;
 #[cfg(feature = "tract")]
+mod tract_requantize;
+#[cfg(feature = "tract")]
 mod tract_rewrite;
 #[cfg(feature = "tract")]
 mod tract_weights;

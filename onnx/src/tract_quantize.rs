@@ -198,9 +198,8 @@ fn quantize_linear_i8(xs: &[f32], ys: &mut [i8], inverse_scale: f32, zero_point:
     quantize_linear_into(xs, ys, inverse_scale, zero_point, true, |code| code as i8);
 }
 
-/// The codes of `xs` into `codes` (as long as `xs`), as bytes offset into 0..=255 for i8, each code's byte stored through `store`
+/// The codes of `xs` into `codes` (as long as `xs`), each code's byte stored through `store`
 /// (the identity for u8, a reinterpretation for i8).
-#[allow(clippy::manual_clamp)] // max then min on purpose: `clamp` keeps a NaN
 fn quantize_linear_into<T>(
     xs: &[f32],
     codes: &mut [T],
@@ -213,15 +212,22 @@ fn quantize_linear_into<T>(
     let (offset, flip) = if signed { (128.0, 0x80) } else { (0.0, 0) };
     let zero_point = f32::from(zero_point) + offset;
     for (code, &v) in codes.iter_mut().zip(xs) {
-        let scaled = v * inverse_scale;
-        let scaled = if scaled.is_nan() { 0.0 } else { scaled };
-        // Beyond ±512 the code saturates whatever the zero point; inside, the rounding trick is
-        // exact.
-        let scaled = scaled.max(-512.0).min(512.0);
-        let rounded = (scaled + ROUNDER) - ROUNDER;
-        let offset_code = (rounded + zero_point).max(0.0).min(255.0);
-        *code = store((offset_code + CODE_BITS).to_bits() as u8 ^ flip);
+        *code = store((offset_code(v, inverse_scale, zero_point) + CODE_BITS).to_bits() as u8 ^ flip);
     }
+}
+
+/// The code of one value, offset into 0..=255 (an i8 code plus 128), as an integral float:
+/// `saturate(round(v · inverse_scale) + zero_point)`, rounding half to even, a NaN giving the
+/// zero point. `zero_point` is offset the same way. Inlined into loops that vectorise.
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // max then min on purpose: `clamp` keeps a NaN
+pub(crate) fn offset_code(v: f32, inverse_scale: f32, zero_point: f32) -> f32 {
+    let scaled = v * inverse_scale;
+    let scaled = if scaled.is_nan() { 0.0 } else { scaled };
+    // Beyond ±512 the code saturates whatever the zero point; inside, the rounding trick is exact.
+    let scaled = scaled.max(-512.0).min(512.0);
+    let rounded = (scaled + ROUNDER) - ROUNDER;
+    (rounded + zero_point).max(0.0).min(255.0)
 }
 
 /// Lanes the range is kept in, so the loop vectorises (a float min/max chain does not).

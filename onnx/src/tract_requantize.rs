@@ -1,0 +1,311 @@
+//! Fuses the element-wise chain around a static quantisation into one pass, for tract.
+//!
+//! A QDQ graph (`quantize_static`) quantises every matmul output and dequantises it at once.
+//! Once `tract_rewrite` has made the matmul an integer one, each linear layer ends in
+//! `Cast(i32 → f32) → Mul(scales) → QuantizeLinear → DequantizeLinear → Add(bias)`: five passes
+//! over the activation, each reading and writing it whole, where the matmul itself is one. On a
+//! DINOv2-S at 224 px that is 72 chains over activations of 257×384 and 257×1536 values. The
+//! attention's scaled queries and keys and its softmax take the same round trip without the
+//! `Cast`.
+//!
+//! [`fuse_requantize`] rewrites each such chain, after declutter and before optimisation, into one
+//! [`Requantize`] op that reads its input once and writes the float result once, bit for bit what
+//! the chain computes. It starts from a `QuantizeLinear` (tract's u8/i8 op on float32) whose only
+//! reader is a `DequantizeLinear`, and takes in:
+//! - before it, a `Mul` by a constant that varies along the last axis at most, read only by the
+//!   quantisation, and before that a `Cast` from i32 read only by the `Mul` (each optional);
+//! - after it, an `Add` of such a constant, the dequantisation's only reader (optional).
+//!
+//! Only the chain's last node may be a model output.
+
+use std::sync::Arc;
+
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
+use tract_onnx::tract_hir::internal::*;
+
+use crate::tract_quantize::offset_code;
+
+/// Fuses each chain (see the module notes) in `model`; returns how many.
+pub(crate) fn fuse_requantize(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    // Patches append their nodes and leave the ids of the others alone; the chains do not
+    // overlap, so each quantisation is visited once, before or after its neighbours' patches.
+    let mut id = 0;
+    while id < model.nodes().len() {
+        if let Some(chain) = chain_at(model, id)? {
+            let mut patch = TypedModelPatch::new("edgeinfer requantize");
+            let input = patch.tap_model(model, chain.input)?;
+            let name = format!("{}.edgeinfer_requantize", model.node(id).name);
+            let output = patch.wire_node(name, chain.op, &[input])?;
+            patch.shunt_outside(model, chain.output, output[0])?;
+            patch.apply(model)?;
+            fused += 1;
+        }
+        id += 1;
+    }
+    Ok(fused)
+}
+
+/// One chain: what it reads, the op that computes it, and the outlet it replaces.
+struct Chain {
+    input: OutletId,
+    op: Requantize,
+    output: OutletId,
+}
+
+/// The chain around the quantisation `id`, if it is one.
+fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
+    let outputs = model.output_outlets()?;
+    // The node's only reader, where its output is not a model output.
+    let only_reader = |node: usize| -> Option<&TypedNode> {
+        let outlet = OutletId::new(node, 0);
+        let readers = model.outlet_successors(outlet);
+        (model.node(node).outputs.len() == 1 && readers.len() == 1 && !outputs.contains(&outlet))
+            .then(|| model.node(readers[0].node))
+    };
+    let quantize = model.node(id);
+    let Some(element_wise) = quantize.op_as::<ElementWiseOp>() else { return Ok(None) };
+    let (inverse_scale, zero_point, offset) = if let Some(q) = element_wise.0.downcast_ref::<QuantizeLinearU8>() {
+        (q.scale, f32::from(q.zero_point), 0.0)
+    } else if let Some(q) = element_wise.0.downcast_ref::<QuantizeLinearI8>() {
+        (q.scale, f32::from(q.zero_point) + 128.0, 128.0)
+    } else {
+        return Ok(None);
+    };
+    if quantize.inputs.len() != 1 || model.outlet_fact(quantize.inputs[0])?.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let Some(dequantize) = only_reader(id) else { return Ok(None) };
+    let Some(dq) = dequantize.op_as::<DequantizeLinearF32>() else { return Ok(None) };
+    if dq.zero_point.unsigned_abs() > 1 << 16 {
+        return Ok(None);
+    }
+    // Constants vary along the last axis at most; a per-position one needs its length known.
+    let columns = model.outlet_fact(quantize.inputs[0])?.shape.last().and_then(|d| d.to_usize().ok());
+
+    // Before: Mul by a constant, and the Cast from i32 feeding it.
+    let mut input = quantize.inputs[0];
+    let mut scales = None;
+    let mut from_i32 = false;
+    let producer = model.node(input.node);
+    if let Some((x, constant)) = by_constant(model, producer, "Mul", columns)?
+        && only_reader(producer.id).is_some()
+    {
+        scales = Some(constant);
+        input = x;
+        let cast = model.node(x.node);
+        if let Some(op) = cast.op_as::<Cast>()
+            && cast.inputs.len() == 1
+            && op.to == f32::datum_type()
+            && model.outlet_fact(cast.inputs[0])?.datum_type == i32::datum_type()
+            && only_reader(cast.id).is_some()
+        {
+            input = cast.inputs[0];
+            from_i32 = true;
+        }
+    }
+
+    // After: Add of a constant.
+    let mut output = OutletId::new(dequantize.id, 0);
+    let mut bias = None;
+    if let Some(add) = only_reader(dequantize.id)
+        && let Some((x, constant)) = by_constant(model, add, "Add", columns)?
+        && x == output
+    {
+        bias = Some(constant);
+        output = OutletId::new(add.id, 0);
+    }
+    // A scalar is laid out along the last axis where the other constant is.
+    let (scales, bias) = match (scales, bias) {
+        (Some(s), Some(b)) if s.len() != b.len() => {
+            let Some(columns) = columns else { return Ok(None) };
+            let lay_out = |c: Arc<[f32]>| if c.len() == 1 { vec![c[0]; columns].into() } else { c };
+            (lay_out(s), lay_out(b))
+        }
+        (Some(s), Some(b)) => (s, b),
+        (Some(s), None) => {
+            let n = s.len();
+            (s, vec![-0.0; n].into())
+        }
+        (None, Some(b)) => (vec![1.0; b.len()].into(), b),
+        // -0.0 is the additive identity for every float, -0.0 included.
+        (None, None) => (vec![1.0].into(), vec![-0.0].into()),
+    };
+    let op = Requantize {
+        from_i32,
+        scales,
+        inverse_scale,
+        zero_point,
+        dequantize_offset: offset + dq.zero_point as f32,
+        dequantize_scale: dq.scale,
+        bias,
+    };
+    Ok(Some(Chain { input, op, output }))
+}
+
+/// `(x, constant)` where `node` is the float32 `op_name` ("Mul", "Add") of `x` and a constant
+/// that varies along the last axis at most, so the result has `x`'s shape: one value, or one per
+/// position along that axis, of which there are `columns` where known.
+fn by_constant(
+    model: &TypedModel,
+    node: &TypedNode,
+    op_name: &str,
+    columns: Option<usize>,
+) -> TractResult<Option<(OutletId, Arc<[f32]>)>> {
+    let Some(op) = node.op_as::<TypedBinOp>() else { return Ok(None) };
+    if op.0.name() != op_name || op.1.is_some_and(|dt| dt != f32::datum_type()) || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    for (x, c) in [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] {
+        let (x_fact, c_fact) = (model.outlet_fact(x)?, model.outlet_fact(c)?);
+        let Some(constant) = &c_fact.konst else { continue };
+        if x_fact.konst.is_some()
+            || x_fact.datum_type != f32::datum_type()
+            || constant.datum_type() != f32::datum_type()
+            || constant.rank() > x_fact.rank()
+            || constant.len() == 0
+        {
+            continue;
+        }
+        let dims = constant.shape();
+        let (last, rest) = dims.split_last().map_or((1, &[][..]), |(l, r)| (*l, r));
+        if rest.iter().any(|&d| d != 1) || (last != 1 && Some(last) != columns) {
+            continue;
+        }
+        let values = constant.try_as_plain_ram()?.as_slice::<f32>()?;
+        return Ok(Some((x, values.into())));
+    }
+    Ok(None)
+}
+
+/// One pass of `y = dequantize(quantize(x · scale[j])) + bias[j]`, `j` the position along the last
+/// axis, `x` float32 or i32 (converted first), exactly as the chain it replaces computes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Requantize {
+    /// The input is i32 (the chain began with a `Cast`), else float32.
+    from_i32: bool,
+    /// The `Mul`'s constant: one value, or one per position along the last axis (1.0 without
+    /// one). As long as `bias`.
+    scales: Arc<[f32]>,
+    /// The quantisation's `1 / y_scale`, as tract keeps it.
+    inverse_scale: f32,
+    /// Its zero point, offset as [`offset_code`] takes it.
+    zero_point: f32,
+    /// The dequantisation's zero point in the same offset codes.
+    dequantize_offset: f32,
+    dequantize_scale: f32,
+    /// The `Add`'s constant, laid out as `scales` (-0.0 without one).
+    bias: Arc<[f32]>,
+}
+
+impl Eq for Requantize {}
+
+impl Requantize {
+    /// The chain over `xs` into `ys`: with one value, in one sweep; else row by row along the
+    /// last axis.
+    fn run<T: Copy>(&self, xs: &[T], ys: &mut [f32], to_f32: impl Fn(T) -> f32) {
+        let one = |x: T, scale: f32, bias: f32| {
+            let code = offset_code(to_f32(x) * scale, self.inverse_scale, self.zero_point);
+            (code - self.dequantize_offset) * self.dequantize_scale + bias
+        };
+        if let ([scale], [bias]) = (&*self.scales, &*self.bias) {
+            ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = one(x, *scale, *bias));
+            return;
+        }
+        let columns = self.scales.len();
+        for (x_row, y_row) in xs.chunks_exact(columns).zip(ys.chunks_exact_mut(columns)) {
+            for (((y, &x), &scale), &bias) in y_row.iter_mut().zip(x_row).zip(&*self.scales).zip(&*self.bias) {
+                *y = one(x, scale, bias);
+            }
+        }
+    }
+}
+
+impl Op for Requantize {
+    fn name(&self) -> StaticName {
+        "EdgeinferRequantize".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Requantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        if self.scales.len() > 1 && x.shape().last() != Some(&self.scales.len()) {
+            bail!(
+                "requantize: input shape {:?}, laid out for {} values along the last axis",
+                x.shape(),
+                self.scales.len()
+            );
+        }
+        let mut y = Tensor::zero::<f32>(x.shape())?;
+        let mut plain_y = y.try_as_plain_ram_mut()?;
+        let ys = plain_y.as_slice_mut::<f32>()?;
+        let plain = x.try_as_plain_ram()?;
+        if self.from_i32 {
+            self.run(plain.as_slice::<i32>()?, ys, |v| v as f32);
+        } else {
+            self.run(plain.as_slice::<f32>()?, ys, |v| v);
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for Requantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelSource, SessionOptions};
+    use tract_onnx::prelude::InferenceModelExt;
+    use tract_onnx::tract_core::plan::SimplePlan;
+
+    /// The DINOv2 QDQ fixture, typed and decluttered, its input fixed to `shape` where given.
+    fn fixture(shape: Option<&[usize]>) -> TypedModel {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/dinov2/model_qdq.onnx");
+        let (mut model, _, _) = crate::tract::parse(&ModelSource::File(path), &SessionOptions::default()).unwrap();
+        if let Some(shape) = shape {
+            model.set_input_fact(0, f32::fact(shape).into()).unwrap();
+        }
+        model.into_typed().unwrap().into_decluttered().unwrap()
+    }
+
+    fn run(model: TypedModel, input: &Tensor) -> Vec<Vec<u32>> {
+        let plan = SimplePlan::new(model.into_optimized().unwrap()).unwrap();
+        let outputs = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        outputs
+            .iter()
+            .map(|o| o.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn fused_chains_compute_the_chains_bits() {
+        let shape = [2, 3, 28, 42];
+        let values: Vec<f32> =
+            (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 400.0 - 1.2).collect();
+        let input = Tensor::from_shape(&shape, &values).unwrap();
+        // The pixels and the patch embedding; per layer (the fixture has two) the six linear
+        // layers' outputs, the scaled queries and keys, and the softmax. With the input's size
+        // symbolic too (what a plan for every
+        // size fuses, which tract cannot run on this graph: its `Resize` needs the size).
+        let mut symbolic = fixture(None);
+        assert_eq!(fuse_requantize(&mut symbolic).unwrap(), 2 + 2 * 9);
+        let reference = run(fixture(Some(&shape)), &input);
+        let mut fused = fixture(Some(&shape));
+        assert_eq!(fuse_requantize(&mut fused).unwrap(), 2 + 2 * 9);
+        assert_eq!(run(fused, &input), reference);
+    }
+}
