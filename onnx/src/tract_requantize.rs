@@ -11,7 +11,8 @@
 //! [`fuse_requantize`] rewrites each such chain, after declutter and before optimisation, into one
 //! [`Requantize`] op that reads its input once and writes the float result once, bit for bit what
 //! the chain computes. It starts from a `QuantizeLinear` (tract's u8/i8 op on float32) whose only
-//! reader is a `DequantizeLinear`, and takes in:
+//! reader is a `DequantizeLinear` (tract's op, or `tract_rewrite`'s spelled-out form before a
+//! softmax), and takes in:
 //! - before it, a `Mul` by a constant that varies along the last axis at most, read only by the
 //!   quantisation, and before that a `Cast` from i32 read only by the `Mul` (each optional);
 //! - after it, an `Add` of such a constant, the dequantisation's only reader (optional).
@@ -78,9 +79,17 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
     if quantize.inputs.len() != 1 || model.outlet_fact(quantize.inputs[0])?.datum_type != f32::datum_type() {
         return Ok(None);
     }
-    let Some(dequantize) = only_reader(id) else { return Ok(None) };
-    let Some(dq) = dequantize.op_as::<DequantizeLinearF32>() else { return Ok(None) };
-    if dq.zero_point.unsigned_abs() > 1 << 16 {
+    let Some(reader) = only_reader(id) else { return Ok(None) };
+    let (dequantize, dequantize_zero_point, dequantize_scale) = if let Some(dq) = reader.op_as::<DequantizeLinearF32>()
+    {
+        (reader, dq.zero_point as f32, dq.scale)
+    } else if let Some(spelled_out) = spelled_out_dequantize(model, reader, &only_reader)? {
+        spelled_out
+    } else {
+        return Ok(None);
+    };
+    // Codes and zero points subtract exactly in float32.
+    if dequantize_zero_point.abs() > 65536.0 || dequantize_zero_point.fract() != 0.0 {
         return Ok(None);
     }
     // Constants vary along the last axis at most; a per-position one needs its length known.
@@ -139,11 +148,38 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         scales,
         inverse_scale,
         zero_point,
-        dequantize_offset: offset + dq.zero_point as f32,
-        dequantize_scale: dq.scale,
+        dequantize_offset: offset + dequantize_zero_point,
+        dequantize_scale,
         bias,
     };
     Ok(Some(Chain { input, op, output }))
+}
+
+/// A `DequantizeLinear` as `tract_rewrite` spells it out before a reduction, from the `Cast` of
+/// the codes on: `Cast(codes → f32) → Sub(zero point) → Mul(scale)`, each the previous one's only
+/// reader, with scalar constants. Returns the `Mul`, the zero point and the scale.
+fn spelled_out_dequantize<'m>(
+    model: &'m TypedModel,
+    cast: &'m TypedNode,
+    only_reader: &impl Fn(usize) -> Option<&'m TypedNode>,
+) -> TractResult<Option<(&'m TypedNode, f32, f32)>> {
+    let Some(op) = cast.op_as::<Cast>() else { return Ok(None) };
+    if cast.inputs.len() != 1 {
+        return Ok(None);
+    }
+    let codes = model.outlet_fact(cast.inputs[0])?.datum_type;
+    if op.to != f32::datum_type() || (codes != u8::datum_type() && codes != i8::datum_type()) {
+        return Ok(None);
+    }
+    let Some(sub) = only_reader(cast.id) else { return Ok(None) };
+    let Some((x, zero_point)) = by_constant(model, sub, "Sub", None)? else { return Ok(None) };
+    let Some(mul) = only_reader(sub.id) else { return Ok(None) };
+    let Some((y, scale)) = by_constant(model, mul, "Mul", None)? else { return Ok(None) };
+    // `Sub` is the codes minus the zero point, not the other way round.
+    if x != OutletId::new(cast.id, 0) || sub.inputs[0] != x || y != OutletId::new(sub.id, 0) {
+        return Ok(None);
+    }
+    Ok(Some((mul, zero_point[0], scale[0])))
 }
 
 /// `(x, constant)` where `node` is the float32 `op_name` ("Mul", "Add") of `x` and a constant
@@ -298,14 +334,64 @@ mod tests {
             (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 400.0 - 1.2).collect();
         let input = Tensor::from_shape(&shape, &values).unwrap();
         // The pixels and the patch embedding; per layer (the fixture has two) the six linear
-        // layers' outputs, the scaled queries and keys, and the softmax. With the input's size
+        // layers' outputs, the scaled queries and keys, the scores (dequantised as `tract_rewrite`
+        // spells it out before the softmax) and the softmax. With the input's size
         // symbolic too (what a plan for every
         // size fuses, which tract cannot run on this graph: its `Resize` needs the size).
         let mut symbolic = fixture(None);
-        assert_eq!(fuse_requantize(&mut symbolic).unwrap(), 2 + 2 * 9);
+        assert_eq!(fuse_requantize(&mut symbolic).unwrap(), 2 + 2 * 10);
         let reference = run(fixture(Some(&shape)), &input);
         let mut fused = fixture(Some(&shape));
-        assert_eq!(fuse_requantize(&mut fused).unwrap(), 2 + 2 * 9);
+        assert_eq!(fuse_requantize(&mut fused).unwrap(), 2 + 2 * 10);
         assert_eq!(run(fused, &input), reference);
+    }
+
+    /// `Cast(i32 → f32) → Mul([1, 3]) → QuantizeLinear → DequantizeLinear → Add([1, 3])`
+    /// then `QuantizeLinear → DequantizeLinear` of the result again, in u8 or i8.
+    fn chain(signed: bool) -> TypedModel {
+        use tract_onnx::tract_core::ops::math::{add, mul};
+        let quantize = |inverse_scale: f32, zero_point: i8| -> ElementWiseOp {
+            let op: Box<dyn tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp> = if signed {
+                Box::new(QuantizeLinearI8 { scale: inverse_scale, zero_point })
+            } else {
+                Box::new(QuantizeLinearU8 { scale: inverse_scale, zero_point: (zero_point as i16 + 128) as u8 })
+            };
+            ElementWiseOp(op, None)
+        };
+        let dequantize_zero_point = |zero_point: i8| if signed { zero_point as i32 } else { zero_point as i32 + 128 };
+        let mut model = TypedModel::default();
+        let sums = model.add_source("sums", i32::fact([4, 3])).unwrap();
+        let x = model.wire_node("cast", Cast { to: f32::datum_type() }, &[sums]).unwrap();
+        let scales = model.add_const("scales", tensor2(&[[0.5f32, 0.031, 2.0e-3]])).unwrap();
+        let x = model.wire_node("scale", mul(), &[x[0], scales]).unwrap();
+        let x = model.wire_node("q", quantize(1.0 / 0.02, -3), &x).unwrap();
+        let x = model
+            .wire_node("dq", DequantizeLinearF32 { scale: 0.02, zero_point: dequantize_zero_point(-3) }, &x)
+            .unwrap();
+        let bias = model.add_const("bias", tensor2(&[[0.25f32, -1.0, 0.0]])).unwrap();
+        let x = model.wire_node("add_bias", add(), &[bias, x[0]]).unwrap();
+        let x = model.wire_node("q2", quantize(1.0 / 0.3, 17), &x).unwrap();
+        let x = model
+            .wire_node("dq2", DequantizeLinearF32 { scale: 0.3, zero_point: dequantize_zero_point(17) }, &x)
+            .unwrap();
+        model.select_output_outlets(&x).unwrap();
+        model
+    }
+
+    #[test]
+    fn a_chain_in_u8_and_i8_gives_the_bits_of_tracts_ops_and_saturates() {
+        // Ties, values that saturate either way, zero and large sums.
+        let sums: Vec<i32> = vec![0, 1, -1, 5, 51, -51, 255, -255, 100_000, -100_000, 7, i32::from(i16::MAX)];
+        let input = Tensor::from_shape(&[4, 3], &sums).unwrap();
+        for signed in [false, true] {
+            let reference = run(chain(signed), &input);
+            let mut fused = chain(signed);
+            assert_eq!(fuse_requantize(&mut fused).unwrap(), 2, "signed {signed}");
+            let ops = fused.into_compact().unwrap().nodes().iter().filter(|n| n.op_is::<Requantize>()).count();
+            assert_eq!(ops, 2, "signed {signed}");
+            let mut fused = chain(signed);
+            fuse_requantize(&mut fused).unwrap();
+            assert_eq!(run(fused, &input), reference, "signed {signed}");
+        }
     }
 }
