@@ -240,21 +240,20 @@ pub(crate) struct Requantize {
 impl Eq for Requantize {}
 
 impl Requantize {
-    /// The chain over `xs` into `ys`: with one value, in one sweep; else row by row along the
-    /// last axis.
-    fn run<T: Copy>(&self, xs: &[T], ys: &mut [f32], to_f32: impl Fn(T) -> f32) {
+    /// The chain over `values`, in place (each stored through `store`): with one scale and bias,
+    /// in one sweep; else row by row along the last axis.
+    fn run<T: Copy>(&self, values: &mut [T], to_f32: impl Fn(T) -> f32, store: impl Fn(f32) -> T) {
         let one = |x: T, scale: f32, bias: f32| {
             let code = offset_code(to_f32(x) * scale, self.inverse_scale, self.zero_point);
-            (code - self.dequantize_offset) * self.dequantize_scale + bias
+            store((code - self.dequantize_offset) * self.dequantize_scale + bias)
         };
         if let ([scale], [bias]) = (&*self.scales, &*self.bias) {
-            ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = one(x, *scale, *bias));
+            values.iter_mut().for_each(|v| *v = one(*v, *scale, *bias));
             return;
         }
-        let columns = self.scales.len();
-        for (x_row, y_row) in xs.chunks_exact(columns).zip(ys.chunks_exact_mut(columns)) {
-            for (((y, &x), &scale), &bias) in y_row.iter_mut().zip(x_row).zip(&*self.scales).zip(&*self.bias) {
-                *y = one(x, scale, bias);
+        for row in values.chunks_exact_mut(self.scales.len()) {
+            for ((v, &scale), &bias) in row.iter_mut().zip(&*self.scales).zip(&*self.bias) {
+                *v = one(*v, scale, bias);
             }
         }
     }
@@ -280,14 +279,19 @@ impl EvalOp for Requantize {
                 self.scales.len()
             );
         }
-        let mut y = Tensor::zero::<f32>(x.shape())?;
-        let mut plain_y = y.try_as_plain_ram_mut()?;
-        let ys = plain_y.as_slice_mut::<f32>()?;
-        let plain = x.try_as_plain_ram()?;
+        // In place: the input moves in when this op is its last reader (the chains' sums and
+        // products are read by nothing else), and is copied otherwise.
+        let mut y = x.into_tensor();
         if self.from_i32 {
-            self.run(plain.as_slice::<i32>()?, ys, |v| v as f32);
+            self.run(y.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?, |v| v as f32, |r| r.to_bits() as i32);
+            // SAFETY: i32 and f32 have the same size and alignment, and every element now holds
+            // the bits of an f32 result.
+            #[allow(unsafe_code)]
+            unsafe {
+                y.set_datum_type(f32::datum_type())
+            };
         } else {
-            self.run(plain.as_slice::<f32>()?, ys, |v| v);
+            self.run(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, |v| v, |r| r);
         }
         Ok(tvec!(y.into_tvalue()))
     }
