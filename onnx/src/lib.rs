@@ -32,6 +32,8 @@ mod tract_quantize;
 #[cfg(feature = "tract")]
 mod tract_requantize;
 #[cfg(feature = "tract")]
+mod tract_rescale;
+#[cfg(feature = "tract")]
 mod tract_rewrite;
 #[cfg(feature = "tract")]
 mod tract_weights;

@@ -415,6 +415,7 @@ fn not_onnx(e: impl std::fmt::Display) -> String {
 fn build_plan(model: Model, optimize: bool, run_options: &RunOptions) -> anyhow_compat::Result<Plan> {
     let mut typed = model.into_typed()?.into_decluttered()?;
     crate::tract_requantize::fuse_requantize(&mut typed)?;
+    crate::tract_rescale::fuse_rescale(&mut typed)?;
     crate::tract_quantize::vectorise_quantize_linear(&mut typed)?;
     if optimize {
         typed.optimize()?;

@@ -9,8 +9,9 @@
 //! `Cast`.
 //!
 //! [`fuse_requantize`] rewrites each such chain, after declutter and before optimisation, into one
-//! [`Requantize`] op that reads its input once and writes the float result once, bit for bit what
-//! the chain computes. It starts from a `QuantizeLinear` (tract's u8/i8 op on float32) whose only
+//! [`Requantize`] op, bit for bit what the chain computes, in one pass in place over its input
+//! (which moves in, being read by nothing else: the i32 sums are overwritten with the results'
+//! bits). It starts from a `QuantizeLinear` (tract's u8/i8 op on float32) whose only
 //! reader is a `DequantizeLinear` (tract's op, or `tract_rewrite`'s spelled-out form before a
 //! softmax), and takes in:
 //! - before it, a `Mul` by a constant that varies along the last axis at most, read only by the
@@ -127,6 +128,11 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         bias = Some(constant);
         output = OutletId::new(add.id, 0);
     }
+    // The op's result takes the replaced outlet's place: the same type and shape.
+    let (replaced, read) = (model.outlet_fact(output)?, model.outlet_fact(input)?);
+    if replaced.datum_type != f32::datum_type() || replaced.shape != read.shape {
+        return Ok(None);
+    }
     // A scalar is laid out along the last axis where the other constant is.
     let (scales, bias) = match (scales, bias) {
         (Some(s), Some(b)) if s.len() != b.len() => {
@@ -185,7 +191,7 @@ fn spelled_out_dequantize<'m>(
 /// `(x, constant)` where `node` is the float32 `op_name` ("Mul", "Add") of `x` and a constant
 /// that varies along the last axis at most, so the result has `x`'s shape: one value, or one per
 /// position along that axis, of which there are `columns` where known.
-fn by_constant(
+pub(crate) fn by_constant(
     model: &TypedModel,
     node: &TypedNode,
     op_name: &str,
