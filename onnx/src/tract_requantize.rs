@@ -32,16 +32,33 @@ use crate::tract_quantize::offset_code;
 
 /// Fuses each chain (see the module notes) in `model`; returns how many.
 pub(crate) fn fuse_requantize(model: &mut TypedModel) -> TractResult<usize> {
+    fuse_chains(model, "edgeinfer_requantize", chain_at)
+}
+
+/// A chain to fuse: the outlets it reads, the op that computes it, and the outlet it replaces.
+pub(crate) struct Chain<O> {
+    pub(crate) inputs: TVec<OutletId>,
+    pub(crate) op: O,
+    pub(crate) output: OutletId,
+}
+
+/// Replaces each chain `find` reports at a node of `model` by its op (named after that node and
+/// `label`); returns how many. The chains must not overlap.
+pub(crate) fn fuse_chains<O: TypedOp>(
+    model: &mut TypedModel,
+    label: &str,
+    find: impl Fn(&TypedModel, usize) -> TractResult<Option<Chain<O>>>,
+) -> TractResult<usize> {
     let mut fused = 0;
     // Patches append their nodes and leave the ids of the others alone; the chains do not
-    // overlap, so each quantisation is visited once, before or after its neighbours' patches.
+    // overlap, so each is found once, before or after its neighbours' patches.
     let mut id = 0;
     while id < model.nodes().len() {
-        if let Some(chain) = chain_at(model, id)? {
-            let mut patch = TypedModelPatch::new("edgeinfer requantize");
-            let input = patch.tap_model(model, chain.input)?;
-            let name = format!("{}.edgeinfer_requantize", model.node(id).name);
-            let output = patch.wire_node(name, chain.op, &[input])?;
+        if let Some(chain) = find(model, id)? {
+            let mut patch = TypedModelPatch::new(label);
+            let inputs = patch.taps(model, &chain.inputs)?;
+            let name = format!("{}.{label}", model.node(id).name);
+            let output = patch.wire_node(name, chain.op, &inputs)?;
             patch.shunt_outside(model, chain.output, output[0])?;
             patch.apply(model)?;
             fused += 1;
@@ -51,15 +68,29 @@ pub(crate) fn fuse_requantize(model: &mut TypedModel) -> TractResult<usize> {
     Ok(fused)
 }
 
-/// One chain: what it reads, the op that computes it, and the outlet it replaces.
-struct Chain {
-    input: OutletId,
-    op: Requantize,
-    output: OutletId,
+/// Whether a float32 result shaped as `input` can take `output`'s place: the same type and
+/// shape.
+pub(crate) fn replaceable(model: &TypedModel, output: OutletId, input: OutletId) -> TractResult<bool> {
+    let (replaced, read) = (model.outlet_fact(output)?, model.outlet_fact(input)?);
+    Ok(replaced.datum_type == f32::datum_type() && replaced.shape == read.shape)
+}
+
+/// `sums` (i32), once `write` has overwritten every element with an f32's bits, retyped as
+/// float32 without a copy.
+pub(crate) fn into_f32_in_place(mut sums: Tensor, write: impl FnOnce(&mut [i32])) -> TractResult<Tensor> {
+    // Fails unless the tensor holds i32.
+    write(sums.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?);
+    // SAFETY: i32 and f32 have the same size and alignment, every bit pattern is an f32, and
+    // `write` has put an f32 result's bits in every element.
+    #[allow(unsafe_code)]
+    unsafe {
+        sums.set_datum_type(f32::datum_type())
+    };
+    Ok(sums)
 }
 
 /// The chain around the quantisation `id`, if it is one.
-fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
+fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain<Requantize>>> {
     let outputs = model.output_outlets()?;
     // The node's only reader, where its output is not a model output.
     let only_reader = |node: usize| -> Option<&TypedNode> {
@@ -128,9 +159,7 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         bias = Some(constant);
         output = OutletId::new(add.id, 0);
     }
-    // The op's result takes the replaced outlet's place: the same type and shape.
-    let (replaced, read) = (model.outlet_fact(output)?, model.outlet_fact(input)?);
-    if replaced.datum_type != f32::datum_type() || replaced.shape != read.shape {
+    if !replaceable(model, output, input)? {
         return Ok(None);
     }
     // A scalar is laid out along the last axis where the other constant is.
@@ -158,7 +187,7 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         dequantize_scale,
         bias,
     };
-    Ok(Some(Chain { input, op, output }))
+    Ok(Some(Chain { inputs: tvec!(input), op, output }))
 }
 
 /// A `DequantizeLinear` as `tract_rewrite` spells it out before a reduction, from the `Cast` of
@@ -289,13 +318,7 @@ impl EvalOp for Requantize {
         // products are read by nothing else), and is copied otherwise.
         let mut y = x.into_tensor();
         if self.from_i32 {
-            self.run(y.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?, |v| v as f32, |r| r.to_bits() as i32);
-            // SAFETY: i32 and f32 have the same size and alignment, and every element now holds
-            // the bits of an f32 result.
-            #[allow(unsafe_code)]
-            unsafe {
-                y.set_datum_type(f32::datum_type())
-            };
+            y = into_f32_in_place(y, |sums| self.run(sums, |v| v as f32, |r| r.to_bits() as i32))?;
         } else {
             self.run(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, |v| v, |r| r);
         }
@@ -312,7 +335,7 @@ impl TypedOp for Requantize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{ModelSource, SessionOptions};
     use tract_onnx::prelude::InferenceModelExt;
@@ -328,7 +351,8 @@ mod tests {
         model.into_typed().unwrap().into_decluttered().unwrap()
     }
 
-    fn run(model: TypedModel, input: &Tensor) -> Vec<Vec<u32>> {
+    /// The bits of every output of `model`, optimised, on `input`.
+    pub(crate) fn run(model: TypedModel, input: &Tensor) -> Vec<Vec<u32>> {
         let plan = SimplePlan::new(model.into_optimized().unwrap()).unwrap();
         let outputs = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
         outputs

@@ -19,39 +19,15 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::tract_requantize::by_constant;
+use crate::tract_requantize::{Chain, by_constant, fuse_chains, into_f32_in_place, replaceable};
 
 /// Fuses each chain (see the module notes) in `model`; returns how many.
 pub(crate) fn fuse_rescale(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    // Patches append their nodes and leave the ids of the others alone; the chains do not
-    // overlap, so each cast is visited once.
-    let mut id = 0;
-    while id < model.nodes().len() {
-        if let Some(chain) = chain_at(model, id)? {
-            let mut patch = TypedModelPatch::new("edgeinfer rescale");
-            let inputs = patch.taps(model, &chain.inputs)?;
-            let name = format!("{}.edgeinfer_rescale", model.node(id).name);
-            let output = patch.wire_node(name, chain.op, &inputs)?;
-            patch.shunt_outside(model, chain.output, output[0])?;
-            patch.apply(model)?;
-            fused += 1;
-        }
-        id += 1;
-    }
-    Ok(fused)
-}
-
-/// One chain: the sums and the scale it reads, the op that computes it, and the outlet it
-/// replaces.
-struct Chain {
-    inputs: [OutletId; 2],
-    op: Rescale,
-    output: OutletId,
+    fuse_chains(model, "edgeinfer_rescale", chain_at)
 }
 
 /// The chain from the cast `id`, if it is one.
-fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
+fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain<Rescale>>> {
     let outputs = model.output_outlets()?;
     // The reader of the outlet, where it is the only one and the outlet is not a model output.
     let only_reader = |outlet: OutletId| -> Option<&TypedNode> {
@@ -83,12 +59,10 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         bias = constant;
         output = OutletId::new(add.id, 0);
     }
-    // The op's result takes the replaced outlet's place: the same type and shape.
-    let (replaced, read) = (model.outlet_fact(output)?, model.outlet_fact(sums)?);
-    if replaced.datum_type != f32::datum_type() || replaced.shape != read.shape {
+    if !replaceable(model, output, sums)? {
         return Ok(None);
     }
-    Ok(Some(Chain { inputs: [sums, scale], op: Rescale { bias }, output }))
+    Ok(Some(Chain { inputs: tvec!(sums, scale), op: Rescale { bias }, output }))
 }
 
 /// The other operand of `mul`, a float32 `Mul` of `x`, where it is computed at run time and holds
@@ -145,10 +119,7 @@ impl EvalOp for Rescale {
         }
         // In place: the sums move in (this op is their only reader), the results' bits replace
         // them.
-        let mut y = sums.into_tensor();
-        {
-            let mut plain = y.try_as_plain_ram_mut()?;
-            let values = plain.as_slice_mut::<i32>()?;
+        let y = into_f32_in_place(sums.into_tensor(), |values| {
             let one = |v: i32, bias: f32| ((v as f32) * scale + bias).to_bits() as i32;
             if let [bias] = *self.bias {
                 values.iter_mut().for_each(|v| *v = one(*v, bias));
@@ -157,13 +128,7 @@ impl EvalOp for Rescale {
                     row.iter_mut().zip(&*self.bias).for_each(|(v, &bias)| *v = one(*v, bias));
                 }
             }
-        }
-        // SAFETY: i32 and f32 have the same size and alignment, and every element now holds the
-        // bits of an f32 result.
-        #[allow(unsafe_code)]
-        unsafe {
-            y.set_datum_type(f32::datum_type())
-        };
+        })?;
         Ok(tvec!(y.into_tvalue()))
     }
 }
@@ -179,17 +144,9 @@ impl TypedOp for Rescale {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tract_requantize::tests::run;
     use crate::{ModelSource, SessionOptions};
     use tract_onnx::prelude::InferenceModelExt;
-    use tract_onnx::tract_core::plan::SimplePlan;
-
-    fn run(model: TypedModel, input: &Tensor) -> Vec<Vec<u32>> {
-        let plan = SimplePlan::new(model.into_optimized().unwrap()).unwrap();
-        let outputs = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-        let bits =
-            |o: &TValue| o.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
-        outputs.iter().map(bits).collect()
-    }
 
     #[test]
     fn fused_chains_compute_the_chains_bits_in_dynamically_quantised_graphs() {
