@@ -13,6 +13,10 @@
 //! the block sums of `A`: `(q - z)·s = (q - 8)·s + (8 - z)·s`, with the scale rounded to f16 as
 //! Q4_0 stores it, so the split is exact against the stored weight.
 //!
+//! On a CPU with AVX-512F the weight is not repacked at all: it is kept as the file stores it
+//! (nibbles, f32 scales, zero points) for [`crate::tract_q4_matmul`], which is faster there than
+//! tract's AVX2 kernel; the originals are dropped the same way.
+//!
 //! Forms not packed here keep tract's own op: 2-bit weights, a `K` that is not a whole number of
 //! blocks or a block that is not a multiple of 32, a weight or zero point computed at run time or
 //! shared with another node, float zero points and `g_idx`.
@@ -29,6 +33,8 @@ use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 use tract_onnx::tract_core::tract_linalg::block_quant::{BlockQuantFact, BlockQuantStorage, Q4_0};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
+
+use crate::tract_q4_matmul::{Q4MatMul, Q4Weight};
 
 /// The parser tract registered for `MatMulNBits`, kept for the forms handled by tract's op.
 static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
@@ -84,11 +90,16 @@ struct MatMulNBits {
 }
 
 #[derive(Debug, Clone)]
-struct Packed {
-    /// `[1, N, K]` block-quant storage.
-    weight: Arc<Tensor>,
-    /// `(8 - z)·s` per `[N, quantization block]`, where some zero point is not 8.
-    offsets: Option<Arc<Tensor>>,
+enum Packed {
+    /// For tract's block-quant matmul.
+    Q4_0 {
+        /// `[1, N, K]` block-quant storage.
+        weight: Arc<Tensor>,
+        /// `(8 - z)·s` per `[N, quantization block]`, where some zero point is not 8.
+        offsets: Option<Arc<Tensor>>,
+    },
+    /// As the file stores it, for [`crate::tract_q4_matmul`] (CPUs with AVX-512F).
+    Nibbles(Arc<Q4Weight>),
 }
 
 /// Repacks the constant weight of every `MatMulNBits` this module handles into Q4_0 and drops the
@@ -185,6 +196,10 @@ impl MatMulNBits {
             Cow::Owned(scales.iter().flat_map(|s| std::iter::repeat_n(*s, self.block_size / QK)).collect())
         };
         let nibbles = b.try_as_plain_ram()?;
+        if crate::tract_q4_matmul::supported() {
+            let weight = Q4Weight::new(n, k, self.block_size, nibbles.as_slice::<u8>()?, scales, zero_points)?;
+            return Ok(Some(Packed::Nibbles(Arc::new(weight))));
+        }
         let blob = Q4_0.pack_prequantized_nibbles(nibbles.as_slice::<u8>()?, &per_32, n, k)?;
         let storage = BlockQuantStorage::new(Box::new(Q4_0), n, k, Arc::new(blob))?;
         let weight = Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, n, k]));
@@ -204,7 +219,7 @@ impl MatMulNBits {
             }
             None => None,
         };
-        Ok(Some(Packed { weight, offsets }))
+        Ok(Some(Packed::Q4_0 { weight, offsets }))
     }
 
     fn tracts(&self) -> TractResult<&dyn Expansion> {
@@ -224,16 +239,24 @@ impl MatMulNBits {
         let rank = a_fact.rank();
         ensure!(rank >= 1, "MatMulNBits: A must have at least one axis");
         let a = model.wire_node(format!("{prefix}.cast_a"), cast(f32::datum_type()), &[inputs[0]])?[0];
+        let (weight, offsets) = match packed {
+            Packed::Q4_0 { weight, offsets } => (weight, offsets),
+            Packed::Nibbles(weight) => {
+                let op = Q4MatMul { weight: weight.clone() };
+                let y = model.wire_node(format!("{prefix}.matmul"), op, &[a])?[0];
+                return self.finish(prefix, model, inputs, y, a_fact.datum_type);
+            }
+        };
         let lead: String = "abcdefgh".chars().take(rank - 1).collect();
         let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, n, k));
         let weight = model.wire_node(
             format!("{prefix}.weight_bq"),
-            Const::new_with_exotic_fact(packed.weight.clone(), Box::new(fact))?,
+            Const::new_with_exotic_fact(weight.clone(), Box::new(fact))?,
             &[],
         )?[0];
         let axes = AxesMapping::from_strs(&[format!("{lead}k"), "gnk".to_string()], &[format!("{lead}n")])?;
         let mut y = model.wire_node(format!("{prefix}.matmul"), EinSum::new(axes, f32::datum_type()), &[a, weight])?[0];
-        if let Some(offsets) = &packed.offsets {
+        if let Some(offsets) = offsets {
             // Σ over each quantization block of A, against the `[N, blocks]` offsets.
             let offsets = model.add_const(format!("{prefix}.zp_offsets"), offsets.clone())?;
             let blocks = tvec![(k / block_size).to_dim(), block_size.to_dim()];
@@ -256,7 +279,19 @@ impl MatMulNBits {
             )?[0];
             y = wire_with_rank_broadcast(format!("{prefix}.unbias"), model, add(), &[y, correction])?[0];
         }
-        y = model.wire_node(format!("{prefix}.cast_y"), cast(a_fact.datum_type), &[y])?[0];
+        self.finish(prefix, model, inputs, y, a_fact.datum_type)
+    }
+
+    /// The f32 product cast back to A's type, plus the bias.
+    fn finish(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+        y: OutletId,
+        a_type: DatumType,
+    ) -> TractResult<TVec<OutletId>> {
+        let mut y = model.wire_node(format!("{prefix}.cast_y"), cast(a_type), &[y])?[0];
         if let Some(slot) = self.bias {
             y = wire_with_rank_broadcast(format!("{prefix}.bias"), model, add(), &[y, inputs[slot]])?[0];
         }

@@ -1,0 +1,384 @@
+//! `EdgeinferQ4MatMul`: `Y = A @ Wᵀ` for a constant 4-bit `MatMulNBits` weight, computed straight
+//! from the nibbles, scales and zero points as the file stores them, on CPUs with AVX-512F.
+//!
+//! tract 0.23 has one kernel that reads 4-bit weights, `fma_mmm_f32_32x1` (AVX2, Q4_0 panels),
+//! and it took two thirds of a LLaMA-135M q4 decode step on tract
+//! (`bench/results/variants-2core.txt`). This op unpacks 32 codes with a few 128-bit integer
+//! instructions, widens them to 16-lane f32 vectors and multiplies them against the activations,
+//! reordered once per row of `A` to match the nibbles' order, four weight rows at a time. Weight
+//! rows are split between tract's threads in chunks, every row of `A` against each chunk, so a
+//! prefill reads each weight once; matmuls under [`PARALLEL_MACS`] stay on the calling thread.
+//!
+//! The value is `MatMulNBits`'s own: `Σ_blocks s · Σ (q - z) · a`, with the f32 scales of the
+//! file (tract's Q4_0 packing rounds them to f16) and the weight held as the file holds it (no
+//! repacked copy). [`crate::tract_matmul_nbits`] wires it in the place of tract's block-quant
+//! matmul where the CPU has AVX-512F at load time; elsewhere (and with
+//! `EDGEINFER_TRACT_Q4_KERNEL=tract`) the graph keeps tract's kernel. Measured on this 2-core VM
+//! in 3 alternating rounds against tract's kernel in the same binary: decode 25.3 against 28.5 ms
+//! a step at 16 tokens of context, 33.0 against 33.6 at 256, 15-20 % less CPU time for the whole
+//! run (load, prefill and decode).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_onnx::tract_hir::internal::*;
+
+/// Codes per unpacking step: 16 bytes of nibbles.
+const STEP: usize = 32;
+
+/// The fewest multiply-adds worth waking other threads for: below it, a decode step's matmuls
+/// ran no faster on two threads than on one (waking the pool cost what the second thread saved).
+const PARALLEL_MACS: usize = 4 << 20;
+
+/// Parallel tasks per thread.
+const TASKS_PER_THREAD: usize = 4;
+
+/// The fewest weight rows a task takes.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// A `[N, K]` 4-bit weight in `MatMulNBits`' layout, with `K` a whole number of blocks and each
+/// block a whole number of 32-code steps.
+#[derive(Debug)]
+pub(crate) struct Q4Weight {
+    n: usize,
+    k: usize,
+    block_size: usize,
+    /// `[N, K / 2]`: code `2i` in the low nibble of byte `i`, code `2i + 1` in the high one.
+    codes: Vec<u8>,
+    /// `[N, K / block_size]`.
+    scales: Vec<f32>,
+    /// `[N, K / block_size]`, 8 where the graph gives no zero points.
+    zero_points: Vec<u8>,
+}
+
+impl Q4Weight {
+    /// Checks the sizes; `zero_points` is `MatMulNBits`' packed form (two per byte, per row).
+    pub(crate) fn new(
+        n: usize,
+        k: usize,
+        block_size: usize,
+        codes: &[u8],
+        scales: &[f32],
+        zero_points: Option<&[u8]>,
+    ) -> TractResult<Q4Weight> {
+        ensure!(block_size > 0 && block_size.is_multiple_of(STEP) && k.is_multiple_of(block_size));
+        let blocks = k / block_size;
+        ensure!(codes.len() == n * k / 2 && scales.len() == n * blocks);
+        let zero_points = match zero_points {
+            Some(zp) => {
+                // Two per byte along each row, the low nibble first.
+                let row = blocks.div_ceil(2);
+                ensure!(zp.len() == n * row);
+                (0..n * blocks)
+                    .map(|i| {
+                        let (col, blk) = (i / blocks, i % blocks);
+                        (zp[col * row + blk / 2] >> (4 * (blk % 2))) & 0x0F
+                    })
+                    .collect()
+            }
+            None => vec![8; n * blocks],
+        };
+        Ok(Q4Weight { n, k, block_size, codes: codes.to_vec(), scales: scales.to_vec(), zero_points })
+    }
+
+    /// `A @ Wᵀ` for `m` rows of `a` (`[m, K]`), into `y` (`[m, N]`).
+    fn matmul(&self, a: &[f32], m: usize, y: &mut [f32]) {
+        let k = self.k;
+        // Each row of A with each 32-code step reordered as the nibbles are: 16 even codes, then
+        // 16 odd ones.
+        let mut reordered = vec![0f32; m * k];
+        for (row, out) in a.chunks_exact(k).zip(reordered.chunks_exact_mut(k)) {
+            for (step, out) in row.chunks_exact(STEP).zip(out.chunks_exact_mut(STEP)) {
+                for i in 0..STEP / 2 {
+                    out[i] = step[2 * i];
+                    out[STEP / 2 + i] = step[2 * i + 1];
+                }
+            }
+        }
+        let executor = current_tract_executor();
+        let threads = match &executor {
+            Executor::MultiThread(pool) => pool.current_num_threads(),
+            _ => 1,
+        };
+        // A few tasks per thread, to even out a slow one, of at least MIN_ROWS_PER_TASK rows.
+        let per_task = self.n.div_ceil(threads * TASKS_PER_THREAD).max(MIN_ROWS_PER_TASK);
+        let tasks: Vec<Range<usize>> =
+            (0..self.n).step_by(per_task).map(|start| start..(start + per_task).min(self.n)).collect();
+        let run = |rows: &Range<usize>| -> Vec<f32> {
+            let mut out = vec![0f32; m * rows.len()];
+            self.rows(&reordered, m, rows.clone(), &mut out);
+            out
+        };
+        let results: Vec<Vec<f32>> = match executor {
+            Executor::MultiThread(pool) if tasks.len() > 1 && m.saturating_mul(self.n * self.k) >= PARALLEL_MACS => {
+                let mut results: Vec<Vec<f32>> = vec![Vec::new(); tasks.len()];
+                pool.scope(|s| {
+                    for (rows, result) in tasks.iter().zip(results.iter_mut()) {
+                        let run = &run;
+                        s.spawn(move |_| *result = run(rows));
+                    }
+                });
+                results
+            }
+            _ => tasks.iter().map(run).collect(),
+        };
+        for (rows, result) in tasks.iter().zip(&results) {
+            for (mi, values) in result.chunks_exact(rows.len()).enumerate() {
+                y[mi * self.n + rows.start..mi * self.n + rows.end].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// Weight rows `rows` against every row of A: `out` is `[m, rows.len()]`.
+    fn rows(&self, reordered: &[f32], m: usize, rows: Range<usize>, out: &mut [f32]) {
+        let width = rows.len();
+        let start = rows.start;
+        // Four weight rows at a time (four independent sums in flight), then one at a time.
+        let mut n = start;
+        while n < rows.end {
+            if rows.end - n >= GROUP {
+                let group: [usize; GROUP] = std::array::from_fn(|i| n + i);
+                for mi in 0..m {
+                    let values = self.dot(&group, &reordered[mi * self.k..(mi + 1) * self.k]);
+                    out[mi * width + n - start..mi * width + n - start + GROUP].copy_from_slice(&values);
+                }
+                n += GROUP;
+            } else {
+                for mi in 0..m {
+                    let [value] = self.dot(&[n], &reordered[mi * self.k..(mi + 1) * self.k]);
+                    out[mi * width + n - start] = value;
+                }
+                n += 1;
+            }
+        }
+    }
+
+    /// `Σ_blocks s · Σ (q - z) · a` for weight rows `rows` against `a`, a reordered row of A.
+    fn dot<const R: usize>(&self, rows: &[usize; R], a: &[f32]) -> [f32; R] {
+        let (k, blocks) = (self.k, self.k / self.block_size);
+        let codes: [&[u8]; R] = std::array::from_fn(|i| &self.codes[rows[i] * k / 2..(rows[i] + 1) * k / 2]);
+        let scales: [&[f32]; R] = std::array::from_fn(|i| &self.scales[rows[i] * blocks..(rows[i] + 1) * blocks]);
+        let zero_points: [&[u8]; R] =
+            std::array::from_fn(|i| &self.zero_points[rows[i] * blocks..(rows[i] + 1) * blocks]);
+        let per_block = self.block_size / STEP;
+        assert!(a.len() == k && codes.iter().all(|c| c.len() * 2 == k));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above). Each row's codes are `K / 2`
+            // bytes and `a` is `K` values (asserted above); the kernel reads both in steps of 16
+            // bytes and 32 values, `K / 32` steps; scales and zero points by block, `blocks` of
+            // them per row.
+            #[allow(unsafe_code)]
+            return unsafe { dot_avx512(&codes, a, &scales, &zero_points, per_block) };
+        }
+        std::array::from_fn(|i| dot_scalar(codes[i], a, scales[i], zero_points[i], per_block))
+    }
+}
+
+/// Weight rows computed together.
+const GROUP: usize = 4;
+
+/// One row of [`Q4Weight::dot`] in plain Rust: the reference for the vector version.
+fn dot_scalar(codes: &[u8], a: &[f32], scales: &[f32], zero_points: &[u8], per_scale: usize) -> f32 {
+    let mut total = 0f32;
+    for (step, (bytes, a)) in codes.chunks_exact(STEP / 2).zip(a.chunks_exact(STEP)).enumerate() {
+        let z = i16::from(zero_points[step / per_scale]);
+        let mut sum = 0f32;
+        for (i, &byte) in bytes.iter().enumerate() {
+            let (even, odd) = (i16::from(byte & 0x0F) - z, i16::from(byte >> 4) - z);
+            sum += f32::from(even) * a[i] + f32::from(odd) * a[STEP / 2 + i];
+        }
+        total += scales[step / per_scale] * sum;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512<const R: usize>(
+    codes: &[&[u8]; R],
+    a: &[f32],
+    scales: &[&[f32]; R],
+    zero_points: &[&[u8]; R],
+    per_block: usize,
+) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let low = _mm_set1_epi8(0x0F);
+    let mut totals = [_mm512_setzero_ps(); R];
+    for block in 0..scales[0].len() {
+        let scale: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(scales[r][block]));
+        let zero: [__m128i; R] = std::array::from_fn(|r| _mm_set1_epi8(zero_points[r][block] as i8));
+        for step in block * per_block..(block + 1) * per_block {
+            // SAFETY: `step < K / 32`, so `step * 32 + 32 <= a.len()` (K values); each row has
+            // `K / 2` bytes of codes (the caller's checks). Unaligned loads.
+            let (a_even, a_odd) = unsafe {
+                (_mm512_loadu_ps(a.as_ptr().add(step * STEP)), _mm512_loadu_ps(a.as_ptr().add(step * STEP + STEP / 2)))
+            };
+            for r in 0..R {
+                // SAFETY: as above.
+                let bytes = unsafe { _mm_loadu_si128(codes[r].as_ptr().add(step * STEP / 2).cast()) };
+                // q - z in [-15, 15], as i8, then widened with its sign.
+                let even = _mm_sub_epi8(_mm_and_si128(bytes, low), zero[r]);
+                let odd = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), zero[r]);
+                let q_even = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(even));
+                let q_odd = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(odd));
+                let sum = _mm512_fmadd_ps(q_odd, a_odd, _mm512_mul_ps(q_even, a_even));
+                totals[r] = _mm512_fmadd_ps(sum, scale[r], totals[r]);
+            }
+        }
+    }
+    std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
+}
+
+/// Set to `tract` to keep tract's own 4-bit kernel on a CPU this op would serve (for A/B runs).
+const KERNEL_SWITCH: &str = "EDGEINFER_TRACT_Q4_KERNEL";
+
+/// Whether this CPU runs [`Q4MatMul`] with its vector kernel (and [`KERNEL_SWITCH`] does not say
+/// otherwise).
+pub(crate) fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var_os(KERNEL_SWITCH).is_none_or(|v| v != "tract") && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `Y = A @ Wᵀ` in f32, `A` of any rank with `K` values along its last axis.
+#[derive(Debug, Clone)]
+pub(crate) struct Q4MatMul {
+    pub(crate) weight: Arc<Q4Weight>,
+}
+
+impl PartialEq for Q4MatMul {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weight, &other.weight)
+    }
+}
+
+impl Eq for Q4MatMul {}
+
+impl Op for Q4MatMul {
+    fn name(&self) -> StaticName {
+        "EdgeinferQ4MatMul".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Q4MatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let a = args_1!(inputs);
+        let (k, n) = (self.weight.k, self.weight.n);
+        ensure!(a.datum_type() == f32::datum_type(), "q4 matmul: A is {:?}", a.datum_type());
+        ensure!(a.shape().last() == Some(&k), "q4 matmul: A of shape {:?}, K = {k}", a.shape());
+        let mut shape: TVec<usize> = a.shape().into();
+        if let Some(last) = shape.last_mut() {
+            *last = n;
+        }
+        let a = a.try_as_plain_ram()?;
+        let a = a.as_slice::<f32>()?;
+        let m = a.len() / k;
+        let mut y = vec![0f32; m.checked_mul(n).context("q4 matmul: output size")?];
+        self.weight.matmul(a, m, &mut y);
+        Ok(tvec!(Tensor::from_shape(&shape, &y)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for Q4MatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape = inputs[0].shape.to_tvec();
+        ensure!(shape.last().is_some_and(|d| *d == self.weight.k.to_dim()), "q4 matmul: A's last axis must be K");
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.n.to_dim();
+        }
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in `[0, 1)`.
+    fn values(count: usize, seed: usize) -> impl Iterator<Item = f32> {
+        (0..count).map(move |i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0)
+    }
+
+    #[test]
+    fn the_vector_kernel_computes_the_scalar_sum() {
+        for per_scale in [1, 2] {
+            let steps = 8;
+            let codes: Vec<u8> = values(steps * 16, 1).map(|v| (v * 256.0) as u8).collect();
+            let a: Vec<f32> = values(steps * 32, 2).map(|v| v * 4.0 - 2.0).collect();
+            let scales: Vec<f32> = values(steps / per_scale, 3).map(|v| v * 0.1 + 0.01).collect();
+            let zero_points: Vec<u8> = values(steps / per_scale, 4).map(|v| (v * 16.0) as u8).collect();
+            let scalar = dot_scalar(&codes, &a, &scales, &zero_points, per_scale);
+            // The same row as a one-row weight, through the kernel this CPU runs.
+            let packed: Vec<u8> = zero_points.chunks(2).map(|p| p[0] | p.get(1).map_or(0, |z| z << 4)).collect();
+            let weight = Q4Weight::new(1, steps * 32, per_scale * 32, &codes, &scales, Some(&packed)).unwrap();
+            let [vector] = weight.dot(&[0], &a);
+            assert!((scalar - vector).abs() <= 1e-4 * scalar.abs().max(1.0), "{scalar} vs {vector}");
+        }
+    }
+
+    /// `A @ Wᵀ` with `W` dequantized element by element as `MatMulNBits` defines it, in f64.
+    fn reference(
+        a: &[f32],
+        (m, n, k, bs): (usize, usize, usize, usize),
+        codes: &[u8],
+        scales: &[f32],
+        zp: Option<&[u8]>,
+    ) -> Vec<f64> {
+        let blocks = k / bs;
+        let weight = |col: usize, i: usize| -> f64 {
+            let byte = codes[col * k / 2 + i / 2];
+            let q = if i.is_multiple_of(2) { byte & 0x0F } else { byte >> 4 };
+            let blk = i / bs;
+            let z = zp.map_or(8, |zp| (zp[col * blocks.div_ceil(2) + blk / 2] >> (4 * (blk % 2))) & 0x0F);
+            (f64::from(q) - f64::from(z)) * f64::from(scales[col * blocks + blk])
+        };
+        let mut y = vec![0f64; m * n];
+        for mi in 0..m {
+            for col in 0..n {
+                y[mi * n + col] = (0..k).map(|i| f64::from(a[mi * k + i]) * weight(col, i)).sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn the_product_is_matmul_nbits_with_zero_points_odd_blocks_and_threads() {
+        // 70 rows: two tasks, the second partial; 3 blocks of 32 (zero points end mid-byte), and
+        // 2 blocks of 64.
+        for (k, bs, with_zp) in [(96, 32, true), (96, 32, false), (128, 64, true)] {
+            let (m, n) = (3, 70);
+            let blocks = k / bs;
+            let codes: Vec<u8> = values(n * k / 2, 4).map(|v| (v * 256.0) as u8).collect();
+            let scales: Vec<f32> = values(n * blocks, 5).map(|v| v * 0.2 - 0.1).collect();
+            let zp: Vec<u8> = values(n * blocks.div_ceil(2), 6).map(|v| (v * 256.0) as u8).collect();
+            let zp = with_zp.then_some(&zp[..]);
+            let a: Vec<f32> = values(m * k, 7).map(|v| v * 2.0 - 1.0).collect();
+            let weight = Q4Weight::new(n, k, bs, &codes, &scales, zp).unwrap();
+            let expected = reference(&a, (m, n, k, bs), &codes, &scales, zp);
+            for executor in [Executor::SingleThread, Executor::multithread(2)] {
+                let mut y = vec![0f32; m * n];
+                tract_linalg::multithread::multithread_tract_scope(executor, || weight.matmul(&a, m, &mut y));
+                for (i, (got, want)) in y.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (f64::from(*got) - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "k {k} bs {bs} [{i}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
