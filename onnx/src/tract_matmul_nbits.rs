@@ -34,7 +34,7 @@ use tract_onnx::tract_core::tract_linalg::block_quant::{BlockQuantFact, BlockQua
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
 
-use crate::tract_q4_matmul::{Q4MatMul, Q4Weight};
+use crate::tract_q4_matmul::{Q4MatMul, Q4Weight, zero_point};
 
 /// The parser tract registered for `MatMulNBits`, kept for the forms handled by tract's op.
 static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
@@ -187,6 +187,11 @@ impl MatMulNBits {
         let scales = scales.cast_to::<f32>()?;
         let scales = scales.try_as_plain_ram()?;
         let scales = scales.as_slice::<f32>()?;
+        let nibbles = b.try_as_plain_ram()?;
+        if crate::tract_q4_matmul::supported() {
+            let weight = Q4Weight::new(n, k, self.block_size, nibbles.as_slice::<u8>()?, scales, zero_points)?;
+            return Ok(Some(Packed::Nibbles(Arc::new(weight))));
+        }
         // `B` is `[N, blocks, block_size / 2]`: with whole blocks, that is the row-major `[N, K]`
         // nibbles, low nibble first, that Q4_0 packs from. A wider block repeats its scale over
         // each of its 32-code blocks, which changes nothing about what the weight dequantizes to.
@@ -195,22 +200,15 @@ impl MatMulNBits {
         } else {
             Cow::Owned(scales.iter().flat_map(|s| std::iter::repeat_n(*s, self.block_size / QK)).collect())
         };
-        let nibbles = b.try_as_plain_ram()?;
-        if crate::tract_q4_matmul::supported() {
-            let weight = Q4Weight::new(n, k, self.block_size, nibbles.as_slice::<u8>()?, scales, zero_points)?;
-            return Ok(Some(Packed::Nibbles(Arc::new(weight))));
-        }
         let blob = Q4_0.pack_prequantized_nibbles(nibbles.as_slice::<u8>()?, &per_32, n, k)?;
         let storage = BlockQuantStorage::new(Box::new(Q4_0), n, k, Arc::new(blob))?;
         let weight = Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, n, k]));
 
         let offsets = match zero_points {
             Some(zp) => {
-                let zp_row = n_blocks.div_ceil(2);
                 let offsets: Vec<f32> = (0..n * n_blocks)
                     .map(|i| {
-                        let (col, blk) = (i / n_blocks, i % n_blocks);
-                        let z = (zp[col * zp_row + blk / 2] >> (4 * (blk % 2))) & 0x0F;
+                        let z = zero_point(zp, n_blocks, i);
                         (f32::from(Q4_0_ZERO) - f32::from(z)) * f16::from_f32(scales[i]).to_f32()
                     })
                     .collect();

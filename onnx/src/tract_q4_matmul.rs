@@ -67,15 +67,8 @@ impl Q4Weight {
         ensure!(codes.len() == n * k / 2 && scales.len() == n * blocks);
         let zero_points = match zero_points {
             Some(zp) => {
-                // Two per byte along each row, the low nibble first.
-                let row = blocks.div_ceil(2);
-                ensure!(zp.len() == n * row);
-                (0..n * blocks)
-                    .map(|i| {
-                        let (col, blk) = (i / blocks, i % blocks);
-                        (zp[col * row + blk / 2] >> (4 * (blk % 2))) & 0x0F
-                    })
-                    .collect()
+                ensure!(zp.len() == n * blocks.div_ceil(2));
+                (0..n * blocks).map(|i| zero_point(zp, blocks, i)).collect()
             }
             None => vec![8; n * blocks],
         };
@@ -174,6 +167,13 @@ impl Q4Weight {
         }
         std::array::from_fn(|i| dot_scalar(codes[i], a, scales[i], zero_points[i], per_block))
     }
+}
+
+/// The zero point of block `i` of `[N, blocks]` in `MatMulNBits`' packed 4-bit form: two per
+/// byte along each row (rows padded to whole bytes), the low nibble first.
+pub(crate) fn zero_point(packed: &[u8], blocks: usize, i: usize) -> u8 {
+    let (row, block) = (i / blocks, i % blocks);
+    (packed[row * blocks.div_ceil(2) + block / 2] >> (4 * (block % 2))) & 0x0F
 }
 
 /// Weight rows computed together.
