@@ -31,6 +31,17 @@
                        [2,3,40] float. Scales are f16 values, as Q4_0 stores them.
                        matmul_nbits.{a,y_*}.npy: the input and numpy's result (float64, stored as float32).
 
+  matmul_nbits_int8.onnx
+                       a [2,3,192] float -> MatMulNBits with accuracy_level = 4 (int8 activations, as
+                       onnxruntime-genai's builder and `quantize.py --accuracy-level 4` write it), N =
+                       40: 32-wide blocks without and with zero points, 64-wide blocks with zero
+                       points -> y_sym, y_zp, y_b64_zp [2,3,40] float. matmul_nbits_int8.{a,y_*}.npy:
+                       the input and numpy's result with `a` quantised per block as ONNX Runtime's CPU
+                       kernels do for that level (s = max|a| / 127, q = round-half-even(a * 127 /
+                       max|a|), in float32), then summed in float64; y_*.float.npy: the float result,
+                       for a CPU where a backend computes the level in float32. Scales are f16
+                       values, so that tract's Q4_0 kernel (elsewhere) is exact too.
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -65,6 +76,7 @@ def main() -> None:
     passthrough(args.out)
     matmul_integer(args.out)
     matmul_nbits(args.out)
+    matmul_nbits_int8(args.out)
 
 
 def matmul_integer(out: Path) -> None:
@@ -113,6 +125,43 @@ def matmul_integer(out: Path) -> None:
     np.save(out / "matmul_integer.y_uint8_128.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - 128))
 
 
+def nbits_weight(rng, name: str, n: int, k: int, block: int, zero_points: bool, init: list):
+    """A random 4-bit `[n, k]` MatMulNBits weight in blocks of `block` (f16-valued scales, zero points
+    random or the default 8): appends its initializers to `init`, returns the node's inputs and the
+    dequantised weight (float64)."""
+    blocks = k // block
+    codes = rng.integers(0, 16, (n, blocks, block), dtype=np.uint8)
+    scales = rng.uniform(0.005, 0.05, (n, blocks)).astype(np.float16).astype(np.float32)
+    zeros = rng.integers(0, 16, (n, blocks), dtype=np.uint8) if zero_points else np.full((n, blocks), 8, np.uint8)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    inputs = ["a", f"{name}.b", f"{name}.scales"]
+    init += [onnx.numpy_helper.from_array(packed, f"{name}.b"),
+             onnx.numpy_helper.from_array(scales.reshape(-1), f"{name}.scales")]
+    if zero_points:
+        padded = np.concatenate([zeros, np.zeros((n, blocks % 2), np.uint8)], axis=1)
+        zp = (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+        init.append(onnx.numpy_helper.from_array(zp, f"{name}.zero_points"))
+        inputs.append(f"{name}.zero_points")
+    return inputs, ((codes.astype(np.float64) - zeros[..., None]) * scales[..., None]).reshape(n, k)
+
+
+def save_nbits_probe(out: Path, name: str, nodes: list, init: list, a: np.ndarray, outputs: list[str], n: int):
+    """Writes `<name>.onnx` (input `a`, the MatMulNBits `nodes`, each output `[2, 3, n]` float) and
+    `<name>.a.npy`."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 3, n]) for y in outputs],
+        init,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="edgeinfer")
+    model.ir_version = 8
+    onnx.save(model, out / f"{name}.onnx")
+    np.save(out / f"{name}.a.npy", a)
+
+
 def matmul_nbits(out: Path) -> None:
     rng = np.random.default_rng(11)
     k, n = 64, 40
@@ -122,20 +171,7 @@ def matmul_nbits(out: Path) -> None:
         ("y_sym", 32, False, False), ("y_zp_bias", 32, True, True),
         ("y_b64_zp", 64, True, False), ("y_b16", 16, False, False),
     ]:
-        blocks = k // block
-        codes = rng.integers(0, 16, (n, blocks, block), dtype=np.uint8)
-        scales = rng.uniform(0.005, 0.05, (n, blocks)).astype(np.float16).astype(np.float32)
-        zeros = rng.integers(0, 16, (n, blocks), dtype=np.uint8) if zero_points else np.full((n, blocks), 8, np.uint8)
-        packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-        inputs = ["a", f"{name}.b", f"{name}.scales"]
-        init += [onnx.numpy_helper.from_array(packed, f"{name}.b"),
-                 onnx.numpy_helper.from_array(scales.reshape(-1), f"{name}.scales")]
-        if zero_points:
-            padded = np.concatenate([zeros, np.zeros((n, blocks % 2), np.uint8)], axis=1)
-            zp = (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
-            init.append(onnx.numpy_helper.from_array(zp, f"{name}.zero_points"))
-            inputs.append(f"{name}.zero_points")
-        weight = ((codes.astype(np.float64) - zeros[..., None]) * scales[..., None]).reshape(n, k)
+        inputs, weight = nbits_weight(rng, name, n, k, block, zero_points, init)
         y = a.astype(np.float64) @ weight.T
         if bias:
             b = rng.standard_normal(n).astype(np.float32)
@@ -145,20 +181,31 @@ def matmul_nbits(out: Path) -> None:
         nodes.append(helper.make_node("MatMulNBits", inputs, [name], domain="com.microsoft",
                                       K=k, N=n, bits=4, block_size=block))
         results[name] = y
-    graph = helper.make_graph(
-        nodes, "matmul_nbits",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, k])],
-        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 3, n]) for y in results],
-        init,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-        producer_name="edgeinfer")
-    model.ir_version = 8
-    onnx.save(model, out / "matmul_nbits.onnx")
-    np.save(out / "matmul_nbits.a.npy", a)
+    save_nbits_probe(out, "matmul_nbits", nodes, init, a, list(results), n)
     for name, y in results.items():
         np.save(out / f"matmul_nbits.{name}.npy", y.astype(np.float32))
+
+
+def matmul_nbits_int8(out: Path) -> None:
+    rng = np.random.default_rng(12)
+    k, n = 192, 40
+    a = rng.standard_normal((2, 3, k)).astype(np.float32)
+    init, nodes, results = [], [], {}
+    for name, block, zero_points in [("y_sym", 32, False), ("y_zp", 32, True), ("y_b64_zp", 64, True)]:
+        inputs, weight = nbits_weight(rng, name, n, k, block, zero_points, init)
+        # A per block: s = max|a| / 127, q = round-half-even(a * (127 / max|a|)), in float32.
+        a_blocks = a.reshape(2, 3, k // block, block)
+        amax = np.abs(a_blocks).max(axis=-1, keepdims=True)
+        inverse = np.where(amax != 0, np.float32(127) / np.where(amax != 0, amax, 1), 0).astype(np.float32)
+        q = np.rint(a_blocks * inverse).astype(np.float64)  # numpy rounds half to even
+        a_int8 = (q * (amax / np.float32(127)).astype(np.float64)).reshape(2, 3, k)
+        nodes.append(helper.make_node("MatMulNBits", inputs, [name], domain="com.microsoft",
+                                      K=k, N=n, bits=4, block_size=block, accuracy_level=4))
+        results[name] = (a_int8 @ weight.T, a.astype(np.float64) @ weight.T)
+    save_nbits_probe(out, "matmul_nbits_int8", nodes, init, a, list(results), n)
+    for name, (y, y_float) in results.items():
+        np.save(out / f"matmul_nbits_int8.{name}.npy", y.astype(np.float32))
+        np.save(out / f"matmul_nbits_int8.{name}.float.npy", y_float.astype(np.float32))
 
 
 def passthrough(out: Path) -> None:

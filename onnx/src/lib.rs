@@ -28,6 +28,8 @@ mod tract_matmul_integer;
 #[cfg(feature = "tract")]
 mod tract_matmul_nbits;
 #[cfg(feature = "tract")]
+mod tract_q4_int8;
+#[cfg(feature = "tract")]
 mod tract_q4_matmul;
 #[cfg(feature = "tract")]
 mod tract_quantize;

@@ -15,7 +15,8 @@
 //!
 //! On a CPU with AVX-512F the weight is not repacked at all: it is kept as the file stores it
 //! (nibbles, f32 scales, zero points) for [`crate::tract_q4_matmul`], which is faster there than
-//! tract's AVX2 kernel; the originals are dropped the same way.
+//! tract's AVX2 kernel, and which honours `accuracy_level = 4` (int8 activations, as ONNX Runtime
+//! computes that level); the originals are dropped the same way.
 //!
 //! Forms not packed here keep tract's own op: 2-bit weights, a `K` that is not a whole number of
 //! blocks or a block that is not a multiple of 32, a weight or zero point computed at run time or
@@ -34,7 +35,7 @@ use tract_onnx::tract_core::tract_linalg::block_quant::{BlockQuantFact, BlockQua
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
 
-use crate::tract_q4_matmul::{Q4MatMul, Q4Weight, zero_point};
+use crate::tract_q4_matmul::{Compute, Q4MatMul, Q4Weight, zero_point};
 
 /// The parser tract registered for `MatMulNBits`, kept for the forms handled by tract's op.
 static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
@@ -64,6 +65,7 @@ fn parse(ctx: &ParsingContext, node: &pb::NodeProto) -> TractResult<(Box<dyn Inf
         n: as_usize(attr("N")),
         bits: as_usize(attr("bits").or(Some(4))),
         block_size: as_usize(attr("block_size")),
+        compute: Compute::from_accuracy_level(attr("accuracy_level").unwrap_or(0)),
         zero_points: slots[3],
         has_g_idx: slots[4].is_some(),
         bias: slots[5],
@@ -79,6 +81,8 @@ struct MatMulNBits {
     n: usize,
     bits: usize,
     block_size: usize,
+    /// What `accuracy_level` asks for: the activations in float32 or quantised to int8.
+    compute: Compute,
     /// Input slots of the optional inputs (absent inputs take no slot).
     zero_points: Option<usize>,
     has_g_idx: bool,
@@ -189,7 +193,8 @@ impl MatMulNBits {
         let scales = scales.as_slice::<f32>()?;
         let nibbles = b.try_as_plain_ram()?;
         if crate::tract_q4_matmul::supported() {
-            let weight = Q4Weight::new(n, k, self.block_size, nibbles.as_slice::<u8>()?, scales, zero_points)?;
+            let nibbles = nibbles.as_slice::<u8>()?;
+            let weight = Q4Weight::new(n, k, self.block_size, nibbles, scales, zero_points, self.compute)?;
             return Ok(Some(Packed::Nibbles(Arc::new(weight))));
         }
         // `B` is `[N, blocks, block_size / 2]`: with whole blocks, that is the row-major `[N, K]`

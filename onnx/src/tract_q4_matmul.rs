@@ -17,12 +17,18 @@
 //! in 3 alternating rounds against tract's kernel in the same binary: decode 25.3 against 28.5 ms
 //! a step at 16 tokens of context, 33.0 against 33.6 at 256, 15-20 % less CPU time for the whole
 //! run (load, prefill and decode).
+//!
+//! A weight whose node has `accuracy_level = 4` is computed in int8 instead, as ONNX Runtime does
+//! for that level, by [`crate::tract_q4_int8`] where the CPU has AVX-512 VNNI
+//! (`EDGEINFER_TRACT_Q4_KERNEL=f32` keeps the float32 kernel, for A/B runs).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::tract_hir::internal::*;
+
+use crate::tract_q4_int8::{self, QuantizedA, WeightView};
 
 /// Codes per unpacking step: 16 bytes of nibbles.
 const STEP: usize = 32;
@@ -50,10 +56,39 @@ pub(crate) struct Q4Weight {
     scales: Vec<f32>,
     /// `[N, K / block_size]`, 8 where the graph gives no zero points.
     zero_points: Vec<u8>,
+    /// Whether the product is computed in int8 (`accuracy_level = 4` on a CPU with AVX-512 VNNI,
+    /// see [`crate::tract_q4_int8`]).
+    int8: bool,
+}
+
+/// How `MatMulNBits` computes the product (its `accuracy_level` attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compute {
+    /// Levels 0 to 3: the activations stay float32.
+    Float,
+    /// Level 4: the activations quantised to int8 per block, as ONNX Runtime's CPU kernels do.
+    Int8,
+}
+
+impl Compute {
+    /// From the node's `accuracy_level` (0 when absent).
+    pub(crate) fn from_accuracy_level(level: i64) -> Compute {
+        if level == 4 { Compute::Int8 } else { Compute::Float }
+    }
+}
+
+/// `A` as the kernel reads it.
+enum PreparedA {
+    /// Each 32-code step's values reordered as the nibbles are: 16 even codes, then 16 odd ones.
+    Float(Vec<f32>),
+    /// Quantised per block.
+    Int8(QuantizedA),
 }
 
 impl Q4Weight {
     /// Checks the sizes; `zero_points` is `MatMulNBits`' packed form (two per byte, per row).
+    /// [`Compute::Int8`] is honoured where the CPU has the int8 kernel's instructions (and
+    /// [`KERNEL_SWITCH`] is not `f32`), and computed in float32 elsewhere.
     pub(crate) fn new(
         n: usize,
         k: usize,
@@ -61,6 +96,7 @@ impl Q4Weight {
         codes: &[u8],
         scales: &[f32],
         zero_points: Option<&[u8]>,
+        compute: Compute,
     ) -> TractResult<Q4Weight> {
         ensure!(block_size > 0 && block_size.is_multiple_of(STEP) && k.is_multiple_of(block_size));
         let blocks = k / block_size;
@@ -72,23 +108,33 @@ impl Q4Weight {
             }
             None => vec![8; n * blocks],
         };
-        Ok(Q4Weight { n, k, block_size, codes: codes.to_vec(), scales: scales.to_vec(), zero_points })
+        let int8 = compute == Compute::Int8 && int8_enabled();
+        Ok(Q4Weight { n, k, block_size, codes: codes.to_vec(), scales: scales.to_vec(), zero_points, int8 })
+    }
+
+    /// Whether the product is computed in int8.
+    #[cfg(test)]
+    fn computes_in_int8(&self) -> bool {
+        self.int8
     }
 
     /// `A @ Wᵀ` for `m` rows of `a` (`[m, K]`), into `y` (`[m, N]`).
     fn matmul(&self, a: &[f32], m: usize, y: &mut [f32]) {
         let k = self.k;
-        // Each row of A with each 32-code step reordered as the nibbles are: 16 even codes, then
-        // 16 odd ones.
-        let mut reordered = vec![0f32; m * k];
-        for (row, out) in a.chunks_exact(k).zip(reordered.chunks_exact_mut(k)) {
-            for (step, out) in row.chunks_exact(STEP).zip(out.chunks_exact_mut(STEP)) {
-                for i in 0..STEP / 2 {
-                    out[i] = step[2 * i];
-                    out[STEP / 2 + i] = step[2 * i + 1];
+        let prepared = if self.int8 {
+            PreparedA::Int8(QuantizedA::new(a, m, k, self.block_size))
+        } else {
+            let mut reordered = vec![0f32; m * k];
+            for (row, out) in a.chunks_exact(k).zip(reordered.chunks_exact_mut(k)) {
+                for (step, out) in row.chunks_exact(STEP).zip(out.chunks_exact_mut(STEP)) {
+                    for i in 0..STEP / 2 {
+                        out[i] = step[2 * i];
+                        out[STEP / 2 + i] = step[2 * i + 1];
+                    }
                 }
             }
-        }
+            PreparedA::Float(reordered)
+        };
         let executor = current_tract_executor();
         let threads = match &executor {
             Executor::MultiThread(pool) => pool.current_num_threads(),
@@ -100,7 +146,7 @@ impl Q4Weight {
             (0..self.n).step_by(per_task).map(|start| start..(start + per_task).min(self.n)).collect();
         let run = |rows: &Range<usize>| -> Vec<f32> {
             let mut out = vec![0f32; m * rows.len()];
-            self.rows(&reordered, m, rows.clone(), &mut out);
+            self.rows(&prepared, m, rows.clone(), &mut out);
             out
         };
         let results: Vec<Vec<f32>> = match executor {
@@ -124,22 +170,38 @@ impl Q4Weight {
     }
 
     /// Weight rows `rows` against every row of A: `out` is `[m, rows.len()]`.
-    fn rows(&self, reordered: &[f32], m: usize, rows: Range<usize>, out: &mut [f32]) {
+    fn rows(&self, a: &PreparedA, m: usize, rows: Range<usize>, out: &mut [f32]) {
         let width = rows.len();
         let start = rows.start;
+        let a = match a {
+            PreparedA::Int8(a) => {
+                let weight = WeightView {
+                    k: self.k,
+                    block_size: self.block_size,
+                    codes: &self.codes,
+                    scales: &self.scales,
+                    zero_points: &self.zero_points,
+                };
+                for (mi, out) in out.chunks_exact_mut(width).enumerate() {
+                    tract_q4_int8::rows(weight, rows.clone(), a, mi, out);
+                }
+                return;
+            }
+            PreparedA::Float(a) => a,
+        };
         // Four weight rows at a time (four independent sums in flight), then one at a time.
         let mut n = start;
         while n < rows.end {
             if rows.end - n >= GROUP {
                 let group: [usize; GROUP] = std::array::from_fn(|i| n + i);
                 for mi in 0..m {
-                    let values = self.dot(&group, &reordered[mi * self.k..(mi + 1) * self.k]);
+                    let values = self.dot(&group, &a[mi * self.k..(mi + 1) * self.k]);
                     out[mi * width + n - start..mi * width + n - start + GROUP].copy_from_slice(&values);
                 }
                 n += GROUP;
             } else {
                 for mi in 0..m {
-                    let [value] = self.dot(&[n], &reordered[mi * self.k..(mi + 1) * self.k]);
+                    let [value] = self.dot(&[n], &a[mi * self.k..(mi + 1) * self.k]);
                     out[mi * width + n - start] = value;
                 }
                 n += 1;
@@ -232,8 +294,15 @@ unsafe fn dot_avx512<const R: usize>(
     std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
 }
 
-/// Set to `tract` to keep tract's own 4-bit kernel on a CPU this op would serve (for A/B runs).
+/// Set to `tract` to keep tract's own 4-bit kernel on a CPU this op would serve, or to `f32` to
+/// compute `accuracy_level = 4` weights in float32 (for A/B runs).
 const KERNEL_SWITCH: &str = "EDGEINFER_TRACT_Q4_KERNEL";
+
+/// Whether weights asking for int8 compute get it: the CPU has the instructions and
+/// [`KERNEL_SWITCH`] is not `f32`.
+fn int8_enabled() -> bool {
+    std::env::var_os(KERNEL_SWITCH).is_none_or(|v| v != "f32") && tract_q4_int8::supported()
+}
 
 /// Whether this CPU runs [`Q4MatMul`] with its vector kernel (and [`KERNEL_SWITCH`] does not say
 /// otherwise).
@@ -324,20 +393,35 @@ mod tests {
             let scalar = dot_scalar(&codes, &a, &scales, &zero_points, per_scale);
             // The same row as a one-row weight, through the kernel this CPU runs.
             let packed: Vec<u8> = zero_points.chunks(2).map(|p| p[0] | p.get(1).map_or(0, |z| z << 4)).collect();
-            let weight = Q4Weight::new(1, steps * 32, per_scale * 32, &codes, &scales, Some(&packed)).unwrap();
+            let weight =
+                Q4Weight::new(1, steps * 32, per_scale * 32, &codes, &scales, Some(&packed), Compute::Float).unwrap();
             let [vector] = weight.dot(&[0], &a);
             assert!((scalar - vector).abs() <= 1e-4 * scalar.abs().max(1.0), "{scalar} vs {vector}");
         }
     }
 
-    /// `A @ Wᵀ` with `W` dequantized element by element as `MatMulNBits` defines it, in f64.
+    /// `A @ Wᵀ` with `W` dequantized element by element as `MatMulNBits` defines it, in f64;
+    /// with [`Compute::Int8`], `A` first quantised as its `accuracy_level = 4` does: per block of
+    /// `bs`, `s = max|a| / 127` and `round_half_even(a · 127 / max|a|)` in f32, times `s`.
     fn reference(
         a: &[f32],
         (m, n, k, bs): (usize, usize, usize, usize),
         codes: &[u8],
         scales: &[f32],
         zp: Option<&[u8]>,
+        compute: Compute,
     ) -> Vec<f64> {
+        let a: Vec<f64> = match compute {
+            Compute::Float => a.iter().map(|v| f64::from(*v)).collect(),
+            Compute::Int8 => a
+                .chunks_exact(bs)
+                .flat_map(|block| {
+                    let amax = block.iter().map(|v| v.abs()).fold(0f32, f32::max);
+                    let inverse = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+                    block.iter().map(move |v| (v * inverse).round_ties_even() as f64 * f64::from(amax / 127.0))
+                })
+                .collect(),
+        };
         let blocks = k / bs;
         let weight = |col: usize, i: usize| -> f64 {
             let byte = codes[col * k / 2 + i / 2];
@@ -349,7 +433,7 @@ mod tests {
         let mut y = vec![0f64; m * n];
         for mi in 0..m {
             for col in 0..n {
-                y[mi * n + col] = (0..k).map(|i| f64::from(a[mi * k + i]) * weight(col, i)).sum();
+                y[mi * n + col] = (0..k).map(|i| a[mi * k + i] * weight(col, i)).sum();
             }
         }
         y
@@ -357,9 +441,10 @@ mod tests {
 
     #[test]
     fn the_product_is_matmul_nbits_with_zero_points_odd_blocks_and_threads() {
-        // 70 rows: two tasks, the second partial; 3 blocks of 32 (zero points end mid-byte), and
-        // 2 blocks of 64.
-        for (k, bs, with_zp) in [(96, 32, true), (96, 32, false), (128, 64, true)] {
+        // 70 rows: two tasks, the second partial; 3 blocks of 32 (zero points end mid-byte), 2
+        // blocks of 64, and (for the int8 kernel's four steps at a time) 5 and 8 blocks of 32.
+        let shapes = [(96, 32, true), (96, 32, false), (128, 64, true), (160, 32, true), (256, 32, false)];
+        for ((k, bs, with_zp), compute) in shapes.into_iter().flat_map(|s| [(s, Compute::Float), (s, Compute::Int8)]) {
             let (m, n) = (3, 70);
             let blocks = k / bs;
             let codes: Vec<u8> = values(n * k / 2, 4).map(|v| (v * 256.0) as u8).collect();
@@ -367,15 +452,18 @@ mod tests {
             let zp: Vec<u8> = values(n * blocks.div_ceil(2), 6).map(|v| (v * 256.0) as u8).collect();
             let zp = with_zp.then_some(&zp[..]);
             let a: Vec<f32> = values(m * k, 7).map(|v| v * 2.0 - 1.0).collect();
-            let weight = Q4Weight::new(n, k, bs, &codes, &scales, zp).unwrap();
-            let expected = reference(&a, (m, n, k, bs), &codes, &scales, zp);
+            let weight = Q4Weight::new(n, k, bs, &codes, &scales, zp, compute).unwrap();
+            // Int8 where the CPU has the instructions, float32 elsewhere.
+            let computed = if weight.computes_in_int8() { Compute::Int8 } else { Compute::Float };
+            assert_eq!(weight.computes_in_int8(), compute == Compute::Int8 && int8_enabled());
+            let expected = reference(&a, (m, n, k, bs), &codes, &scales, zp, computed);
             for executor in [Executor::SingleThread, Executor::multithread(2)] {
                 let mut y = vec![0f32; m * n];
                 tract_linalg::multithread::multithread_tract_scope(executor, || weight.matmul(&a, m, &mut y));
                 for (i, (got, want)) in y.iter().zip(&expected).enumerate() {
                     assert!(
                         (f64::from(*got) - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "k {k} bs {bs} [{i}]: {got} vs {want}"
+                        "k {k} bs {bs} {computed:?} [{i}]: {got} vs {want}"
                     );
                 }
             }
