@@ -98,8 +98,8 @@ def to_qdq(src: Path, dst: Path, calibration: list[dict]) -> None:
 
 def to_q4(src: Path, dst: Path, accuracy_level: int | None = None) -> None:
     """4-bit MatMulNBits, blocks of 32. `accuracy_level` 4 lets ONNX Runtime's CPU kernels quantise
-    the activations to int8 (what onnxruntime-genai's builder writes for CPU int4); left out, they
-    compute in float32, which tract's kernels match (the fixtures' setting)."""
+    the activations to int8 (what onnxruntime-genai's builder writes for CPU int4), and tract does
+    the same on CPUs with AVX-512 VNNI; left out, both compute in float32 (the fixtures' setting)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=accuracy_level)
@@ -237,7 +237,7 @@ def main() -> None:
                          "../fixtures/dinov2/golden/preprocess.*.npy")
     ap.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
                     help="q4: MatMulNBits' accuracy_level (4: int8 activations on ONNX Runtime's CPU "
-                         "kernels, faster; the fixtures leave it out)")
+                         "kernels and on tract with AVX-512 VNNI, faster; the fixtures leave it out)")
     ap.add_argument("--external-data-mb", type=float, default=1,
                     help="graphs larger than this keep their weights in <file>_data (default 1 MiB: every "
                          "real model; the LLaMA fixture uses 0.1)")
