@@ -68,6 +68,10 @@ pub(crate) struct QuantizedA {
     blocks: usize,
     /// Per row and block: `s_a · Σ q_a` over the block (the zero point's term).
     sums: Vec<f32>,
+    /// Where each quad's steps lie in a weight row: the same for every row of `A` and of the
+    /// weight, so worked out once per product.
+    #[cfg(target_arch = "x86_64")]
+    plan: Vec<Quad>,
 }
 
 /// One row of [`QuantizedA`].
@@ -76,6 +80,8 @@ struct ARow<'a> {
     codes: &'a [i8],
     scales: &'a [f32],
     sums: &'a [f32],
+    #[cfg(target_arch = "x86_64")]
+    plan: &'a [Quad],
 }
 
 impl QuantizedA {
@@ -110,7 +116,15 @@ impl QuantizedA {
                 sums[row * blocks + block_index] = scale * sum as f32;
             }
         }
-        QuantizedA { quads, codes, scales, blocks, sums }
+        QuantizedA {
+            quads,
+            codes,
+            scales,
+            blocks,
+            sums,
+            #[cfg(target_arch = "x86_64")]
+            plan: quad_plan(steps, block_size / STEP),
+        }
     }
 
     fn row(&self, row: usize) -> ARow<'_> {
@@ -119,6 +133,8 @@ impl QuantizedA {
             codes: &self.codes[row * self.quads * QUAD_BYTES..(row + 1) * self.quads * QUAD_BYTES],
             scales: &self.scales[row * lanes..(row + 1) * lanes],
             sums: &self.sums[row * self.blocks..(row + 1) * self.blocks],
+            #[cfg(target_arch = "x86_64")]
+            plan: &self.plan,
         }
     }
 }
@@ -172,11 +188,13 @@ pub(crate) fn rows(weight: WeightView, rows: Range<usize>, a: &QuantizedA, a_row
     assert!(a.sums.len() == blocks && a.scales.len() == steps.div_ceil(QUAD) * LANES);
     assert!(a.codes.len() == steps.div_ceil(QUAD) * QUAD_BYTES);
     #[cfg(target_arch = "x86_64")]
+    assert!(a.plan.len() == steps.div_ceil(QUAD));
+    #[cfg(target_arch = "x86_64")]
     if supported() {
         // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (checked just above). The weight has
         // `k / 2` bytes of codes and `blocks` scales and zero points for each of `rows`, `a`
-        // holds whole quads covering `steps` and `blocks` sums, and `out` a value per row
-        // (asserted above); the kernel reads what a partial quad or a last group of blocks has
+        // holds whole quads covering `steps` (and their plan) and `blocks` sums, and `out` a
+        // value per row (asserted above); the kernel reads what a partial quad or a last group of blocks has
         // with masked loads.
         #[allow(unsafe_code)]
         unsafe {
@@ -222,7 +240,7 @@ struct Quad {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn quads(steps: usize, per_block: usize) -> Vec<Quad> {
+fn quad_plan(steps: usize, per_block: usize) -> Vec<Quad> {
     (0..steps.div_ceil(QUAD))
         .map(|quad| {
             let first = quad * QUAD;
@@ -248,18 +266,17 @@ fn quads(steps: usize, per_block: usize) -> Vec<Quad> {
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows_vnni(weight: WeightView, rows: Range<usize>, a: ARow, out: &mut [f32]) {
-    let quads = quads(weight.k / STEP, weight.block_size / STEP);
     let mut n = rows.start;
     while n < rows.end {
         let at = n - rows.start;
         if rows.end - n >= GROUP {
             // SAFETY: as [`rows`] checked, for rows `n..n + GROUP`.
-            let values: [f32; GROUP] = unsafe { group_vnni(&weight, n, &quads, a) };
+            let values: [f32; GROUP] = unsafe { group_vnni(&weight, n, a) };
             out[at..at + GROUP].copy_from_slice(&values);
             n += GROUP;
         } else {
             // SAFETY: as above, for row `n`.
-            let [value]: [f32; 1] = unsafe { group_vnni(&weight, n, &quads, a) };
+            let [value]: [f32; 1] = unsafe { group_vnni(&weight, n, a) };
             out[at] = value;
             n += 1;
         }
@@ -271,7 +288,7 @@ unsafe fn rows_vnni(weight: WeightView, rows: Range<usize>, a: ARow, out: &mut [
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, quads: &[Quad], a: ARow) -> [f32; R] {
+unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: ARow) -> [f32; R] {
     use std::arch::x86_64::*;
     let blocks = weight.k / weight.block_size;
     let codes: [*const u8; R] = std::array::from_fn(|r| weight.codes[(first_row + r) * weight.k / 2..].as_ptr());
@@ -279,7 +296,7 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, quad
     let zero_points: [*const u8; R] = std::array::from_fn(|r| weight.zero_points[(first_row + r) * blocks..].as_ptr());
     let low = _mm512_set1_epi8(0x0F);
     let mut totals = [_mm512_setzero_ps(); R];
-    for (index, quad) in quads.iter().enumerate() {
+    for (index, quad) in a.plan.iter().enumerate() {
         // SAFETY: `a` holds whole quads: 128 bytes and 16 lane scales each. `lane_blocks` is 16
         // i32s. Unaligned loads.
         let (a_even, a_odd, a_scales, lane_blocks) = unsafe {
@@ -332,11 +349,7 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, quad
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in `[0, 1)`.
-    fn values(count: usize, seed: usize) -> impl Iterator<Item = f32> {
-        (0..count).map(move |i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0)
-    }
+    use crate::tract_q4_matmul::tests::values;
 
     #[test]
     fn activations_are_quantised_per_block_as_mlas_does() {

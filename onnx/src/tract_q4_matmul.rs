@@ -374,11 +374,11 @@ impl TypedOp for Q4MatMul {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic values in `[0, 1)`.
-    fn values(count: usize, seed: usize) -> impl Iterator<Item = f32> {
+    pub(crate) fn values(count: usize, seed: usize) -> impl Iterator<Item = f32> {
         (0..count).map(move |i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0)
     }
 

@@ -15,20 +15,32 @@
 //! by about 0.05. tract elsewhere computes the level in float32 and must give the float result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
+use edgeinfer_onnx::{Backend, ModelSource, Outputs, SessionOptions, Tensor};
 use edgeinfer_tests::{backends, fixtures};
+
+/// A file of the probe fixtures.
+fn probe(name: &str) -> std::path::PathBuf {
+    fixtures().join("probe").join(name)
+}
+
+/// Runs the probe `<model>.onnx` on `backend`, each of `inputs` read from `<model>.<input>.npy`.
+fn run_probe(backend: &dyn Backend, model: &str, inputs: &[&str]) -> Outputs {
+    let name = backend.kind().name();
+    let session = backend
+        .load(&ModelSource::File(probe(&format!("{model}.onnx"))), &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let inputs = inputs
+        .iter()
+        .map(|i| (i.to_string(), Tensor::read_npy(&probe(&format!("{model}.{i}.npy"))).unwrap()))
+        .collect();
+    session.run(inputs).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 #[test]
 fn every_backend_gives_numpys_integers() {
-    let probe = |name: &str| fixtures().join("probe").join(name);
     for backend in backends() {
         let name = backend.kind().name();
-        let session = backend
-            .load(&ModelSource::File(probe("matmul_integer.onnx")), &SessionOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let inputs = ["a", "a_zero_point"]
-            .map(|i| (i.to_string(), Tensor::read_npy(&probe(&format!("matmul_integer.{i}.npy"))).unwrap()));
-        let mut out = session.run(inputs.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut out = run_probe(&*backend, "matmul_integer", &["a", "a_zero_point"]);
         for y in ["y_int8", "y_uint8", "y_both", "y_uint8_no_zp", "y_uint8_128"] {
             let got = out.take(y).unwrap();
             let want = Tensor::read_npy(&probe(&format!("matmul_integer.{y}.npy"))).unwrap();
@@ -42,14 +54,9 @@ fn every_backend_gives_numpys_integers() {
 
 #[test]
 fn every_backend_gives_numpys_4_bit_matmuls() {
-    let probe = |name: &str| fixtures().join("probe").join(name);
-    let a = Tensor::read_npy(&probe("matmul_nbits.a.npy")).unwrap();
     for backend in backends() {
         let name = backend.kind().name();
-        let session = backend
-            .load(&ModelSource::File(probe("matmul_nbits.onnx")), &SessionOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut out = session.run(vec![("a".to_string(), a.clone())]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut out = run_probe(&*backend, "matmul_nbits", &["a"]);
         for y in ["y_sym", "y_zp_bias", "y_b64_zp", "y_b16"] {
             let got = out.take(y).unwrap();
             let file = format!("matmul_nbits.{y}.npy");
@@ -60,15 +67,10 @@ fn every_backend_gives_numpys_4_bit_matmuls() {
 
 #[test]
 fn every_backend_gives_numpys_4_bit_matmuls_with_int8_activations() {
-    let probe = |name: &str| fixtures().join("probe").join(name);
-    let a = Tensor::read_npy(&probe("matmul_nbits_int8.a.npy")).unwrap();
     for backend in backends() {
         let name = backend.kind().name();
         let int8 = name != "tract" || tract_computes_int8();
-        let session = backend
-            .load(&ModelSource::File(probe("matmul_nbits_int8.onnx")), &SessionOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut out = session.run(vec![("a".to_string(), a.clone())]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut out = run_probe(&*backend, "matmul_nbits_int8", &["a"]);
         for y in ["y_sym", "y_zp", "y_b64_zp"] {
             let got = out.take(y).unwrap();
             let file =
