@@ -1,4 +1,5 @@
-"""Small hand-built ONNX graphs for execution-provider tests (no torch needed: `onnx` only).
+"""Small hand-built ONNX graphs for execution-provider tests (no torch needed: `onnx`, and
+`onnxruntime` to check the GroupQueryAttention reference against).
 
   unsupported_op.onnx  x [2,2] -> Relu -> Det -> y []: OpenVINO takes the Relu but not Det, so
                        with CPU fallback the graph is split across providers, and with
@@ -42,6 +43,18 @@
                        for a CPU where a backend computes the level in float32. Scales are f16
                        values, so that tract's Q4_0 kernel (elsewhere) is exact too.
 
+  group_query_attention.onnx
+                       com.microsoft GroupQueryAttention as onnxruntime-genai's builder writes it
+                       (query, key and value packed, computed by a MatMul from x [1,S,32]; rotary
+                       inside the op from cos_cache / sin_cache; scale given; the cache's head size
+                       symbolic) -> y_packed, present_key_packed, present_value_packed; and with
+                       separate q, k, v inputs, no rotary and no scale attribute -> y_separate,
+                       present_{key,value}_separate. 4 query heads on 2 KV heads of 16. Cases, each
+                       with its own past: prefill (no past, 5 tokens), decode (5 past, 1 token),
+                       continue (5 past, 3 tokens). group_query_attention.{case}.{input,output}.npy:
+                       inputs and numpy's result (float64 attention over the concatenated cache,
+                       causal from the past's end), which ONNX Runtime is checked against here.
+
   python make_probe_models.py --out ../fixtures/probe
 """
 
@@ -77,6 +90,7 @@ def main() -> None:
     matmul_integer(args.out)
     matmul_nbits(args.out)
     matmul_nbits_int8(args.out)
+    group_query_attention(args.out)
 
 
 def matmul_integer(out: Path) -> None:
@@ -206,6 +220,114 @@ def matmul_nbits_int8(out: Path) -> None:
     for name, (y, y_float) in results.items():
         np.save(out / f"matmul_nbits_int8.{name}.npy", y.astype(np.float32))
         np.save(out / f"matmul_nbits_int8.{name}.float.npy", y_float.astype(np.float32))
+
+
+def group_query_attention(out: Path) -> None:
+    rng = np.random.default_rng(21)
+    heads, kv_heads, head, width, max_positions = 4, 2, 16, 32, 16
+    packed = (heads + 2 * kv_heads) * head
+    w = (rng.standard_normal((width, packed)) / 4).astype(np.float32)
+    angles = np.arange(max_positions)[:, None] * (10000.0 ** (-np.arange(head // 2) * 2 / head))[None, :]
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    scale = 0.3
+    int32 = TensorProto.INT32
+    gqa = dict(domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["qkv"]),
+        helper.make_node(
+            "GroupQueryAttention",
+            ["qkv", "", "", "past_key_packed", "past_value_packed", "seqlens_k", "total_sequence_length",
+             "cos_cache", "sin_cache"],
+            ["y_packed", "present_key_packed", "present_value_packed"],
+            do_rotary=1, rotary_interleaved=0, scale=scale, local_window_size=-1, **gqa),
+        helper.make_node(
+            "GroupQueryAttention",
+            ["q", "k", "v", "past_key_separate", "past_value_separate", "seqlens_k", "total_sequence_length"],
+            ["y_separate", "present_key_separate", "present_value_separate"], **gqa),
+    ]
+    f = TensorProto.FLOAT
+    cache = lambda name, dim: helper.make_tensor_value_info(name, f, [1, kv_heads, "past", dim])
+    graph = helper.make_graph(
+        nodes,
+        "group_query_attention",
+        [
+            helper.make_tensor_value_info("x", f, [1, "seq", width]),
+            helper.make_tensor_value_info("q", f, [1, "seq", heads * head]),
+            helper.make_tensor_value_info("k", f, [1, "seq", kv_heads * head]),
+            helper.make_tensor_value_info("v", f, [1, "seq", kv_heads * head]),
+            cache("past_key_packed", "kv_cache_dim"),
+            cache("past_value_packed", "kv_cache_dim"),
+            cache("past_key_separate", head),
+            cache("past_value_separate", head),
+            helper.make_tensor_value_info("seqlens_k", int32, [1]),
+            helper.make_tensor_value_info("total_sequence_length", int32, []),
+        ],
+        [helper.make_tensor_value_info(n, f, shape) for n, shape in [
+            ("y_packed", [1, "seq", heads * head]),
+            ("present_key_packed", [1, kv_heads, "total", "kv_cache_dim"]),
+            ("present_value_packed", [1, kv_heads, "total", "kv_cache_dim"]),
+            ("y_separate", [1, "seq", heads * head]),
+            ("present_key_separate", [1, kv_heads, "total", head]),
+            ("present_value_separate", [1, kv_heads, "total", head])]],
+        initializer=[onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(cos, "cos_cache"),
+                     onnx.numpy_helper.from_array(sin, "sin_cache")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              producer_name="edgeinfer")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out / "group_query_attention.onnx")
+
+    def rotate(x, positions):  # x [S, H, head]
+        c = np.concatenate([cos[positions], cos[positions]], -1)[:, None, :]
+        s = np.concatenate([sin[positions], sin[positions]], -1)[:, None, :]
+        half = np.concatenate([-x[..., head // 2:], x[..., :head // 2]], -1)
+        return x * c + half * s
+
+    def reference(q, k, v, past_k, past_v, rotary, scale):
+        s, p = q.shape[1], past_k.shape[2]
+        q = q.reshape(s, heads, head).astype(np.float64)
+        k = k.reshape(s, kv_heads, head).astype(np.float64)
+        v = v.reshape(s, kv_heads, head).astype(np.float64)
+        if rotary:
+            q, k = rotate(q, p + np.arange(s)), rotate(k, p + np.arange(s))
+        keys = np.concatenate([past_k[0], k.transpose(1, 0, 2)], axis=1)  # [kv, P + S, head]
+        values = np.concatenate([past_v[0], v.transpose(1, 0, 2)], axis=1)
+        y = np.zeros((s, heads, head))
+        for h in range(heads):
+            scores = q[:, h] @ keys[h // (heads // kv_heads)].T * scale  # [S, P + S]
+            scores[np.arange(p + s)[None, :] > (p + np.arange(s))[:, None]] = -np.inf
+            weights = np.exp(scores - scores.max(-1, keepdims=True))
+            y[:, h] = (weights / weights.sum(-1, keepdims=True)) @ values[h // (heads // kv_heads)]
+        return y.reshape(1, s, heads * head), keys[None], values[None]
+
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(out / "group_query_attention.onnx"), providers=["CPUExecutionProvider"])
+    for case, past, steps in [("prefill", 0, 5), ("decode", 5, 1), ("continue", 5, 3)]:
+        feeds = {
+            "x": rng.standard_normal((1, steps, width)).astype(np.float32),
+            "q": rng.standard_normal((1, steps, heads * head)).astype(np.float32),
+            "k": rng.standard_normal((1, steps, kv_heads * head)).astype(np.float32),
+            "v": rng.standard_normal((1, steps, kv_heads * head)).astype(np.float32),
+            "seqlens_k": np.array([past + steps - 1], np.int32),
+            "total_sequence_length": np.array(past + steps, np.int32),
+        }
+        for form in ("packed", "separate"):
+            for side in ("key", "value"):
+                feeds[f"past_{side}_{form}"] = rng.standard_normal((1, kv_heads, past, head)).astype(np.float32)
+        qkv = (feeds["x"].astype(np.float64) @ w.astype(np.float64)).astype(np.float32)
+        q_packed, k_packed, v_packed = np.split(qkv, [heads * head, (heads + kv_heads) * head], axis=-1)
+        want = {}
+        for form, (q, k, v), rotary, s in [("packed", (q_packed, k_packed, v_packed), True, scale),
+                                           ("separate", (feeds["q"], feeds["k"], feeds["v"]), False, head ** -0.5)]:
+            y, keys, values = reference(q, k, v, feeds[f"past_key_{form}"], feeds[f"past_value_{form}"], rotary, s)
+            want.update({f"y_{form}": y, f"present_key_{form}": keys, f"present_value_{form}": values})
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        for name, value in want.items():
+            error = np.abs(got[name] - value).max()
+            assert error < 1e-5, f"ONNX Runtime's {name} ({case}) is {error} from numpy's"
+        for name, value in {**feeds, **want}.items():
+            np.save(out / f"group_query_attention.{case}.{name}.npy", np.asarray(value).astype(value.dtype if value.dtype != np.float64 else np.float32))
 
 
 def passthrough(out: Path) -> None:

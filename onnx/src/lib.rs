@@ -24,9 +24,15 @@ mod tract_barrier;
 #[cfg(feature = "tract")]
 mod tract_cache_matmul;
 #[cfg(feature = "tract")]
+mod tract_gather_q4;
+#[cfg(feature = "tract")]
+mod tract_gqa;
+#[cfg(feature = "tract")]
 mod tract_matmul_integer;
 #[cfg(feature = "tract")]
 mod tract_matmul_nbits;
+#[cfg(feature = "tract")]
+mod tract_proto;
 #[cfg(feature = "tract")]
 mod tract_q4_int8;
 #[cfg(feature = "tract")]

@@ -163,12 +163,17 @@ pub(crate) fn parse(
         return Err(invalid(source, "not an ONNX model (empty graph)"));
     }
     let (inputs, outputs) = describe(graph);
+    // The default domain's opset (an import without a domain, or "ai.onnx").
+    let opset =
+        proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
     if let Some(graph) = proto.graph.as_mut() {
-        let rewritten = crate::tract_rewrite::rewrite(graph);
+        let rewritten = crate::tract_rewrite::rewrite(graph, opset);
         if rewritten > 0 {
             tracing::debug!(model = %source.label(), rewritten, "graph nodes rewritten for tract (see tract_rewrite)");
         }
     }
+    // The inputs as tract parses them: a rewrite may have fixed a dim the file leaves symbolic.
+    let parsed_inputs = proto.graph.as_ref().map(|g| describe(g).0).unwrap_or_default();
     // Weights move from the protobuf into tract's tensors one at a time (see `tract_weights`).
     let slots = match source {
         ModelSource::File(path) => WeightSlots::take_from(&mut proto, path).map(Arc::new),
@@ -196,7 +201,7 @@ pub(crate) fn parse(
         tracing::debug!(model = %source.label(), packed, "4-bit weights repacked for tract (see tract_matmul_nbits)");
     }
     if !options.dims.is_empty() {
-        fix_dims(&mut model, &inputs, &options.dims).map_err(|e| invalid(source, e))?;
+        fix_dims(&mut model, &parsed_inputs, &options.dims).map_err(|e| invalid(source, e))?;
     }
     Ok((model, inputs, outputs))
 }

@@ -117,8 +117,11 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
         }
         let inputs = model.node(id).inputs.clone();
         let zero_point_slot = op.zero_points;
-        // The weight must be a constant only this node reads, or packing it would keep both.
-        let Some(b) = constant(model, inputs[1]).filter(|_| sole_reader(model, inputs[1], id)) else { continue };
+        // A weight other nodes read too (an ORT-GenAI int4 folder's tied `lm_head`, which its
+        // `GatherBlockQuantized` embedding reads) is packed all the same: the original stays for
+        // them, as it would beside tract's own Q4_0 copy, and this product keeps its f32 scales
+        // and, at `accuracy_level = 4`, ONNX Runtime's int8 arithmetic.
+        let Some(b) = constant(model, inputs[1]) else { continue };
         let Some(scales) = constant(model, inputs[2]) else { continue };
         let zero_points = match op.zero_points.map(|slot| constant(model, inputs[slot])) {
             Some(None) => continue,

@@ -68,9 +68,14 @@ const INT8: i32 = 3;
 /// ONNX `AttributeProto.AttributeType` INT.
 const ATTR_INT: i32 = 2;
 
-/// Applies the rewrites above to `graph`; returns how many nodes were rewritten.
-pub(crate) fn rewrite(graph: &mut pb::GraphProto) -> usize {
-    spell_out_dequantize_before_reductions(graph)
+/// Applies the rewrites above to `graph` (whose default-domain opset is `opset`), after
+/// `tract_gqa` and `tract_gather_q4` have written out ONNX Runtime's attention and 4-bit embedding
+/// nodes in standard ops; returns how many nodes were rewritten.
+pub(crate) fn rewrite(graph: &mut pb::GraphProto, opset: i64) -> usize {
+    // First: the written-out attention has the Reshape → MatMulNBits and cache matmul forms below.
+    crate::tract_gqa::spell_out(graph, opset)
+        + crate::tract_gather_q4::spell_out(graph, opset)
+        + spell_out_dequantize_before_reductions(graph)
         + integer_qdq_matmuls(graph)
         + separate_nbits_from_reshape(graph)
         + route_cache_matmuls(graph)
@@ -291,7 +296,7 @@ fn feeds_from_past_keys(
 /// Puts `replace`'s answer (the nodes computing the same outputs, in order) in the place of each
 /// node it answers for (it sees the graph, the node and how many nodes it replaced before);
 /// returns how many it replaced.
-fn replace_nodes(
+pub(crate) fn replace_nodes(
     graph: &mut pb::GraphProto,
     mut replace: impl FnMut(&pb::GraphProto, &pb::NodeProto, usize) -> Option<Vec<pb::NodeProto>>,
 ) -> usize {
@@ -431,7 +436,7 @@ mod tests {
             initializer: vec![scalar("s"), scalar("z")],
             ..Default::default()
         };
-        assert_eq!(rewrite(&mut graph), 1);
+        assert_eq!(rewrite(&mut graph, 17), 1);
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["Cast", "Cast", "Sub", "Mul", "Softmax", "DequantizeLinear", "Relu"]);
         assert_eq!(graph.node[3].output, ["d"]);
@@ -548,7 +553,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(rewrite(&mut graph), 1);
+        assert_eq!(rewrite(&mut graph, 17), 1);
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
         let routed = crate::tract_cache_matmul::OP_TYPE;
         assert_eq!(ops, ["Concat", "Transpose", routed, "Softmax", "Concat", "MatMul", "Relu", "MatMul"]);
@@ -570,7 +575,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(rewrite(&mut graph), 1);
+        assert_eq!(rewrite(&mut graph, 17), 1);
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["Reshape", crate::tract_barrier::OP_TYPE, "MatMulNBits", "MatMulNBits"]);
         assert_eq!(graph.node[1].input, ["merged"]);

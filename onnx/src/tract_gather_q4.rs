@@ -1,0 +1,136 @@
+//! ONNX Runtime's `com.microsoft` `GatherBlockQuantized` (a 4-bit embedding table), written out in
+//! standard ONNX ops before tract parses the graph, so the rows it gathers are dequantised with
+//! the file's float32 scales.
+//!
+//! onnxruntime-genai's builder writes an int4 model's token embedding this way, over the 4-bit
+//! `lm_head` weight it shares with the last `MatMulNBits`. tract 0.23 lowers a 32-wide block form
+//! to its Q4_0 format, whose scales are f16: every embedding came out off by up to 2⁻¹¹ of its
+//! value. That alone kept tract's logits of the tiny GenAI int4 fixture 6e-3 from ONNX Runtime's
+//! in float32, and in int8 (`accuracy_level = 4`) it moved enough activations across a rounding
+//! boundary of their per-block quantisation to put them 0.25 apart.
+//!
+//! Written out, only the gathered rows are touched (the table stays 4-bit, shared with the
+//! `lm_head`):
+//!
+//! - `Gather` of the packed rows and of their scales (`[rows, blocks]`, or the flat
+//!   `[rows · blocks]` that `MatMulNBits` reads, reshaped);
+//! - each byte split into its low then high nibble (`x − 16·⌊x/16⌋`, `⌊x/16⌋`, exact in float32);
+//! - `(code − 8) · scale` per block, 8 being the zero point of a table without one.
+//!
+//! Only that form is written out (4 bits, `uint8` storage, gather along axis 0, quantised along
+//! the last, float32 scales, no zero points); any other is left to tract's own op.
+
+use tract_onnx::pb;
+
+use crate::tract_proto::{FLOAT, UINT8, Writer, int_attr};
+
+/// The first default-domain opset whose `Unsqueeze` this writes (axes as an input).
+const MIN_OPSET: i64 = 13;
+
+/// Writes out every `GatherBlockQuantized` node of `graph` that this module can (see the top
+/// comment); returns how many. `opset` is the graph's default-domain opset.
+pub(crate) fn spell_out(graph: &mut pb::GraphProto, opset: i64) -> usize {
+    if opset < MIN_OPSET {
+        return 0;
+    }
+    let mut constants = Vec::new();
+    let count = crate::tract_rewrite::replace_nodes(graph, |graph, node, index| {
+        let gather = Gather::read(graph, node)?;
+        let mut writer = Writer::new(format!("edgeinfer_gather_q4_{index}"));
+        gather.write(node, &mut writer);
+        constants.append(&mut writer.constants);
+        Some(writer.nodes)
+    });
+    graph.initializer.extend(constants);
+    count
+}
+
+/// A `GatherBlockQuantized` node this module writes out.
+struct Gather {
+    data: String,
+    indices: String,
+    scales: String,
+    block_size: i64,
+}
+
+impl Gather {
+    fn read(graph: &pb::GraphProto, node: &pb::NodeProto) -> Option<Gather> {
+        if node.op_type != "GatherBlockQuantized" || node.domain != "com.microsoft" {
+            return None;
+        }
+        let int = |name: &str, default: i64| node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i);
+        let block_size = int("block_size", 128);
+        let plain = int("bits", 4) == 4
+            && int("gather_axis", 0) == 0
+            && matches!(int("quantize_axis", 1), 1 | -1)
+            && block_size >= 2
+            && block_size % 2 == 0
+            && node.input.iter().skip(3).all(String::is_empty)
+            && node.output.len() == 1;
+        if !plain {
+            return None;
+        }
+        let (data, indices, scales) = (node.input.first()?, node.input.get(1)?, node.input.get(2)?);
+        let scales_type = graph.initializer.iter().find(|t| &t.name == scales).map(|t| t.data_type);
+        (scales_type == Some(FLOAT) && stored_type(graph, data) == Some(UINT8)).then(|| Gather {
+            data: data.clone(),
+            indices: indices.clone(),
+            scales: scales.clone(),
+            block_size,
+        })
+    }
+
+    /// The nodes computing `node`'s output, `[indices..., K]`.
+    fn write(&self, node: &pb::NodeProto, w: &mut Writer) {
+        // Shapes built from the indices' own: any rank of indices.
+        let index_shape = w.op("Shape", &[&self.indices], vec![]);
+        let blocks_tail = w.ints(&[-1, self.block_size]);
+        let in_blocks = w.op("Concat", &[&index_shape, &blocks_tail], vec![int_attr("axis", 0)]);
+        let flat_tail = w.ints(&[-1]);
+        let flat = w.op("Concat", &[&index_shape, &flat_tail], vec![int_attr("axis", 0)]);
+
+        // The scales as [rows, blocks].
+        let data_shape = w.op("Shape", &[&self.data], vec![]);
+        let (start, end) = (w.ints(&[0]), w.ints(&[1]));
+        let rows = w.op("Slice", &[&data_shape, &start, &end], vec![]);
+        let scales_shape = w.op("Concat", &[&rows, &flat_tail], vec![int_attr("axis", 0)]);
+        let scales = w.op("Reshape", &[&self.scales, &scales_shape], vec![]);
+
+        // The gathered rows' codes, low nibble first: [indices..., blocks, block_size].
+        let packed = w.op("Gather", &[&self.data, &self.indices], vec![int_attr("axis", 0)]);
+        let packed = w.op("Cast", &[&packed], vec![int_attr("to", FLOAT as i64)]);
+        let sixteen = w.floats_scalar(16.0);
+        let high = w.op("Div", &[&packed, &sixteen], vec![]);
+        let high = w.op("Floor", &[&high], vec![]);
+        let high_part = w.op("Mul", &[&high, &sixteen], vec![]);
+        let low = w.op("Sub", &[&packed, &high_part], vec![]);
+        let last = w.ints(&[-1]);
+        let low = w.op("Unsqueeze", &[&low, &last], vec![]);
+        let high = w.op("Unsqueeze", &[&high, &last], vec![]);
+        let codes = w.op("Concat", &[&low, &high], vec![int_attr("axis", -1)]);
+        let codes = w.op("Reshape", &[&codes, &in_blocks], vec![]);
+
+        // (code - 8) * scale, per block.
+        let eight = w.floats_scalar(8.0);
+        let centred = w.op("Sub", &[&codes, &eight], vec![]);
+        let row_scales = w.op("Gather", &[&scales, &self.indices], vec![int_attr("axis", 0)]);
+        let row_scales = w.op("Unsqueeze", &[&row_scales, &last], vec![]);
+        let values = w.op("Mul", &[&centred, &row_scales], vec![]);
+        w.op_into("Reshape", &[&values, &flat], vec![], &node.output[0]);
+    }
+}
+
+/// The element type of `tensor` where it is an initializer or a `Reshape` of one (as the builder
+/// feeds its `lm_head` weight to the embedding).
+fn stored_type(graph: &pb::GraphProto, tensor: &str) -> Option<i32> {
+    if let Some(t) = graph.initializer.iter().find(|t| t.name == tensor) {
+        return Some(t.data_type);
+    }
+    let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))?;
+    let is_reshape = producer.op_type == "Reshape" && (producer.domain.is_empty() || producer.domain == "ai.onnx");
+    if !is_reshape {
+        return None;
+    }
+    let source = producer.input.first()?;
+    graph.initializer.iter().find(|t| &t.name == source).map(|t| t.data_type)
+}
