@@ -134,3 +134,41 @@ fn stored_type(graph: &pb::GraphProto, tensor: &str) -> Option<i32> {
     let source = producer.input.first()?;
     graph.initializer.iter().find(|t| &t.name == source).map(|t| t.data_type)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn genai_int4_graph() -> pb::GraphProto {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/llama-genai/int4/model.onnx");
+        crate::tract_weights::decode_file(&path).unwrap().graph.unwrap()
+    }
+
+    fn gathers(graph: &pb::GraphProto) -> usize {
+        graph.node.iter().filter(|n| n.op_type == "GatherBlockQuantized").count()
+    }
+
+    #[test]
+    fn the_builders_embedding_is_written_out_and_other_forms_are_not() {
+        // The builder's form: 4-bit rows of the lm_head weight (a Reshape of it), f32 scales.
+        let mut graph = genai_int4_graph();
+        assert_eq!(gathers(&graph), 1);
+        assert_eq!(spell_out(&mut graph, 21), 1);
+        assert_eq!(gathers(&graph), 0);
+        // With zero points, or 8-bit codes: tract's own op.
+        for (attribute, value) in [("bits", 8), ("quantize_axis", 0)] {
+            let mut graph = genai_int4_graph();
+            let node = graph.node.iter_mut().find(|n| n.op_type == "GatherBlockQuantized").unwrap();
+            node.attribute.retain(|a| a.name != attribute);
+            node.attribute.push(int_attr(attribute, value));
+            assert_eq!(spell_out(&mut graph, 21), 0, "{attribute}");
+        }
+        let mut graph = genai_int4_graph();
+        let node = graph.node.iter_mut().find(|n| n.op_type == "GatherBlockQuantized").unwrap();
+        node.input.push("zero_points".into());
+        assert_eq!(spell_out(&mut graph, 21), 0, "zero points");
+    }
+}

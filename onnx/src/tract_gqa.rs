@@ -316,3 +316,73 @@ fn head_size(graph: &pb::GraphProto, query: &str, past_key: &str, parts: i64) ->
     };
     (width > 0 && width % parts == 0 && (width / parts) % 2 == 0).then_some(width / parts)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn probe_graph() -> pb::GraphProto {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/fixtures/probe/group_query_attention.onnx");
+        crate::tract_weights::decode_file(&path).unwrap().graph.unwrap()
+    }
+
+    fn attention_nodes(graph: &pb::GraphProto) -> usize {
+        graph.node.iter().filter(|n| n.op_type == "GroupQueryAttention").count()
+    }
+
+    fn head_dim(graph: &pb::GraphProto, input: &str) -> Option<pb::tensor_shape_proto::dimension::Value> {
+        let info = graph.input.iter().find(|i| i.name == input)?;
+        let pb::type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()?;
+        t.shape.as_ref()?.dim.get(3)?.value.clone()
+    }
+
+    #[test]
+    fn both_forms_are_written_out_and_the_cache_declares_its_head_size() {
+        let mut graph = probe_graph();
+        assert_eq!(attention_nodes(&graph), 2);
+        assert!(matches!(
+            head_dim(&graph, "past_key_packed"),
+            Some(pb::tensor_shape_proto::dimension::Value::DimParam(_))
+        ));
+        assert_eq!(spell_out(&mut graph, 17), 2);
+        assert_eq!(attention_nodes(&graph), 0);
+        // The packed form's head size comes from the width of the MatMul computing its input.
+        for input in ["past_key_packed", "past_value_packed"] {
+            assert_eq!(
+                head_dim(&graph, input),
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(16)),
+                "{input}"
+            );
+        }
+        // Every output of the op is still written, by exactly one node.
+        for output in ["y_packed", "present_key_packed", "present_value_packed", "y_separate"] {
+            assert_eq!(graph.node.iter().filter(|n| n.output.iter().any(|o| o == output)).count(), 1, "{output}");
+        }
+    }
+
+    #[test]
+    fn forms_of_uncertain_meaning_are_left_to_tract() {
+        let set = |graph: &mut pb::GraphProto, name: &str, i: i64| {
+            let node = graph.node.iter_mut().find(|n| n.output.first().is_some_and(|o| o == "y_packed")).unwrap();
+            node.attribute.retain(|a| a.name != name);
+            node.attribute.push(int_attr(name, i));
+        };
+        for (attribute, value) in [("rotary_interleaved", 1), ("local_window_size", 8), ("smooth_softmax", 1)] {
+            let mut graph = probe_graph();
+            set(&mut graph, attribute, value);
+            assert_eq!(spell_out(&mut graph, 17), 1, "{attribute}");
+            assert_eq!(attention_nodes(&graph), 1, "{attribute}: the packed node stays");
+        }
+        // An input the op gained later (position_ids), and an opset before Unsqueeze took its axes
+        // as an input.
+        let mut graph = probe_graph();
+        let node = graph.node.iter_mut().find(|n| n.op_type == "GroupQueryAttention").unwrap();
+        node.input.resize(10, String::new());
+        node.input[9] = "x".into();
+        assert_eq!(spell_out(&mut graph, 17), 1);
+        assert_eq!(spell_out(&mut probe_graph(), 12), 0);
+    }
+}
