@@ -590,7 +590,8 @@ fn describe(graph: &pb::GraphProto) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
     (inputs, outputs)
 }
 
-fn value_info(v: &pb::ValueInfoProto) -> TensorInfo {
+/// A graph input's or output's name, element type and shape.
+pub(crate) fn value_info(v: &pb::ValueInfoProto) -> TensorInfo {
     use pb::tensor_shape_proto::dimension::Value as D;
     use pb::type_proto::Value as T;
     let (dtype, shape) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {

@@ -22,27 +22,15 @@
 
 use tract_onnx::pb;
 
-use crate::tract_proto::{FLOAT, UINT8, Writer, int_attr};
-
-/// The first default-domain opset whose `Unsqueeze` this writes (axes as an input).
-const MIN_OPSET: i64 = 13;
+use crate::tract_proto::{FLOAT, UINT8, Writer, attribute, int_attr};
 
 /// Writes out every `GatherBlockQuantized` node of `graph` that this module can (see the top
 /// comment); returns how many. `opset` is the graph's default-domain opset.
 pub(crate) fn spell_out(graph: &mut pb::GraphProto, opset: i64) -> usize {
-    if opset < MIN_OPSET {
-        return 0;
-    }
-    let mut constants = Vec::new();
-    let count = crate::tract_rewrite::replace_nodes(graph, |graph, node, index| {
-        let gather = Gather::read(graph, node)?;
-        let mut writer = Writer::new(format!("edgeinfer_gather_q4_{index}"));
-        gather.write(node, &mut writer);
-        constants.append(&mut writer.constants);
-        Some(writer.nodes)
-    });
-    graph.initializer.extend(constants);
-    count
+    crate::tract_proto::write_out(graph, opset, "edgeinfer_gather_q4_", |graph, node, writer| {
+        Gather::read(graph, node)?.write(node, writer);
+        Some(())
+    })
 }
 
 /// A `GatherBlockQuantized` node this module writes out.
@@ -58,7 +46,7 @@ impl Gather {
         if node.op_type != "GatherBlockQuantized" || node.domain != "com.microsoft" {
             return None;
         }
-        let int = |name: &str, default: i64| node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i);
+        let int = |name: &str, default: i64| attribute(node, name).map_or(default, |a| a.i);
         let block_size = int("block_size", 128);
         let plain = int("bits", 4) == 4
             && int("gather_axis", 0) == 0
@@ -127,8 +115,7 @@ fn stored_type(graph: &pb::GraphProto, tensor: &str) -> Option<i32> {
         return Some(t.data_type);
     }
     let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))?;
-    let is_reshape = producer.op_type == "Reshape" && (producer.domain.is_empty() || producer.domain == "ai.onnx");
-    if !is_reshape {
+    if !crate::tract_rewrite::is_onnx_op(producer, "Reshape") {
         return None;
     }
     let source = producer.input.first()?;

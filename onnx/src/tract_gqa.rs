@@ -33,34 +33,22 @@
 //! newer optional inputs (`position_ids`, `attention_bias`, `head_sink`, ...). Any other node is
 //! left to tract's own expansion, which names what it cannot do.
 
-use std::collections::HashMap;
-
 use tract_onnx::pb;
 
-use crate::tract_proto::{FLOAT, INT64, Writer, int_attr, ints_attr};
-
-/// The first default-domain opset whose `Unsqueeze`, `Split` and `Softmax` this writes
-/// (axes and split sizes as inputs, softmax over one axis).
-const MIN_OPSET: i64 = 13;
+use crate::tract_proto::{INT64, Writer, attribute, int_attr, ints_attr};
+use crate::{DType, Dim};
 
 /// Writes out every `GroupQueryAttention` node of `graph` that this module can (see the top
 /// comment); returns how many. `opset` is the graph's default-domain opset.
 pub(crate) fn spell_out(graph: &mut pb::GraphProto, opset: i64) -> usize {
-    if opset < MIN_OPSET {
-        return 0;
-    }
-    let mut constants = Vec::new();
     let mut caches = Vec::new();
-    let count = crate::tract_rewrite::replace_nodes(graph, |graph, node, index| {
+    let count = crate::tract_proto::write_out(graph, opset, "edgeinfer_gqa", |graph, node, writer| {
         let attention = Attention::read(graph, node)?;
-        let mut writer = Writer::new(format!("edgeinfer_gqa{index}"));
-        attention.write(node, &mut writer);
-        constants.append(&mut writer.constants);
+        attention.write(node, writer);
         caches.push((attention.past_key, attention.head_size));
         caches.push((attention.past_value, attention.head_size));
-        Some(writer.nodes)
+        Some(())
     });
-    graph.initializer.extend(constants);
     // The builder declares the cache's head size as a symbol (`kv_cache_dim`), which tract cannot
     // unify with the new positions' fixed one in the Concat: the op requires them equal, so the
     // past inputs declare it.
@@ -97,9 +85,9 @@ impl Attention {
         if node.op_type != "GroupQueryAttention" || node.domain != "com.microsoft" {
             return None;
         }
-        let int = |name: &str, default: i64| node.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i);
-        let float = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.f);
-        let string = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.s.clone());
+        let int = |name: &str, default: i64| attribute(node, name).map_or(default, |a| a.i);
+        let float = |name: &str| attribute(node, name).map(|a| a.f);
+        let string = |name: &str| attribute(node, name).map(|a| a.s.clone());
         let (heads, kv_heads) = (int("num_heads", 0), int("kv_num_heads", 0));
         let do_rotary = int("do_rotary", 0) != 0;
         let plain = heads > 0
@@ -127,12 +115,15 @@ impl Attention {
         };
         let (past_key, past_value, seqlens_k) = (input(3)?, input(4)?, input(5)?);
         // float32 only: the mask and scale constants are written as float.
-        let past_type = graph.input.iter().find(|i| i.name == past_key).and_then(elem_type);
-        if past_type != Some(FLOAT) {
+        let past = graph.input.iter().find(|i| i.name == past_key).map(crate::tract::value_info)?;
+        if past.dtype != DType::F32 {
             return None;
         }
-        let head_size =
-            head_size(graph, &query, &past_key, heads + if key_value.is_some() { 0 } else { 2 * kv_heads })?;
+        let parts = heads + if key_value.is_some() { 0 } else { 2 * kv_heads };
+        let head_size = match past.shape.get(3).and_then(Dim::fixed) {
+            Some(declared) if declared > 0 => declared as i64,
+            _ => query_head_size(graph, &query, parts)?,
+        };
         let rotary = match (do_rotary, input(7), input(8)) {
             (false, _, _) => None,
             (true, Some(cos), Some(sin)) => {
@@ -283,36 +274,20 @@ impl Rope {
     }
 }
 
-/// The element type a graph input declares.
-fn elem_type(info: &pb::ValueInfoProto) -> Option<i32> {
-    let pb::type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()?;
-    Some(t.elem_type)
-}
-
-/// The head size: the past key's last dimension where the graph fixes it, else the width of the
-/// matmul that computes the query (`parts` heads of it: the query heads, plus the key and value
-/// heads when packed) from its constant weight.
-fn head_size(graph: &pb::GraphProto, query: &str, past_key: &str, parts: i64) -> Option<i64> {
-    let declared = graph.input.iter().find(|i| i.name == past_key).and_then(|info| {
-        let pb::type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()?;
-        match t.shape.as_ref()?.dim.get(3)?.value.as_ref()? {
-            pb::tensor_shape_proto::dimension::Value::DimValue(n) if *n > 0 => Some(*n),
-            _ => None,
-        }
-    });
-    if declared.is_some() {
-        return declared;
-    }
-    let initializers: HashMap<&str, &pb::TensorProto> =
-        graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+/// The head size from the width of the matmul that computes the query (`parts` heads of it: the
+/// query heads, plus the key and value heads when packed), for a cache that leaves it symbolic.
+fn query_head_size(graph: &pb::GraphProto, query: &str, parts: i64) -> Option<i64> {
     let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == query))?;
-    let width = match (producer.op_type.as_str(), producer.domain.as_str()) {
-        ("MatMul", "" | "ai.onnx") => match initializers.get(producer.input.get(1)?.as_str())?.dims.as_slice() {
+    let width = if crate::tract_rewrite::is_onnx_op(producer, "MatMul") {
+        let weight = producer.input.get(1)?;
+        match graph.initializer.iter().find(|t| &t.name == weight)?.dims.as_slice() {
             [_, n] => *n,
             _ => return None,
-        },
-        ("MatMulNBits", "com.microsoft") => producer.attribute.iter().find(|a| a.name == "N")?.i,
-        _ => return None,
+        }
+    } else if producer.op_type == "MatMulNBits" && producer.domain == "com.microsoft" {
+        attribute(producer, "N")?.i
+    } else {
+        return None;
     };
     (width > 0 && width % parts == 0 && (width / parts) % 2 == 0).then_some(width / parts)
 }

@@ -1,6 +1,6 @@
-//! Writing ONNX nodes into a graph before tract parses it: the small builder the graph rewrites
-//! (`tract_gqa`, `tract_gather_q4`) share, naming every node, tensor and constant after the node
-//! they replace.
+//! Writing ONNX nodes into a graph before tract parses it: what the rewrites that spell a node
+//! out in standard ops (`tract_gqa`, `tract_gather_q4`) share, naming every node, tensor and
+//! constant after the node they replace.
 
 use tract_onnx::pb;
 
@@ -12,18 +12,51 @@ pub(crate) const INT64: i32 = 7;
 const ATTR_INT: i32 = 2;
 const ATTR_INTS: i32 = 7;
 
+/// The first default-domain opset whose forms [`Writer`]'s users write (`Unsqueeze` and `Split`
+/// with axes and sizes as inputs, `Softmax` over one axis).
+pub(crate) const MIN_OPSET: i64 = 13;
+
+/// Puts in the place of each node of `graph` that `write` answers for (returning `Some`) the nodes
+/// it wrote, named `{prefix}{index}.{n}`, and adds the constants they read to the graph's
+/// initializers; returns how many nodes were replaced. Nothing is written in a graph of a
+/// default-domain `opset` before [`MIN_OPSET`].
+pub(crate) fn write_out(
+    graph: &mut pb::GraphProto,
+    opset: i64,
+    prefix: &str,
+    mut write: impl FnMut(&pb::GraphProto, &pb::NodeProto, &mut Writer) -> Option<()>,
+) -> usize {
+    if opset < MIN_OPSET {
+        return 0;
+    }
+    let mut constants = Vec::new();
+    let count = crate::tract_rewrite::replace_nodes(graph, |graph, node, index| {
+        let mut writer = Writer::new(format!("{prefix}{index}"));
+        write(graph, node, &mut writer)?;
+        constants.append(&mut writer.constants);
+        Some(writer.nodes)
+    });
+    graph.initializer.extend(constants);
+    count
+}
+
+/// The attribute `name` of `node`.
+pub(crate) fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
 /// Appends nodes and constants named after one replaced node.
 pub(crate) struct Writer {
     prefix: String,
     /// The nodes written, in order.
-    pub(crate) nodes: Vec<pb::NodeProto>,
+    nodes: Vec<pb::NodeProto>,
     /// The constants they read, for the graph's initializers.
-    pub(crate) constants: Vec<pb::TensorProto>,
+    constants: Vec<pb::TensorProto>,
 }
 
 impl Writer {
     /// A writer naming what it writes `{prefix}.{n}`.
-    pub(crate) fn new(prefix: String) -> Writer {
+    fn new(prefix: String) -> Writer {
         Writer { prefix, nodes: Vec::new(), constants: Vec::new() }
     }
 

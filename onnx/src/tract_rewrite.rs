@@ -316,7 +316,7 @@ pub(crate) fn replace_nodes(
 }
 
 /// Whether `node` is the standard-domain op `op_type`.
-fn is_onnx_op(node: &pb::NodeProto, op_type: &str) -> bool {
+pub(crate) fn is_onnx_op(node: &pb::NodeProto, op_type: &str) -> bool {
     node.op_type == op_type && (node.domain.is_empty() || node.domain == "ai.onnx")
 }
 

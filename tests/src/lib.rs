@@ -12,6 +12,11 @@ pub fn fixtures() -> PathBuf {
     edgeinfer_models::fixtures::fixtures_dir()
 }
 
+/// A file of the hand-built probe graphs (`models/fixtures/probe`, `make_probe_models.py`).
+pub fn probe(name: &str) -> PathBuf {
+    fixtures().join("probe").join(name)
+}
+
 /// One parity case: a model, its inputs and the PyTorch reference outputs.
 #[derive(Debug, Deserialize)]
 pub struct Case {

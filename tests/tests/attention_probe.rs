@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use edgeinfer_onnx::{ModelSource, SessionOptions, Tensor};
-use edgeinfer_tests::{backends, fixtures};
+use edgeinfer_tests::{backends, probe};
 
 const INPUTS: [&str; 10] = [
     "x",
@@ -31,10 +31,6 @@ const OUTPUTS: [&str; 6] = [
     "present_key_separate",
     "present_value_separate",
 ];
-
-fn probe(name: &str) -> std::path::PathBuf {
-    fixtures().join("probe").join(name)
-}
 
 #[test]
 fn every_backend_gives_numpys_group_query_attention() {

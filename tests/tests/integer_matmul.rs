@@ -16,13 +16,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use edgeinfer_onnx::{Backend, ModelSource, Outputs, SessionOptions, Tensor};
-use edgeinfer_tests::{backends, fixtures};
+use edgeinfer_tests::{backends, probe};
 
 /// A file of the probe fixtures.
-fn probe(name: &str) -> std::path::PathBuf {
-    fixtures().join("probe").join(name)
-}
-
 /// Runs the probe `<model>.onnx` on `backend`, each of `inputs` read from `<model>.<input>.npy`.
 fn run_probe(backend: &dyn Backend, model: &str, inputs: &[&str]) -> Outputs {
     let name = backend.kind().name();

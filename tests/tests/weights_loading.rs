@@ -8,11 +8,7 @@
 use std::path::Path;
 
 use edgeinfer_onnx::{Backend, ModelSource, SessionOptions, Tensor};
-use edgeinfer_tests::{backends, fixtures};
-
-fn probe(name: &str) -> std::path::PathBuf {
-    fixtures().join("probe").join(name)
-}
+use edgeinfer_tests::{backends, probe};
 
 fn run(backend: &dyn Backend, model: &Path) -> edgeinfer_onnx::Result<Tensor> {
     let session = backend.load(&ModelSource::File(model.to_path_buf()), &SessionOptions::default())?;
