@@ -2,7 +2,8 @@
 #   bench_dinov2_s DIR   generate a real-size DINOv2-S/14 (random weights) into DIR once. Needs the
 #                        export environment (torch, transformers): EXPORT_PYTHON, or .venv-export
 #                        is created (downloads ~5 GB of torch wheels).
-#   bench_llama_135m DIR the same for a SmolLM-135M-sized LLaMA, with the fixture's tokenizer.
+#   bench_llama_135m DIR [plain|gqa]  the same for a SmolLM-135M-sized LLaMA, with the fixture's
+#                        tokenizer (gqa: export_llama.py --attention gqa, the GenAI layout).
 #   bench_llama_135m_hf PYTHON  that LLaMA as a Hugging Face checkpoint (bench/out/llama-135m-hf).
 #   bench_genai_folder PYTHON PRECISION DIR  the ORT-GenAI builder's folder of that checkpoint.
 #   bench_ort            ORT_DYLIB_PATH := the newest onnxruntime wheel's library (.venv).
@@ -27,7 +28,7 @@ bench_dinov2_s() {
 }
 
 bench_llama_135m() {
-  [ -f "$1/model.onnx" ] || bench_export export_llama.py --random-weights --out "$1"
+  [ -f "$1/model.onnx" ] || bench_export export_llama.py --random-weights --attention "${2:-plain}" --out "$1"
   # The random-weight LLM has no tokenizer of its own: the fixture's stands in (token ids only are
   # benchmarked; ids it cannot spell are skipped when decoding).
   cp "$root/models/fixtures/llama/tokenizer.json" "$root/models/fixtures/llama/tokenizer_config.json" "$1/"

@@ -38,6 +38,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from transformers import (
     DynamicCache,
@@ -134,8 +135,8 @@ class Wrapper(torch.nn.Module):
         return (out.logits, *presents)
 
 
-def io_names(layers: int):
-    inputs = ["input_ids", "attention_mask", "position_ids"]
+def io_names(layers: int, position_ids: bool = True):
+    inputs = ["input_ids", "attention_mask"] + (["position_ids"] if position_ids else [])
     outputs = ["logits"]
     for i in range(layers):
         inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
@@ -187,6 +188,103 @@ def packed_attention(self, hidden_states, position_embeddings=None, attention_ma
     output = torch.matmul(weights, value)  # [batch, kv_heads, groups * seq, dim]
     output = output.reshape(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, heads * dim)
     return self.o_proj(output), None
+
+
+class GroupQueryAttention(torch.autograd.Function):
+    """ONNX Runtime's `com.microsoft` GroupQueryAttention as onnxruntime-genai's model builder
+    writes it: q, k and v packed in one input, the rotary embedding applied inside the op from
+    `cos_cache`/`sin_cache` at each new token's position `seqlens_k + 1 - seq + i`, the causal
+    mask over that position, and `present = past + new`. `forward` is that computation in
+    PyTorch (what the trace runs, and what `gqa_layers` checks against the model's own layers);
+    `symbolic` writes the one node."""
+
+    @staticmethod
+    def forward(ctx, qkv, past_key, past_value, seqlens_k, total_length, cos_cache, sin_cache, heads, kv_heads,
+                scale):
+        batch, seq, _ = qkv.shape
+        dim = 2 * cos_cache.shape[1]
+        qkv = qkv.reshape(batch, seq, heads + 2 * kv_heads, dim).transpose(1, 2)
+        query, key, value = qkv.split([heads, kv_heads, kv_heads], dim=1)
+        positions = seqlens_k.long()[:, None] + 1 - seq + torch.arange(seq)  # [batch, seq]
+        cos = torch.cat([cos_cache[positions]] * 2, dim=-1)[:, None]  # [batch, 1, seq, dim]
+        sin = torch.cat([sin_cache[positions]] * 2, dim=-1)[:, None]
+
+        def rotate_half(x):
+            return torch.cat([-x[..., dim // 2:], x[..., :dim // 2]], dim=-1)
+
+        query = query * cos + rotate_half(query) * sin
+        key = torch.cat([past_key, key * cos + rotate_half(key) * sin], dim=2)
+        value = torch.cat([past_value, value], dim=2)
+        groups = heads // kv_heads
+        scores = torch.matmul(query.reshape(batch, kv_heads, groups * seq, dim), key.transpose(2, 3)) * scale
+        allowed = torch.arange(key.shape[2])[None, None, :] <= positions[:, :, None]  # [batch, seq, total]
+        scores = scores.masked_fill(~allowed[:, None].repeat(1, 1, groups, 1), float("-inf"))
+        output = torch.matmul(torch.softmax(scores, dim=-1), value)
+        output = output.reshape(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, -1)
+        return output, key, value
+
+    @staticmethod
+    def symbolic(g, qkv, past_key, past_value, seqlens_k, total_length, cos_cache, sin_cache, heads, kv_heads,
+                 scale):
+        from torch.onnx.symbolic_helper import _optional_input_placeholder_tensor as absent
+
+        return g.op("com.microsoft::GroupQueryAttention", qkv, absent(g), absent(g), past_key, past_value,
+                    seqlens_k, total_length, cos_cache, sin_cache, num_heads_i=heads, kv_num_heads_i=kv_heads,
+                    scale_f=scale, local_window_size_i=-1, softcap_f=0.0, do_rotary_i=1, rotary_interleaved_i=0,
+                    outputs=3)
+
+
+class GqaInputs:
+    """What the traced `gqa_attention` layers read besides their hidden states (the graph's
+    inputs and the rotary tables), and the presents they hand back; set by `GqaWrapper`."""
+    seqlens_k = total_length = cos_cache = sin_cache = None
+    past: list = []
+    presents: dict = {}
+
+
+def gqa_attention(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
+                  past_key_values=None, **kwargs):
+    """`LlamaAttention.forward` as one GroupQueryAttention node on the packed q, k, v matmul."""
+    projections = (self.q_proj, self.k_proj, self.v_proj)
+    weight = torch.cat([p.weight for p in projections])
+    bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
+    qkv = torch.nn.functional.linear(hidden_states, weight, bias)
+    i = self.layer_idx
+    output, key, value = GroupQueryAttention.apply(
+        qkv, GqaInputs.past[2 * i], GqaInputs.past[2 * i + 1], GqaInputs.seqlens_k, GqaInputs.total_length,
+        GqaInputs.cos_cache, GqaInputs.sin_cache, self.config.num_attention_heads,
+        self.config.num_key_value_heads, float(self.scaling))
+    GqaInputs.presents[i] = (key, value)
+    return self.o_proj(output), None
+
+
+class GqaWrapper(torch.nn.Module):
+    """The GenAI layout's flat tensors: `input_ids`, `attention_mask` and the pasts in, logits and
+    presents out, no `position_ids` (the op takes each new token's position from the mask's
+    count, as onnxruntime-genai's builder graphs do). `seqlens_k` and `total_sequence_length`
+    are computed from `attention_mask` in the graph, as the builder writes them."""
+
+    def __init__(self, model: LlamaForCausalLM):
+        super().__init__()
+        self.model = model
+        self.layers = model.config.num_hidden_layers
+        rotary = model.model.rotary_emb
+        context = model.config.max_position_embeddings
+        probe = torch.zeros(1, dtype=torch.float32)
+        cos, sin = rotary(probe, torch.arange(context)[None])  # [1, context, head_dim], halves repeated
+        half = cos.shape[-1] // 2
+        self.cos_cache, self.sin_cache = cos[0, :, :half].contiguous(), sin[0, :, :half].contiguous()
+
+    def forward(self, input_ids, attention_mask, *past):
+        GqaInputs.seqlens_k = (attention_mask.sum(-1) - 1).to(torch.int32)
+        GqaInputs.total_length = torch.onnx.operators.shape_as_tensor(attention_mask)[1].to(torch.int32)
+        GqaInputs.cos_cache, GqaInputs.sin_cache = self.cos_cache, self.sin_cache
+        GqaInputs.past, GqaInputs.presents = list(past), {}
+        out = self.model(input_ids=input_ids, use_cache=False, return_dict=True)
+        presents = []
+        for i in range(self.layers):
+            presents += GqaInputs.presents[i]
+        return (out.logits, *presents)
 
 
 def packed_mlp(self, x):
@@ -247,7 +345,115 @@ def export(model: LlamaForCausalLM, out: Path) -> None:
     print(onnx_size_report(out / "model.onnx"))
 
 
-def fold_check_feeds(model: LlamaForCausalLM) -> list[dict[str, np.ndarray]]:
+@contextlib.contextmanager
+def gqa_layers(model: LlamaForCausalLM, example: list[torch.Tensor]):
+    """LLaMA attention traced as `gqa_attention` (and the MLP as `packed_mlp`), after checking
+    that `GqaWrapper` gives the model's own logits and cache on `example` (no padding: the op
+    takes positions from the mask's count)."""
+    originals = modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward
+    with torch.no_grad():
+        want = Wrapper(model)(*example)
+        modeling_llama.LlamaAttention.forward = gqa_attention
+        modeling_llama.LlamaMLP.forward = packed_mlp
+        try:
+            ids, mask, _positions, *past = example
+            got = GqaWrapper(model)(ids, mask, *past)
+            worst = max(float((a - b).abs().max()) for a, b in zip(want, got))
+            if worst > 1e-4:
+                raise SystemExit(f"the GroupQueryAttention layers differ from the model's by {worst}")
+            yield
+        finally:
+            modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward = originals
+
+
+def export_gqa(model: LlamaForCausalLM, out: Path) -> None:
+    """The GenAI layout (`--attention gqa`): model.onnx with one GroupQueryAttention node per layer
+    and genai_config.json with `past_present_share_buffer`, so ONNX Runtime updates one KV buffer
+    per layer in place instead of copying the whole cache into a longer one every step.
+    onnxruntime-genai runs the folder too."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+    batch, seq, past = 2, 3, 4
+    example = [
+        torch.randint(0, cfg.vocab_size, (batch, seq)),
+        torch.ones(batch, past + seq, dtype=torch.int64),
+        torch.arange(past, past + seq).repeat(batch, 1),
+    ] + [torch.randn(batch, kv, past, hd) for _ in range(2 * layers)]
+    inputs, outputs = io_names(layers, position_ids=False)
+    axes = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for name in inputs[2:]:
+        axes[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in outputs[1:]:
+        axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    with gqa_layers(model, example):
+        ids, mask, _positions, *pasts = example
+        torch.onnx.export(GqaWrapper(model), (ids, mask, *pasts), out / "model.onnx", input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False, custom_opsets={"com.microsoft": 1})
+    feeds = [{k: v for k, v in f.items() if k != "position_ids"} for f in fold_check_feeds(model, padded=False)]
+    print(fold_file(out / "model.onnx", feeds))
+    declare_output_shapes(out / "model.onnx", kv, hd, cfg.vocab_size)
+    cfg.save_pretrained(out)
+    write_genai_config(model, out)
+    print(onnx_size_report(out / "model.onnx"))
+
+
+def declare_output_shapes(path: Path, kv_heads: int, head_dim: int, vocab: int) -> None:
+    """The outputs' shapes as the Optimum layout declares them (the exporter cannot infer through
+    the contrib op, and names each unknown size after it)."""
+    model = onnx.load(path, load_external_data=False)
+    for output in model.graph.output:
+        sizes = [("batch_size", "sequence_length", vocab) if output.name == "logits"
+                 else ("batch_size", kv_heads, "total_sequence_length", head_dim)][0]
+        dims = output.type.tensor_type.shape.dim
+        for dim, size in zip(dims, sizes):
+            dim.Clear()
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
+    onnx.save(model, path)
+
+
+def write_genai_config(model: LlamaForCausalLM, out: Path) -> None:
+    """genai_config.json as onnxruntime-genai's builder writes it for this graph: the names, the
+    sizes, and `past_present_share_buffer`."""
+    cfg = model.config
+    context = cfg.max_position_embeddings
+    eos = cfg.eos_token_id
+    config = {
+        "model": {
+            "bos_token_id": cfg.bos_token_id, "context_length": context,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": "model.onnx", "head_size": cfg.head_dim, "hidden_size": cfg.hidden_size,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+                "num_attention_heads": cfg.num_attention_heads, "num_hidden_layers": cfg.num_hidden_layers,
+                "num_key_value_heads": cfg.num_key_value_heads,
+            },
+            "eos_token_id": eos if eos is not None else 0,
+            "pad_token_id": cfg.pad_token_id if cfg.pad_token_id is not None else (eos if isinstance(eos, int) else 0),
+            "type": "llama", "vocab_size": cfg.vocab_size,
+        },
+        "search": {
+            "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+            "max_length": context, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+            "num_return_sequences": 1, "past_present_share_buffer": True, "repetition_penalty": 1.0,
+            "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+        },
+    }
+    (out / "genai_config.json").write_text(json.dumps(config, indent=4) + "\n")
+
+
+def fold_check_feeds(model: LlamaForCausalLM, padded: bool = True) -> list[dict[str, np.ndarray]]:
     """Inputs the folded graph must answer exactly as the traced one: a left-padded batch
     prefill, a decode step and a chunk after a past (the shapes generation feeds)."""
     cfg = model.config
@@ -255,7 +461,7 @@ def fold_check_feeds(model: LlamaForCausalLM) -> list[dict[str, np.ndarray]]:
     inputs, _ = io_names(layers)
     rng = np.random.default_rng(0)
     feeds = []
-    for batch, seq, past, pad in [(2, 4, 0, 1), (1, 1, 5, 0), (1, 3, 2, 0)]:
+    for batch, seq, past, pad in [(2, 4, 0, int(padded)), (1, 1, 5, 0), (1, 3, 2, 0)]:
         mask = np.ones((batch, past + seq), np.int64)
         mask[0, :pad] = 0
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)[:, past:]
@@ -300,8 +506,61 @@ def goldens(model: LlamaForCausalLM, tok, out: Path) -> None:
     m.add("prefill_batch2_padded", "model.onnx", dict(zip(inputs, feeds3)), dict(zip(outputs, res3)),
           atol=1e-4, rtol=1e-3)
     m.write()
+    write_references(model, tok, out)
 
-    # Generation and chat-template references for the pipeline tests.
+
+@torch.no_grad()
+def goldens_gqa(model: LlamaForCausalLM, tok, out: Path) -> None:
+    """The GenAI-layout fixture's goldens: a prompt and a cached decode step through the model's
+    own layers (batch of one: the op reads positions from the mask's count), checked on ONNX
+    Runtime, and what transformers and onnxruntime-genai generate."""
+    m = Manifest(out)
+    wrapper = Wrapper(model)
+    layers = model.config.num_hidden_layers
+    inputs, outputs = io_names(layers, position_ids=False)
+    ids = torch.tensor([tok.encode("The robot arm picks the red cube")])
+    n = ids.shape[1]
+    res = wrapper(ids, torch.ones(1, n, dtype=torch.int64), torch.arange(n)[None], *empty_past(model))
+    feeds = [ids, torch.ones(1, n, dtype=torch.int64)] + empty_past(model)
+    m.add("prefill", "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), atol=1e-4, rtol=1e-3)
+    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), 1e-4, 1e-3)
+    next_id = res[0][0, -1].argmax().reshape(1, 1)
+    res2 = wrapper(next_id, torch.ones(1, n + 1, dtype=torch.int64), torch.tensor([[n]]), *res[1:])
+    feeds2 = [next_id, torch.ones(1, n + 1, dtype=torch.int64)] + list(res[1:])
+    m.add("decode", "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), atol=1e-4, rtol=1e-3)
+    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), 1e-4, 1e-3)
+    m.write()
+    refs = write_references(model, tok, out)
+    check_with_onnxruntime_genai(out, refs)
+
+
+def check_with_onnxruntime_genai(folder: Path, refs: dict) -> None:
+    """onnxruntime-genai (when installed) must load the folder and generate transformers' greedy
+    ids: the layout is the builder's, not only ours."""
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        print("  onnxruntime-genai not installed: the folder is not checked with it")
+        return
+    model = og.Model(str(folder))
+    for case in refs["generate"]:
+        prompt, want = case["prompt_ids"], case["greedy_new_ids"]
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(prompt) + len(want))
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.array([prompt], dtype=np.int32))
+        got = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            got.append(int(generator.get_next_tokens()[0]))
+        if got != want:
+            raise SystemExit(f"onnxruntime-genai {og.__version__} generates {got}, transformers {want}")
+    print(f"  onnxruntime-genai {og.__version__} generates transformers' greedy ids")
+
+
+@torch.no_grad()
+def write_references(model: LlamaForCausalLM, tok, out: Path) -> dict:
+    """Generation and chat-template references for the pipeline tests (golden/reference.json)."""
     conversations = [
         [{"role": "user", "content": "What is in the bin?"}],
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a tool."},
@@ -324,6 +583,7 @@ def goldens(model: LlamaForCausalLM, tok, out: Path) -> None:
         top2 = logits.topk(2, dim=-1).values
         print(f"  greedy path min top-2 logit gap: {float((top2[:, 0] - top2[:, 1]).min()):.4f}")
     (out / "golden" / "reference.json").write_text(json.dumps(refs, indent=2, ensure_ascii=False) + "\n")
+    return refs
 
 
 def build_tiny(tokenizer_dir: Path, seed: int) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
@@ -349,6 +609,10 @@ def main() -> None:
     ap.add_argument("--hf-model", help="HF model directory (config, weights, tokenizer files)")
     ap.add_argument("--random-weights", action="store_true", help="SmolLM-135M-sized, random weights")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attention", choices=["plain", "gqa"], default="plain",
+                    help="plain: the Optimum layout (standard ops, a cache one position longer each step); "
+                         "gqa: the GenAI layout (one GroupQueryAttention node per layer, genai_config.json, "
+                         "the cache updated in place on ONNX Runtime)")
     args = ap.parse_args()
     seed_everything(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -370,9 +634,14 @@ def main() -> None:
     gen_cfg = GenerationConfig(bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
                                pad_token_id=model.config.pad_token_id)
     gen_cfg.save_pretrained(args.out)
-    export(model, args.out)
-    if args.tiny:
-        goldens(model, tok, args.out)
+    if args.attention == "gqa":
+        export_gqa(model, args.out)
+        if args.tiny:
+            goldens_gqa(model, tok, args.out)
+    else:
+        export(model, args.out)
+        if args.tiny:
+            goldens(model, tok, args.out)
 
 
 if __name__ == "__main__":

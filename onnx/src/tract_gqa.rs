@@ -128,7 +128,7 @@ impl Attention {
             (false, _, _) => None,
             (true, Some(cos), Some(sin)) => {
                 // Rotary over the whole head (the cache holds half a head's angles).
-                let half = |name: &str| graph.initializer.iter().find(|t| t.name == name).map(|t| t.dims.clone());
+                let half = |name: &str| constant_dims(graph, name);
                 let full = |dims: Option<Vec<i64>>| matches!(dims.as_deref(), Some([_, h]) if 2 * h == head_size);
                 if !(full(half(&cos)) && full(half(&sin))) {
                     return None;
@@ -276,6 +276,16 @@ impl Rope {
 
 /// The head size from the width of the matmul that computes the query (`parts` heads of it: the
 /// query heads, plus the key and value heads when packed), for a cache that leaves it symbolic.
+/// The dims of the constant `name`: an initializer, or a `Constant` node's `value` (what
+/// PyTorch's exporter writes for a tensor the trace captured).
+fn constant_dims(graph: &pb::GraphProto, name: &str) -> Option<Vec<i64>> {
+    if let Some(t) = graph.initializer.iter().find(|t| t.name == name) {
+        return Some(t.dims.clone());
+    }
+    let node = graph.node.iter().find(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == name))?;
+    attribute(node, "value").and_then(|a| a.t.as_ref()).map(|t| t.dims.clone())
+}
+
 fn query_head_size(graph: &pb::GraphProto, query: &str, parts: i64) -> Option<i64> {
     let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == query))?;
     let width = if crate::tract_rewrite::is_onnx_op(producer, "MatMul") {
@@ -336,6 +346,38 @@ mod tests {
         for output in ["y_packed", "present_key_packed", "present_value_packed", "y_separate"] {
             assert_eq!(graph.node.iter().filter(|n| n.output.iter().any(|o| o == output)).count(), 1, "{output}");
         }
+    }
+
+    #[test]
+    fn rotary_tables_may_be_constant_nodes() {
+        // PyTorch's exporter (export_llama.py --attention gqa) writes the traced cos/sin tables
+        // as Constant nodes, the builder as initializers.
+        let mut graph = probe_graph();
+        let node = graph.node.iter().find(|n| n.op_type == "GroupQueryAttention").unwrap();
+        let tables = [node.input[7].clone(), node.input[8].clone()];
+        for name in &tables {
+            let at = graph.initializer.iter().position(|t| &t.name == name).unwrap();
+            let table = graph.initializer.remove(at);
+            let value = pb::AttributeProto {
+                name: "value".into(),
+                r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+                t: Some(table),
+                ..Default::default()
+            };
+            let constant = pb::NodeProto {
+                op_type: "Constant".into(),
+                output: vec![name.clone()],
+                attribute: vec![value],
+                ..Default::default()
+            };
+            graph.node.insert(0, constant);
+        }
+        assert_eq!(spell_out(&mut graph, 17), 2);
+        // A table of the wrong width (not half a head) is not taken for one.
+        let mut graph = probe_graph();
+        let table = graph.initializer.iter_mut().find(|t| t.name == tables[0]).unwrap();
+        table.dims[1] += 1;
+        assert_eq!(spell_out(&mut graph, 17), 1);
     }
 
     #[test]

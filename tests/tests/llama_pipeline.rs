@@ -14,7 +14,13 @@ use edgeinfer_tests::{backends, fixtures};
 use serde_json::Value;
 
 fn reference() -> Value {
-    serde_json::from_slice(&std::fs::read(fixtures().join("llama/golden/reference.json")).unwrap()).unwrap()
+    reference_of("llama")
+}
+
+/// A fixture folder's golden/reference.json (transformers' chat strings and greedy generations).
+fn reference_of(folder: &str) -> Value {
+    let path = fixtures().join(folder).join("golden/reference.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn tract_model() -> Llama {
@@ -43,9 +49,19 @@ fn chat_template_output_equals_transformers() {
 
 #[test]
 fn greedy_generation_equals_hf_generate_token_for_token_on_both_backends() {
-    let reference = reference();
+    // Both layouts export_llama.py writes: the Optimum one (llama/) and the GenAI one (llama-gqa/:
+    // GroupQueryAttention, genai_config.json), whose cache ONNX Runtime updates in place.
+    for folder in ["llama", "llama-gqa"] {
+        greedy_generation_equals_hf_generate(folder);
+    }
+}
+
+fn greedy_generation_equals_hf_generate(folder: &str) {
+    let reference = reference_of(folder);
     for backend in backends() {
-        let model = Llama::load(&fixtures().join("llama"), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let model = Llama::load(&fixtures().join(folder), backend.as_ref(), &SessionOptions::default()).unwrap();
+        let in_place = folder == "llama-gqa" && backend.kind() == edgeinfer_onnx::BackendKind::Ort;
+        assert_eq!(model.kv_in_place(), in_place, "{} {folder}: KV cache in place", backend.kind());
         for case in reference["generate"].as_array().unwrap() {
             let prompt = case["prompt"].as_str().unwrap();
             let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
@@ -60,7 +76,7 @@ fn greedy_generation_equals_hf_generate_token_for_token_on_both_backends() {
                 done.finish_reason,
                 done.usage
             );
-            assert_eq!(done.token_ids, want, "{} greedy ids for {prompt:?}", backend.kind());
+            assert_eq!(done.token_ids, want, "{} {folder}: greedy ids for {prompt:?}", backend.kind());
             assert_eq!(done.text, case["greedy_text"].as_str().unwrap());
             assert_eq!(done.finish_reason, FinishReason::Length);
             assert_eq!(done.usage.prompt_tokens, want_prompt.len());
@@ -69,7 +85,7 @@ fn greedy_generation_equals_hf_generate_token_for_token_on_both_backends() {
             assert_eq!(model.session().stats().runs - runs_before, want.len() as u64);
         }
         if backend.kind() == edgeinfer_onnx::BackendKind::Tract {
-            assert_eq!(model.session().stats().plans_built, 1, "one symbolic plan for every step");
+            assert_eq!(model.session().stats().plans_built, 1, "{folder}: one symbolic plan for every step");
         }
     }
 }
@@ -287,14 +303,20 @@ fn onnxruntime_genai_configs_name_the_file_and_limits() {
 
 #[test]
 fn every_precision_variant_generates_what_onnxruntime_generates_on_both_backends() {
+    for folder in ["llama", "llama-gqa"] {
+        precision_variants_generate_what_onnxruntime_generates(folder);
+    }
+}
+
+fn precision_variants_generate_what_onnxruntime_generates(folder: &str) {
     use edgeinfer_models::layout::Variant;
-    let dir = fixtures().join("llama");
+    let dir = fixtures().join(folder);
     let fidelity: Value = serde_json::from_slice(&std::fs::read(dir.join("fidelity.json")).unwrap()).unwrap();
     for backend in backends() {
         for (name, report) in fidelity.as_object().unwrap() {
             let variant: Variant = name.parse().unwrap();
             let model = Llama::load_variant(&dir, variant, backend.as_ref(), &SessionOptions::default())
-                .unwrap_or_else(|e| panic!("{} {variant}: {e}", backend.kind()));
+                .unwrap_or_else(|e| panic!("{} {folder} {variant}: {e}", backend.kind()));
             for case in report["greedy"].as_array().unwrap() {
                 let prompt = case["prompt"].as_str().unwrap();
                 let want: Vec<u32> = serde_json::from_value(case["greedy_new_ids"].clone()).unwrap();
@@ -311,18 +333,22 @@ fn every_precision_variant_generates_what_onnxruntime_generates_on_both_backends
                         continue;
                     }
                     let ours = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
-                    assert_eq!(ours, Some(token), "{} {variant} step {step} of {prompt:?}", backend.kind());
+                    assert_eq!(ours, Some(token), "{} {folder} {variant} step {step} of {prompt:?}", backend.kind());
                     decided += 1;
                 }
-                assert!(decided * 4 >= want.len() * 3, "{variant}: only {decided} decided steps");
+                assert!(decided * 4 >= want.len() * 3, "{folder} {variant}: only {decided} decided steps");
                 // ... and generation with the KV cache gives the same text up to the first tie.
                 let free = margins.iter().position(|&m| m < 0.1).unwrap_or(margins.len());
                 let done = model.complete(&text_request(prompt, free.max(1))).unwrap();
-                println!("{} {variant}: {decided}/{} steps agree, first {free} generated", backend.kind(), want.len());
+                println!(
+                    "{} {folder} {variant}: {decided}/{} steps agree, first {free} generated",
+                    backend.kind(),
+                    want.len()
+                );
                 assert_eq!(
                     done.token_ids[..free],
                     want[..free],
-                    "{} {variant}: greedy ids for {prompt:?}",
+                    "{} {folder} {variant}: greedy ids for {prompt:?}",
                     backend.kind()
                 );
             }

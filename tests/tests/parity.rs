@@ -96,6 +96,18 @@ fn llama_prefill_and_cached_decode_match_pytorch() {
 }
 
 #[test]
+fn llama_genai_layout_export_matches_pytorch() {
+    // export_llama.py --attention gqa: one com.microsoft GroupQueryAttention node per layer (tract
+    // runs it written out in standard ops), fed a cache that is exactly the past positions.
+    run_family("llama-gqa");
+}
+
+#[test]
+fn llama_genai_layout_int8_and_q4_variants_match_onnxruntime() {
+    run_cases("llama-gqa", variant_cases("llama-gqa"));
+}
+
+#[test]
 fn dinov2_fp16_and_int8_variants_match_onnxruntime() {
     run_cases("dinov2", variant_cases("dinov2"));
 }

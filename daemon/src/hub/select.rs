@@ -76,8 +76,8 @@ fn in_model_place(path: &str) -> bool {
     !path.contains('/') || path.strip_prefix("onnx/").is_some_and(|rest| !rest.contains('/'))
 }
 
-/// The files to download for `variant`. An ORT-GenAI folder (`genai_config.json`) has one graph
-/// whatever its precision and gets it for any variant. A repository without a graph of that
+/// The files to download for `variant`. An ORT-GenAI folder (`genai_config.json`) with no graph
+/// of that variant's name has one graph whatever its precision, and gets it. A repository without a graph of that
 /// variant is an error naming the variants it has.
 pub fn select(files: &[RemoteFile], variant: Variant) -> Result<Vec<RemoteFile>, String> {
     let graphs: Vec<(&RemoteFile, Variant)> = files
@@ -86,7 +86,10 @@ pub fn select(files: &[RemoteFile], variant: Variant) -> Result<Vec<RemoteFile>,
         .filter_map(|f| Variant::split_file_name(&f.path).map(|(_, v)| (f, v)))
         .collect();
     let genai = files.iter().any(|f| f.path == "genai_config.json");
-    let chosen: Vec<&RemoteFile> = graphs.iter().filter(|(_, v)| *v == variant || genai).map(|(f, _)| *f).collect();
+    let mut chosen: Vec<&RemoteFile> = graphs.iter().filter(|(_, v)| *v == variant).map(|(f, _)| *f).collect();
+    if chosen.is_empty() && genai {
+        chosen = graphs.iter().map(|(f, _)| *f).collect();
+    }
     if chosen.is_empty() {
         let mut have: Vec<&str> = graphs.iter().map(|(_, v)| v.name()).collect();
         have.sort();
@@ -175,5 +178,12 @@ mod tests {
         // An ORT-GenAI folder has one graph, named model.onnx whatever its precision.
         let genai = files(&["genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json"]);
         assert_eq!(select(&genai, Variant::Q4).unwrap().len(), 4);
+        // One with variants beside its graph (export_llama.py --attention gqa, quantize.py):
+        // the one asked for.
+        let genai = files(&["genai_config.json", "model.onnx", "model_q4.onnx", "model_q4.onnx_data"]);
+        assert_eq!(
+            names(&select(&genai, Variant::Q4).unwrap()),
+            ["genai_config.json", "model_q4.onnx", "model_q4.onnx_data"]
+        );
     }
 }

@@ -204,8 +204,8 @@ impl ModelDir {
 
     /// [`ModelDir::open`] for a precision variant: `model<_variant>.onnx` or
     /// `decoder_model_merged<_variant>.onnx`, at the top or under `onnx/` (onnx-community). A
-    /// GenAI folder's `genai_config.json` names its one graph: only the full-precision variant
-    /// is asked of it.
+    /// GenAI folder's `genai_config.json` names the full-precision graph (whatever precision the
+    /// builder wrote it in); other variants are that name with the variant's suffix.
     pub fn open_variant(dir: &Path, variant: crate::layout::Variant) -> Result<ModelDir> {
         if !dir.is_dir() {
             return Err(ModelError::Config(format!("{} is not a model directory", dir.display())));
@@ -218,12 +218,9 @@ impl ModelDir {
         let named = genai.model.as_ref().and_then(|m| m.decoder.as_ref()).and_then(|d| d.filename.clone());
         let onnx = match named {
             Some(f) if variant == crate::layout::Variant::Fp32 => dir.join(f),
-            Some(f) => {
-                return Err(ModelError::Config(format!(
-                    "{} is an ORT-GenAI folder with one graph ({f}): it has no {variant} variant",
-                    dir.display()
-                )));
-            }
+            // The builder writes one graph whatever its precision; `export_llama.py --attention
+            // gqa` + `quantize.py` put the variants beside it, named as onnx-community names them.
+            Some(f) => crate::layout::find_graph(dir, &[f.strip_suffix(".onnx").unwrap_or(&f)], variant)?,
             None => crate::layout::find_graph(dir, &GRAPH_STEMS, variant)?,
         };
         if !onnx.is_file() {
