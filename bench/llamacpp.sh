@@ -6,19 +6,20 @@
 #     into bench/out/venv-llamacpp; never CI), the GGUF written by llama.cpp's own converter
 #     (bench/gguf_convert.py) and quantised to Q4_0 by llama.cpp's quantiser;
 #   - ours on our own export of that checkpoint, q4 by models/export/quantize.py (MatMulNBits,
-#     accuracy level 4: the best q4 graph our quantize step writes);
+#     accuracy level 4: the best q4 graph our quantize step writes), in the GenAI layout
+#     (export_llama.py --attention gqa, the default) or the Optimum one (--attention plain);
 #   - ours on the ORT-GenAI builder's int4 folder of the same checkpoint.
 #
-#   bench/llamacpp.sh [--rounds N] [--threads N] [--contexts 16,256] [--runs N]
+#   bench/llamacpp.sh [--attention gqa|plain] [--rounds N] [--threads N] [--contexts 16,256] [--runs N]
 # Needs GENAI_PYTHON (a Python with onnxruntime-genai 0.18.0, torch and transformers), as
 # bench/genai.sh. LLAMACPP_PYTHON may name a Python that already has llama-cpp-python 0.3.36.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=3; threads=$(nproc); contexts=16,256; runs=5
+attention=gqa; rounds=3; threads=$(nproc); contexts=16,256; runs=5
 while [ $# -gt 0 ]; do
   case $1 in
-    --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;;
+    --attention) attention=$2; shift 2;; --rounds) rounds=$2; shift 2;; --threads) threads=$2; shift 2;;
     --contexts) contexts=$2; shift 2;; --runs) runs=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
@@ -31,9 +32,9 @@ hf=$out/llama-135m-hf
 bench_llama_135m_hf "$py"
 genai=$out/llama-135m-genai-int4
 bench_genai_folder "$py" int4 "$genai"
-own=$out/llama-135m-same
+own=$out/llama-135m-same; [ "$attention" = gqa ] && own=$out/llama-135m-same-gqa
 if [ ! -f "$own/model_q4.onnx" ]; then
-  EXPORT_PYTHON=$py bench_export export_llama.py --hf-model "$hf" --out "$own"
+  EXPORT_PYTHON=$py bench_export export_llama.py --hf-model "$hf" --attention "$attention" --out "$own"
   EXPORT_PYTHON=$py bench_export quantize.py --family llama --dir "$own" --variants q4 --no-goldens --accuracy-level 4
 fi
 
@@ -64,13 +65,13 @@ cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 ours() {
-  VARIANT=q4 target/release/examples/llama_decode "$own" ort "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "own-q4", /'
+  VARIANT=q4 target/release/examples/llama_decode "$own" ort "$threads" "$contexts" "$runs" | sed "s/^{/{\"graph\": \"own-q4-$attention\", /"
   target/release/examples/llama_decode "$genai" ort "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "genai-int4", /'
 }
 theirs() { "$llamacpp" bench/llamacpp_decode.py "$gguf" "$threads" "$contexts" "$runs" | sed 's/^{/{"graph": "llamacpp", /'; }
 bench_alternate "$rounds" "$results" ours theirs
 
-for graph in own-q4 genai-int4; do
+for graph in "own-q4-$attention" genai-int4; do
   python3 bench/ratio_table.py "$results" graph \
     "LLaMA-135M q4 decode step ms ($threads threads): ours on ort ($graph) vs llama.cpp Q4_0, the same weights" \
     "ours ($graph)=$graph" "llama.cpp Q4_0=llamacpp" b/a "our tokens/s relative (median)" "per round"
