@@ -13,10 +13,10 @@
 //! the block sums of `A`: `(q - z)·s = (q - 8)·s + (8 - z)·s`, with the scale rounded to f16 as
 //! Q4_0 stores it, so the split is exact against the stored weight.
 //!
-//! On a CPU with AVX-512F the weight is not repacked at all: it is kept as the file stores it
-//! (nibbles, f32 scales, zero points) for [`crate::tract_q4_matmul`], which is faster there than
-//! tract's AVX2 kernel, and which honours `accuracy_level = 4` (int8 activations, as ONNX Runtime
-//! computes that level); the originals are dropped the same way.
+//! On a CPU with AVX-512F the weight is not repacked at all: [`crate::tract_q4_matmul`], which is
+//! faster there than tract's AVX2 kernel and honours `accuracy_level = 4` (int8 activations, as
+//! ONNX Runtime computes that level), reads the file's nibbles and f32 scales from the graph's own
+//! constants, which it holds instead of copies; the graph's handles are emptied the same way.
 //!
 //! Forms not packed here keep tract's own op: 2-bit weights, a `K` that is not a whole number of
 //! blocks or a block that is not a multiple of 32, a weight or zero point computed at run time or
@@ -118,9 +118,10 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
         let inputs = model.node(id).inputs.clone();
         let zero_point_slot = op.zero_points;
         // A weight other nodes read too (an ORT-GenAI int4 folder's tied `lm_head`, which its
-        // `GatherBlockQuantized` embedding reads) is packed all the same: the original stays for
-        // them, as it would beside tract's own Q4_0 copy, and this product keeps its f32 scales
-        // and, at `accuracy_level = 4`, ONNX Runtime's int8 arithmetic.
+        // `GatherBlockQuantized` embedding reads) is packed all the same, so that this product
+        // keeps its f32 scales and, at `accuracy_level = 4`, ONNX Runtime's int8 arithmetic. With
+        // AVX-512F both read the one constant; elsewhere the original stays beside the Q4_0 copy,
+        // as it would beside tract's own.
         let Some(b) = constant(model, inputs[1]) else { continue };
         let Some(scales) = constant(model, inputs[2]) else { continue };
         let zero_points = match op.zero_points.map(|slot| constant(model, inputs[slot])) {
@@ -176,7 +177,7 @@ impl MatMulNBits {
     }
 
     /// The weight in Q4_0 and its zero-point offsets, or `None` for a form tract's op handles.
-    fn pack(&self, b: &Tensor, scales: &Tensor, zero_points: Option<&Tensor>) -> TractResult<Option<Packed>> {
+    fn pack(&self, b: &Arc<Tensor>, scales: &Arc<Tensor>, zero_points: Option<&Tensor>) -> TractResult<Option<Packed>> {
         let (k, n) = (self.k, self.n);
         let n_blocks = k / self.block_size;
         if b.datum_type() != u8::datum_type() || b.len() != n * k / 2 || scales.len() != n * n_blocks {
@@ -191,15 +192,20 @@ impl MatMulNBits {
             Some(zp) => Some(zp.as_slice::<u8>()?),
             None => None,
         };
+        if crate::tract_q4_matmul::supported() {
+            // The graph's constants themselves (f16 scales widened), shared with any other reader.
+            let scales = if scales.datum_type() == f32::datum_type() {
+                scales.clone()
+            } else {
+                scales.cast_to::<f32>()?.into_owned().into_arc_tensor()
+            };
+            let weight = Q4Weight::new(n, k, self.block_size, b.clone(), scales, zero_points, self.compute)?;
+            return Ok(Some(Packed::Nibbles(Arc::new(weight))));
+        }
         let scales = scales.cast_to::<f32>()?;
         let scales = scales.try_as_plain_ram()?;
         let scales = scales.as_slice::<f32>()?;
         let nibbles = b.try_as_plain_ram()?;
-        if crate::tract_q4_matmul::supported() {
-            let nibbles = nibbles.as_slice::<u8>()?;
-            let weight = Q4Weight::new(n, k, self.block_size, nibbles, scales, zero_points, self.compute)?;
-            return Ok(Some(Packed::Nibbles(Arc::new(weight))));
-        }
         // `B` is `[N, blocks, block_size / 2]`: with whole blocks, that is the row-major `[N, K]`
         // nibbles, low nibble first, that Q4_0 packs from. A wider block repeats its scale over
         // each of its 32-code blocks, which changes nothing about what the weight dequantizes to.

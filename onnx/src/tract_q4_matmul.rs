@@ -50,10 +50,12 @@ pub(crate) struct Q4Weight {
     n: usize,
     k: usize,
     block_size: usize,
-    /// `[N, K / 2]`: code `2i` in the low nibble of byte `i`, code `2i + 1` in the high one.
-    codes: Vec<u8>,
-    /// `[N, K / block_size]`.
-    scales: Vec<f32>,
+    /// `[N, K / 2]` u8: code `2i` in the low nibble of byte `i`, code `2i + 1` in the high one.
+    /// The graph's own constant, not a copy: a weight other nodes read too (the tied `lm_head`
+    /// an ORT-GenAI int4 folder's embedding gathers from) is held once.
+    codes: Arc<Tensor>,
+    /// `[N, K / block_size]` f32 (the graph's constant where it is f32 already).
+    scales: Arc<Tensor>,
     /// `[N, K / block_size]`, 8 where the graph gives no zero points.
     zero_points: Vec<u8>,
     /// Whether the product is computed in int8 (`accuracy_level = 4` on a CPU with AVX-512 VNNI,
@@ -93,14 +95,14 @@ impl Q4Weight {
         n: usize,
         k: usize,
         block_size: usize,
-        codes: &[u8],
-        scales: &[f32],
+        codes: Arc<Tensor>,
+        scales: Arc<Tensor>,
         zero_points: Option<&[u8]>,
         compute: Compute,
     ) -> TractResult<Q4Weight> {
         ensure!(block_size > 0 && block_size.is_multiple_of(STEP) && k.is_multiple_of(block_size));
         let blocks = k / block_size;
-        ensure!(codes.len() == n * k / 2 && scales.len() == n * blocks);
+        ensure!(plain::<u8>(&codes)?.len() == n * k / 2 && plain::<f32>(&scales)?.len() == n * blocks);
         let zero_points = match zero_points {
             Some(zp) => {
                 ensure!(zp.len() == n * blocks.div_ceil(2));
@@ -109,7 +111,12 @@ impl Q4Weight {
             None => vec![8; n * blocks],
         };
         let int8 = compute == Compute::Int8 && int8_enabled();
-        Ok(Q4Weight { n, k, block_size, codes: codes.to_vec(), scales: scales.to_vec(), zero_points, int8 })
+        Ok(Q4Weight { n, k, block_size, codes, scales, zero_points, int8 })
+    }
+
+    /// The codes and scales as slices (their types and lengths were checked by [`Q4Weight::new`]).
+    fn data(&self) -> (&[u8], &[f32]) {
+        (plain(&self.codes).unwrap_or_default(), plain(&self.scales).unwrap_or_default())
     }
 
     /// Whether the product is computed in int8.
@@ -173,13 +180,14 @@ impl Q4Weight {
     fn rows(&self, a: &PreparedA, m: usize, rows: Range<usize>, out: &mut [f32]) {
         let width = rows.len();
         let start = rows.start;
+        let (codes, scales) = self.data();
         let a = match a {
             PreparedA::Int8(a) => {
                 let weight = WeightView {
                     k: self.k,
                     block_size: self.block_size,
-                    codes: &self.codes,
-                    scales: &self.scales,
+                    codes,
+                    scales,
                     zero_points: &self.zero_points,
                 };
                 for (mi, out) in out.chunks_exact_mut(width).enumerate() {
@@ -195,13 +203,13 @@ impl Q4Weight {
             if rows.end - n >= GROUP {
                 let group: [usize; GROUP] = std::array::from_fn(|i| n + i);
                 for mi in 0..m {
-                    let values = self.dot(&group, &a[mi * self.k..(mi + 1) * self.k]);
+                    let values = self.dot((codes, scales), &group, &a[mi * self.k..(mi + 1) * self.k]);
                     out[mi * width + n - start..mi * width + n - start + GROUP].copy_from_slice(&values);
                 }
                 n += GROUP;
             } else {
                 for mi in 0..m {
-                    let [value] = self.dot(&[n], &a[mi * self.k..(mi + 1) * self.k]);
+                    let [value] = self.dot((codes, scales), &[n], &a[mi * self.k..(mi + 1) * self.k]);
                     out[mi * width + n - start] = value;
                 }
                 n += 1;
@@ -210,10 +218,10 @@ impl Q4Weight {
     }
 
     /// `Σ_blocks s · Σ (q - z) · a` for weight rows `rows` against `a`, a reordered row of A.
-    fn dot<const R: usize>(&self, rows: &[usize; R], a: &[f32]) -> [f32; R] {
+    fn dot<const R: usize>(&self, (codes, scales): (&[u8], &[f32]), rows: &[usize; R], a: &[f32]) -> [f32; R] {
         let (k, blocks) = (self.k, self.k / self.block_size);
-        let codes: [&[u8]; R] = std::array::from_fn(|i| &self.codes[rows[i] * k / 2..(rows[i] + 1) * k / 2]);
-        let scales: [&[f32]; R] = std::array::from_fn(|i| &self.scales[rows[i] * blocks..(rows[i] + 1) * blocks]);
+        let codes: [&[u8]; R] = std::array::from_fn(|i| &codes[rows[i] * k / 2..(rows[i] + 1) * k / 2]);
+        let scales: [&[f32]; R] = std::array::from_fn(|i| &scales[rows[i] * blocks..(rows[i] + 1) * blocks]);
         let zero_points: [&[u8]; R] =
             std::array::from_fn(|i| &self.zero_points[rows[i] * blocks..(rows[i] + 1) * blocks]);
         let per_block = self.block_size / STEP;
@@ -229,6 +237,11 @@ impl Q4Weight {
         }
         std::array::from_fn(|i| dot_scalar(codes[i], a, scales[i], zero_points[i], per_block))
     }
+}
+
+/// A plain tensor's values as a slice.
+fn plain<T: Datum>(tensor: &Tensor) -> TractResult<&[T]> {
+    tensor.try_as_plain_ram()?.as_slice::<T>()
 }
 
 /// The zero point of block `i` of `[N, blocks]` in `MatMulNBits`' packed 4-bit form: two per
@@ -377,6 +390,10 @@ impl TypedOp for Q4MatMul {
 pub(crate) mod tests {
     use super::*;
 
+    fn arc<T: Datum + Copy>(values: &[T]) -> Arc<Tensor> {
+        tensor1(values).into_arc_tensor()
+    }
+
     /// Deterministic values in `[0, 1)`.
     pub(crate) fn values(count: usize, seed: usize) -> impl Iterator<Item = f32> {
         (0..count).map(move |i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0)
@@ -394,8 +411,9 @@ pub(crate) mod tests {
             // The same row as a one-row weight, through the kernel this CPU runs.
             let packed: Vec<u8> = zero_points.chunks(2).map(|p| p[0] | p.get(1).map_or(0, |z| z << 4)).collect();
             let weight =
-                Q4Weight::new(1, steps * 32, per_scale * 32, &codes, &scales, Some(&packed), Compute::Float).unwrap();
-            let [vector] = weight.dot(&[0], &a);
+                Q4Weight::new(1, steps * 32, per_scale * 32, arc(&codes), arc(&scales), Some(&packed), Compute::Float)
+                    .unwrap();
+            let [vector] = weight.dot(weight.data(), &[0], &a);
             assert!((scalar - vector).abs() <= 1e-4 * scalar.abs().max(1.0), "{scalar} vs {vector}");
         }
     }
@@ -452,7 +470,7 @@ pub(crate) mod tests {
             let zp: Vec<u8> = values(n * blocks.div_ceil(2), 6).map(|v| (v * 256.0) as u8).collect();
             let zp = with_zp.then_some(&zp[..]);
             let a: Vec<f32> = values(m * k, 7).map(|v| v * 2.0 - 1.0).collect();
-            let weight = Q4Weight::new(n, k, bs, &codes, &scales, zp, compute).unwrap();
+            let weight = Q4Weight::new(n, k, bs, arc(&codes), arc(&scales), zp, compute).unwrap();
             // Int8 where the CPU has the instructions, float32 elsewhere.
             let computed = if weight.computes_in_int8() { Compute::Int8 } else { Compute::Float };
             assert_eq!(weight.computes_in_int8(), compute == Compute::Int8 && int8_enabled());
