@@ -12,8 +12,8 @@
 //! Written out, only the gathered rows are touched (the table stays 4-bit, shared with the
 //! `lm_head`):
 //!
-//! - `Gather` of the packed rows and of their scales (`[rows, blocks]`, or the flat
-//!   `[rows · blocks]` that `MatMulNBits` reads, reshaped);
+//! - `Gather` of the packed rows (from the shared table itself, not a reshaped copy) and of their
+//!   scales (`[rows, blocks]`, or the flat `[rows · blocks]` that `MatMulNBits` reads, reshaped);
 //! - each byte split into its low then high nibble (`x − 16·⌊x/16⌋`, `⌊x/16⌋`, exact in float32);
 //! - `(code − 8) · scale` per block, 8 being the zero point of a table without one.
 //!
@@ -35,9 +35,13 @@ pub(crate) fn spell_out(graph: &mut pb::GraphProto, opset: i64) -> usize {
 
 /// A `GatherBlockQuantized` node this module writes out.
 struct Gather {
+    /// The 4-bit table the rows are gathered from: the initializer itself where the graph
+    /// reshapes it first (see [`stored_table`]).
     data: String,
     indices: String,
     scales: String,
+    /// The scales are already `[rows, blocks]` (else the flat `[rows · blocks]`, reshaped).
+    scales_are_rows: bool,
     block_size: i64,
 }
 
@@ -59,11 +63,13 @@ impl Gather {
             return None;
         }
         let (data, indices, scales) = (node.input.first()?, node.input.get(1)?, node.input.get(2)?);
-        let scales_type = graph.initializer.iter().find(|t| &t.name == scales).map(|t| t.data_type);
-        (scales_type == Some(FLOAT) && stored_type(graph, data) == Some(UINT8)).then(|| Gather {
-            data: data.clone(),
+        let scales_init = graph.initializer.iter().find(|t| &t.name == scales)?;
+        let (table, table_type) = stored_table(graph, data, scales_init)?;
+        (scales_init.data_type == FLOAT && table_type == UINT8).then(|| Gather {
+            data: table,
             indices: indices.clone(),
             scales: scales.clone(),
+            scales_are_rows: scales_init.dims.len() == 2,
             block_size,
         })
     }
@@ -77,12 +83,17 @@ impl Gather {
         let flat_tail = w.ints(&[-1]);
         let flat = w.op("Concat", &[&index_shape, &flat_tail], vec![int_attr("axis", 0)]);
 
-        // The scales as [rows, blocks].
-        let data_shape = w.op("Shape", &[&self.data], vec![]);
-        let (start, end) = (w.ints(&[0]), w.ints(&[1]));
-        let rows = w.op("Slice", &[&data_shape, &start, &end], vec![]);
-        let scales_shape = w.op("Concat", &[&rows, &flat_tail], vec![int_attr("axis", 0)]);
-        let scales = w.op("Reshape", &[&self.scales, &scales_shape], vec![]);
+        // The scales as [rows, blocks]. (A Reshape of a constant is folded into a copy of it,
+        // which the `lm_head` matmul's own reference to the scales would keep beside it.)
+        let scales = if self.scales_are_rows {
+            self.scales.clone()
+        } else {
+            let data_shape = w.op("Shape", &[&self.data], vec![]);
+            let (start, end) = (w.ints(&[0]), w.ints(&[1]));
+            let rows = w.op("Slice", &[&data_shape, &start, &end], vec![]);
+            let scales_shape = w.op("Concat", &[&rows, &flat_tail], vec![int_attr("axis", 0)]);
+            w.op("Reshape", &[&self.scales, &scales_shape], vec![])
+        };
 
         // The gathered rows' codes, low nibble first: [indices..., blocks, block_size].
         let packed = w.op("Gather", &[&self.data, &self.indices], vec![int_attr("axis", 0)]);
@@ -108,18 +119,23 @@ impl Gather {
     }
 }
 
-/// The element type of `tensor` where it is an initializer or a `Reshape` of one (as the builder
-/// feeds its `lm_head` weight to the embedding).
-fn stored_type(graph: &pb::GraphProto, tensor: &str) -> Option<i32> {
+/// The table `tensor` gathers rows from and its element type, where it is an initializer or a
+/// `Reshape` of one (the builder feeds its `lm_head` weight, `[rows, blocks, block_size / 2]`, to
+/// the embedding reshaped to `[rows, K / 2]`). A reshape that keeps the rows (the initializer has
+/// as many as the scales) is skipped: the gathered bytes are the same, and tract would otherwise
+/// fold it into a second copy of the table beside the one the `lm_head` matmul reads.
+fn stored_table(graph: &pb::GraphProto, tensor: &str, scales: &pb::TensorProto) -> Option<(String, i32)> {
     if let Some(t) = graph.initializer.iter().find(|t| t.name == tensor) {
-        return Some(t.data_type);
+        return Some((tensor.to_string(), t.data_type));
     }
     let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))?;
     if !crate::tract_rewrite::is_onnx_op(producer, "Reshape") {
         return None;
     }
     let source = producer.input.first()?;
-    graph.initializer.iter().find(|t| &t.name == source).map(|t| t.data_type)
+    let table = graph.initializer.iter().find(|t| &t.name == source)?;
+    let keeps_rows = scales.dims.len() == 2 && table.dims.first() == scales.dims.first();
+    Some((if keeps_rows { source.clone() } else { tensor.to_string() }, table.data_type))
 }
 
 #[cfg(test)]
@@ -145,6 +161,11 @@ mod tests {
         assert_eq!(gathers(&graph), 1);
         assert_eq!(spell_out(&mut graph, 21), 1);
         assert_eq!(gathers(&graph), 0);
+        // The rows come from the shared table itself (the builder's Reshape of it, which keeps
+        // the rows, is bypassed), and the [rows, blocks] scales are read as they are.
+        let gather = graph.node.iter().find(|n| n.op_type == "Gather" && n.input[1] == "input_ids").unwrap();
+        assert_eq!(gather.input[0], "lm_head.MatMul.weight_Q4");
+        assert!(!graph.node.iter().any(|n| n.op_type == "Reshape" && n.input[0] == "lm_head.MatMul.weight_scales"));
         // With zero points, or 8-bit codes: tract's own op.
         for (attribute, value) in [("bits", 8), ("quantize_axis", 0)] {
             let mut graph = genai_int4_graph();
