@@ -159,6 +159,15 @@ def io_names(layers: int, position_ids: bool = True):
     return inputs, outputs
 
 
+def packed_qkv(attention, hidden_states):
+    """q, k and v of `LlamaAttention` `attention` as one matmul (the three weights concatenated,
+    folded at export)."""
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    weight = torch.cat([p.weight for p in projections])
+    bias = torch.cat([p.bias for p in projections]) if attention.q_proj.bias is not None else None
+    return torch.nn.functional.linear(hidden_states, weight, bias)
+
+
 def packed_attention(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
                      past_key_values=None, **kwargs):
     """`LlamaAttention.forward` as the graph should run it, the same numbers in fewer ops:
@@ -174,10 +183,7 @@ def packed_attention(self, hidden_states, position_embeddings=None, attention_ma
     dim = self.head_dim
     heads = self.config.num_attention_heads
     kv_heads = self.config.num_key_value_heads
-    projections = (self.q_proj, self.k_proj, self.v_proj)
-    weight = torch.cat([p.weight for p in projections])
-    bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
-    qkv = torch.nn.functional.linear(hidden_states, weight, bias)
+    qkv = packed_qkv(self, hidden_states)
     qk, value = qkv.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
     qk = qk.reshape(batch, seq, heads + kv_heads, dim).transpose(1, 2)  # the cache's [batch, heads, seq, dim]
     cos, sin = (t.unsqueeze(1) for t in position_embeddings)
@@ -210,7 +216,7 @@ class GroupQueryAttention(torch.autograd.Function):
     writes it: q, k and v packed in one input, the rotary embedding applied inside the op from
     `cos_cache`/`sin_cache` at each new token's position `seqlens_k + 1 - seq + i`, the causal
     mask over that position, and `present = past + new`. `forward` is that computation in
-    PyTorch (what the trace runs, and what `gqa_layers` checks against the model's own layers);
+    PyTorch (what the trace runs, and what `traced_layers` checks against the model's own layers);
     `symbolic` writes the one node."""
 
     @staticmethod
@@ -260,10 +266,7 @@ class GqaInputs:
 def gqa_attention(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
                   past_key_values=None, **kwargs):
     """`LlamaAttention.forward` as one GroupQueryAttention node on the packed q, k, v matmul."""
-    projections = (self.q_proj, self.k_proj, self.v_proj)
-    weight = torch.cat([p.weight for p in projections])
-    bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
-    qkv = torch.nn.functional.linear(hidden_states, weight, bias)
+    qkv = packed_qkv(self, hidden_states)
     i = self.layer_idx
     output, key, value = GroupQueryAttention.apply(
         qkv, GqaInputs.past[2 * i], GqaInputs.past[2 * i + 1], GqaInputs.seqlens_k, GqaInputs.total_length,
@@ -310,82 +313,44 @@ def packed_mlp(self, x):
     return self.down_proj(self.act_fn(gate) * up)
 
 
-@contextlib.contextmanager
-def packed_layers(model: LlamaForCausalLM, example: list[torch.Tensor]):
-    """LLaMA layers traced as `packed_attention` and `packed_mlp`, after checking that they give
-    the model's own outputs on `example`."""
-    wrapper = Wrapper(model)
-    originals = modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward
-    with torch.no_grad():
-        want = wrapper(*example)
-        modeling_llama.LlamaAttention.forward = packed_attention
-        modeling_llama.LlamaMLP.forward = packed_mlp
-        try:
-            got = wrapper(*example)
-            worst = max(float((a - b).abs().max()) for a, b in zip(want, got))
-            if worst > 1e-4:
-                raise SystemExit(f"the packed layers differ from the model's by {worst}")
-            yield
-        finally:
-            modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward = originals
+def graph_inputs(values: list, attention: str) -> list:
+    """`Wrapper`'s inputs (ids, mask, positions, pasts) as the `attention` layout's graph takes
+    them: the GenAI layout has no `position_ids`."""
+    return values if attention == "plain" else values[:2] + values[3:]
 
 
-def export(model: LlamaForCausalLM, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
-    batch, seq, past = 2, 3, 4
-    example = [
-        torch.randint(0, cfg.vocab_size, (batch, seq)),
-        torch.ones(batch, past + seq, dtype=torch.int64),
-        torch.arange(past, past + seq).repeat(batch, 1),
-    ] + [torch.randn(batch, kv, past, hd) for _ in range(2 * layers)]
-    inputs, outputs = io_names(layers)
-    axes = {
-        "input_ids": {0: "batch_size", 1: "sequence_length"},
-        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-        "position_ids": {0: "batch_size", 1: "sequence_length"},
-        "logits": {0: "batch_size", 1: "sequence_length"},
-    }
-    for name in inputs[3:]:
-        axes[name] = {0: "batch_size", 2: "past_sequence_length"}
-    for name in outputs[1:]:
-        axes[name] = {0: "batch_size", 2: "total_sequence_length"}
-    with packed_layers(model, example):
-        torch.onnx.export(Wrapper(model), tuple(example), out / "model.onnx", input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
-                          dynamo=False)
-    print(fold_file(out / "model.onnx", fold_check_feeds(model)))
-    cfg.save_pretrained(out)
-    print(onnx_size_report(out / "model.onnx"))
+def traced_module(model: LlamaForCausalLM, attention: str) -> torch.nn.Module:
+    """The module traced for the `attention` layout (inputs as `graph_inputs` gives them)."""
+    return Wrapper(model) if attention == "plain" else GqaWrapper(model)
 
 
 @contextlib.contextmanager
-def gqa_layers(model: LlamaForCausalLM, example: list[torch.Tensor]):
-    """LLaMA attention traced as `gqa_attention` (and the MLP as `packed_mlp`), after checking
-    that `GqaWrapper` gives the model's own logits and cache on `example` (no padding: the op
-    takes positions from the mask's count)."""
+def traced_layers(model: LlamaForCausalLM, example: list[torch.Tensor], attention: str):
+    """LLaMA layers traced as the `attention` layout has them (plain: `packed_attention`, gqa:
+    `gqa_attention`; the MLP as `packed_mlp`), after checking that they give the model's own
+    logits and cache on `example` (`Wrapper`'s inputs, no padding: the GenAI op takes positions
+    from the mask's count)."""
+    traced, what = {"plain": (packed_attention, "packed"), "gqa": (gqa_attention, "GroupQueryAttention")}[attention]
     originals = modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward
     with torch.no_grad():
         want = Wrapper(model)(*example)
-        modeling_llama.LlamaAttention.forward = gqa_attention
+        modeling_llama.LlamaAttention.forward = traced
         modeling_llama.LlamaMLP.forward = packed_mlp
         try:
-            ids, mask, _positions, *past = example
-            got = GqaWrapper(model)(ids, mask, *past)
+            got = traced_module(model, attention)(*graph_inputs(example, attention))
             worst = max(float((a - b).abs().max()) for a, b in zip(want, got))
             if worst > 1e-4:
-                raise SystemExit(f"the GroupQueryAttention layers differ from the model's by {worst}")
+                raise SystemExit(f"the {what} layers differ from the model's by {worst}")
             yield
         finally:
             modeling_llama.LlamaAttention.forward, modeling_llama.LlamaMLP.forward = originals
 
 
-def export_gqa(model: LlamaForCausalLM, out: Path) -> None:
-    """The GenAI layout (`--attention gqa`): model.onnx with one GroupQueryAttention node per layer
-    and genai_config.json with `past_present_share_buffer`, so ONNX Runtime updates one KV buffer
-    per layer in place instead of copying the whole cache into a longer one every step.
-    onnxruntime-genai runs the folder too."""
+def export(model: LlamaForCausalLM, out: Path, attention: str) -> None:
+    """model.onnx in the `attention` layout. The GenAI one (`gqa`) has one GroupQueryAttention node
+    per layer and a genai_config.json with `past_present_share_buffer`, so ONNX Runtime updates
+    one KV buffer per layer in place instead of copying the whole cache into a longer one every
+    step; onnxruntime-genai runs the folder too."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
@@ -395,26 +360,30 @@ def export_gqa(model: LlamaForCausalLM, out: Path) -> None:
         torch.ones(batch, past + seq, dtype=torch.int64),
         torch.arange(past, past + seq).repeat(batch, 1),
     ] + [torch.randn(batch, kv, past, hd) for _ in range(2 * layers)]
-    inputs, outputs = io_names(layers, position_ids=False)
+    plain = attention == "plain"
+    inputs, outputs = io_names(layers, position_ids=plain)
     axes = {
         "input_ids": {0: "batch_size", 1: "sequence_length"},
         "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-        "logits": {0: "batch_size", 1: "sequence_length"},
     }
-    for name in inputs[2:]:
+    if plain:
+        axes["position_ids"] = {0: "batch_size", 1: "sequence_length"}
+    axes["logits"] = {0: "batch_size", 1: "sequence_length"}
+    for name in inputs[len(inputs) - 2 * layers:]:
         axes[name] = {0: "batch_size", 2: "past_sequence_length"}
     for name in outputs[1:]:
         axes[name] = {0: "batch_size", 2: "total_sequence_length"}
-    with gqa_layers(model, example):
-        ids, mask, _positions, *pasts = example
-        torch.onnx.export(GqaWrapper(model), (ids, mask, *pasts), out / "model.onnx", input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
-                          dynamo=False, custom_opsets={"com.microsoft": 1})
-    feeds = [{k: v for k, v in f.items() if k != "position_ids"} for f in fold_check_feeds(model, padded=False)]
-    print(fold_file(out / "model.onnx", feeds))
-    declare_output_shapes(out / "model.onnx", kv, hd, cfg.vocab_size)
+    contrib = {} if plain else {"custom_opsets": {"com.microsoft": 1}}
+    with traced_layers(model, example, attention):
+        torch.onnx.export(traced_module(model, attention), tuple(graph_inputs(example, attention)),
+                          out / "model.onnx", input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False, **contrib)
+    print(fold_file(out / "model.onnx", fold_check_feeds(model, attention)))
+    if not plain:
+        declare_output_shapes(out / "model.onnx", kv, hd, cfg.vocab_size)
     cfg.save_pretrained(out)
-    write_genai_config(model, out)
+    if not plain:
+        write_genai_config(model, out)
     print(onnx_size_report(out / "model.onnx"))
 
 
@@ -468,21 +437,22 @@ def write_genai_config(model: LlamaForCausalLM, out: Path) -> None:
     (out / "genai_config.json").write_text(json.dumps(config, indent=4) + "\n")
 
 
-def fold_check_feeds(model: LlamaForCausalLM, padded: bool = True) -> list[dict[str, np.ndarray]]:
-    """Inputs the folded graph must answer exactly as the traced one: a left-padded batch
-    prefill, a decode step and a chunk after a past (the shapes generation feeds)."""
+def fold_check_feeds(model: LlamaForCausalLM, attention: str) -> list[dict[str, np.ndarray]]:
+    """Inputs the folded graph must answer exactly as the traced one: a batch prefill (left-padded
+    in the plain layout; the GenAI op reads positions from the mask's count), a decode step and a
+    chunk after a past (the shapes generation feeds)."""
     cfg = model.config
     layers, kv, hd = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
-    inputs, _ = io_names(layers)
+    inputs, _ = io_names(layers, position_ids=attention == "plain")
     rng = np.random.default_rng(0)
     feeds = []
-    for batch, seq, past, pad in [(2, 4, 0, int(padded)), (1, 1, 5, 0), (1, 3, 2, 0)]:
+    for batch, seq, past, pad in [(2, 4, 0, int(attention == "plain")), (1, 1, 5, 0), (1, 3, 2, 0)]:
         mask = np.ones((batch, past + seq), np.int64)
         mask[0, :pad] = 0
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)[:, past:]
         values = [rng.integers(0, cfg.vocab_size, (batch, seq)), mask, positions]
         values += [rng.standard_normal((batch, kv, past, hd)).astype(np.float32) for _ in range(2 * layers)]
-        feeds.append(dict(zip(inputs, values)))
+        feeds.append(dict(zip(inputs, graph_inputs(values, attention))))
     return feeds
 
 
@@ -492,61 +462,44 @@ def empty_past(model, batch=1):
 
 
 @torch.no_grad()
-def goldens(model: LlamaForCausalLM, tok, out: Path) -> None:
+def goldens(model: LlamaForCausalLM, tok, out: Path, attention: str) -> None:
+    """The fixture's goldens through the model's own layers: a prompt and a cached decode step
+    (checked on ONNX Runtime), in the plain layout a left-padded batch of two too (the GenAI op
+    reads positions from the mask's count), and what transformers (and, for the GenAI layout,
+    onnxruntime-genai) generate."""
     m = Manifest(out)
     wrapper = Wrapper(model)
-    inputs, outputs = io_names(model.config.num_hidden_layers)
+    inputs, outputs = io_names(model.config.num_hidden_layers, position_ids=attention == "plain")
+
+    def case(name: str, values: list, check: bool) -> tuple:
+        """Runs `Wrapper` on `values` and records the case (the graph's inputs, the outputs)."""
+        res = wrapper(*values)
+        feeds = dict(zip(inputs, graph_inputs(values, attention)))
+        m.add(name, "model.onnx", feeds, dict(zip(outputs, res)), atol=1e-4, rtol=1e-3)
+        if check:
+            check_with_onnxruntime(out / "model.onnx", feeds, dict(zip(outputs, res)), 1e-4, 1e-3)
+        return res
+
     ids = torch.tensor([tok.encode("The robot arm picks the red cube")])
     n = ids.shape[1]
-    feeds = [ids, torch.ones(1, n, dtype=torch.int64), torch.arange(n)[None]] + empty_past(model)
-    res = wrapper(*feeds)
-    m.add("prefill", "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), atol=1e-4, rtol=1e-3)
-    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), 1e-4, 1e-3)
+    res = case("prefill", [ids, torch.ones(1, n, dtype=torch.int64), torch.arange(n)[None]] + empty_past(model), True)
     # One cached decode step: the next token, with the prefill's presents as the past.
     next_id = res[0][0, -1].argmax().reshape(1, 1)
-    feeds2 = [next_id, torch.ones(1, n + 1, dtype=torch.int64), torch.tensor([[n]])] + list(res[1:])
-    res2 = wrapper(*feeds2)
-    m.add("decode", "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), atol=1e-4, rtol=1e-3)
-    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), 1e-4, 1e-3)
-    # Batch of two with left padding (attention_mask zeros), as batched generation does.
-    a = tok.encode("Hello! How are you today?")
-    b = tok.encode("The quick brown fox")
-    width = max(len(a), len(b))
-    pad = tok.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(a)) + a, [pad] * (width - len(b)) + b])
-    mask = torch.tensor([[0] * (width - len(a)) + [1] * len(a), [0] * (width - len(b)) + [1] * len(b)])
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    feeds3 = [ids, mask, pos] + empty_past(model, batch=2)
-    res3 = wrapper(*feeds3)
-    m.add("prefill_batch2_padded", "model.onnx", dict(zip(inputs, feeds3)), dict(zip(outputs, res3)),
-          atol=1e-4, rtol=1e-3)
-    m.write()
-    write_references(model, tok, out)
-
-
-@torch.no_grad()
-def goldens_gqa(model: LlamaForCausalLM, tok, out: Path) -> None:
-    """The GenAI-layout fixture's goldens: a prompt and a cached decode step through the model's
-    own layers (batch of one: the op reads positions from the mask's count), checked on ONNX
-    Runtime, and what transformers and onnxruntime-genai generate."""
-    m = Manifest(out)
-    wrapper = Wrapper(model)
-    layers = model.config.num_hidden_layers
-    inputs, outputs = io_names(layers, position_ids=False)
-    ids = torch.tensor([tok.encode("The robot arm picks the red cube")])
-    n = ids.shape[1]
-    res = wrapper(ids, torch.ones(1, n, dtype=torch.int64), torch.arange(n)[None], *empty_past(model))
-    feeds = [ids, torch.ones(1, n, dtype=torch.int64)] + empty_past(model)
-    m.add("prefill", "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), atol=1e-4, rtol=1e-3)
-    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds)), dict(zip(outputs, res)), 1e-4, 1e-3)
-    next_id = res[0][0, -1].argmax().reshape(1, 1)
-    res2 = wrapper(next_id, torch.ones(1, n + 1, dtype=torch.int64), torch.tensor([[n]]), *res[1:])
-    feeds2 = [next_id, torch.ones(1, n + 1, dtype=torch.int64)] + list(res[1:])
-    m.add("decode", "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), atol=1e-4, rtol=1e-3)
-    check_with_onnxruntime(out / "model.onnx", dict(zip(inputs, feeds2)), dict(zip(outputs, res2)), 1e-4, 1e-3)
+    case("decode", [next_id, torch.ones(1, n + 1, dtype=torch.int64), torch.tensor([[n]])] + list(res[1:]), True)
+    if attention == "plain":
+        # Batch of two with left padding (attention_mask zeros), as batched generation does.
+        a = tok.encode("Hello! How are you today?")
+        b = tok.encode("The quick brown fox")
+        width = max(len(a), len(b))
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(a)) + a, [pad] * (width - len(b)) + b])
+        mask = torch.tensor([[0] * (width - len(a)) + [1] * len(a), [0] * (width - len(b)) + [1] * len(b)])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        case("prefill_batch2_padded", [ids, mask, pos] + empty_past(model, batch=2), False)
     m.write()
     refs = write_references(model, tok, out)
-    check_with_onnxruntime_genai(out, refs)
+    if attention == "gqa":
+        check_with_onnxruntime_genai(out, refs)
 
 
 def check_with_onnxruntime_genai(folder: Path, refs: dict) -> None:
@@ -560,17 +513,26 @@ def check_with_onnxruntime_genai(folder: Path, refs: dict) -> None:
     model = og.Model(str(folder))
     for case in refs["generate"]:
         prompt, want = case["prompt_ids"], case["greedy_new_ids"]
-        params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=len(prompt) + len(want))
-        generator = og.Generator(model, params)
-        generator.append_tokens(np.array([prompt], dtype=np.int32))
-        got = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            got.append(int(generator.get_next_tokens()[0]))
+        got = genai_greedy(model, prompt, len(want))
         if got != want:
             raise SystemExit(f"onnxruntime-genai {og.__version__} generates {got}, transformers {want}")
     print(f"  onnxruntime-genai {og.__version__} generates transformers' greedy ids")
+
+
+def genai_greedy(model, prompt_ids: list[int], new_tokens: int) -> list[int]:
+    """The ids onnxruntime-genai's generator (`model`: an `og.Model`) appends to `prompt_ids`,
+    greedy, at most `new_tokens` of them."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + new_tokens)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt_ids], dtype=np.int32))
+    new = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        new.append(int(generator.get_next_tokens()[0]))
+    return new
 
 
 @torch.no_grad()
@@ -649,14 +611,9 @@ def main() -> None:
     gen_cfg = GenerationConfig(bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
                                pad_token_id=model.config.pad_token_id)
     gen_cfg.save_pretrained(args.out)
-    if args.attention == "gqa":
-        export_gqa(model, args.out)
-        if args.tiny:
-            goldens_gqa(model, tok, args.out)
-    else:
-        export(model, args.out)
-        if args.tiny:
-            goldens(model, tok, args.out)
+    export(model, args.out, args.attention)
+    if args.tiny:
+        goldens(model, tok, args.out, args.attention)
 
 
 if __name__ == "__main__":

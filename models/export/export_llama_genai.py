@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM
 
-from export_llama import build_tiny
+from export_llama import build_tiny, genai_greedy
 
 FIXTURE = Path(__file__).parent.parent / "fixtures/llama"
 PRECISIONS = ["int4", "fp32"]
@@ -52,21 +52,6 @@ def check_same_as_fixture(model: LlamaForCausalLM) -> None:
 def reference_prompts() -> list[list[int]]:
     reference = json.loads((FIXTURE / "golden/reference.json").read_text())
     return [case["prompt_ids"] for case in reference["generate"]]
-
-
-def genai_greedy(folder: Path, prompt_ids: list[int]) -> list[int]:
-    import onnxruntime_genai as og
-
-    model = og.Model(str(folder))
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + NEW_TOKENS)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.array([prompt_ids], dtype=np.int32))
-    new = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        new.append(int(generator.get_next_tokens()[0]))
-    return new
 
 
 def main() -> None:
@@ -93,7 +78,9 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
                             "-p", precision, "-e", "cpu", "-c", str(tmp / "cache")], check=True)
-            record["folders"][precision] = [{"prompt_ids": p, "greedy_new_ids": genai_greedy(out, p)} for p in prompts]
+            built = onnxruntime_genai.Model(str(out))
+            record["folders"][precision] = [{"prompt_ids": p, "greedy_new_ids": genai_greedy(built, p, NEW_TOKENS)}
+                                            for p in prompts]
             print(precision, record["folders"][precision])
     (args.out / "genai.json").write_text(json.dumps(record, indent=1) + "\n")
 
