@@ -22,7 +22,8 @@
                        a_zero_point and a scalar b_zero_point -> y_int8, y_uint8, y_both [2,3,24]
                        int32; and the uint8 B without a b_zero_point (centred on 0) and with a
                        scalar 128 (the shift to int8 exactly) -> y_uint8_no_zp, y_uint8_128.
-                       matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result.
+                       matmul_integer.{a,a_zero_point,y_*}.npy: inputs and numpy's result;
+                       y_{int8,both}.saturated.npy: what ONNX Runtime gives on x86 without VNNI.
 
   matmul_nbits.onnx    a [2,3,64] float -> four com.microsoft MatMulNBits forms with constant 4-bit
                        weights (N = 40): 32-wide blocks without zero points (what our quantize step
@@ -137,6 +138,21 @@ def matmul_integer(out: Path) -> None:
     np.save(out / "matmul_integer.y_both.npy", (a32 - 17) @ (b_both.astype(np.int32) + 5))
     np.save(out / "matmul_integer.y_uint8_no_zp.npy", (a32 - 131) @ b_uint8.astype(np.int32))
     np.save(out / "matmul_integer.y_uint8_128.npy", (a32 - 131) @ (b_uint8.astype(np.int32) - 128))
+    # What ONNX Runtime computes for the int8-weight forms on an x86 CPU without VNNI: its u8 x s8
+    # kernel multiplies raw codes with vpmaddubsw, which saturates each pair of products along K at
+    # int16, then applies the zero points through row and column sums.
+    np.save(out / "matmul_integer.y_int8.saturated.npy", saturated_u8s8(a, b_int8, 131, 0))
+    np.save(out / "matmul_integer.y_both.saturated.npy", saturated_u8s8(a, b_both, 17, -5))
+
+
+def saturated_u8s8(a: np.ndarray, b: np.ndarray, a_zp: int, b_zp: int) -> np.ndarray:
+    """`(a - a_zp) @ (b - b_zp)` with `a @ b` summed as `vpmaddubsw` does: products of K-adjacent
+    pairs added and clipped to int16, the pairs then summed in int32."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    k = a.shape[-1]
+    raw = sum(np.clip(a64[..., i:i + 2] @ b64[i:i + 2], -32768, 32767) for i in range(0, k, 2))
+    y = raw - b_zp * a64.sum(-1, keepdims=True) - a_zp * b64.sum(0) + k * a_zp * b_zp
+    return y.astype(np.int32)
 
 
 def nbits_weight(rng, name: str, n: int, k: int, block: int, zero_points: bool, init: list):
