@@ -13,6 +13,8 @@
 #   bench_alternate ROUNDS RESULTS A B  run commands A and B (each printing JSON lines) ROUNDS
 #                        times, in fresh processes, the order swapped every round so a slow spell
 #                        of the VM hits both; each line gets "round" and is appended to RESULTS.
+#   bench_rotate ROUNDS RESULTS A B C...  the same for any number of commands, the order rotated
+#                        by one every round.
 bench_export() {
   local py=${EXPORT_PYTHON:-}
   if [ -z "$py" ]; then
@@ -81,6 +83,18 @@ for sp in site.getsitepackages():
     fi
   done
   export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+bench_rotate() {
+  local rounds=$1 results=$2 round i n
+  shift 2
+  local commands=("$@")
+  n=${#commands[@]}
+  for round in $(seq 1 "$rounds"); do
+    for i in $(seq 0 $((n - 1))); do
+      ${commands[$(((i + round - 1) % n))]}
+    done | sed "s/^{/{\"round\": $round, /" | tee -a "$results"
+  done
 }
 
 bench_alternate() {

@@ -13,8 +13,9 @@
 //! the block sums of `A`: `(q - z)·s = (q - 8)·s + (8 - z)·s`, with the scale rounded to f16 as
 //! Q4_0 stores it, so the split is exact against the stored weight.
 //!
-//! On a CPU with AVX-512F the weight is not repacked at all: [`crate::tract_q4_matmul`], which is
-//! faster there than tract's AVX2 kernel and honours `accuracy_level = 4` (int8 activations, as
+//! Where [`crate::tract_q4_matmul::serves`] a weight (every weight with AVX-512F; with AVX2 a
+//! shared or `accuracy_level = 4` one) it is not repacked at all: [`crate::tract_q4_matmul`],
+//! which honours `accuracy_level = 4` (int8 activations, as
 //! ONNX Runtime computes that level), reads the file's nibbles and f32 scales from the graph's own
 //! constants, which it holds instead of copies; the graph's handles are emptied the same way.
 //!
@@ -102,7 +103,7 @@ enum Packed {
         /// `(8 - z)·s` per `[N, quantization block]`, where some zero point is not 8.
         offsets: Option<Arc<Tensor>>,
     },
-    /// As the file stores it, for [`crate::tract_q4_matmul`] (CPUs with AVX-512F).
+    /// As the file stores it, for [`crate::tract_q4_matmul`] (x86-64 CPUs with AVX-512F or AVX2).
     Nibbles(Arc<Q4Weight>),
 }
 
@@ -119,8 +120,8 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
         let zero_point_slot = op.zero_points;
         // A weight other nodes read too (an ORT-GenAI int4 folder's tied `lm_head`, which its
         // `GatherBlockQuantized` embedding reads) is packed all the same, so that this product
-        // keeps its f32 scales and, at `accuracy_level = 4`, ONNX Runtime's int8 arithmetic. With
-        // AVX-512F both read the one constant; elsewhere the original stays beside the Q4_0 copy,
+        // keeps its f32 scales and, at `accuracy_level = 4`, ONNX Runtime's int8 arithmetic. Where
+        // `tract_q4_matmul` runs both read the one constant; elsewhere the original stays beside the Q4_0 copy,
         // as it would beside tract's own.
         let Some(b) = constant(model, inputs[1]) else { continue };
         let Some(scales) = constant(model, inputs[2]) else { continue };
@@ -129,7 +130,8 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
             Some(Some(zp)) => Some(zp),
             None => None,
         };
-        let Some(weight) = op.pack(&b, &scales, zero_points.as_deref())? else { continue };
+        let shared = !sole_reader(model, inputs[1], id);
+        let Some(weight) = op.pack(&b, &scales, zero_points.as_deref(), shared)? else { continue };
         let mut op = op.clone();
         op.packed = Some(weight);
         drop((b, scales, zero_points));
@@ -176,8 +178,16 @@ impl MatMulNBits {
         self.bits == 4 && whole_blocks && self.n > 0 && !self.has_g_idx
     }
 
-    /// The weight in Q4_0 and its zero-point offsets, or `None` for a form tract's op handles.
-    fn pack(&self, b: &Arc<Tensor>, scales: &Arc<Tensor>, zero_points: Option<&Tensor>) -> TractResult<Option<Packed>> {
+    /// The weight in Q4_0 and its zero-point offsets, or as the file stores it where
+    /// [`crate::tract_q4_matmul::serves`] it (`shared`: other nodes read `b` too), or `None` for a
+    /// form tract's op handles.
+    fn pack(
+        &self,
+        b: &Arc<Tensor>,
+        scales: &Arc<Tensor>,
+        zero_points: Option<&Tensor>,
+        shared: bool,
+    ) -> TractResult<Option<Packed>> {
         let (k, n) = (self.k, self.n);
         let n_blocks = k / self.block_size;
         if b.datum_type() != u8::datum_type() || b.len() != n * k / 2 || scales.len() != n * n_blocks {
@@ -192,7 +202,7 @@ impl MatMulNBits {
             Some(zp) => Some(zp.as_slice::<u8>()?),
             None => None,
         };
-        if crate::tract_q4_matmul::supported() {
+        if crate::tract_q4_matmul::serves(shared, self.compute) {
             // The graph's constants themselves (f16 scales widened), shared with any other reader.
             let scales = if scales.datum_type() == f32::datum_type() {
                 scales.clone()

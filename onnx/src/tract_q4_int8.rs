@@ -1,5 +1,5 @@
 //! Int8 compute for [`crate::tract_q4_matmul`]: what `MatMulNBits` asks for with
-//! `accuracy_level = 4`, on CPUs with AVX-512 VNNI (and BW, VL).
+//! `accuracy_level = 4`, on CPUs with AVX-512 VNNI (and BW, VL), or with AVX2 and FMA.
 //!
 //! With that attribute ONNX Runtime's CPU kernels (MLAS `CompInt8`) quantise each row of `A` to
 //! int8 per weight block before the product: `s = max|a| / 127`, `q = round_half_even(a · 127 /
@@ -15,7 +15,9 @@
 //! step), then scaled per step in f32, four weight rows at a time. The zero point is not
 //! subtracted code by code: `Σ q_a · z` is `z · Σ q_a`, a per-block sum of `A` computed once per
 //! row of `A` and taken off at the end. The weight is read as the file stores it, the same
-//! nibbles, scales and zero points as the float32 kernel's (no second copy).
+//! nibbles, scales and zero points as the float32 kernel's (no second copy). Without VNNI the
+//! AVX2 kernel takes two steps at a time through `vpmaddubsw` and `vpmaddwd` from the same
+//! quantised `A`, into the same four int32 lanes per step.
 //!
 //! Measured on this 2-core VM (LLaMA-135M-sized weights, 30 layers' matmuls of one decode step):
 //! 4 ms against 10-12 ms for the float32 kernel when one layer's weights sit in cache, 11-13 ms
@@ -40,19 +42,39 @@ const LANES: usize = 16;
 /// Weight rows the kernel computes together.
 const GROUP: usize = 4;
 
-/// Whether this CPU has the int8 dot-product instructions the kernel uses (AVX-512 VNNI), and the
-/// byte-masked loads (AVX-512 BW and VL).
+/// Whether this CPU has one of the kernels' instruction sets ([`Kernel`]).
 pub(crate) fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+        Kernel::detect().is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// The int8 kernel this CPU runs.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// The int8 dot-product instruction (AVX-512 VNNI), and byte-masked loads (AVX-512 BW, VL).
+    Vnni,
+    /// `vpmaddubsw` and `vpmaddwd` (AVX2), and FMA: two steps at a time.
+    Avx2,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernel {
+    fn detect() -> Option<Kernel> {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+            Some(Kernel::Vnni)
+        } else if has!("avx2") && has!("fma") {
+            Some(Kernel::Avx2)
+        } else {
+            None
+        }
     }
 }
 
@@ -153,7 +175,7 @@ fn quantize(value: f32, inverse: f32) -> i8 {
 }
 
 /// A 4-bit weight as the kernel reads it: `[N, K / 2]` bytes of nibbles, and `[N, blocks]`
-/// scales and (unpacked) zero points.
+/// scales, and (unpacked) zero points `zero_stride` apart per row (0: one row all rows share).
 #[derive(Clone, Copy)]
 pub(crate) struct WeightView<'a> {
     pub(crate) k: usize,
@@ -161,6 +183,7 @@ pub(crate) struct WeightView<'a> {
     pub(crate) codes: &'a [u8],
     pub(crate) scales: &'a [f32],
     pub(crate) zero_points: &'a [u8],
+    pub(crate) zero_stride: usize,
 }
 
 impl WeightView<'_> {
@@ -169,7 +192,8 @@ impl WeightView<'_> {
         WeightView {
             codes: &self.codes[n * self.k / 2..(n + 1) * self.k / 2],
             scales: &self.scales[n * blocks..(n + 1) * blocks],
-            zero_points: &self.zero_points[n * blocks..(n + 1) * blocks],
+            zero_points: &self.zero_points[n * self.zero_stride..n * self.zero_stride + blocks],
+            zero_stride: 0,
             ..*self
         }
     }
@@ -184,23 +208,24 @@ pub(crate) fn rows(weight: WeightView, rows: Range<usize>, a: &QuantizedA, a_row
     let steps = k / STEP;
     assert!(block_size.is_multiple_of(STEP) && k.is_multiple_of(block_size) && out.len() == rows.len());
     assert!(weight.codes.len() >= rows.end * k / 2);
-    assert!(weight.scales.len() >= rows.end * blocks && weight.zero_points.len() >= rows.end * blocks);
+    assert!(weight.scales.len() >= rows.end * blocks);
+    assert!(rows.is_empty() || weight.zero_points.len() >= (rows.end - 1) * weight.zero_stride + blocks);
     assert!(a.sums.len() == blocks && a.scales.len() == steps.div_ceil(QUAD) * LANES);
     assert!(a.codes.len() == steps.div_ceil(QUAD) * QUAD_BYTES);
     #[cfg(target_arch = "x86_64")]
     assert!(a.plan.len() == steps.div_ceil(QUAD));
+    // SAFETY: the CPU has the kernel's instructions (just detected). The weight has `k / 2` bytes
+    // of codes and `blocks` scales and zero points for each of `rows`, `a` holds whole quads
+    // covering `steps` (and their plan) and `blocks` sums, and `out` a value per row (asserted
+    // above); the kernels read what a partial quad or a last group of blocks has with masked or
+    // narrower loads.
     #[cfg(target_arch = "x86_64")]
-    if supported() {
-        // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (checked just above). The weight has
-        // `k / 2` bytes of codes and `blocks` scales and zero points for each of `rows`, `a`
-        // holds whole quads covering `steps` (and their plan) and `blocks` sums, and `out` a
-        // value per row (asserted above); the kernel reads what a partial quad or a last group of blocks has
-        // with masked loads.
+    match Kernel::detect() {
         #[allow(unsafe_code)]
-        unsafe {
-            rows_vnni(weight, rows, a, out)
-        };
-        return;
+        Some(Kernel::Vnni) => return unsafe { rows_vnni(weight, rows, a, out) },
+        #[allow(unsafe_code)]
+        Some(Kernel::Avx2) => return unsafe { rows_avx2(weight, rows, a, out) },
+        None => {}
     }
     for (n, out) in rows.zip(out) {
         *out = dot_scalar(weight.row(n), a);
@@ -293,7 +318,8 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
     let blocks = weight.k / weight.block_size;
     let codes: [*const u8; R] = std::array::from_fn(|r| weight.codes[(first_row + r) * weight.k / 2..].as_ptr());
     let scales: [*const f32; R] = std::array::from_fn(|r| weight.scales[(first_row + r) * blocks..].as_ptr());
-    let zero_points: [*const u8; R] = std::array::from_fn(|r| weight.zero_points[(first_row + r) * blocks..].as_ptr());
+    let zero_points: [*const u8; R] =
+        std::array::from_fn(|r| weight.zero_points[(first_row + r) * weight.zero_stride..].as_ptr());
     let low = _mm512_set1_epi8(0x0F);
     let mut totals = [_mm512_setzero_ps(); R];
     for (index, quad) in a.plan.iter().enumerate() {
@@ -346,6 +372,116 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
     std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
 }
 
+/// [`rows`] with AVX2: [`GROUP`] weight rows at a time, then one at a time.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2(weight: WeightView, rows: Range<usize>, a: ARow, out: &mut [f32]) {
+    let mut n = rows.start;
+    while n < rows.end {
+        let at = n - rows.start;
+        if rows.end - n >= GROUP {
+            // SAFETY: as [`rows`] checked, for rows `n..n + GROUP`.
+            let values: [f32; GROUP] = unsafe { group_avx2(&weight, n, a) };
+            out[at..at + GROUP].copy_from_slice(&values);
+            n += GROUP;
+        } else {
+            // SAFETY: as above, for row `n`.
+            let [value]: [f32; 1] = unsafe { group_avx2(&weight, n, a) };
+            out[at] = value;
+            n += 1;
+        }
+    }
+}
+
+/// Weight rows `first_row..first_row + R` against `a`, two 32-code steps at a time: a step's 16
+/// bytes of nibbles split into even and odd codes, each pair of steps' codes (unsigned) times 32
+/// int8 activations by `vpmaddubsw` (at most 2 · 15 · 127 a pair, well inside i16), the even and
+/// odd products added and summed in fours into 8 int32 lanes by `vpmaddwd`: four lanes per step,
+/// as the VNNI kernel's. The zero points' term is taken off per block at the end.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn group_avx2<const R: usize>(weight: &WeightView, first_row: usize, a: ARow) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let blocks = weight.k / weight.block_size;
+    let (steps, per_block) = (weight.k / STEP, weight.block_size / STEP);
+    let codes: [&[u8]; R] =
+        std::array::from_fn(|r| &weight.codes[(first_row + r) * weight.k / 2..(first_row + r + 1) * weight.k / 2]);
+    let scales: [&[f32]; R] = std::array::from_fn(|r| &weight.scales[(first_row + r) * blocks..][..blocks]);
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut totals = [_mm256_setzero_ps(); R];
+    // The block of the next step, and how many of its steps came before it (no division per step).
+    let (mut block, mut into_block) = (0, 0);
+    let mut next_block = || {
+        let current = block;
+        into_block += 1;
+        if into_block == per_block {
+            (block, into_block) = (block + 1, 0);
+        }
+        current
+    };
+    for step in (0..steps).step_by(2) {
+        let (quad, within) = (step / QUAD, step % QUAD);
+        let both = step + 1 < steps;
+        let first_block = next_block();
+        let second_block = if both { next_block() } else { first_block };
+        // SAFETY: `a` holds whole quads (zeros past the last step): 64 even codes, 64 odd ones
+        // and 16 lane scales each, and `within` is 0 or 2, so 32 bytes and 8 scales from it lie
+        // inside the quad. Unaligned loads.
+        let (a_even, a_odd, a_scales) = unsafe {
+            let base = a.codes.as_ptr().add(quad * QUAD_BYTES + within * STEP / 2);
+            (
+                _mm256_loadu_si256(base.cast()),
+                _mm256_loadu_si256(base.add(QUAD_BYTES / 2).cast()),
+                _mm256_loadu_ps(a.scales.as_ptr().add(quad * LANES + within * LANES / QUAD)),
+            )
+        };
+        for r in 0..R {
+            // SAFETY: a row has `steps * 16` bytes of codes: 32 from `step` when it has two
+            // steps left, else the last 16 (the activations' padding is zero).
+            let bytes = unsafe {
+                let at = codes[r].as_ptr().add(step * STEP / 2);
+                if both { _mm256_loadu_si256(at.cast()) } else { _mm256_castsi128_si256(_mm_loadu_si128(at.cast())) }
+            };
+            let even = _mm256_and_si256(bytes, low);
+            let odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+            let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, a_even), _mm256_maddubs_epi16(odd, a_odd));
+            let products = _mm256_madd_epi16(pairs, ones);
+            let w_scales = _mm256_set_m128(_mm_set1_ps(scales[r][second_block]), _mm_set1_ps(scales[r][first_block]));
+            totals[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_mul_ps(w_scales, a_scales), totals[r]);
+        }
+    }
+    // The zero points' term, eight blocks at a time (then one at a time), taken off the totals.
+    let whole = blocks - blocks % 8;
+    let mut tail = [0f32; R];
+    for r in 0..R {
+        let zero_points = &weight.zero_points[(first_row + r) * weight.zero_stride..][..blocks];
+        for first in (0..whole).step_by(8) {
+            // SAFETY: `first + 8 <= blocks`: the row's scales and zero points and `a`'s sums hold
+            // `blocks` each. Unaligned loads.
+            let (w_scales, zero, sums) = unsafe {
+                (
+                    _mm256_loadu_ps(scales[r].as_ptr().add(first)),
+                    _mm_loadl_epi64(zero_points.as_ptr().add(first).cast()),
+                    _mm256_loadu_ps(a.sums.as_ptr().add(first)),
+                )
+            };
+            let zero = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(zero));
+            totals[r] = _mm256_fnmadd_ps(_mm256_mul_ps(w_scales, zero), sums, totals[r]);
+        }
+        tail[r] = (whole..blocks).map(|b| scales[r][b] * f32::from(zero_points[b]) * a.sums[b]).sum();
+    }
+    std::array::from_fn(|r| {
+        let total = totals[r];
+        let half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1))) - tail[r]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +528,7 @@ mod tests {
                 codes: &codes,
                 scales: &scales,
                 zero_points: &zero_points,
+                zero_stride: blocks,
             };
             let scalar = dot_scalar(weight, quantized.row(0));
             let mut vector = [0f32];
@@ -401,6 +538,21 @@ mod tests {
                 (scalar - vector).abs() <= 1e-4 * scalar.abs().max(1.0),
                 "{steps} steps of {per_block}: {scalar} vs {vector}"
             );
+            // The AVX2 kernel too, where an AVX-512 VNNI CPU dispatches to the other one.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                let mut avx2 = [0f32];
+                // SAFETY: the CPU has AVX2 and FMA; the one-row weight and `a` are as `rows` checks.
+                #[allow(unsafe_code)]
+                unsafe {
+                    rows_avx2(weight, 0..1, quantized.row(0), &mut avx2)
+                };
+                let [avx2] = avx2;
+                assert!(
+                    (scalar - avx2).abs() <= 1e-4 * scalar.abs().max(1.0),
+                    "{steps} steps of {per_block}: {scalar} vs AVX2 {avx2}"
+                );
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `EdgeinferQ4MatMul`: `Y = A @ Wᵀ` for a constant 4-bit `MatMulNBits` weight, computed straight
-//! from the nibbles, scales and zero points as the file stores them, on CPUs with AVX-512F.
+//! from the nibbles, scales and zero points as the file stores them, on x86-64 CPUs with AVX-512F,
+//! or AVX2 and FMA (8-lane vectors: AMD before Zen 4, Intel's Atom and most client cores).
 //!
 //! tract 0.23 has one kernel that reads 4-bit weights, `fma_mmm_f32_32x1` (AVX2, Q4_0 panels),
 //! and it took two thirds of a LLaMA-135M q4 decode step on tract
@@ -12,14 +13,14 @@
 //! The value is `MatMulNBits`'s own: `Σ_blocks s · Σ (q - z) · a`, with the f32 scales of the
 //! file (tract's Q4_0 packing rounds them to f16) and the weight held as the file holds it (no
 //! repacked copy). [`crate::tract_matmul_nbits`] wires it in the place of tract's block-quant
-//! matmul where the CPU has AVX-512F at load time; elsewhere (and with
+//! matmul where the CPU has either instruction set at load time; elsewhere (and with
 //! `EDGEINFER_TRACT_Q4_KERNEL=tract`) the graph keeps tract's kernel. Measured on this 2-core VM
 //! in 3 alternating rounds against tract's kernel in the same binary: decode 25.3 against 28.5 ms
 //! a step at 16 tokens of context, 33.0 against 33.6 at 256, 15-20 % less CPU time for the whole
 //! run (load, prefill and decode).
 //!
 //! A weight whose node has `accuracy_level = 4` is computed in int8 instead, as ONNX Runtime does
-//! for that level, by [`crate::tract_q4_int8`] where the CPU has AVX-512 VNNI
+//! for that level, by [`crate::tract_q4_int8`] (AVX-512 VNNI or AVX2)
 //! (`EDGEINFER_TRACT_Q4_KERNEL=f32` keeps the float32 kernel, for A/B runs).
 
 use std::ops::Range;
@@ -56,8 +57,11 @@ pub(crate) struct Q4Weight {
     codes: Arc<Tensor>,
     /// `[N, K / block_size]` f32 (the graph's constant where it is f32 already).
     scales: Arc<Tensor>,
-    /// `[N, K / block_size]`, 8 where the graph gives no zero points.
+    /// `[N, K / block_size]` unpacked, or where the graph gives no zero points one row of 8s
+    /// that every row reads (`zero_stride` 0), not an `[N, blocks]` array of them.
     zero_points: Vec<u8>,
+    /// How far apart rows' zero points are in `zero_points`: `blocks`, or 0 for the shared row.
+    zero_stride: usize,
     /// Whether the product is computed in int8 (`accuracy_level = 4` on a CPU with AVX-512 VNNI,
     /// see [`crate::tract_q4_int8`]).
     int8: bool,
@@ -103,15 +107,15 @@ impl Q4Weight {
         ensure!(block_size > 0 && block_size.is_multiple_of(STEP) && k.is_multiple_of(block_size));
         let blocks = k / block_size;
         ensure!(plain::<u8>(&codes)?.len() == n * k / 2 && plain::<f32>(&scales)?.len() == n * blocks);
-        let zero_points = match zero_points {
+        let (zero_points, zero_stride) = match zero_points {
             Some(zp) => {
                 ensure!(zp.len() == n * blocks.div_ceil(2));
-                (0..n * blocks).map(|i| zero_point(zp, blocks, i)).collect()
+                ((0..n * blocks).map(|i| zero_point(zp, blocks, i)).collect(), blocks)
             }
-            None => vec![8; n * blocks],
+            None => (vec![8; blocks], 0),
         };
         let int8 = compute == Compute::Int8 && int8_enabled();
-        Ok(Q4Weight { n, k, block_size, codes, scales, zero_points, int8 })
+        Ok(Q4Weight { n, k, block_size, codes, scales, zero_points, zero_stride, int8 })
     }
 
     /// The codes and scales as slices (their types and lengths were checked by [`Q4Weight::new`]).
@@ -189,6 +193,7 @@ impl Q4Weight {
                     codes,
                     scales,
                     zero_points: &self.zero_points,
+                    zero_stride: self.zero_stride,
                 };
                 for (mi, out) in out.chunks_exact_mut(width).enumerate() {
                     tract_q4_int8::rows(weight, rows.clone(), a, mi, out);
@@ -222,18 +227,23 @@ impl Q4Weight {
         let (k, blocks) = (self.k, self.k / self.block_size);
         let codes: [&[u8]; R] = std::array::from_fn(|i| &codes[rows[i] * k / 2..(rows[i] + 1) * k / 2]);
         let scales: [&[f32]; R] = std::array::from_fn(|i| &scales[rows[i] * blocks..(rows[i] + 1) * blocks]);
-        let zero_points: [&[u8]; R] =
-            std::array::from_fn(|i| &self.zero_points[rows[i] * blocks..(rows[i] + 1) * blocks]);
+        let zero_points: [&[u8]; R] = std::array::from_fn(|i| {
+            let first = rows[i] * self.zero_stride;
+            &self.zero_points[first..first + blocks]
+        });
         let per_block = self.block_size / STEP;
         assert!(a.len() == k && codes.iter().all(|c| c.len() * 2 == k));
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above). Each row's codes are `K / 2`
-            // bytes and `a` is `K` values (asserted above); the kernel reads both in steps of 16
-            // bytes and 32 values, `K / 32` steps; scales and zero points by block, `blocks` of
-            // them per row.
+        match Vector::detect() {
+            // SAFETY: the CPU has the kernel's instructions (just detected). Each row's codes are
+            // `K / 2` bytes and `a` is `K` values (asserted above); the kernels read both in
+            // steps of 16 bytes and 32 values, `K / 32` steps; scales and zero points by block,
+            // `blocks` of them per row.
             #[allow(unsafe_code)]
-            return unsafe { dot_avx512(&codes, a, &scales, &zero_points, per_block) };
+            Some(Vector::Avx512) => return unsafe { dot_avx512(&codes, a, &scales, &zero_points, per_block) },
+            #[allow(unsafe_code)]
+            Some(Vector::Avx2) => return unsafe { dot_avx2(&codes, a, &scales, &zero_points, per_block) },
+            None => {}
         }
         std::array::from_fn(|i| dot_scalar(codes[i], a, scales[i], zero_points[i], per_block))
     }
@@ -307,8 +317,73 @@ unsafe fn dot_avx512<const R: usize>(
     std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
 }
 
-/// Set to `tract` to keep tract's own 4-bit kernel on a CPU this op would serve, or to `f32` to
-/// compute `accuracy_level = 4` weights in float32 (for A/B runs).
+/// The float32 kernel's instruction set: 16 lanes, or 8 with AVX2 and FMA (most x86-64 CPUs
+/// without AVX-512: AMD before Zen 4, Intel's Atom and client cores).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vector {
+    Avx512,
+    Avx2,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Vector {
+    fn detect() -> Option<Vector> {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            Some(Vector::Avx512)
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            Some(Vector::Avx2)
+        } else {
+            None
+        }
+    }
+}
+
+/// [`dot_avx512`] in 8-lane vectors: each 16 even and 16 odd codes widened 8 at a time.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2<const R: usize>(
+    codes: &[&[u8]; R],
+    a: &[f32],
+    scales: &[&[f32]; R],
+    zero_points: &[&[u8]; R],
+    per_block: usize,
+) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let low = _mm_set1_epi8(0x0F);
+    let mut totals = [_mm256_setzero_ps(); R];
+    for block in 0..scales[0].len() {
+        let zero: [__m128i; R] = std::array::from_fn(|r| _mm_set1_epi8(zero_points[r][block] as i8));
+        for step in block * per_block..(block + 1) * per_block {
+            // SAFETY: `step < K / 32`, so `step * 32 + 32 <= a.len()` (K values); each row has
+            // `K / 2` bytes of codes (the caller's checks). Unaligned loads.
+            let values: [__m256; 4] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(a.as_ptr().add(step * STEP + 8 * i)) });
+            for r in 0..R {
+                // SAFETY: as above.
+                let bytes = unsafe { _mm_loadu_si128(codes[r].as_ptr().add(step * STEP / 2).cast()) };
+                // q - z in [-15, 15], as i8: 16 even codes, then 16 odd ones, as `a` is ordered.
+                let even = _mm_sub_epi8(_mm_and_si128(bytes, low), zero[r]);
+                let odd = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), zero[r]);
+                let q = [even, _mm_srli_si128(even, 8), odd, _mm_srli_si128(odd, 8)]
+                    .map(|q| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+                let sum = _mm256_fmadd_ps(q[1], values[1], _mm256_mul_ps(q[0], values[0]));
+                let sum = _mm256_fmadd_ps(q[3], values[3], _mm256_fmadd_ps(q[2], values[2], sum));
+                totals[r] = _mm256_fmadd_ps(sum, _mm256_set1_ps(scales[r][block]), totals[r]);
+            }
+        }
+    }
+    totals.map(|total| {
+        let half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+    })
+}
+
+/// For A/B runs: `tract` keeps tract's own 4-bit kernel for every weight, `ours` takes this op
+/// for every weight the CPU can serve, `f32` the same with `accuracy_level = 4` computed in
+/// float32. Unset, [`serves`] decides per CPU.
 const KERNEL_SWITCH: &str = "EDGEINFER_TRACT_Q4_KERNEL";
 
 /// Whether weights asking for int8 compute get it: the CPU has the instructions and
@@ -317,15 +392,27 @@ fn int8_enabled() -> bool {
     std::env::var_os(KERNEL_SWITCH).is_none_or(|v| v != "f32") && tract_q4_int8::supported()
 }
 
-/// Whether this CPU runs [`Q4MatMul`] with its vector kernel (and [`KERNEL_SWITCH`] does not say
-/// otherwise).
-pub(crate) fn supported() -> bool {
+/// Whether [`Q4MatMul`] takes a weight (`shared`: other nodes read its constant too, as the tied
+/// `lm_head` of an ORT-GenAI int4 folder is read by its embedding; `compute`: its
+/// `accuracy_level`). With AVX-512F it takes every weight: faster than tract's kernel there.
+/// With AVX2 alone it takes a shared weight, which tract's kernel would hold a Q4_0 copy of
+/// beside the original (loading the GenAI int4 folder peaked at 1.61x its files warm, 1.26x
+/// with this op), and a level-4 weight, whose int8 arithmetic (ONNX Runtime's) it computes at
+/// tract's speed (0.92x / 1.04x at 16 / 256 tokens on an AMD EPYC, `bench/tract_q4.sh`); tract's
+/// kernel keeps the other float32 weights, where it was 1.25x faster than this op's.
+pub(crate) fn serves(shared: bool, compute: Compute) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::env::var_os(KERNEL_SWITCH).is_none_or(|v| v != "tract") && std::arch::is_x86_feature_detected!("avx512f")
+        let switch = std::env::var(KERNEL_SWITCH).ok();
+        match (switch.as_deref(), Vector::detect()) {
+            (_, None) | (Some("tract"), _) => false,
+            (Some("ours" | "f32"), Some(_)) | (_, Some(Vector::Avx512)) => true,
+            (_, Some(Vector::Avx2)) => shared || (compute == Compute::Int8 && int8_enabled()),
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        let _ = (shared, compute);
         false
     }
 }
@@ -415,6 +502,15 @@ pub(crate) mod tests {
                     .unwrap();
             let [vector] = weight.dot(weight.data(), &[0], &a);
             assert!((scalar - vector).abs() <= 1e-4 * scalar.abs().max(1.0), "{scalar} vs {vector}");
+            // The 8-lane kernel too, where an AVX-512 CPU dispatches to the 16-lane one.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX2 and FMA; one row of `steps * 16` bytes against
+                // `steps * 32` values, `steps / per_scale` scales and zero points.
+                let [avx2] = unsafe { dot_avx2(&[&codes], &a, &[&scales], &[&zero_points], per_scale) };
+                assert!((scalar - avx2).abs() <= 1e-4 * scalar.abs().max(1.0), "{scalar} vs {avx2}");
+            }
         }
     }
 

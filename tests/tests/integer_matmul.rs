@@ -12,7 +12,7 @@
 //!
 //! `MatMulNBits` with `accuracy_level = 4` in three of those forms: the activations quantised to
 //! int8 per block before the product, as ONNX Runtime's CPU kernels do. numpy's reference
-//! quantises the same way; ONNX Runtime and tract on a CPU with AVX-512 VNNI
+//! quantises the same way; ONNX Runtime and tract on a CPU with AVX-512 VNNI or AVX2
 //! (`onnx/src/tract_q4_int8.rs`) must give it to float32 accuracy, which the float result misses
 //! by about 0.05. tract elsewhere computes the level in float32 and must give the float result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -114,17 +114,15 @@ fn has_vnni() -> bool {
     }
 }
 
-/// Whether tract computes `accuracy_level = 4` in int8 on this CPU (AVX-512 F, BW, VL and VNNI, and the A/B
-/// switch not set to `f32`).
+/// Whether tract computes `accuracy_level = 4` in int8 on this CPU (AVX-512 F, BW, VL and VNNI, or
+/// AVX2 and FMA, and the A/B switch not set to `f32` or `tract`).
 fn tract_computes_int8() -> bool {
     let switched_off = std::env::var("EDGEINFER_TRACT_Q4_KERNEL").is_ok_and(|v| v == "f32" || v == "tract");
     #[cfg(target_arch = "x86_64")]
     {
-        !switched_off
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+        use std::arch::is_x86_feature_detected as has;
+        let vnni = has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni");
+        !switched_off && (vnni || (has!("avx2") && has!("fma")))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
