@@ -27,6 +27,9 @@
 
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+use crate::tract_q4_matmul::sum_lanes;
+
 /// Codes per 32-code step, as in [`crate::tract_q4_matmul`].
 const STEP: usize = 32;
 
@@ -217,14 +220,28 @@ pub(crate) fn rows(weight: WeightView, rows: Range<usize>, a: &QuantizedA, a_row
     // SAFETY: the CPU has the kernel's instructions (just detected). The weight has `k / 2` bytes
     // of codes and `blocks` scales and zero points for each of `rows`, `a` holds whole quads
     // covering `steps` (and their plan) and `blocks` sums, and `out` a value per row (asserted
-    // above); the kernels read what a partial quad or a last group of blocks has with masked or
-    // narrower loads.
+    // above), and `in_groups` asks only for rows inside `rows`; the kernels read what a partial
+    // quad or a last group of blocks has with masked or narrower loads.
     #[cfg(target_arch = "x86_64")]
     match Kernel::detect() {
         #[allow(unsafe_code)]
-        Some(Kernel::Vnni) => return unsafe { rows_vnni(weight, rows, a, out) },
+        Some(Kernel::Vnni) => {
+            return in_groups(
+                rows,
+                out,
+                |n| unsafe { group_vnni(&weight, n, a) },
+                |n| unsafe { group_vnni(&weight, n, a) },
+            );
+        }
         #[allow(unsafe_code)]
-        Some(Kernel::Avx2) => return unsafe { rows_avx2(weight, rows, a, out) },
+        Some(Kernel::Avx2) => {
+            return in_groups(
+                rows,
+                out,
+                |n| unsafe { group_avx2(&weight, n, a) },
+                |n| unsafe { group_avx2(&weight, n, a) },
+            );
+        }
         None => {}
     }
     for (n, out) in rows.zip(out) {
@@ -248,6 +265,24 @@ fn dot_scalar(w: WeightView, a: ARow) -> f32 {
     }
     let zero_term: f32 = (0..a.sums.len()).map(|b| w.scales[b] * f32::from(w.zero_points[b]) * a.sums[b]).sum();
     total - zero_term
+}
+
+/// Fills `out` (one value per row of `rows`) from a kernel's `four` ([`GROUP`] weight rows from
+/// the one given) and `one` (that row alone): groups first, then the rows left over.
+#[cfg(target_arch = "x86_64")]
+fn in_groups(
+    rows: Range<usize>,
+    out: &mut [f32],
+    four: impl Fn(usize) -> [f32; GROUP],
+    one: impl Fn(usize) -> [f32; 1],
+) {
+    for (i, values) in out.chunks_mut(GROUP).enumerate() {
+        let first = rows.start + i * GROUP;
+        match <&mut [f32; GROUP]>::try_from(&mut *values) {
+            Ok(group) => *group = four(first),
+            Err(_) => values.iter_mut().enumerate().for_each(|(j, value)| [*value] = one(first + j)),
+        }
+    }
 }
 
 /// What the kernel needs to know of one quad, the same for every weight row.
@@ -284,28 +319,6 @@ fn quad_plan(steps: usize, per_block: usize) -> Vec<Quad> {
             }
         })
         .collect()
-}
-
-/// [`rows`] with AVX-512 VNNI: [`GROUP`] weight rows at a time, then one at a time.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_vnni(weight: WeightView, rows: Range<usize>, a: ARow, out: &mut [f32]) {
-    let mut n = rows.start;
-    while n < rows.end {
-        let at = n - rows.start;
-        if rows.end - n >= GROUP {
-            // SAFETY: as [`rows`] checked, for rows `n..n + GROUP`.
-            let values: [f32; GROUP] = unsafe { group_vnni(&weight, n, a) };
-            out[at..at + GROUP].copy_from_slice(&values);
-            n += GROUP;
-        } else {
-            // SAFETY: as above, for row `n`.
-            let [value]: [f32; 1] = unsafe { group_vnni(&weight, n, a) };
-            out[at] = value;
-            n += 1;
-        }
-    }
 }
 
 /// Weight rows `first_row..first_row + R` against `a`.
@@ -370,28 +383,6 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
         }
     }
     std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
-}
-
-/// [`rows`] with AVX2: [`GROUP`] weight rows at a time, then one at a time.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(weight: WeightView, rows: Range<usize>, a: ARow, out: &mut [f32]) {
-    let mut n = rows.start;
-    while n < rows.end {
-        let at = n - rows.start;
-        if rows.end - n >= GROUP {
-            // SAFETY: as [`rows`] checked, for rows `n..n + GROUP`.
-            let values: [f32; GROUP] = unsafe { group_avx2(&weight, n, a) };
-            out[at..at + GROUP].copy_from_slice(&values);
-            n += GROUP;
-        } else {
-            // SAFETY: as above, for row `n`.
-            let [value]: [f32; 1] = unsafe { group_avx2(&weight, n, a) };
-            out[at] = value;
-            n += 1;
-        }
-    }
 }
 
 /// Weight rows `first_row..first_row + R` against `a`, two 32-code steps at a time: a step's 16
@@ -474,12 +465,7 @@ unsafe fn group_avx2<const R: usize>(weight: &WeightView, first_row: usize, a: A
         }
         tail[r] = (whole..blocks).map(|b| scales[r][b] * f32::from(zero_points[b]) * a.sums[b]).sum();
     }
-    std::array::from_fn(|r| {
-        let total = totals[r];
-        let half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
-        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1))) - tail[r]
-    })
+    std::array::from_fn(|r| sum_lanes(totals[r]) - tail[r])
 }
 
 #[cfg(test)]
@@ -541,13 +527,9 @@ mod tests {
             // The AVX2 kernel too, where an AVX-512 VNNI CPU dispatches to the other one.
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                let mut avx2 = [0f32];
                 // SAFETY: the CPU has AVX2 and FMA; the one-row weight and `a` are as `rows` checks.
                 #[allow(unsafe_code)]
-                unsafe {
-                    rows_avx2(weight, 0..1, quantized.row(0), &mut avx2)
-                };
-                let [avx2] = avx2;
+                let [avx2]: [f32; 1] = unsafe { group_avx2(&weight, 0, quantized.row(0)) };
                 assert!(
                     (scalar - avx2).abs() <= 1e-4 * scalar.abs().max(1.0),
                     "{steps} steps of {per_block}: {scalar} vs AVX2 {avx2}"
