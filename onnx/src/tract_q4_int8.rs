@@ -19,16 +19,19 @@
 //! AVX2 kernel takes two steps at a time through `vpmaddubsw` and `vpmaddwd` from the same
 //! quantised `A`, into the same four int32 lanes per step.
 //!
-//! Measured on this 2-core VM (LLaMA-135M-sized weights, 30 layers' matmuls of one decode step):
-//! 4 ms against 10-12 ms for the float32 kernel when one layer's weights sit in cache, 11-13 ms
-//! against 14-18 ms when every layer comes from memory. There a step reads 70 MB, so the kernel
-//! is bound by memory bandwidth, and splitting a decode step's matmuls over two threads did not
-//! help either kernel.
+//! Measured on a 2-core AVX-512 VM (LLaMA-135M-sized weights, 30 layers' matmuls of one decode
+//! step): 4 ms against 10-12 ms for the float32 kernel when one layer's weights sit in cache,
+//! 11-13 ms against 14-18 ms when every layer comes from memory. There a step reads 70 MB, so the
+//! kernel is bound by memory bandwidth, and splitting a decode step's matmuls over two threads did
+//! not help either kernel. On a 2-core AMD EPYC (AVX2): 7-8 ms in cache, 13 ms from memory, where
+//! reading the same bytes alone takes 11-12 ms; 24-25 ms from memory before the AVX2 kernel
+//! prefetched the rows ahead (a weight row is 288-768 bytes, too short a stream for the hardware
+//! prefetcher, and the loads waited on memory).
 
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
-use crate::tract_q4_matmul::sum_lanes;
+use crate::tract_q4_matmul::{AHEAD, sum_lanes};
 
 /// Codes per 32-code step, as in [`crate::tract_q4_matmul`].
 const STEP: usize = 32;
@@ -172,9 +175,13 @@ fn block_scale(block: &[f32]) -> (f32, f32) {
     (amax / 127.0, inverse)
 }
 
-/// `round_half_even(value · inverse)`, in `[-127, 127]` for a value of its block.
+/// `round_half_even(value · inverse)`, in `[-127, 127]` for a value of its block. Adding 1.5 · 2²³
+/// leaves a float32 of that size no fraction bits, so the sum rounds to an integer, ties to even
+/// (the floating-point environment's default), and taking it off again is exact: the rounding
+/// without a call to `rintf` (3 % of a decode step's matmuls before).
 fn quantize(value: f32, inverse: f32) -> i8 {
-    (value * inverse).round_ties_even() as i8
+    const ROUND: f32 = 12_582_912.0;
+    ((value * inverse + ROUND) - ROUND) as i8
 }
 
 /// A 4-bit weight as the kernel reads it: `[N, K / 2]` bytes of nibbles, and `[N, blocks]`
@@ -297,6 +304,8 @@ struct Quad {
     blocks: u16,
     /// For each int32 lane, its step's block counted from `first_block`.
     lane_blocks: [i32; LANES],
+    /// `blocks` as the AVX2 kernel's load mask: -1 for each block the quad spans (at most four).
+    block_mask: [i32; QUAD],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -316,6 +325,7 @@ fn quad_plan(steps: usize, per_block: usize) -> Vec<Quad> {
                     let step = first + (l / (LANES / QUAD)).min(in_quad - 1);
                     (step / per_block - first_block) as i32
                 }),
+                block_mask: std::array::from_fn(|b| if b < block_count { -1 } else { 0 }),
             }
         })
         .collect()
@@ -385,43 +395,91 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
     std::array::from_fn(|r| _mm512_reduce_add_ps(totals[r]))
 }
 
-/// Weight rows `first_row..first_row + R` against `a`, two 32-code steps at a time: a step's 16
-/// bytes of nibbles split into even and odd codes, each pair of steps' codes (unsigned) times 32
-/// int8 activations by `vpmaddubsw` (at most 2 · 15 · 127 a pair, well inside i16), the even and
-/// odd products added and summed in fours into 8 int32 lanes by `vpmaddwd`: four lanes per step,
-/// as the VNNI kernel's. The zero points' term is taken off per block at the end.
+/// Weight rows `first_row..first_row + R` against `a`, a quad of four 32-code steps at a time in
+/// two halves: a step's 16 bytes of nibbles split into even and odd codes, each half's codes
+/// (unsigned) times 32 int8 activations by `vpmaddubsw` (at most 2 · 15 · 127 a pair, well inside
+/// i16), the even and odd products added and summed in fours into 8 int32 lanes by `vpmaddwd`:
+/// four lanes per step, as the VNNI kernel's. A row's scales for the quad are one (masked) load,
+/// spread over the lanes by the plan's `lane_blocks`. The steps after the last whole quad go two
+/// (or one) at a time; the zero points' term is taken off per block at the end.
+///
+/// The rows [`AHEAD`] on are prefetched meanwhile: a row of a decode step's weight is a few cache
+/// lines, too short a stream for the hardware prefetcher, and without it the kernel waited on
+/// memory for a third of its time.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn group_avx2<const R: usize>(weight: &WeightView, first_row: usize, a: ARow) -> [f32; R] {
     use std::arch::x86_64::*;
-    let blocks = weight.k / weight.block_size;
-    let (steps, per_block) = (weight.k / STEP, weight.block_size / STEP);
-    let codes: [&[u8]; R] =
-        std::array::from_fn(|r| &weight.codes[(first_row + r) * weight.k / 2..(first_row + r + 1) * weight.k / 2]);
-    let scales: [&[f32]; R] = std::array::from_fn(|r| &weight.scales[(first_row + r) * blocks..][..blocks]);
+    let (k, per_block) = (weight.k, weight.block_size / STEP);
+    let (steps, blocks, row_bytes) = (k / STEP, k / weight.block_size, k / 2);
+    assert!(weight.codes.len() >= (first_row + R) * row_bytes && weight.scales.len() >= (first_row + R) * blocks);
+    // Row `r` of the group: `row_bytes` of codes from `codes + r * row_bytes`, `blocks` scales
+    // from `scales + r * blocks` (asserted above).
+    let codes = weight.codes[first_row * row_bytes..].as_ptr();
+    let scales = weight.scales[first_row * blocks..].as_ptr();
+    // Prefetches never fault, past the weight's end included.
+    let ahead_codes = codes.wrapping_add(AHEAD * row_bytes).cast::<i8>();
+    let ahead_scales = scales.wrapping_add(AHEAD * blocks).cast::<i8>();
+    for line in (0..R * blocks * 4).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
+    }
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut totals = [_mm256_setzero_ps(); R];
-    // The block of the next step, and how many of its steps came before it (no division per step).
-    let (mut block, mut into_block) = (0, 0);
-    let mut next_block = || {
-        let current = block;
-        into_block += 1;
-        if into_block == per_block {
-            (block, into_block) = (block + 1, 0);
+    let mut totals = [[_mm256_setzero_ps(); 2]; R];
+    let whole_quads = steps / QUAD;
+    for (index, quad) in a.plan[..whole_quads].iter().enumerate() {
+        for line in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(ahead_codes.wrapping_add((index * R + line) * 64));
         }
-        current
-    };
-    for step in (0..steps).step_by(2) {
-        let (quad, within) = (step / QUAD, step % QUAD);
+        // SAFETY: `a` holds whole quads: 128 bytes of codes and 16 lane scales each; the plan's
+        // 16 `lane_blocks` and 4 `block_mask` lanes are i32s. Unaligned loads.
+        let (a_even, a_odd, a_scales, lane_blocks, block_mask) = unsafe {
+            let base = a.codes.as_ptr().add(index * QUAD_BYTES);
+            let a_scales = a.scales.as_ptr().add(index * LANES);
+            let lane_blocks = quad.lane_blocks.as_ptr().cast::<__m256i>();
+            (
+                [_mm256_loadu_si256(base.cast()), _mm256_loadu_si256(base.add(32).cast())],
+                [
+                    _mm256_loadu_si256(base.add(QUAD_BYTES / 2).cast()),
+                    _mm256_loadu_si256(base.add(QUAD_BYTES / 2 + 32).cast()),
+                ],
+                [_mm256_loadu_ps(a_scales), _mm256_loadu_ps(a_scales.add(8))],
+                [_mm256_loadu_si256(lane_blocks), _mm256_loadu_si256(lane_blocks.add(1))],
+                _mm_loadu_si128(quad.block_mask.as_ptr().cast()),
+            )
+        };
+        for (r, totals) in totals.iter_mut().enumerate() {
+            // SAFETY: a whole quad's 64 bytes lie inside the row (`first_byte + 64 <= row_bytes`),
+            // and its blocks (at most four from `first_block`) inside the row's scales; the mask
+            // leaves out the lanes past them.
+            let (bytes, w_scales) = unsafe {
+                let row = codes.add(r * row_bytes + quad.first_byte);
+                (
+                    [_mm256_loadu_si256(row.cast()), _mm256_loadu_si256(row.add(32).cast())],
+                    _mm256_castps128_ps256(_mm_maskload_ps(scales.add(r * blocks + quad.first_block), block_mask)),
+                )
+            };
+            for half in 0..2 {
+                let even = _mm256_and_si256(bytes[half], low);
+                let odd = _mm256_and_si256(_mm256_srli_epi16(bytes[half], 4), low);
+                let pairs =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(even, a_even[half]), _mm256_maddubs_epi16(odd, a_odd[half]));
+                let products = _mm256_madd_epi16(pairs, ones);
+                let scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(w_scales, lane_blocks[half]), a_scales[half]);
+                totals[half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), scale, totals[half]);
+            }
+        }
+    }
+    // The one to three steps after the last whole quad: two, then one.
+    let mut step = whole_quads * QUAD;
+    while step < steps {
         let both = step + 1 < steps;
-        let first_block = next_block();
-        let second_block = if both { next_block() } else { first_block };
-        // SAFETY: `a` holds whole quads (zeros past the last step): 64 even codes, 64 odd ones
-        // and 16 lane scales each, and `within` is 0 or 2, so 32 bytes and 8 scales from it lie
-        // inside the quad. Unaligned loads.
+        let (first_block, second_block) = (step / per_block, (step + usize::from(both)) / per_block);
+        let (quad, within) = (step / QUAD, step % QUAD);
+        // SAFETY: `a` holds whole quads (zeros past the last step), and `within` is 0 or 2, so 32
+        // bytes of each half and 8 lane scales from it lie inside the quad. Unaligned loads.
         let (a_even, a_odd, a_scales) = unsafe {
             let base = a.codes.as_ptr().add(quad * QUAD_BYTES + within * STEP / 2);
             (
@@ -430,48 +488,72 @@ unsafe fn group_avx2<const R: usize>(weight: &WeightView, first_row: usize, a: A
                 _mm256_loadu_ps(a.scales.as_ptr().add(quad * LANES + within * LANES / QUAD)),
             )
         };
-        for r in 0..R {
-            // SAFETY: a row has `steps * 16` bytes of codes: 32 from `step` when it has two
-            // steps left, else the last 16 (the activations' padding is zero).
-            let bytes = unsafe {
-                let at = codes[r].as_ptr().add(step * STEP / 2);
-                if both { _mm256_loadu_si256(at.cast()) } else { _mm256_castsi128_si256(_mm_loadu_si128(at.cast())) }
+        for (r, totals) in totals.iter_mut().enumerate() {
+            // SAFETY: a row has `steps * 16` bytes of codes: 32 from `step` when it has two steps
+            // left, else the last 16 (the activations' padding is zero); and `blocks` scales.
+            let (bytes, w_scales) = unsafe {
+                let at = codes.add(r * row_bytes + step * STEP / 2);
+                let row_scales = scales.add(r * blocks);
+                (
+                    if both {
+                        _mm256_loadu_si256(at.cast())
+                    } else {
+                        _mm256_castsi128_si256(_mm_loadu_si128(at.cast()))
+                    },
+                    _mm256_set_m128(
+                        _mm_set1_ps(*row_scales.add(second_block)),
+                        _mm_set1_ps(*row_scales.add(first_block)),
+                    ),
+                )
             };
             let even = _mm256_and_si256(bytes, low);
             let odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
             let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(even, a_even), _mm256_maddubs_epi16(odd, a_odd));
             let products = _mm256_madd_epi16(pairs, ones);
-            let w_scales = _mm256_set_m128(_mm_set1_ps(scales[r][second_block]), _mm_set1_ps(scales[r][first_block]));
-            totals[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_mul_ps(w_scales, a_scales), totals[r]);
+            totals[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_mul_ps(w_scales, a_scales), totals[0]);
         }
+        step += 2;
     }
     // The zero points' term, eight blocks at a time (then one at a time), taken off the totals.
     let whole = blocks - blocks % 8;
     let mut tail = [0f32; R];
-    for r in 0..R {
+    for (r, totals) in totals.iter_mut().enumerate() {
         let zero_points = &weight.zero_points[(first_row + r) * weight.zero_stride..][..blocks];
+        let row_scales = &weight.scales[(first_row + r) * blocks..][..blocks];
         for first in (0..whole).step_by(8) {
             // SAFETY: `first + 8 <= blocks`: the row's scales and zero points and `a`'s sums hold
             // `blocks` each. Unaligned loads.
             let (w_scales, zero, sums) = unsafe {
                 (
-                    _mm256_loadu_ps(scales[r].as_ptr().add(first)),
+                    _mm256_loadu_ps(row_scales.as_ptr().add(first)),
                     _mm_loadl_epi64(zero_points.as_ptr().add(first).cast()),
                     _mm256_loadu_ps(a.sums.as_ptr().add(first)),
                 )
             };
             let zero = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(zero));
-            totals[r] = _mm256_fnmadd_ps(_mm256_mul_ps(w_scales, zero), sums, totals[r]);
+            totals[0] = _mm256_fnmadd_ps(_mm256_mul_ps(w_scales, zero), sums, totals[0]);
         }
-        tail[r] = (whole..blocks).map(|b| scales[r][b] * f32::from(zero_points[b]) * a.sums[b]).sum();
+        tail[r] = (whole..blocks).map(|b| row_scales[b] * f32::from(zero_points[b]) * a.sums[b]).sum();
     }
-    std::array::from_fn(|r| sum_lanes(totals[r]) - tail[r])
+    std::array::from_fn(|r| sum_lanes(_mm256_add_ps(totals[r][0], totals[r][1])) - tail[r])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tract_q4_matmul::tests::values;
+
+    #[test]
+    fn quantising_rounds_half_to_even() {
+        // Every quarter in [-127, 127] (the ties among them), and values in between.
+        let quarters = (-508..=508).map(|i| i as f32 / 4.0);
+        let between = values(10_000, 9).map(|v| v * 254.0 - 127.0);
+        for value in quarters.chain(between) {
+            assert_eq!(quantize(value, 1.0), value.round_ties_even() as i8, "{value}");
+        }
+        assert_eq!(quantize(0.7, 127.0 / 0.7), 127);
+        assert_eq!(quantize(f32::NAN, 1.0), 0);
+    }
 
     #[test]
     fn activations_are_quantised_per_block_as_mlas_does() {
