@@ -47,7 +47,7 @@ if [ "$family" != dinov2 ]; then
     --dir "$out/llama-135m" --variants q4 --no-goldens --accuracy-level 4
 fi
 [ "$family" = llama ] || cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer
-cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
+[ "$family" = dinov2 ] || cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
 
 memory() {
   cargo build --release --locked -q -p edgeinfer-tests --example load_rss
