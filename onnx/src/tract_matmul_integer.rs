@@ -10,8 +10,11 @@
 //! Here a constant `B` without a zero point (`quantize_dynamic`'s symmetric int8 weights) is wired as tract's plain
 //! i8 × i8 → i32 matmul, which runs its int8 kernels, and the compensation is spelled out with
 //! the sums computed in Rust while wiring:
-//! `Σₖ (A - a0)·B = A·B - a0·ΣB`. Anything else (a `B` computed at run time, a weight zero point
-//! other than 0 after the shift to i8, a per-row `a_zero_point`) keeps tract's own op.
+//! `Σₖ (A - a0)·B = A·B - a0·ΣB`. On a CPU where tract's int8 kernel is its AVX2 one (no VNNI or
+//! AMX), slower there than float32, every constant `B`, with or without zero points, takes
+//! `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a `B` computed at run
+//! time, a per-row `a_zero_point`, and where tract's kernel serves, a weight zero point other than
+//! 0 after the shift to i8) keeps tract's own op.
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb;
@@ -19,6 +22,8 @@ use tract_onnx::tract_core::ops::cast::cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{mul, sub};
 use tract_onnx::tract_hir::internal::*;
+
+use crate::tract_i8_matmul::{I8MatMul, I8Weight};
 
 /// The parser tract registered for `MatMulInteger`, kept for the forms handled by tract's op.
 static TRACTS_OWN: std::sync::OnceLock<crate::tract::OpParser> = std::sync::OnceLock::new();
@@ -105,25 +110,61 @@ impl MatMulInteger {
         {
             return Ok(None);
         }
-        // The weight as i8: a u8 one moves by -128, and so does its zero point, which must then
-        // be 0. A weight zero point also needs ΣA per row, broadcast against it: tract 0.23 fuses
-        // that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
-        // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op.
+        // The weight as i8: a u8 one moves by -128, and so does its zero point (per column, or
+        // one for all; an absent one is 0).
         let shift = match b.datum_type() {
             dt if dt == u8::datum_type() => 128,
             dt if dt == i8::datum_type() => 0,
             _ => return Ok(None),
         };
-        if let Some(slot) = self.b_zero_point {
-            let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
-            let zp = zp.cast_to::<i32>()?;
-            let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?;
-            if !(zp.len() == 1 || zp.len() == n) || zp.iter().any(|z| z - shift != 0) {
-                return Ok(None);
+        let b_zero_points: Vec<i32> = match self.b_zero_point {
+            Some(slot) => {
+                let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
+                let zp = zp.cast_to::<i32>()?;
+                let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?;
+                if !(zp.len() == 1 || zp.len() == n) {
+                    return Ok(None);
+                }
+                zp.iter().map(|z| z - shift).collect()
             }
-        } else if shift != 0 {
-            // A u8 weight without a zero point is centred on 0, not 128.
+            None => vec![-shift],
+        };
+        // Ours takes any of these (see `tract_i8_matmul`). tract's kernel is given the weight
+        // zero point 0 only: any other needs ΣA per row, broadcast against it, and tract 0.23
+        // fuses that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
+        // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op there.
+        let ours = crate::tract_i8_matmul::serves();
+        if !ours && b_zero_points.iter().any(|z| *z != 0) {
             return Ok(None);
+        }
+
+        let a0 = match self.a_zero_point {
+            Some(slot) => {
+                let rank0 = model.outlet_fact(inputs[slot])?.rank();
+                let mut wire =
+                    model.wire_node(format!("{prefix}.a0_i32"), cast(i32::datum_type()), &[inputs[slot]])?[0];
+                for axis in (0..rank0).rev() {
+                    wire = model.wire_node(format!("{prefix}.a0_scalar_{axis}"), AxisOp::Rm(axis), &[wire])?[0];
+                }
+                Some(wire)
+            }
+            None => None,
+        };
+
+        // On CPUs where tract's int8 kernel is slower than float32, ours, with the weight packed
+        // from the graph's constant (a u8 one shifted on the way) and `a0` taken off `A` itself.
+        if ours {
+            let source = b.try_as_plain_ram()?;
+            let weight = if shift == 0 {
+                let values = source.as_slice::<i8>()?;
+                I8Weight::new(k, n, |i| i16::from(values[i]), &b_zero_points)?
+            } else {
+                let values = source.as_slice::<u8>()?;
+                I8Weight::new(k, n, |i| i16::from(values[i]) - 128, &b_zero_points)?
+            };
+            let op = I8MatMul { weight: std::sync::Arc::new(weight) };
+            let operands: TVec<OutletId> = std::iter::once(a).chain(a0).collect();
+            return Ok(Some(model.wire_node(format!("{prefix}.i8_matmul"), op, &operands)?));
         }
 
         // An i8 weight is wired as it is (no copy); a u8 one is shifted into one new i8 tensor.
@@ -153,19 +194,6 @@ impl MatMulInteger {
         let b_wire = match shifted {
             Some(b_i8) => model.add_const(format!("{prefix}.b_i8"), b_i8)?,
             None => inputs[1],
-        };
-
-        let a0 = match self.a_zero_point {
-            Some(slot) => {
-                let rank0 = model.outlet_fact(inputs[slot])?.rank();
-                let mut wire =
-                    model.wire_node(format!("{prefix}.a0_i32"), cast(i32::datum_type()), &[inputs[slot]])?[0];
-                for axis in (0..rank0).rev() {
-                    wire = model.wire_node(format!("{prefix}.a0_scalar_{axis}"), AxisOp::Rm(axis), &[wire])?[0];
-                }
-                Some(wire)
-            }
-            None => None,
         };
 
         // A as i8 likewise.
@@ -225,6 +253,7 @@ mod tests {
 
     #[test]
     fn constant_weights_take_the_precomputed_sums() {
+        crate::tract_i8_matmul::FORCE.with(|f| f.set(Some(false)));
         let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/probe/matmul_integer.onnx");
         let (model, _, _) = crate::tract::parse(&ModelSource::File(probe), &SessionOptions::default()).unwrap();
         let typed = model.into_typed().unwrap();
@@ -234,5 +263,35 @@ mod tests {
         // zero points and y_uint8_no_zp a uint8 weight centred on 0, which keep tract's own op
         // (the integration test checks all five against numpy).
         assert_eq!(names.iter().filter(|n| n.ends_with(".b_sums")).count(), 2, "{names:?}");
+    }
+
+    /// The same forms through `EdgeinferI8MatMul` (the default on AVX2 CPUs without VNNI), against
+    /// numpy's integers, bit for bit.
+    #[test]
+    fn constant_weights_take_the_avx2_kernel_and_give_numpys_integers() {
+        use crate::{Backend, Tensor};
+        crate::tract_i8_matmul::FORCE.with(|f| f.set(Some(true)));
+        let probe = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/probe").join(f);
+        let source = ModelSource::File(probe("matmul_integer.onnx"));
+        let (model, _, _) = crate::tract::parse(&source, &SessionOptions::default()).unwrap();
+        let typed = model.into_typed().unwrap();
+        // Every form: the weight's zero points are ours to apply too.
+        let ours = typed.nodes().iter().filter(|n| n.name.ends_with(".i8_matmul")).count();
+        let expected = if cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2") { 5 } else { 0 };
+        assert_eq!(ours, expected);
+        for threads in [None, Some(2)] {
+            let options = SessionOptions { intra_threads: threads, ..SessionOptions::default() };
+            let session = crate::tract::TractBackend.load(&source, &options).unwrap();
+            let inputs = ["a", "a_zero_point"]
+                .iter()
+                .map(|i| (i.to_string(), Tensor::read_npy(&probe(&format!("matmul_integer.{i}.npy"))).unwrap()))
+                .collect();
+            let mut out = session.run(inputs).unwrap();
+            for y in ["y_int8", "y_uint8", "y_both", "y_uint8_no_zp", "y_uint8_128"] {
+                let want = Tensor::read_npy(&probe(&format!("matmul_integer.{y}.npy"))).unwrap();
+                assert_eq!(out.take(y).unwrap(), want, "{y}");
+            }
+        }
+        crate::tract_i8_matmul::FORCE.with(|f| f.set(None));
     }
 }
