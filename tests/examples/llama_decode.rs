@@ -9,7 +9,8 @@
 //! `bench/gpu_llama.sh` uses the last two on a GPU: the same model with the KV cache kept in GPU
 //! memory and in host memory. `VARIANT=q4` (any precision variant name) loads that variant of
 //! the folder's graph (`bench/variants.sh`). `NEW_TOKENS=N` generates N tokens instead of 9 (a
-//! profile of the decode steps rather than of the prefill).
+//! profile of the decode steps rather than of the prefill). `ORT_CONFIG=key=value,...` adds ONNX
+//! Runtime session config entries.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -29,6 +30,11 @@ fn main() {
     assert!(runs > 0, "runs must be at least 1");
     let backend = edgeinfer_onnx::backend(kind, None).unwrap();
     let mut options = SessionOptions { intra_threads: Some(threads), ..Default::default() };
+    // ORT_CONFIG="key=value,...": ONNX Runtime session config entries (the daemon's `ort_config`).
+    for entry in std::env::var("ORT_CONFIG").unwrap_or_default().split(',').filter(|e| !e.is_empty()) {
+        let (key, value) = entry.split_once('=').expect("ORT_CONFIG: key=value,...");
+        options.ort_config.insert(key.to_string(), value.to_string());
+    }
     if let Some(eps) = args.get(6) {
         options.execution_providers = edgeinfer_onnx::parse_ep_list(eps).unwrap();
     }
