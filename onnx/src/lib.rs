@@ -48,6 +48,8 @@ mod tract_rescale;
 #[cfg(feature = "tract")]
 mod tract_rewrite;
 #[cfg(feature = "tract")]
+mod tract_threads;
+#[cfg(feature = "tract")]
 mod tract_weights;
 
 use std::path::Path;

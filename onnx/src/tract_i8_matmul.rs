@@ -17,6 +17,9 @@
 //! summed into each i32 lane: exact for any 9-bit × 8-bit operands) and accumulates [`ROWS`] rows
 //! of `A` × 16 columns in 12 registers, the panel staying in L1 while the rows go by. Rows of `A`
 //! are split between tract's threads, or, for the few rows of a decode step, the panels are.
+//! Where the op runs on a CPU with AVX-512 VNNI (only when `EDGEINFER_TRACT_I8_KERNEL=ours` asks
+//! for it: [`serves`] leaves those CPUs to tract's own VNNI kernel), the tile is one 512-bit
+//! vector a row, widened with `vpmovsxbw` and accumulated with `vpdpwssd`.
 //!
 //! A uint8 weight is moved to int8 (`b - 128`, and its zero point with it). A weight zero point
 //! `b0` other than 0 (`quantize_dynamic`'s asymmetric uint8 weights) is taken off at the end:
@@ -26,8 +29,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::tract_hir::internal::*;
+
+use crate::tract_threads::{TASKS_PER_THREAD, Threads};
 
 /// Columns of `B` a panel holds.
 const PANEL: usize = 16;
@@ -38,12 +42,6 @@ const PAIR_BYTES: usize = 2 * PANEL;
 /// Rows of `A` the kernel computes together (two accumulators each, with two for the weight and
 /// one for `A`: 15 of the 16 vector registers).
 const ROWS: usize = 6;
-
-/// The fewest multiply-adds worth waking other threads for (as in `tract_q4_matmul`).
-const PARALLEL_MACS: usize = 4 << 20;
-
-/// Parallel tasks per thread.
-const TASKS_PER_THREAD: usize = 4;
 
 /// For A/B runs: `tract` keeps tract's own int8 kernels everywhere, `ours` takes this op wherever
 /// the CPU has AVX2. Unset, [`serves`] decides per CPU.
@@ -99,6 +97,8 @@ pub(crate) struct I8Weight {
     packed: Vec<i8>,
     /// The weight's zero point per column (after the shift to int8), empty where all are 0.
     zero_points: Vec<i32>,
+    /// The kernel this CPU runs, chosen once, as the weight is packed.
+    kernel: Kernel,
 }
 
 impl I8Weight {
@@ -127,67 +127,38 @@ impl I8Weight {
                 packed[(panel * pairs + pair) * PAIR_BYTES + (c / 8) * 16 + (c % 8) * 2 + half] = v as i8;
             }
         }
-        Ok(I8Weight { k, n, pairs, packed, zero_points })
+        Ok(I8Weight { k, n, pairs, packed, zero_points, kernel: Kernel::detect() })
     }
 
     fn panels(&self) -> usize {
         self.n.div_ceil(PANEL)
     }
 
-    /// `(A - a0) · (B - b0)` for `m` rows of `a`, into `y` (`[m, N]`).
-    fn matmul(&self, a: &WidenedA, m: usize, y: &mut [i32]) {
-        let (n, panels) = (self.n, self.panels());
+    /// `(A - a0) · (B - b0)` for the rows of `a`, into `y` (`[rows, N]`).
+    fn matmul(&self, a: &WidenedA, y: &mut [i32]) {
+        let (m, n, panels) = (a.rows, self.n, self.panels());
         if m == 0 || n == 0 {
             return;
         }
-        let executor = current_tract_executor();
-        let threads = match &executor {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        };
-        let pool = match executor {
-            Executor::MultiThread(pool)
-                if threads > 1 && m.saturating_mul(n).saturating_mul(self.k) >= PARALLEL_MACS =>
-            {
-                Some(pool)
-            }
-            _ => None,
-        };
-        match pool {
-            None => self.block(a.rows(0..m), 0..panels, y, n),
+        let threads = Threads::current();
+        let tasks = threads.count() * TASKS_PER_THREAD;
+        if !threads.worth(m.saturating_mul(n).saturating_mul(self.k)) {
+            self.block(a.rows(0..m), 0..panels, y, n);
+        } else if m >= ROWS * tasks {
             // Enough rows for every task: each takes whole kernel tiles of rows, every panel.
-            Some(pool) if m >= ROWS * threads * TASKS_PER_THREAD => {
-                let per_task = m.div_ceil(threads * TASKS_PER_THREAD).next_multiple_of(ROWS);
-                pool.scope(|s| {
-                    for (task, y) in y.chunks_mut(per_task * n).enumerate() {
-                        let a = a.rows(task * per_task..task * per_task + y.len() / n);
-                        s.spawn(move |_| self.block(a, 0..panels, y, n));
-                    }
-                });
-            }
-            // A few rows (a decode step): each task takes some panels, into its own buffer.
-            Some(pool) => {
-                let per_task = panels.div_ceil(threads * TASKS_PER_THREAD);
-                let tasks: Vec<Range<usize>> =
-                    (0..panels).step_by(per_task).map(|p| p..(p + per_task).min(panels)).collect();
-                let mut results: Vec<Vec<i32>> = vec![Vec::new(); tasks.len()];
-                pool.scope(|s| {
-                    for (range, result) in tasks.iter().zip(results.iter_mut()) {
-                        s.spawn(move |_| {
-                            let width = self.columns(range).len();
-                            let mut out = vec![0i32; m * width];
-                            self.block(a.rows(0..m), range.clone(), &mut out, width);
-                            *result = out;
-                        });
-                    }
-                });
-                for (range, result) in tasks.iter().zip(&results) {
-                    let columns = self.columns(range);
-                    for (row, values) in result.chunks_exact(columns.len()).enumerate() {
-                        y[row * n + columns.start..row * n + columns.end].copy_from_slice(values);
-                    }
-                }
-            }
+            let per_task = m.div_ceil(tasks).next_multiple_of(ROWS);
+            threads.spawn_each(y.chunks_mut(per_task * n).enumerate(), |(task, y)| {
+                let a = a.rows(task * per_task..task * per_task + y.len() / n);
+                self.block(a, 0..panels, y, n);
+            });
+        } else {
+            // A few rows (a decode step): each task takes the columns of some panels.
+            let per_task = panels.div_ceil(tasks) * PANEL;
+            let parts: Vec<Range<usize>> = (0..n).step_by(per_task).map(|c| c..(c + per_task).min(n)).collect();
+            threads.split_columns(true, (m, n), &parts, y, |columns, out| {
+                let panels = columns.start / PANEL..columns.end.div_ceil(PANEL);
+                self.block(a.rows(0..m), panels, out, columns.len());
+            });
         }
     }
 
@@ -214,13 +185,14 @@ impl I8Weight {
                 let rows = (m - row).min(ROWS);
                 let a = &a[row * row_stride..(row + rows) * row_stride];
                 let mut tile = [[0i32; PANEL]; ROWS];
+                let kernel = self.kernel;
                 match rows {
-                    6 => tile_of::<6>(a, weight, self.pairs, &mut tile),
-                    5 => tile_of::<5>(a, weight, self.pairs, &mut tile),
-                    4 => tile_of::<4>(a, weight, self.pairs, &mut tile),
-                    3 => tile_of::<3>(a, weight, self.pairs, &mut tile),
-                    2 => tile_of::<2>(a, weight, self.pairs, &mut tile),
-                    _ => tile_of::<1>(a, weight, self.pairs, &mut tile),
+                    6 => tile_of::<6>(kernel, a, weight, self.pairs, &mut tile),
+                    5 => tile_of::<5>(kernel, a, weight, self.pairs, &mut tile),
+                    4 => tile_of::<4>(kernel, a, weight, self.pairs, &mut tile),
+                    3 => tile_of::<3>(kernel, a, weight, self.pairs, &mut tile),
+                    2 => tile_of::<2>(kernel, a, weight, self.pairs, &mut tile),
+                    _ => tile_of::<1>(kernel, a, weight, self.pairs, &mut tile),
                 }
                 for (r, values) in tile.iter().take(rows).enumerate() {
                     let start = (row + r) * stride + at;
@@ -241,20 +213,68 @@ impl I8Weight {
     }
 }
 
-/// `R` rows of `a` (`[R, 2 · pairs]` i16) against one panel (`[pairs][PAIR_BYTES]`), into the
-/// first `R` rows of `tile`.
-fn tile_of<const R: usize>(a: &[i16], panel: &[i8], pairs: usize, tile: &mut [[i32; PANEL]; ROWS]) {
-    assert!(R <= ROWS && a.len() == R * 2 * pairs && panel.len() == pairs * PAIR_BYTES);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (just detected); the lengths were asserted above.
-        #[allow(unsafe_code)]
-        unsafe {
-            tile_avx2::<R>(a, panel, pairs, tile)
-        };
-        return;
+/// The tile kernels, by instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Plain Rust (no AVX2).
+    Scalar,
+    /// `vpmovsxbw` and `vpmaddwd` on 256-bit vectors: a panel's 16 columns in two halves.
+    Avx2,
+    /// `vpmovsxbw` and `vpdpwssd` (AVX-512 BW and VNNI): a panel's 16 columns in one vector,
+    /// multiplied and accumulated in one instruction.
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The best kernel this CPU has, in tract's view of it too: `TRACT_CPU_ISA=-avx512f` (or
+    /// `-avx512vnni`) gives the AVX2 kernel on a CPU with AVX-512, as it gives tract's AVX2 tier.
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            use tract_linalg::isa::Isa;
+            let isa = tract_linalg::isa::native();
+            if has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vnni")
+                && isa.has(Isa::X86_64Avx512f)
+                && isa.has(Isa::X86_64Avx512Vnni)
+            {
+                return Kernel::Avx512Vnni;
+            }
+            if has!("avx2") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
     }
-    tile_scalar::<R>(a, panel, pairs, tile)
+
+    /// Whether this CPU can run `self` (the tests run every tier it has).
+    #[cfg(test)]
+    fn available(self) -> bool {
+        match (self, Kernel::detect()) {
+            (Kernel::Scalar, _) => true,
+            (Kernel::Avx2, best) => best != Kernel::Scalar,
+            (Kernel::Avx512Vnni, best) => best == Kernel::Avx512Vnni,
+        }
+    }
+}
+
+/// `R` rows of `a` (`[R, 2 · pairs]` i16) against one panel (`[pairs][PAIR_BYTES]`), into the
+/// first `R` rows of `tile`, in `kernel` (what [`Kernel::detect`] said).
+fn tile_of<const R: usize>(kernel: Kernel, a: &[i16], panel: &[i8], pairs: usize, tile: &mut [[i32; PANEL]; ROWS]) {
+    assert!(R <= ROWS && a.len() == R * 2 * pairs && panel.len() == pairs * PAIR_BYTES);
+    match kernel {
+        // SAFETY (both): `kernel` is only a vector one where the CPU has its instructions
+        // (`Kernel::detect`); the lengths were asserted above.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Kernel::Avx512Vnni => unsafe { tile_avx512_vnni::<R>(a, panel, pairs, tile) },
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Kernel::Avx2 => unsafe { tile_avx2::<R>(a, panel, pairs, tile) },
+        _ => tile_scalar::<R>(a, panel, pairs, tile),
+    }
 }
 
 /// [`tile_of`] in plain Rust: the reference for the vector version, and the path without AVX2.
@@ -309,8 +329,42 @@ unsafe fn tile_avx2<const R: usize>(a: &[i16], panel: &[i8], pairs: usize, tile:
     }
 }
 
+/// [`tile_of`] in AVX-512 with VNNI: per pair of rows of `B`, its 16 columns widened into one
+/// vector of (column, row) pairs of i16, `vpdpwssd`-ed (multiplied pairwise, summed and added to
+/// the i32 lane, without saturation) against each row's broadcast pair of `A`.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI; `a` holds `R · 2 · pairs` values and `panel`
+/// `pairs · PAIR_BYTES` bytes.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_avx512_vnni<const R: usize>(a: &[i16], panel: &[i8], pairs: usize, tile: &mut [[i32; PANEL]; ROWS]) {
+    use std::arch::x86_64::*;
+    let mut sums = [_mm512_setzero_si512(); R];
+    let a = a.as_ptr().cast::<i32>();
+    let weight = panel.as_ptr();
+    for p in 0..pairs {
+        // SAFETY: as in `tile_avx2`: the pair's 32 bytes lie in `panel`, each row's pair `p` in `a`.
+        unsafe {
+            // Bytes 0..16 hold columns 0..8, bytes 16..32 columns 8..16: lane `c` is column `c`.
+            let b = _mm512_cvtepi8_epi16(_mm256_loadu_si256(weight.add(p * PAIR_BYTES).cast()));
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let pair = _mm512_set1_epi32(a.add(r * pairs + p).read_unaligned());
+                *sum = _mm512_dpwssd_epi32(*sum, pair, b);
+            }
+        }
+    }
+    for (row, sum) in tile.iter_mut().zip(sums) {
+        // SAFETY: each row of `tile` holds 16 i32: one unaligned store.
+        unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), sum) };
+    }
+}
+
 /// `A - a0` as the kernel reads it.
 struct WidenedA {
+    /// Rows of `A`: `m`.
+    rows: usize,
     /// `[m, row_stride]` i16, `row_stride = 2 · ceil(K / 2)` (an odd `K` padded with a 0).
     values: Vec<i16>,
     row_stride: usize,
@@ -327,9 +381,9 @@ struct RowsOfA<'a> {
 
 impl WidenedA {
     /// `A` (`[m, K]`, u8 or i8) minus `a0`, with the row sums if `sums`.
-    fn new<T: Copy + Into<i16>>(a: &[T], k: usize, a0: i16, sums: bool) -> TractResult<WidenedA> {
+    fn new<T: Copy + Into<i16>>(a: &[T], (m, k): (usize, usize), a0: i16, sums: bool) -> TractResult<WidenedA> {
+        ensure!(Some(a.len()) == m.checked_mul(k), "int8 matmul: {} values for {m}x{k}", a.len());
         let row_stride = 2 * k.div_ceil(2);
-        let m = a.len().checked_div(k).unwrap_or(0);
         let mut values = vec![0i16; m.checked_mul(row_stride).context("int8 matmul: widened A size")?];
         let mut row_sums = Vec::new();
         if k > 0 {
@@ -342,7 +396,7 @@ impl WidenedA {
                 }
             }
         }
-        Ok(WidenedA { values, row_stride, sums: row_sums })
+        Ok(WidenedA { rows: m, values, row_stride, sums: row_sums })
     }
 
     /// Rows `rows`.
@@ -391,21 +445,25 @@ impl EvalOp for I8MatMul {
             }
             None => 0,
         };
+        // Rows of `A`: every axis but the last (so a `K` of 0 still gives `[.., N]` zeros).
+        let m = a.shape()[..a.rank() - 1]
+            .iter()
+            .try_fold(1usize, |m, d| m.checked_mul(*d))
+            .context("int8 matmul: rows of A")?;
         let plain = a.try_as_plain_ram()?;
         let sums = !self.weight.zero_points.is_empty();
         let widened = match a.datum_type() {
-            dt if dt == u8::datum_type() => WidenedA::new(plain.as_slice::<u8>()?, k, a0, sums)?,
-            dt if dt == i8::datum_type() => WidenedA::new(plain.as_slice::<i8>()?, k, a0, sums)?,
+            dt if dt == u8::datum_type() => WidenedA::new(plain.as_slice::<u8>()?, (m, k), a0, sums)?,
+            dt if dt == i8::datum_type() => WidenedA::new(plain.as_slice::<i8>()?, (m, k), a0, sums)?,
             dt => bail!("int8 matmul: A is {dt:?}"),
         };
-        let m = a.len().checked_div(k).unwrap_or(0);
         let mut shape: TVec<usize> = a.shape().into();
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
-        let mut y = vec![0i32; m.checked_mul(n).context("int8 matmul: output size")?];
+        let mut y = vec![0i32; widened.rows.checked_mul(n).context("int8 matmul: output size")?];
         if k > 0 {
-            self.weight.matmul(&widened, m, &mut y);
+            self.weight.matmul(&widened, &mut y);
         }
         Ok(tvec!(Tensor::from_shape(&shape, &y)?.into_tvalue()))
     }
@@ -427,6 +485,7 @@ impl TypedOp for I8MatMul {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_linalg::multithread::Executor;
 
     /// Deterministic pseudo-random values in `[low, high]`.
     fn values(count: usize, seed: u64, low: i16, high: i16) -> Vec<i16> {
@@ -466,11 +525,11 @@ mod tests {
                 let b0_i32: Vec<i32> = if b0.is_empty() { vec![0] } else { b0.iter().map(|z| i32::from(*z)).collect() };
                 let weight = I8Weight::new(k, n, |i| b[i], &b0_i32).unwrap();
                 let a_u8: Vec<u8> = a.iter().map(|v| *v as u8).collect();
-                let widened = WidenedA::new(&a_u8, k, a0, zero_points > 0).unwrap();
+                let widened = WidenedA::new(&a_u8, (m, k), a0, zero_points > 0).unwrap();
                 let want = reference(&a, &b, (m, k, n), a0, &b0_per_column);
                 for executor in [Executor::SingleThread, Executor::multithread(2)] {
                     let mut y = vec![0i32; m * n];
-                    tract_linalg::multithread::multithread_tract_scope(executor, || weight.matmul(&widened, m, &mut y));
+                    tract_linalg::multithread::multithread_tract_scope(executor, || weight.matmul(&widened, &mut y));
                     assert_eq!(y, want, "{m}x{k}x{n}, a0 {a0}");
                 }
             }
@@ -484,9 +543,20 @@ mod tests {
         let panel: Vec<i8> = values(pairs * PAIR_BYTES, 4, -128, 127).iter().map(|v| *v as i8).collect();
         let mut scalar = [[0i32; PANEL]; ROWS];
         tile_scalar::<ROWS>(&a, &panel, pairs, &mut scalar);
-        let mut vector = [[0i32; PANEL]; ROWS];
-        tile_of::<ROWS>(&a, &panel, pairs, &mut vector);
-        assert_eq!(scalar, vector);
+        for kernel in [Kernel::Avx2, Kernel::Avx512Vnni].into_iter().filter(|k| k.available()) {
+            let mut vector = [[0i32; PANEL]; ROWS];
+            tile_of::<ROWS>(kernel, &a, &panel, pairs, &mut vector);
+            assert_eq!(scalar, vector, "{kernel:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_k_gives_zeros_of_the_output_shape() {
+        let op = I8MatMul { weight: Arc::new(I8Weight::new(0, 3, |_| 0, &[0]).unwrap()) };
+        let a = Tensor::from_shape::<u8>(&[2, 0], &[]).unwrap();
+        let y = op.eval(&EvalContext::out_of_plan(), tvec!(a.into_tvalue())).unwrap();
+        assert_eq!(y[0].shape(), &[2, 3]);
+        assert!(y[0].try_as_plain_ram().unwrap().as_slice::<i32>().unwrap().iter().all(|v| *v == 0));
     }
 
     #[test]

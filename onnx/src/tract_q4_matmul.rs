@@ -8,7 +8,8 @@
 //! instructions, widens them to 16-lane f32 vectors and multiplies them against the activations,
 //! reordered once per row of `A` to match the nibbles' order, four weight rows at a time. Weight
 //! rows are split between tract's threads in chunks, every row of `A` against each chunk, so a
-//! prefill reads each weight once; matmuls under [`PARALLEL_MACS`] stay on the calling thread.
+//! prefill reads each weight once; matmuls under
+//! [`PARALLEL_MACS`](crate::tract_threads::PARALLEL_MACS) stay on the calling thread.
 //!
 //! The value is `MatMulNBits`'s own: `Σ_blocks s · Σ (q - z) · a`, with the f32 scales of the
 //! file (tract's Q4_0 packing rounds them to f16) and the weight held as the file holds it (no
@@ -26,20 +27,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::tract_hir::internal::*;
 
 use crate::tract_q4_int8::{self, QuantizedA, WeightView};
+use crate::tract_threads::{TASKS_PER_THREAD, Threads};
 
 /// Codes per unpacking step: 16 bytes of nibbles.
 const STEP: usize = 32;
-
-/// The fewest multiply-adds worth waking other threads for: below it, a decode step's matmuls
-/// ran no faster on two threads than on one (waking the pool cost what the second thread saved).
-const PARALLEL_MACS: usize = 4 << 20;
-
-/// Parallel tasks per thread.
-const TASKS_PER_THREAD: usize = 4;
 
 /// The fewest weight rows a task takes.
 const MIN_ROWS_PER_TASK: usize = 16;
@@ -149,38 +143,14 @@ impl Q4Weight {
             }
             PreparedA::Float(reordered)
         };
-        let executor = current_tract_executor();
-        let threads = match &executor {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        };
-        // A few tasks per thread, to even out a slow one, of at least MIN_ROWS_PER_TASK rows.
-        let per_task = self.n.div_ceil(threads * TASKS_PER_THREAD).max(MIN_ROWS_PER_TASK);
+        let threads = Threads::current();
+        // A few tasks per thread, to even out a slow one, of at least MIN_ROWS_PER_TASK weight
+        // rows (columns of `y`).
+        let per_task = self.n.div_ceil(threads.count() * TASKS_PER_THREAD).max(MIN_ROWS_PER_TASK);
         let tasks: Vec<Range<usize>> =
             (0..self.n).step_by(per_task).map(|start| start..(start + per_task).min(self.n)).collect();
-        let run = |rows: &Range<usize>| -> Vec<f32> {
-            let mut out = vec![0f32; m * rows.len()];
-            self.rows(&prepared, m, rows.clone(), &mut out);
-            out
-        };
-        let results: Vec<Vec<f32>> = match executor {
-            Executor::MultiThread(pool) if tasks.len() > 1 && m.saturating_mul(self.n * self.k) >= PARALLEL_MACS => {
-                let mut results: Vec<Vec<f32>> = vec![Vec::new(); tasks.len()];
-                pool.scope(|s| {
-                    for (rows, result) in tasks.iter().zip(results.iter_mut()) {
-                        let run = &run;
-                        s.spawn(move |_| *result = run(rows));
-                    }
-                });
-                results
-            }
-            _ => tasks.iter().map(run).collect(),
-        };
-        for (rows, result) in tasks.iter().zip(&results) {
-            for (mi, values) in result.chunks_exact(rows.len()).enumerate() {
-                y[mi * self.n + rows.start..mi * self.n + rows.end].copy_from_slice(values);
-            }
-        }
+        let parallel = tasks.len() > 1 && threads.worth(m.saturating_mul(self.n * self.k));
+        threads.split_columns(parallel, (m, self.n), &tasks, y, |rows, out| self.rows(&prepared, m, rows, out));
     }
 
     /// Weight rows `rows` against every row of A: `out` is `[m, rows.len()]`.
@@ -517,6 +487,7 @@ impl TypedOp for Q4MatMul {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tract_linalg::multithread::Executor;
 
     fn arc<T: Datum + Copy>(values: &[T]) -> Arc<Tensor> {
         tensor1(values).into_arc_tensor()

@@ -132,7 +132,8 @@ fn largest_first(initializers: &mut [pb::TensorProto]) {
         let length = tensor.external_data.iter().find(|e| e.key == "length").and_then(|e| e.value.parse().ok());
         length.unwrap_or(tensor.raw_data.len())
     };
-    initializers.sort_by_key(|tensor| std::cmp::Reverse(bytes(tensor)));
+    // Each tensor's size read once (a plain `sort_by_key` re-parsed "length" at every comparison).
+    initializers.sort_by_cached_key(|tensor| std::cmp::Reverse(bytes(tensor)));
 }
 
 /// The canonical directories external data of a model in `given_dir` may resolve into: that
