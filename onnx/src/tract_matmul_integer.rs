@@ -10,9 +10,10 @@
 //! Here a constant `B` without a zero point (`quantize_dynamic`'s symmetric int8 weights) is wired as tract's plain
 //! i8 × i8 → i32 matmul, which runs its int8 kernels, and the compensation is spelled out with
 //! the sums computed in Rust while wiring:
-//! `Σₖ (A - a0)·B = A·B - a0·ΣB`. On a CPU where tract's int8 kernel is its AVX2 one (no VNNI or
-//! AMX), slower there than float32, every constant `B`, with or without zero points, takes
-//! `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a `B` computed at run
+//! `Σₖ (A - a0)·B = A·B - a0·ΣB`. That is the path on CPUs where tract's int8 kernel is the
+//! faster one (AMX, or AVX-VNNI without AVX-512). On the others with AVX2 (AVX2 alone, where
+//! tract's kernel is slower than float32, and AVX-512 VNNI) every constant `B`, with or without
+//! zero points, takes `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a `B` computed at run
 //! time, a per-row `a_zero_point`, and where tract's kernel serves, a weight zero point other than
 //! 0 after the shift to i8) keeps tract's own op.
 
@@ -151,8 +152,8 @@ impl MatMulInteger {
             None => None,
         };
 
-        // On CPUs where tract's int8 kernel is slower than float32, ours, with the weight packed
-        // from the graph's constant (a u8 one shifted on the way) and `a0` taken off `A` itself.
+        // On CPUs where ours is the faster kernel (`tract_i8_matmul::serves`), ours, with the
+        // weight packed from the graph's constant (a u8 one shifted on the way).
         if ours {
             let source = b.try_as_plain_ram()?;
             let weight = if shift == 0 {
@@ -265,7 +266,7 @@ mod tests {
         assert_eq!(names.iter().filter(|n| n.ends_with(".b_sums")).count(), 2, "{names:?}");
     }
 
-    /// The same forms through `EdgeinferI8MatMul` (the default on AVX2 CPUs without VNNI), against
+    /// The same forms through `EdgeinferI8MatMul` (the default on most CPUs with AVX2), against
     /// numpy's integers, bit for bit.
     #[test]
     fn constant_weights_take_the_avx2_kernel_and_give_numpys_integers() {
