@@ -331,7 +331,8 @@ fn quad_plan(steps: usize, per_block: usize) -> Vec<Quad> {
         .collect()
 }
 
-/// Weight rows `first_row..first_row + R` against `a`.
+/// Weight rows `first_row..first_row + R` against `a`, the rows [`AHEAD`] on prefetched
+/// meanwhile, as in [`group_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -343,9 +344,19 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
     let scales: [*const f32; R] = std::array::from_fn(|r| weight.scales[(first_row + r) * blocks..].as_ptr());
     let zero_points: [*const u8; R] =
         std::array::from_fn(|r| weight.zero_points[(first_row + r) * weight.zero_stride..].as_ptr());
+    // The group's rows are consecutive: `R · K / 2` bytes of codes and `R · blocks` scales.
+    // Prefetches never fault, past the weight's end included.
+    let ahead_codes = codes[0].wrapping_add(AHEAD * weight.k / 2).cast::<i8>();
+    let ahead_scales = scales[0].wrapping_add(AHEAD * blocks).cast::<i8>();
+    for line in (0..R * blocks * 4).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
+    }
     let low = _mm512_set1_epi8(0x0F);
     let mut totals = [_mm512_setzero_ps(); R];
     for (index, quad) in a.plan.iter().enumerate() {
+        for line in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(ahead_codes.wrapping_add((index * R + line) * 64));
+        }
         // SAFETY: `a` holds whole quads: 128 bytes and 16 lane scales each. `lane_blocks` is 16
         // i32s. Unaligned loads.
         let (a_even, a_odd, a_scales, lane_blocks) = unsafe {
