@@ -100,9 +100,8 @@ pub(crate) fn serves() -> bool {
 pub(crate) struct I8Weight {
     k: usize,
     n: usize,
-    /// Rows of `B` whose values sit side by side in a column: the kernel's [`Kernel::depth`].
-    depth: usize,
-    /// `ceil(K / depth)`.
+    /// `ceil(K / depth)`, the depth being the kernel's ([`Kernel::depth`]): rows of `B` whose
+    /// values sit side by side in a column.
     groups: usize,
     /// `[ceil(N / PANEL)][groups][PANEL][depth]`.
     packed: Vec<i8>,
@@ -157,7 +156,7 @@ impl I8Weight {
                 }
             }
         }
-        Ok(I8Weight { k, n, depth, groups, packed, zero_points, column_sums, kernel })
+        Ok(I8Weight { k, n, groups, packed, zero_points, column_sums, kernel })
     }
 
     fn panels(&self) -> usize {
@@ -166,12 +165,12 @@ impl I8Weight {
 
     /// Bytes of one panel.
     fn panel_bytes(&self) -> usize {
-        self.groups * PANEL * self.depth
+        self.groups * PANEL * self.kernel.depth()
     }
 
     /// `(A - a0) · (B - b0)` for the rows of `a`, into `y` (`[rows, N]`).
     fn matmul<T: Lane>(&self, a: &PreparedA<'_, T>, y: &mut [i32]) {
-        assert_eq!(T::DEPTH, self.depth, "int8 matmul: lanes of A for another kernel");
+        assert_eq!(T::DEPTH, self.kernel.depth(), "int8 matmul: lanes of A for another kernel");
         let (m, n, panels) = (a.rows, self.n, self.panels());
         if m == 0 || n == 0 {
             return;
@@ -206,7 +205,7 @@ impl I8Weight {
     /// The rows `a` holds against panels `panels`, into `out`: a row of `stride` values each, the
     /// first panel's columns at 0.
     fn block<T: Lane>(&self, a: RowsOfA<T>, panels: Range<usize>, out: &mut [i32], stride: usize) {
-        let row_stride = self.depth * self.groups;
+        let row_stride = self.kernel.depth() * self.groups;
         let first = panels.start * PANEL;
         let RowsOfA { values: a, sums, offset } = a;
         let m = a.len() / row_stride;
@@ -586,7 +585,7 @@ impl EvalOp for I8MatMul {
         let mut y = vec![0i32; m.checked_mul(n).context("int8 matmul: output size")?];
         let plain = a.try_as_plain_ram()?;
         // i16 lanes hold `a - a0` (within ±383); u8 lanes hold `a` (an int8 `a` moved by +128).
-        let wide = self.weight.depth == i16::DEPTH;
+        let wide = self.weight.kernel.depth() == i16::DEPTH;
         let a0_16 = a0 as i16;
         let dt = a.datum_type();
         ensure!(dt == u8::datum_type() || dt == i8::datum_type(), "int8 matmul: A is {dt:?}");

@@ -13,9 +13,9 @@
 //! `Σₖ (A - a0)·B = A·B - a0·ΣB`. That is the path on CPUs where tract's int8 kernel is the
 //! faster one (AMX, or AVX-VNNI without AVX-512). On the others with AVX2 (AVX2 alone, where
 //! tract's kernel is slower than float32, and AVX-512 VNNI) every constant `B`, with or without
-//! zero points, takes `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a `B` computed at run
-//! time, a per-row `a_zero_point`, and where tract's kernel serves, a weight zero point other than
-//! 0 after the shift to i8) keeps tract's own op.
+//! zero points, takes `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a
+//! `B` computed at run time, a per-row `a_zero_point`, and where tract's kernel serves, a weight
+//! zero point other than 0 after the shift to i8) keeps tract's own op.
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb;

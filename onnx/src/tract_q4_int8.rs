@@ -31,7 +31,7 @@
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
-use crate::tract_q4_matmul::{AHEAD, sum_lanes};
+use crate::tract_q4_matmul::{AHEAD, prefetch_lines, sum_lanes};
 
 /// Codes per 32-code step, as in [`crate::tract_q4_matmul`].
 const STEP: usize = 32;
@@ -348,9 +348,7 @@ unsafe fn group_vnni<const R: usize>(weight: &WeightView, first_row: usize, a: A
     // Prefetches never fault, past the weight's end included.
     let ahead_codes = codes[0].wrapping_add(AHEAD * weight.k / 2).cast::<i8>();
     let ahead_scales = scales[0].wrapping_add(AHEAD * blocks).cast::<i8>();
-    for line in (0..R * blocks * 4).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
-    }
+    prefetch_lines(ahead_scales, R * blocks * 4);
     let low = _mm512_set1_epi8(0x0F);
     let mut totals = [_mm512_setzero_ps(); R];
     for (index, quad) in a.plan.iter().enumerate() {
@@ -433,9 +431,7 @@ unsafe fn group_avx2<const R: usize>(weight: &WeightView, first_row: usize, a: A
     // Prefetches never fault, past the weight's end included.
     let ahead_codes = codes.wrapping_add(AHEAD * row_bytes).cast::<i8>();
     let ahead_scales = scales.wrapping_add(AHEAD * blocks).cast::<i8>();
-    for line in (0..R * blocks * 4).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
-    }
+    prefetch_lines(ahead_scales, R * blocks * 4);
     let mut totals = [[_mm256_setzero_ps(); 2]; R];
     let whole_quads = steps / QUAD;
     for (index, quad) in a.plan[..whole_quads].iter().enumerate() {

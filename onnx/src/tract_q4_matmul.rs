@@ -38,8 +38,20 @@ const STEP: usize = 32;
 /// The fewest weight rows a task takes.
 const MIN_ROWS_PER_TASK: usize = 16;
 
-/// How many weight rows ahead the AVX2 kernels prefetch (the group of four after next).
+/// How many weight rows ahead the kernels prefetch (the group of four after next).
 pub(crate) const AHEAD: usize = 8;
+
+/// Prefetches `bytes` from `start` into L1, a cache line at a time. A prefetch never faults, past
+/// the weight's end included. (SSE, which the kernels that call it imply.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+#[inline]
+pub(crate) fn prefetch_lines(start: *const i8, bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line));
+    }
+}
 
 /// A `[N, K]` 4-bit weight in `MatMulNBits`' layout, with `K` a whole number of blocks and each
 /// block a whole number of 32-code steps.
@@ -268,9 +280,7 @@ unsafe fn dot_avx512<const R: usize>(
     // The rows [`AHEAD`] on are prefetched meanwhile, as in [`dot_avx2`].
     let ahead_codes = codes[0].as_ptr().wrapping_add(AHEAD * codes[0].len()).cast::<i8>();
     let ahead_scales = scales[0].as_ptr().wrapping_add(AHEAD * blocks).cast::<i8>();
-    for line in (0..R * blocks * 4).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
-    }
+    prefetch_lines(ahead_scales, R * blocks * 4);
     let mut totals = [_mm512_setzero_ps(); R];
     for block in 0..blocks {
         let scale: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(scales[r][block]));
@@ -341,9 +351,7 @@ unsafe fn dot_avx2<const R: usize>(
     // weight's end included.
     let ahead_codes = codes[0].as_ptr().wrapping_add(AHEAD * codes[0].len()).cast::<i8>();
     let ahead_scales = scales[0].as_ptr().wrapping_add(AHEAD * blocks).cast::<i8>();
-    for line in (0..R * blocks * 4).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(ahead_scales.wrapping_add(line));
-    }
+    prefetch_lines(ahead_scales, R * blocks * 4);
     let mut totals = [_mm256_setzero_ps(); R];
     let mut zero = [_mm_setzero_si128(); R];
     let mut scale = [_mm256_setzero_ps(); R];
