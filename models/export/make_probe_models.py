@@ -44,6 +44,14 @@
                        for a CPU where a backend computes the level in float32. Scales are f16
                        values, so that tract's Q4_0 kernel (elsewhere) is exact too.
 
+  matmul_bnb4.onnx     a [2,3,64] float -> three com.microsoft MatMulBnb4 forms (N = 40): NF4 in blocks
+                       of 64 (what transformers.js's bnb4 mode writes), FP4 in blocks of 16, and NF4
+                       in blocks of 128, each of which spans two rows of the weight -> y_nf4_b64,
+                       y_fp4_b16, y_nf4_b128 [2,3,40] float. Codes and absmax are random; the
+                       weight is decoded with bitsandbytes' code books (high nibble first, float32
+                       products, as ONNX Runtime's CPU kernel decodes it). matmul_bnb4.{a,y_*}.npy:
+                       the input and numpy's float64 result, which ONNX Runtime is checked against here.
+
   group_query_attention.onnx
                        com.microsoft GroupQueryAttention as onnxruntime-genai's builder writes it
                        (query, key and value packed, computed by a MatMul from x [1,S,32]; rotary
@@ -91,6 +99,7 @@ def main() -> None:
     matmul_integer(args.out)
     matmul_nbits(args.out)
     matmul_nbits_int8(args.out)
+    matmul_bnb4(args.out)
     group_query_attention(args.out)
 
 
@@ -236,6 +245,40 @@ def matmul_nbits_int8(out: Path) -> None:
     for name, (y, y_float) in results.items():
         np.save(out / f"matmul_nbits_int8.{name}.npy", y.astype(np.float32))
         np.save(out / f"matmul_nbits_int8.{name}.float.npy", y_float.astype(np.float32))
+
+
+# bitsandbytes' code books: NF4 (normal-float quantiles) and FP4 (sign, then 3 bits of exponent and
+# mantissa, divided by its largest value 12), as float32 values.
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
+FP4 = np.array([0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0], np.float32) / np.float32(12)
+FP4 = np.concatenate([FP4, -FP4])
+
+
+def matmul_bnb4(out: Path) -> None:
+    rng = np.random.default_rng(13)
+    k, n = 64, 40
+    a = rng.standard_normal((2, 3, k)).astype(np.float32)
+    init, nodes, results = [], [], {}
+    for name, table, quant_type, block in [("y_nf4_b64", NF4, 1, 64), ("y_fp4_b16", FP4, 0, 16),
+                                           ("y_nf4_b128", NF4, 1, 128)]:
+        codes = rng.integers(0, 16, n * k, dtype=np.uint8)
+        absmax = rng.uniform(0.01, 0.1, n * k // block).astype(np.float32)
+        packed = ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8)
+        weight = (table[codes] * np.repeat(absmax, block)).astype(np.float64).reshape(n, k)
+        init += [onnx.numpy_helper.from_array(packed, f"{name}.b"), onnx.numpy_helper.from_array(absmax, f"{name}.absmax")]
+        nodes.append(helper.make_node("MatMulBnb4", ["a", f"{name}.b", f"{name}.absmax"], [name],
+                                      domain="com.microsoft", K=k, N=n, block_size=block, quant_type=quant_type))
+        results[name] = a.astype(np.float64) @ weight.T
+    save_nbits_probe(out, "matmul_bnb4", nodes, init, a, list(results), n)
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(out / "matmul_bnb4.onnx"), providers=["CPUExecutionProvider"])
+    for name, got in zip(results, sess.run(list(results), {"a": a})):
+        np.testing.assert_allclose(got, results[name], rtol=1e-5, atol=1e-5, err_msg=f"ONNX Runtime's {name}")
+    for name, y in results.items():
+        np.save(out / f"matmul_bnb4.{name}.npy", y.astype(np.float32))
 
 
 def group_query_attention(out: Path) -> None:

@@ -8,7 +8,12 @@ Variants (file names as onnx-community publishes them, next to model.onnx):
   qdq        model_qdq.onnx        ORT quantize_static, QDQ, uint8 activations / int8 per-channel
                                    weights (7-bit range, see to_qdq), calibrated on the fixture's
                                    inputs (vision models)
-  q4         model_q4.onnx         ORT MatMulNBitsQuantizer, 4-bit blocks of 32 (LLaMA)
+  q4         model_q4.onnx         ORT MatMulNBitsQuantizer, 4-bit blocks of 32, symmetric
+  q4f16      model_q4f16.onnx      q4, then the fp16 conversion (float16 activations, inputs and
+                                   outputs; MatMulNBits with float16 scales), as transformers.js's
+                                   quantizer writes it
+  bnb4       model_bnb4.onnx       ORT MatMulBnb4Quantizer, NF4 in blocks of 64 (transformers.js's
+                                   defaults)
 A graph over --external-data-mb (1) keeps its weights in <file>_data beside it (model_q4.onnx_data),
 which ONNX Runtime maps instead of copying (see move_weights_out). The tiny DINOv2 fixture's
 variants stay single files; the LLaMA fixture's are written with --external-data-mb 0.1, so that
@@ -38,7 +43,8 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-DEFAULT_VARIANTS = {"dinov2": ["fp16", "int8", "quantized", "qdq"], "llama": ["fp16", "int8", "quantized", "q4"]}
+DEFAULT_VARIANTS = {"dinov2": ["fp16", "int8", "quantized", "qdq", "q4", "q4f16", "bnb4"],
+                    "llama": ["fp16", "int8", "quantized", "q4", "q4f16", "bnb4"]}
 
 # Tolerances for our backends against ONNX Runtime's output of the same variant file, as
 # (atol, rtol × the largest reference value), about 3× the worst difference measured on tract
@@ -50,7 +56,7 @@ DEFAULT_VARIANTS = {"dinov2": ["fp16", "int8", "quantized", "qdq"], "llama": ["f
 # graph (one element of an o_proj input at 188.50002 codes on ORT, 188.5 on tract). Cases without
 # such a tie agree to about 1e-6.
 TOLERANCE = {"fp16": (2e-2, 2e-2), "int8": (5e-2, 5e-2), "quantized": (5e-2, 5e-2), "qdq": (5e-2, 5e-2),
-             "q4": (2e-3, 1e-2)}
+             "q4": (2e-3, 1e-2), "q4f16": (2e-2, 2e-2), "bnb4": (2e-3, 1e-2)}
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
              "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}
@@ -68,10 +74,10 @@ def variant_file(variant: str) -> str:
 FP32_PREFIXES = ("/model/embeddings/", "/shared_image_embedding/", "/prompt_encoder/shared_embedding/")
 
 
-def to_fp16(src: Path, dst: Path) -> None:
+def to_fp16(src: Path | onnx.ModelProto, dst: Path) -> None:
     from onnxruntime.transformers import float16
 
-    model = onnx.load(str(src))
+    model = src if isinstance(src, onnx.ModelProto) else onnx.load(str(src))
     # Inputs and outputs become float16 too, as in onnx-community's model_fp16.onnx: callers
     # must feed the declared type.
     embeddings = [n.name for n in model.graph.node if n.name.startswith(FP32_PREFIXES)]
@@ -105,7 +111,7 @@ def to_qdq(src: Path, dst: Path, calibration: list[dict]) -> None:
                     op_types_to_quantize=["MatMul", "Gemm", "Conv"])
 
 
-def to_q4(src: Path, dst: Path, accuracy_level: int | None = None) -> None:
+def q4_model(src: Path, accuracy_level: int | None = None) -> onnx.ModelProto:
     """4-bit MatMulNBits, blocks of 32. `accuracy_level` 4 lets ONNX Runtime's CPU kernels quantise
     the activations to int8 (what onnxruntime-genai's builder writes for CPU int4), and tract does
     the same on CPUs with AVX-512 VNNI; left out, both compute in float32 (the fixtures' setting)."""
@@ -113,7 +119,20 @@ def to_q4(src: Path, dst: Path, accuracy_level: int | None = None) -> None:
 
     quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=accuracy_level)
     quant.process()
-    quant.model.save_model_to_file(str(dst), use_external_data_format=False)
+    quant.model.topological_sort()
+    return quant.model.model
+
+
+def to_bnb4(src: Path, dst: Path) -> None:
+    """bitsandbytes-style 4-bit MatMulBnb4: NF4 codes in blocks of 64, one float32 absmax each
+    (transformers.js's `bnb4` mode, with its defaults). ONNX Runtime's CPU kernel decodes the
+    weight to float32 at every run; tract decodes it once at load (onnx/src/tract_matmul_bnb4.rs)."""
+    from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
+
+    quant = MatMulBnb4Quantizer(onnx.load(str(src)), quant_type=MatMulBnb4Quantizer.NF4, block_size=64)
+    quant.process()
+    quant.model.topological_sort()
+    onnx.save(quant.model.model, str(dst))
 
 
 def move_weights_out(path: Path) -> None:
@@ -245,7 +264,7 @@ def main() -> None:
                     help="pixel_values .npy files to calibrate qdq on (with --no-goldens), e.g. "
                          "../fixtures/dinov2/golden/preprocess.*.npy")
     ap.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
-                    help="q4: MatMulNBits' accuracy_level (4: int8 activations on ONNX Runtime's CPU "
+                    help="q4, q4f16: MatMulNBits' accuracy_level (4: int8 activations on ONNX Runtime's CPU "
                          "kernels and on tract with AVX-512 VNNI, faster; the fixtures leave it out)")
     ap.add_argument("--external-data-mb", type=float, default=1,
                     help="graphs larger than this keep their weights in <file>_data (default 1 MiB: every "
@@ -275,7 +294,11 @@ def main() -> None:
                 raise SystemExit("qdq needs calibration inputs: run it on a fixture folder (cases.json)")
             to_qdq(src, dst, calibration)
         elif variant == "q4":
-            to_q4(src, dst, args.accuracy_level)
+            onnx.save(q4_model(src, args.accuracy_level), str(dst))
+        elif variant == "q4f16":
+            to_fp16(q4_model(src, args.accuracy_level), dst)
+        elif variant == "bnb4":
+            to_bnb4(src, dst)
         else:
             raise SystemExit(f"unknown variant {variant}")
         if dst.stat().st_size > args.external_data_mb * 2**20:

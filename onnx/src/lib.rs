@@ -30,6 +30,8 @@ mod tract_gqa;
 #[cfg(feature = "tract")]
 mod tract_i8_matmul;
 #[cfg(feature = "tract")]
+mod tract_matmul_bnb4;
+#[cfg(feature = "tract")]
 mod tract_matmul_integer;
 #[cfg(feature = "tract")]
 mod tract_matmul_nbits;

@@ -143,6 +143,7 @@ pub(crate) fn parse(
     crate::tract_cache_matmul::register(&mut onnx);
     crate::tract_quantize::register(&mut onnx);
     crate::tract_matmul_integer::register(&mut onnx);
+    crate::tract_matmul_bnb4::register(&mut onnx);
     crate::tract_matmul_nbits::register(&mut onnx);
     let (mut proto, model_dir) = match source {
         ModelSource::File(path) => {

@@ -10,6 +10,10 @@
 //! (`onnx/src/tract_matmul_nbits.rs`) and leaves the last to its own op; every backend must give
 //! numpy's float64 result to float32 accuracy.
 //!
+//! `MatMulBnb4` (bitsandbytes' NF4 and FP4 codes, transformers.js's `bnb4` variant) in three
+//! forms: tract decodes the weight at load (`onnx/src/tract_matmul_bnb4.rs`), ONNX Runtime at every
+//! run; both must give numpy's float64 result to float32 accuracy.
+//!
 //! `MatMulNBits` with `accuracy_level = 4` in three of those forms: the activations quantised to
 //! int8 per block before the product, as ONNX Runtime's CPU kernels do. numpy's reference
 //! quantises the same way; ONNX Runtime and tract on a CPU with AVX-512 VNNI or AVX2
@@ -67,6 +71,19 @@ fn every_backend_gives_numpys_4_bit_matmuls() {
         for y in ["y_sym", "y_zp_bias", "y_b64_zp", "y_b16"] {
             let got = out.take(y).unwrap();
             let file = format!("matmul_nbits.{y}.npy");
+            assert_float32_close(&got, &Tensor::read_npy(&probe(&file)).unwrap(), &format!("{name} {y} ({file})"));
+        }
+    }
+}
+
+#[test]
+fn every_backend_gives_numpys_bitsandbytes_4_bit_matmuls() {
+    for backend in backends() {
+        let name = backend.kind().name();
+        let mut out = run_probe(&*backend, "matmul_bnb4", &["a"]);
+        for y in ["y_nf4_b64", "y_fp4_b16", "y_nf4_b128"] {
+            let got = out.take(y).unwrap();
+            let file = format!("matmul_bnb4.{y}.npy");
             assert_float32_close(&got, &Tensor::read_npy(&probe(&file)).unwrap(), &format!("{name} {y} ({file})"));
         }
     }
