@@ -201,6 +201,11 @@ pub(crate) fn parse(
     if packed > 0 {
         tracing::debug!(model = %source.label(), packed, "4-bit weights repacked for tract (see tract_matmul_nbits)");
     }
+    // So are 8-bit ones, where our int8 kernel computes them.
+    let packed = crate::tract_matmul_integer::pack_constant_weights(&mut model).map_err(|e| invalid(source, e))?;
+    if packed > 0 {
+        tracing::debug!(model = %source.label(), packed, "8-bit weights packed for tract (see tract_matmul_integer)");
+    }
     if !options.dims.is_empty() {
         fix_dims(&mut model, &parsed_inputs, &options.dims).map_err(|e| invalid(source, e))?;
     }

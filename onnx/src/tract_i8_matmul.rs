@@ -120,6 +120,16 @@ impl I8Weight {
         I8Weight::for_kernel(Kernel::detect(), k, n, value, zero_points)
     }
 
+    /// The weight's rows (the product's depth).
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The weight's columns (the product's width).
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
     /// [`I8Weight::new`] for `kernel` (the tests pack for every kernel the CPU has).
     fn for_kernel(
         kernel: Kernel,

@@ -16,6 +16,11 @@
 //! zero points, takes `EdgeinferI8MatMul` instead ([`crate::tract_i8_matmul`]). Anything else (a
 //! `B` computed at run time, a per-row `a_zero_point`, and where tract's kernel serves, a weight
 //! zero point other than 0 after the shift to i8) keeps tract's own op.
+//!
+//! Where `EdgeinferI8MatMul` serves, [`pack_constant_weights`] packs each constant weight before
+//! translation and empties the graph's constant as it goes, as `tract_matmul_nbits` does for
+//! 4-bit weights: packed while wiring, every packed weight was held beside every original until
+//! the whole graph was translated, and loading LLaMA-135M int8 peaked at 1.65× its files.
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb;
@@ -43,7 +48,7 @@ fn parse(ctx: &ParsingContext, node: &pb::NodeProto) -> TractResult<(Box<dyn Inf
     let present = |i: usize| node.input.get(i).is_some_and(|n| !n.is_empty());
     let a_zero_point = present(2).then_some(2);
     let b_zero_point = present(3).then(|| 2 + usize::from(present(2)));
-    Ok((expand(MatMulInteger { a_zero_point, b_zero_point, tracts }), closures))
+    Ok((expand(MatMulInteger { a_zero_point, b_zero_point, packed: None, tracts }), closures))
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +56,9 @@ struct MatMulInteger {
     /// Input slots of the optional zero points (absent inputs take no slot).
     a_zero_point: Option<usize>,
     b_zero_point: Option<usize>,
+    /// The weight packed for `EdgeinferI8MatMul` by [`pack_constant_weights`], its constants
+    /// emptied in the graph.
+    packed: Option<Arc<I8Weight>>,
     /// tract's own op for the same node.
     tracts: Box<dyn InferenceOp>,
 }
@@ -59,6 +67,105 @@ impl MatMulInteger {
     fn tracts(&self) -> TractResult<&dyn Expansion> {
         crate::tract::expansion(&*self.tracts).context("tract's MatMulInteger is not an expansion")
     }
+}
+
+/// Packs the constant weight of every `MatMulInteger` that `EdgeinferI8MatMul` will compute, and
+/// empties the constants it came from (the weight, and its zero points) where no other node
+/// reads them, one weight at a time. Returns how many weights were packed.
+pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<usize> {
+    use crate::tract_matmul_nbits::{constant, empty_constant, sole_reader};
+    if !crate::tract_i8_matmul::serves() {
+        return Ok(0);
+    }
+    let mut packed = 0;
+    for id in 0..model.nodes().len() {
+        let Some(op) = ours(model.node(id)) else { continue };
+        let inputs = model.node(id).inputs.clone();
+        // A per-row `a_zero_point` keeps tract's op, which needs the weight: only a scalar one.
+        if op.packed.is_some() || op.a_zero_point.is_some_and(|slot| !scalar(model, inputs[slot])) {
+            continue;
+        }
+        let Some(b) = constant(model, inputs[1]) else { continue };
+        let b_zero_point = match op.b_zero_point.map(|slot| constant(model, inputs[slot])) {
+            Some(None) => continue,
+            Some(Some(zp)) => Some(zp),
+            None => None,
+        };
+        let Some(weight) = pack(&b, b_zero_point.as_deref())? else { continue };
+        let mut op = op.clone();
+        op.packed = Some(Arc::new(weight));
+        let emptied = [Some(1), op.b_zero_point];
+        drop((b, b_zero_point));
+        model.node_mut(id).op = expand(op);
+        for slot in emptied.into_iter().flatten() {
+            if sole_reader(model, inputs[slot], id) {
+                empty_constant(model, inputs[slot])?;
+            }
+        }
+        packed += 1;
+    }
+    Ok(packed)
+}
+
+fn ours(node: &InferenceNode) -> Option<&MatMulInteger> {
+    let expansion = crate::tract::expansion(&*node.op)?;
+    tract_onnx::tract_core::downcast_rs::Downcast::as_any(expansion).downcast_ref::<MatMulInteger>()
+}
+
+/// Whether `outlet` is one value: `DynamicQuantizeLinear`'s zero point, or a value of a known
+/// shape of one element.
+fn scalar(model: &InferenceModel, outlet: OutletId) -> bool {
+    let node = model.node(outlet.node);
+    if crate::tract::expansion(&*node.op).is_some_and(|e| e.name() == "DynamicQuantizeLinear") {
+        return outlet.slot == 2;
+    }
+    model
+        .outlet_fact(outlet)
+        .ok()
+        .and_then(|fact| fact.shape.concretize())
+        .is_some_and(|shape| shape.iter().all(|d| d.to_usize().ok() == Some(1)))
+}
+
+/// A constant `[K, N]` int8 or uint8 weight and its zero points (one, or one per column) packed
+/// for `EdgeinferI8MatMul`, or `None` for a form it does not take.
+fn pack(b: &Tensor, b_zero_point: Option<&Tensor>) -> TractResult<Option<I8Weight>> {
+    if b.rank() != 2 {
+        return Ok(None);
+    }
+    let (k, n) = (b.shape()[0], b.shape()[1]);
+    let Some((shift, b_zero_points)) = weight_zero_points(b, b_zero_point, n)? else { return Ok(None) };
+    let source = b.try_as_plain_ram()?;
+    let weight = if shift == 0 {
+        let values = source.as_slice::<i8>()?;
+        I8Weight::new(k, n, |i| i16::from(values[i]), &b_zero_points)?
+    } else {
+        let values = source.as_slice::<u8>()?;
+        I8Weight::new(k, n, |i| i16::from(values[i]) - 128, &b_zero_points)?
+    };
+    Ok(Some(weight))
+}
+
+/// The shift that takes the weight to i8 (128 for a u8 one, else 0) and its zero points after it
+/// (per column, or one for all; an absent one is 0), or `None` for a type or a count of zero
+/// points this module does not take.
+fn weight_zero_points(b: &Tensor, zero_point: Option<&Tensor>, n: usize) -> TractResult<Option<(i32, Vec<i32>)>> {
+    let shift = match b.datum_type() {
+        dt if dt == u8::datum_type() => 128,
+        dt if dt == i8::datum_type() => 0,
+        _ => return Ok(None),
+    };
+    let zero_points = match zero_point {
+        Some(zp) => {
+            let zp = zp.cast_to::<i32>()?;
+            let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?;
+            if !(zp.len() == 1 || zp.len() == n) {
+                return Ok(None);
+            }
+            zp.iter().map(|z| z - shift).collect()
+        }
+        None => vec![-shift],
+    };
+    Ok(Some((shift, zero_points)))
 }
 
 impl Expansion for MatMulInteger {
@@ -72,7 +179,21 @@ impl Expansion for MatMulInteger {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        self.tracts()?.rules(s, inputs, outputs)
+        let Some(weight) = &self.packed else { return self.tracts()?.rules(s, inputs, outputs) };
+        // tract's rules read the weight's shape, which packing emptied: `[.., K] -> [.., N]`.
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, i32::datum_type())?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)?;
+        let (k, n) = (weight.k().to_dim(), weight.n().to_dim());
+        s.given(&inputs[0].rank, move |s, rank| {
+            let rank = usize::try_from(rank)?;
+            ensure!(rank >= 1, "MatMulInteger: A must have at least one axis");
+            for ax in 0..rank - 1 {
+                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
+            }
+            s.equals(&inputs[0].shape[rank - 1], k.clone())?;
+            s.equals(&outputs[0].shape[rank - 1], n.clone())
+        })
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
@@ -92,78 +213,56 @@ impl MatMulInteger {
         inputs: &[OutletId],
     ) -> TractResult<Option<TVec<OutletId>>> {
         let (a, a_fact) = (inputs[0], model.outlet_fact(inputs[0])?.clone());
-        let b_fact = model.outlet_fact(inputs[1])?.clone();
-        let Some(b) = b_fact.konst.clone() else { return Ok(None) };
         let rank = a_fact.rank();
-        if b.rank() != 2 || rank == 0 {
-            return Ok(None);
-        }
-        let (k, n) = (b.shape()[0], b.shape()[1]);
-        // Everything that sends a node to tract's own op is checked before anything is wired.
         let a_is_u8 = match a_fact.datum_type {
             dt if dt == u8::datum_type() => true,
             dt if dt == i8::datum_type() => false,
-            _ => return Ok(None),
+            dt => {
+                ensure!(self.packed.is_none(), "MatMulInteger {prefix}: A is {dt:?}, not uint8 or int8");
+                return Ok(None);
+            }
         };
-        // a0: a scalar (a per-row zero point is left to tract).
-        if let Some(slot) = self.a_zero_point
-            && model.outlet_fact(inputs[slot])?.shape.volume() != 1.to_dim()
-        {
+        // a0: a scalar (a per-row zero point is left to tract; a packed weight was checked for it).
+        let scalar_a0 = match self.a_zero_point {
+            Some(slot) => model.outlet_fact(inputs[slot])?.shape.volume() == 1.to_dim(),
+            None => true,
+        };
+        if let Some(weight) = &self.packed {
+            ensure!(scalar_a0 && rank > 0, "MatMulInteger {prefix}: a per-row a_zero_point or a scalar A");
+            let a0 = self.wire_a0(prefix, model, inputs)?;
+            let op = I8MatMul { weight: weight.clone() };
+            let operands: TVec<OutletId> = std::iter::once(a).chain(a0).collect();
+            return Ok(Some(model.wire_node(format!("{prefix}.i8_matmul"), op, &operands)?));
+        }
+        let b_fact = model.outlet_fact(inputs[1])?.clone();
+        let Some(b) = b_fact.konst.clone() else { return Ok(None) };
+        if b.rank() != 2 || rank == 0 || !scalar_a0 {
             return Ok(None);
         }
-        // The weight as i8: a u8 one moves by -128, and so does its zero point (per column, or
-        // one for all; an absent one is 0).
-        let shift = match b.datum_type() {
-            dt if dt == u8::datum_type() => 128,
-            dt if dt == i8::datum_type() => 0,
-            _ => return Ok(None),
+        let (k, n) = (b.shape()[0], b.shape()[1]);
+        let b_zero_point = match self.b_zero_point {
+            Some(slot) => match model.outlet_fact(inputs[slot])?.konst.clone() {
+                Some(zp) => Some(zp),
+                None => return Ok(None),
+            },
+            None => None,
         };
-        let b_zero_points: Vec<i32> = match self.b_zero_point {
-            Some(slot) => {
-                let Some(zp) = model.outlet_fact(inputs[slot])?.konst.clone() else { return Ok(None) };
-                let zp = zp.cast_to::<i32>()?;
-                let zp = zp.try_as_plain_ram()?.as_slice::<i32>()?;
-                if !(zp.len() == 1 || zp.len() == n) {
-                    return Ok(None);
-                }
-                zp.iter().map(|z| z - shift).collect()
-            }
-            None => vec![-shift],
+        let Some((shift, b_zero_points)) = weight_zero_points(&b, b_zero_point.as_deref(), n)? else {
+            return Ok(None);
         };
         // Ours takes any of these (see `tract_i8_matmul`). tract's kernel is given the weight
         // zero point 0 only: any other needs ΣA per row, broadcast against it, and tract 0.23
         // fuses that product into the ΣA matmul wrongly ("Trying to substitute a 130,48,I32 by
         // 130,1,I32"), so such weights (quantize_dynamic's uint8) keep tract's own op there.
+        // (Where ours serves, `pack_constant_weights` packed the weight before translation; one
+        // left for here is one it could not empty, e.g. shared, packed now all the same.)
         let ours = crate::tract_i8_matmul::serves();
         if !ours && b_zero_points.iter().any(|z| *z != 0) {
             return Ok(None);
         }
-
-        let a0 = match self.a_zero_point {
-            Some(slot) => {
-                let rank0 = model.outlet_fact(inputs[slot])?.rank();
-                let mut wire =
-                    model.wire_node(format!("{prefix}.a0_i32"), cast(i32::datum_type()), &[inputs[slot]])?[0];
-                for axis in (0..rank0).rev() {
-                    wire = model.wire_node(format!("{prefix}.a0_scalar_{axis}"), AxisOp::Rm(axis), &[wire])?[0];
-                }
-                Some(wire)
-            }
-            None => None,
-        };
-
-        // On CPUs where ours is the faster kernel (`tract_i8_matmul::serves`), ours, with the
-        // weight packed from the graph's constant (a u8 one shifted on the way).
-        if ours {
-            let source = b.try_as_plain_ram()?;
-            let weight = if shift == 0 {
-                let values = source.as_slice::<i8>()?;
-                I8Weight::new(k, n, |i| i16::from(values[i]), &b_zero_points)?
-            } else {
-                let values = source.as_slice::<u8>()?;
-                I8Weight::new(k, n, |i| i16::from(values[i]) - 128, &b_zero_points)?
-            };
-            let op = I8MatMul { weight: std::sync::Arc::new(weight) };
+        let a0 = self.wire_a0(prefix, model, inputs)?;
+        if ours && let Some(weight) = pack(&b, b_zero_point.as_deref())? {
+            let op = I8MatMul { weight: Arc::new(weight) };
             let operands: TVec<OutletId> = std::iter::once(a).chain(a0).collect();
             return Ok(Some(model.wire_node(format!("{prefix}.i8_matmul"), op, &operands)?));
         }
@@ -232,6 +331,19 @@ impl MatMulInteger {
     }
 }
 
+impl MatMulInteger {
+    /// `a_zero_point` as a scalar i32, where the node has one.
+    fn wire_a0(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<Option<OutletId>> {
+        let Some(slot) = self.a_zero_point else { return Ok(None) };
+        let rank0 = model.outlet_fact(inputs[slot])?.rank();
+        let mut wire = model.wire_node(format!("{prefix}.a0_i32"), cast(i32::datum_type()), &[inputs[slot]])?[0];
+        for axis in (0..rank0).rev() {
+            wire = model.wire_node(format!("{prefix}.a0_scalar_{axis}"), AxisOp::Rm(axis), &[wire])?[0];
+        }
+        Ok(Some(wire))
+    }
+}
+
 /// `wire` with `count` leading axes of extent 1 (tract's binary ops want operands of one rank).
 fn with_leading_axes(
     model: &mut TypedModel,
@@ -264,6 +376,24 @@ mod tests {
         // zero points and y_uint8_no_zp a uint8 weight centred on 0, which keep tract's own op
         // (the integration test checks all five against numpy).
         assert_eq!(names.iter().filter(|n| n.ends_with(".b_sums")).count(), 2, "{names:?}");
+    }
+
+    /// Where `EdgeinferI8MatMul` serves, the parsed graph holds the packed weights only: every
+    /// form's weight constant was emptied before translation.
+    #[test]
+    fn packed_weights_leave_no_constant_behind() {
+        use tract_onnx::tract_core::ops::konst::Const;
+        crate::tract_i8_matmul::FORCE.with(|f| f.set(Some(true)));
+        let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/probe/matmul_integer.onnx");
+        let (model, _, _) = crate::tract::parse(&ModelSource::File(probe), &SessionOptions::default()).unwrap();
+        crate::tract_i8_matmul::FORCE.with(|f| f.set(None));
+        let packed = model.nodes().iter().filter_map(super::ours).filter(|op| op.packed.is_some()).count();
+        let avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");
+        assert_eq!(packed, if avx2 { 5 } else { 0 });
+        // The weights are [40, 24]. b_int8 and b_both are emptied; b_uint8, which three nodes
+        // read, stays (each packed its own copy).
+        let weights = model.nodes().iter().filter_map(|n| n.op_as::<Const>()).filter(|c| c.val().len() == 40 * 24);
+        assert_eq!(weights.count(), if avx2 { 1 } else { 3 });
     }
 
     /// The same forms through `EdgeinferI8MatMul` (the default on most CPUs with AVX2), against

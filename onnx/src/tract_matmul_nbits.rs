@@ -152,18 +152,18 @@ fn ours(node: &InferenceNode) -> Option<&MatMulNBits> {
 }
 
 /// The value of a `Const` node's output.
-fn constant(model: &InferenceModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+pub(crate) fn constant(model: &InferenceModel, outlet: OutletId) -> Option<Arc<Tensor>> {
     model.node(outlet.node).op_as::<Const>().map(|c| c.val().clone())
 }
 
 /// Whether `outlet` feeds `node` alone (and is not a model output).
-fn sole_reader(model: &InferenceModel, outlet: OutletId, node: usize) -> bool {
+pub(crate) fn sole_reader(model: &InferenceModel, outlet: OutletId, node: usize) -> bool {
     let successors = &model.node(outlet.node).outputs[outlet.slot].successors;
     successors.iter().all(|inlet| inlet.node == node) && !model.outputs.contains(&outlet)
 }
 
 /// Replaces a constant by an empty one of its type: its value is held nowhere else any more.
-fn empty_constant(model: &mut InferenceModel, outlet: OutletId) -> TractResult<()> {
+pub(crate) fn empty_constant(model: &mut InferenceModel, outlet: OutletId) -> TractResult<()> {
     let Some(value) = constant(model, outlet) else { return Ok(()) };
     let empty = Arc::new(Tensor::zero_dt(value.datum_type(), &[0])?);
     drop(value);
