@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Precision variants against full precision, on each backend, measured in one run:
-#   DINOv2-S/14 at 224 px: fp32, fp16, int8 and quantized (dynamic), qdq (static), one image;
-#   LLaMA-135M (SmolLM-135M sized) decode: fp32, int8, q4 (MatMulNBits, accuracy level 4).
+#   DINOv2-S/14 at 224 px: fp32, fp16, int8 and quantized (dynamic), qdq (static), q4, q4f16 and
+#   bnb4 (transformers.js's 4-bit modes), one image;
+#   LLaMA-135M (SmolLM-135M sized) decode: fp32, int8, q4 and q4f16 (MatMulNBits, accuracy level
+#   4), bnb4 (MatMulBnb4, NF4).
 # Real-size models with random weights (speed does not depend on the values), the variants
 # written by models/export/quantize.py as the fixtures' are. Rounds alternate the order of the
 # variants, so a slow spell of this VM is shared; the table gives medians and each variant's
@@ -27,14 +29,16 @@ done
 out=$root/bench/out
 source bench/common.sh
 bench_ort
-dinov2_variants=(fp32 fp16 int8 quantized qdq)
-llama_variants=(fp32 int8 q4)
+dinov2_variants=(fp32 fp16 int8 quantized qdq q4 q4f16 bnb4)
+llama_variants=(fp32 int8 q4 q4f16 bnb4)
 [ "$family" = llama ] && dinov2_variants=()
 [ "$family" = dinov2 ] && llama_variants=()
 if [ "$family" != llama ]; then
   bench_dinov2_s "$out/dinov2-s"
   [ -f "$out/dinov2-s/model_qdq.onnx" ] || bench_export quantize.py --family dinov2 --dir "$out/dinov2-s" \
     --variants fp16,int8,quantized,qdq --no-goldens --calibrate-with "$root"/models/fixtures/dinov2/golden/preprocess.*.npy
+  [ -f "$out/dinov2-s/model_bnb4.onnx" ] || bench_export quantize.py --family dinov2 --dir "$out/dinov2-s" \
+    --variants q4,q4f16,bnb4 --no-goldens
 fi
 if [ "$family" != dinov2 ]; then
   bench_llama_135m "$out/llama-135m"
@@ -45,6 +49,8 @@ if [ "$family" != dinov2 ]; then
   # rewritten).
   grep -q accuracy_level "$out/llama-135m/model_q4.onnx" 2>/dev/null || bench_export quantize.py --family llama \
     --dir "$out/llama-135m" --variants q4 --no-goldens --accuracy-level 4
+  [ -f "$out/llama-135m/model_bnb4.onnx" ] || bench_export quantize.py --family llama --dir "$out/llama-135m" \
+    --variants q4f16,bnb4 --no-goldens --accuracy-level 4
 fi
 [ "$family" = llama ] || cargo build --release --locked -q -p edgeinfer-daemon --bin edgeinfer
 [ "$family" = dinov2 ] || cargo build --release --locked -q -p edgeinfer-tests --example llama_decode
