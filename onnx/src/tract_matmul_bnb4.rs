@@ -139,9 +139,7 @@ impl MatMulBnb4 {
         }
         Tensor::from_shape(&[self.n, self.k], &weight)
     }
-}
 
-impl MatMulBnb4 {
     /// The weight as the file holds it, for [`Q4MatMul`], where it serves code-book weights and
     /// the blocks are whole rows' blocks of whole 32-code steps; `None` otherwise.
     fn four_bit(&self, b: &Arc<Tensor>, absmax: &Arc<Tensor>) -> TractResult<Option<Q4Weight>> {
@@ -198,6 +196,7 @@ impl Expansion for MatMulBnb4 {
         let (b, absmax) = (constant(1, "the weight B")?, constant(2, "absmax")?);
         let a_fact = model.outlet_fact(inputs[0])?.clone();
         let rank = a_fact.rank();
+        ensure!(rank >= 1, "MatMulBnb4 {prefix}: A must have at least one axis");
         let a = model.wire_node(format!("{prefix}.cast_a"), cast(f32::datum_type()), &[inputs[0]])?[0];
         if let Some(weight) = self.four_bit(&b, &absmax)? {
             let y = model.wire_node(format!("{prefix}.matmul"), Q4MatMul { weight: Arc::new(weight) }, &[a])?[0];
