@@ -134,6 +134,11 @@ pub(crate) fn expansion(op: &dyn InferenceOp) -> Option<&dyn tract_onnx::tract_h
     Some(boxed.as_ref())
 }
 
+/// The expansion of type `T` a node of the parsed model holds (one of our ops), if it is one.
+pub(crate) fn expansion_of<T: 'static>(node: &tract_onnx::tract_hir::infer::InferenceNode) -> Option<&T> {
+    tract_onnx::tract_core::downcast_rs::Downcast::as_any(expansion(&*node.op)?).downcast_ref::<T>()
+}
+
 pub(crate) fn parse(
     source: &ModelSource,
     options: &SessionOptions,

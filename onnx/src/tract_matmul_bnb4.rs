@@ -172,19 +172,8 @@ impl Expansion for MatMulBnb4 {
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
         check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
         s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        let (k, n) = (self.k.to_dim(), self.n.to_dim());
-        s.given(&inputs[0].rank, move |s, rank| {
-            let rank = usize::try_from(rank)?;
-            ensure!(rank >= 1, "MatMulBnb4: A must have at least one axis");
-            s.equals(&outputs[0].rank, rank as i64)?;
-            for ax in 0..rank - 1 {
-                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
-            }
-            s.equals(&inputs[0].shape[rank - 1], k.clone())?;
-            s.equals(&outputs[0].shape[rank - 1], n.clone())
-        })
+        crate::tract_matmul_nbits::matmul_shape_rules(s, inputs, outputs, (self.k, self.n))
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {

@@ -73,7 +73,7 @@ impl MatMulInteger {
 /// empties the constants it came from (the weight, and its zero points) where no other node
 /// reads them, one weight at a time. Returns how many weights were packed.
 pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<usize> {
-    use crate::tract_matmul_nbits::{constant, empty_constant, sole_reader};
+    use crate::tract_matmul_nbits::{constant, replace_and_empty};
     if !crate::tract_i8_matmul::serves() {
         return Ok(0);
     }
@@ -94,22 +94,17 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
         let Some(weight) = pack(&b, b_zero_point.as_deref())? else { continue };
         let mut op = op.clone();
         op.packed = Some(Arc::new(weight));
-        let emptied = [Some(1), op.b_zero_point];
+        let emptied: Vec<OutletId> =
+            [Some(1), op.b_zero_point].into_iter().flatten().map(|slot| inputs[slot]).collect();
         drop((b, b_zero_point));
-        model.node_mut(id).op = expand(op);
-        for slot in emptied.into_iter().flatten() {
-            if sole_reader(model, inputs[slot], id) {
-                empty_constant(model, inputs[slot])?;
-            }
-        }
+        replace_and_empty(model, id, expand(op), emptied)?;
         packed += 1;
     }
     Ok(packed)
 }
 
 fn ours(node: &InferenceNode) -> Option<&MatMulInteger> {
-    let expansion = crate::tract::expansion(&*node.op)?;
-    tract_onnx::tract_core::downcast_rs::Downcast::as_any(expansion).downcast_ref::<MatMulInteger>()
+    crate::tract::expansion_of(node)
 }
 
 /// Whether `outlet` is one value: `DynamicQuantizeLinear`'s zero point, or a value of a known
@@ -132,17 +127,21 @@ fn pack(b: &Tensor, b_zero_point: Option<&Tensor>) -> TractResult<Option<I8Weigh
     if b.rank() != 2 {
         return Ok(None);
     }
+    let Some((shift, b_zero_points)) = weight_zero_points(b, b_zero_point, b.shape()[1])? else { return Ok(None) };
+    pack_shifted(b, shift, &b_zero_points).map(Some)
+}
+
+/// A `[K, N]` weight packed, moved to i8 by `shift` (see [`weight_zero_points`]).
+fn pack_shifted(b: &Tensor, shift: i32, b_zero_points: &[i32]) -> TractResult<I8Weight> {
     let (k, n) = (b.shape()[0], b.shape()[1]);
-    let Some((shift, b_zero_points)) = weight_zero_points(b, b_zero_point, n)? else { return Ok(None) };
     let source = b.try_as_plain_ram()?;
-    let weight = if shift == 0 {
+    if shift == 0 {
         let values = source.as_slice::<i8>()?;
-        I8Weight::new(k, n, |i| i16::from(values[i]), &b_zero_points)?
+        I8Weight::new(k, n, |i| i16::from(values[i]), b_zero_points)
     } else {
         let values = source.as_slice::<u8>()?;
-        I8Weight::new(k, n, |i| i16::from(values[i]) - 128, &b_zero_points)?
-    };
-    Ok(Some(weight))
+        I8Weight::new(k, n, |i| i16::from(values[i]) - 128, b_zero_points)
+    }
 }
 
 /// The shift that takes the weight to i8 (128 for a u8 one, else 0) and its zero points after it
@@ -180,20 +179,9 @@ impl Expansion for MatMulInteger {
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
         let Some(weight) = &self.packed else { return self.tracts()?.rules(s, inputs, outputs) };
-        // tract's rules read the weight's shape, which packing emptied: `[.., K] -> [.., N]`.
-        check_output_arity(outputs, 1)?;
+        // tract's rules read the weight's shape, which packing emptied.
         s.equals(&outputs[0].datum_type, i32::datum_type())?;
-        s.equals(&outputs[0].rank, &inputs[0].rank)?;
-        let (k, n) = (weight.k().to_dim(), weight.n().to_dim());
-        s.given(&inputs[0].rank, move |s, rank| {
-            let rank = usize::try_from(rank)?;
-            ensure!(rank >= 1, "MatMulInteger: A must have at least one axis");
-            for ax in 0..rank - 1 {
-                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
-            }
-            s.equals(&inputs[0].shape[rank - 1], k.clone())?;
-            s.equals(&outputs[0].shape[rank - 1], n.clone())
-        })
+        crate::tract_matmul_nbits::matmul_shape_rules(s, inputs, outputs, (weight.k(), weight.n()))
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
@@ -261,8 +249,8 @@ impl MatMulInteger {
             return Ok(None);
         }
         let a0 = self.wire_a0(prefix, model, inputs)?;
-        if ours && let Some(weight) = pack(&b, b_zero_point.as_deref())? {
-            let op = I8MatMul { weight: Arc::new(weight) };
+        if ours {
+            let op = I8MatMul { weight: Arc::new(pack_shifted(&b, shift, &b_zero_points)?) };
             let operands: TVec<OutletId> = std::iter::once(a).chain(a0).collect();
             return Ok(Some(model.wire_node(format!("{prefix}.i8_matmul"), op, &operands)?));
         }
@@ -329,9 +317,7 @@ impl MatMulInteger {
         }
         Ok(Some(tvec![y]))
     }
-}
 
-impl MatMulInteger {
     /// `a_zero_point` as a scalar i32, where the node has one.
     fn wire_a0(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<Option<OutletId>> {
         let Some(slot) = self.a_zero_point else { return Ok(None) };

@@ -135,20 +135,15 @@ pub(crate) fn pack_constant_weights(model: &mut InferenceModel) -> TractResult<u
         let mut op = op.clone();
         op.packed = Some(weight);
         drop((b, scales, zero_points));
-        model.node_mut(id).op = expand(op);
-        for slot in [Some(1), Some(2), zero_point_slot].into_iter().flatten() {
-            if sole_reader(model, inputs[slot], id) {
-                empty_constant(model, inputs[slot])?;
-            }
-        }
+        let emptied = [Some(1), Some(2), zero_point_slot].into_iter().flatten().map(|slot| inputs[slot]);
+        replace_and_empty(model, id, expand(op), emptied)?;
         packed += 1;
     }
     Ok(packed)
 }
 
 fn ours(node: &InferenceNode) -> Option<&MatMulNBits> {
-    let expansion = crate::tract::expansion(&*node.op)?;
-    tract_onnx::tract_core::downcast_rs::Downcast::as_any(expansion).downcast_ref::<MatMulNBits>()
+    crate::tract::expansion_of(node)
 }
 
 /// The value of a `Const` node's output.
@@ -160,6 +155,46 @@ pub(crate) fn constant(model: &InferenceModel, outlet: OutletId) -> Option<Arc<T
 pub(crate) fn sole_reader(model: &InferenceModel, outlet: OutletId, node: usize) -> bool {
     let successors = &model.node(outlet.node).outputs[outlet.slot].successors;
     successors.iter().all(|inlet| inlet.node == node) && !model.outputs.contains(&outlet)
+}
+
+/// Gives node `id` the op that holds its packed weight, and empties each of the `constants` it
+/// was packed from that no other node reads.
+pub(crate) fn replace_and_empty(
+    model: &mut InferenceModel,
+    id: usize,
+    op: Box<dyn InferenceOp>,
+    constants: impl IntoIterator<Item = OutletId>,
+) -> TractResult<()> {
+    model.node_mut(id).op = op;
+    for outlet in constants {
+        if sole_reader(model, outlet, id) {
+            empty_constant(model, outlet)?;
+        }
+    }
+    Ok(())
+}
+
+/// The shape rules of `A @ W` against a constant weight of `K` rows and `N` columns, for an op
+/// whose weight is packed or emptied (so no rule reads it): `A` is `[.., K]`, the output `[.., N]`.
+/// The caller states the output's type.
+pub(crate) fn matmul_shape_rules<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    (k, n): (usize, usize),
+) -> InferenceResult {
+    check_output_arity(outputs, 1)?;
+    s.equals(&outputs[0].rank, &inputs[0].rank)?;
+    let (k, n) = (k.to_dim(), n.to_dim());
+    s.given(&inputs[0].rank, move |s, rank| {
+        let rank = usize::try_from(rank)?;
+        ensure!(rank >= 1, "A must have at least one axis");
+        for ax in 0..rank - 1 {
+            s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
+        }
+        s.equals(&inputs[0].shape[rank - 1], k.clone())?;
+        s.equals(&outputs[0].shape[rank - 1], n.clone())
+    })
 }
 
 /// Replaces a constant by an empty one of its type: its value is held nowhere else any more.

@@ -30,7 +30,8 @@
 //! From [`GEMM_ROWS`] rows of `A` on (a prefill; a vision model's hundreds of tokens), the float32
 //! product decodes each tile of weight rows to float32 once and multiplies it as a GEMM, instead
 //! of decoding each weight row again for every row of `A`: DINOv2-S q4 (257 tokens) went from
-//! 306 to about 125 ms on an AVX-512 EPYC, against 95 ms for its fp32 graph in tract's own GEMM.
+//! 306 to 141 ms on an AVX-512 EPYC, against 123 ms for its fp32 graph in tract's own GEMM in the
+//! same run (`bench/results/variants-4bit-avx512vnni-2core.txt`).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -161,7 +162,6 @@ impl Q4Weight {
         book: &'static [f32; 16],
     ) -> TractResult<Q4Weight> {
         let mut weight = Q4Weight::new(n, k, block_size, codes, absmax, None, Compute::Float)?;
-        weight.int8 = false;
         weight.book = Some(book);
         Ok(weight)
     }
@@ -200,8 +200,7 @@ impl Q4Weight {
         let threads = Threads::current();
         // A few tasks per thread, to even out a slow one, of at least MIN_ROWS_PER_TASK weight
         // rows (columns of `y`); one per thread for the GEMM, which packs `A` for each.
-        let gemm = !self.int8 && m >= GEMM_ROWS;
-        let tasks_per_thread = if gemm { 1 } else { TASKS_PER_THREAD };
+        let tasks_per_thread = if self.gemm(m) { 1 } else { TASKS_PER_THREAD };
         let per_task = self.n.div_ceil(threads.count() * tasks_per_thread).max(MIN_ROWS_PER_TASK);
         let tasks: Vec<Range<usize>> =
             (0..self.n).step_by(per_task).map(|start| start..(start + per_task).min(self.n)).collect();
@@ -229,7 +228,7 @@ impl Q4Weight {
                 }
                 return;
             }
-            PreparedA::Float(a) if m >= GEMM_ROWS => return self.rows_gemm(a, m, rows, out),
+            PreparedA::Float(a) if self.gemm(m) => return self.rows_gemm(a, m, rows, out),
             PreparedA::Float(a) => a,
         };
         // Four weight rows at a time (four independent sums in flight), then one at a time.
@@ -250,6 +249,12 @@ impl Q4Weight {
                 n += 1;
             }
         }
+    }
+
+    /// Whether `m` rows of `A` take [`Q4Weight::rows_gemm`]: float32 products from
+    /// [`GEMM_ROWS`] rows on.
+    fn gemm(&self, m: usize) -> bool {
+        !self.int8 && m >= GEMM_ROWS
     }
 
     /// [`Q4Weight::rows`] for many rows of `A`: each tile of weight rows is decoded to float32
